@@ -1,0 +1,25 @@
+// Package sshd turns a verified SSH user certificate and an SSH exec
+// request into exactly the Git operation the certificate's grants allow.
+//
+// It is the one authorization core shared by both Git front-ends: the
+// native server (jitssh git-server) and the forced command that stock
+// OpenSSH runs (jitssh git-shell, with jitssh principals-command). A rule is
+// written once, here.
+//
+// The package promises:
+//
+//   - Verify accepts only user certificates signed by a trusted CA, inside
+//     their validity window, not revoked, with no critical option other
+//     than a satisfied source-address, and with at least one well-formed
+//     grant. Plain keys get nothing.
+//   - Decide runs only git-upload-pack, git-receive-pack and
+//     git-upload-archive on a bare repository under the configured root, and
+//     only when a grant covers it. An unknown repository and a forbidden one
+//     give the client the same answer.
+//   - Serve makes git itself enforce the grant's refs: refs outside the grant
+//     are hidden and cannot be fetched, archived or updated, and a ref-scoped
+//     writer cannot push objects that reach into history it cannot read.
+//
+// Every decision, allowed or refused, is handed to a Recorder with the
+// certificate serial and key ID.
+package sshd

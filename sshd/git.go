@@ -1,0 +1,531 @@
+package sshd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jitssh/jitssh/principals"
+)
+
+// Environment variables that carry a push's authorization from Serve to
+// the hooks git runs. They are set by jitssh, never taken from a client.
+const (
+	envHookRepo   = "JITSSH_HOOK_REPO"
+	envHookGrants = "JITSSH_HOOK_GRANTS"
+	envHookFence  = "JITSSH_HOOK_FENCE"
+	envHookReport = "JITSSH_HOOK_REPORT"
+)
+
+// hookNames are the hooks jitssh installs. pre-receive and proc-receive
+// enforce grants; the others only record and chain to the repository's own
+// hook of the same name, so an operator's hooks keep running.
+var hookNames = []string{"pre-receive", "proc-receive", "update", "post-receive", "post-update"}
+
+// GitOptions configure how git is run.
+type GitOptions struct {
+	// Git is the git binary; empty means "git" on PATH.
+	Git string
+	// HookCommand is the argv prefix that runs RunHook, to which the hook
+	// name and its arguments are appended; empty means this executable
+	// with the argument "hook" (the jitssh binary's hidden hook command).
+	HookCommand []string
+	// Env is the environment git starts from; nil means PATH and HOME of
+	// this process. Nothing of the client's environment is added except a
+	// validated GIT_PROTOCOL.
+	Env []string
+}
+
+// Git runs git for authorized decisions. Create it once with NewGit and
+// Close it when done: it owns a private hooks directory.
+type Git struct {
+	git      string
+	env      []string
+	hooksDir string
+	reports  atomic.Uint64
+}
+
+// NewGit prepares the hooks directory and returns a runner.
+func NewGit(opts GitOptions) (*Git, error) {
+	g := &Git{git: opts.Git, env: opts.Env}
+	if g.git == "" {
+		g.git = "git"
+	}
+	if g.env == nil {
+		g.env = baseEnv()
+	}
+	hookCmd := opts.HookCommand
+	if len(hookCmd) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find own executable for git hooks: %w", err)
+		}
+		hookCmd = []string{exe, "hook"}
+	}
+	dir, err := os.MkdirTemp("", "jitssh-hooks-")
+	if err != nil {
+		return nil, fmt.Errorf("create hooks directory: %w", err)
+	}
+	for _, name := range hookNames {
+		script := "#!/bin/sh\nexec " + shellQuoteArgs(hookCmd) + " " + name + " \"$@\"\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("write %s hook: %w", name, err)
+		}
+	}
+	g.hooksDir = dir
+	return g, nil
+}
+
+// Close removes the hooks directory.
+func (g *Git) Close() error {
+	return os.RemoveAll(g.hooksDir)
+}
+
+func baseEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// Stdio are the client's streams.
+type Stdio struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// RefUpdate is one ref a push asked to change, and what became of it.
+type RefUpdate struct {
+	Ref    string `json:"ref"`
+	Old    string `json:"old"`
+	New    string `json:"new"`
+	Result string `json:"result"` // "updated" or "refused"
+	Reason string `json:"reason,omitempty"`
+}
+
+// Result is what a served operation did.
+type Result struct {
+	// Updates are the refs a push changed or was refused, in order.
+	Updates  []RefUpdate
+	BytesIn  int64
+	BytesOut int64
+	// Protocol is the Git protocol version spoken ("0", "1" or "2").
+	Protocol string
+}
+
+// Serve runs the decided operation with the client's streams. gitProtocol
+// is the client's GIT_PROTOCOL value, "" when none was sent. The returned
+// error is non-nil when git failed or the operation was refused part-way
+// (an archive of a ref outside the grant, for instance).
+func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+	if !d.Allowed() {
+		return Result{}, fmt.Errorf("serve refused decision: %w", d.Err)
+	}
+	in := &countingReader{r: stdio.In}
+	out := &countingWriter{w: stdio.Out}
+	stdio.In, stdio.Out = in, out
+	var res Result
+	var err error
+	switch d.Command.Service {
+	case UploadPack:
+		res, err = g.uploadPack(ctx, d, gitProtocol, stdio)
+	case ReceivePack:
+		res, err = g.receivePack(ctx, d, gitProtocol, stdio)
+	case UploadArchive:
+		err = g.uploadArchive(ctx, d, stdio)
+	default:
+		err = fmt.Errorf("%w: %s", ErrCommand, d.Command.Service)
+	}
+	res.BytesIn, res.BytesOut = in.n, out.n
+	return res, err
+}
+
+// readsAll reports whether the grants let the holder read every ref, in
+// which case nothing needs hiding.
+func readsAll(grants principals.Set) bool {
+	for _, g := range grants {
+		if g.Ref == "*" || g.Ref == "refs/*" {
+			return true
+		}
+	}
+	return false
+}
+
+// protocolVersion validates a client's GIT_PROTOCOL value. Only the
+// version key is understood; anything else is dropped, never passed on.
+func protocolVersion(v string) string {
+	switch v {
+	case "version=0", "version=1", "version=2":
+		return v[len("version="):]
+	}
+	return ""
+}
+
+// safeConfig pins every setting that decides what a client may obtain, so
+// no repository config can widen it.
+var safeConfig = []string{
+	"uploadpack.allowAnySHA1InWant=false",
+	"uploadpack.allowReachableSHA1InWant=false",
+	"uploadpack.allowTipSHA1InWant=false",
+	"uploadpack.allowRefInWant=false",
+	"uploadArchive.allowUnreachable=false",
+}
+
+func (g *Git) uploadPack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+	version := protocolVersion(gitProtocol)
+	cfg := append([]string(nil), safeConfig...)
+	if !readsAll(d.Grants) {
+		// Protocol v2 serves any object by id to anyone who can connect,
+		// whatever is hidden, so ref-scoped readers speak v0.
+		if version == "2" {
+			version = ""
+		}
+		hidden, err := hideRefsConfig("uploadpack.hideRefs", d, principals.Read, true)
+		if err != nil {
+			return Result{}, err
+		}
+		cfg = append(cfg, hidden...)
+	}
+	env := g.env
+	if version != "" {
+		env = append(env[:len(env):len(env)], "GIT_PROTOCOL=version="+version)
+	}
+	err := g.run(ctx, cfg, []string{"upload-pack", "--strict", d.Path}, env, stdio)
+	return Result{Protocol: orZero(version)}, err
+}
+
+func orZero(v string) string {
+	if v == "" {
+		return "0"
+	}
+	return v
+}
+
+func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+	version := protocolVersion(gitProtocol)
+	if version == "2" {
+		version = "" // push has no v2; git would fall back anyway
+	}
+	report, err := os.CreateTemp("", "jitssh-push-")
+	if err != nil {
+		return Result{}, fmt.Errorf("create push report: %w", err)
+	}
+	defer os.Remove(report.Name())
+	defer report.Close()
+
+	cfg := append([]string(nil), safeConfig...)
+	cfg = append(cfg,
+		"core.hooksPath="+g.hooksDir,
+		"receive.procReceiveRefs=refs/",
+		"receive.advertisePushOptions=false",
+	)
+	args := []string{"receive-pack"}
+	env := append(g.env[:len(g.env):len(g.env)],
+		envHookRepo+"="+d.Command.Repo,
+		envHookGrants+"="+grantsString(d.Grants),
+		envHookReport+"="+report.Name(),
+	)
+	if !readsAll(d.Grants) {
+		hidden, err := hideRefsConfig("receive.hideRefs", d, principals.Read, false)
+		if err != nil {
+			return Result{}, err
+		}
+		cfg = append(cfg, hidden...)
+		// A ref-scoped writer could otherwise make the server resolve a
+		// delta against, or link history to, an object it cannot read,
+		// then fetch the result back. No thin packs, and a reachability
+		// fence in pre-receive, close both.
+		//
+		// Thin packs are refused (index-pack always runs, without
+		// --fix-thin) and clients are told so with the no-thin
+		// capability; then the push quarantine holds exactly the objects
+		// the client sent, which is what the fence checks against.
+		args = append(args, "--reject-thin-pack-for-testing")
+		cfg = append(cfg, "receive.unpackLimit=1")
+		env = append(env, envHookFence+"=1")
+		stdio.Out = &noThinWriter{w: stdio.Out}
+	}
+	if version != "" {
+		env = append(env, "GIT_PROTOCOL=version="+version)
+	}
+	args = append(args, d.Path)
+	runErr := g.run(ctx, cfg, args, env, stdio)
+	updates, err := readReport(report)
+	if err != nil && runErr == nil {
+		runErr = err
+	}
+	return Result{Updates: updates, Protocol: orZero(version)}, runErr
+}
+
+func readReport(f *os.File) ([]RefUpdate, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("read push report: %w", err)
+	}
+	var updates []RefUpdate
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var u RefUpdate
+		if err := json.Unmarshal(sc.Bytes(), &u); err != nil {
+			return updates, fmt.Errorf("read push report: %w", err)
+		}
+		updates = append(updates, u)
+	}
+	return updates, sc.Err()
+}
+
+// run starts git with -c settings and waits for it. Cancelling ctx kills it.
+func (g *Git) run(ctx context.Context, cfg, args, env []string, stdio Stdio) error {
+	argv := make([]string, 0, 2*len(cfg)+len(args))
+	for _, c := range cfg {
+		argv = append(argv, "-c", c)
+	}
+	argv = append(argv, args...)
+	cmd := exec.CommandContext(ctx, g.git, argv...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.In, stdio.Out, stdio.Err
+	cmd.WaitDelay = waitDelay
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("git %s: %w", args[0], err)
+	}
+	return nil
+}
+
+// hideRefsConfig hides every ref, then shows those the grants let the
+// holder read. hideRefs matches a name and everything below it, so a
+// grant's ref is shown only when that matches the grant exactly: an exact
+// grant R is not shown while refs exist below R/ (then R itself cannot),
+// and a prefix grant P/* does not show a ref named P itself. With
+// withHead, HEAD is hidden unless the ref it points to is granted.
+func hideRefsConfig(key string, d Decision, need principals.Access, withHead bool) ([]string, error) {
+	cfg := []string{key + "=refs/"}
+	if withHead {
+		target, err := headTarget(d.Path)
+		if err != nil {
+			return nil, err
+		}
+		if target == "" || !d.Grants.Allows(d.Command.Repo, target, need) {
+			cfg = append(cfg, key+"=HEAD")
+		}
+	}
+	for _, gr := range d.Grants {
+		if !gr.Access.Includes(need) {
+			continue
+		}
+		if prefix, ok := strings.CutSuffix(gr.Ref, "/*"); ok {
+			cfg = append(cfg, key+"=!"+prefix)
+			exists, err := refExists(d.Path, prefix)
+			if err != nil {
+				return nil, err
+			}
+			if exists {
+				cfg = append(cfg, key+"="+prefix)
+			}
+			continue
+		}
+		below, err := refsBelow(d.Path, gr.Ref)
+		if err != nil {
+			return nil, err
+		}
+		if !below {
+			cfg = append(cfg, key+"=!"+gr.Ref)
+		}
+	}
+	return cfg, nil
+}
+
+// headTarget returns the ref HEAD points to, or "" for a detached HEAD.
+func headTarget(repo string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(repo, "HEAD"))
+	if err != nil {
+		return "", fmt.Errorf("read HEAD: %w", err)
+	}
+	if ref, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "ref: "); ok {
+		return ref, nil
+	}
+	return "", nil
+}
+
+var errStop = errors.New("stop")
+
+// refExists reports whether ref exists, loose or packed.
+func refExists(repo, ref string) (bool, error) {
+	if fi, err := os.Lstat(filepath.Join(repo, filepath.FromSlash(ref))); err == nil && fi.Mode().IsRegular() {
+		return true, nil
+	}
+	found := false
+	err := scanPackedRefs(repo, func(name string) error {
+		if name == ref {
+			found = true
+			return errStop
+		}
+		return nil
+	})
+	return found, err
+}
+
+// refsBelow reports whether any ref exists strictly below ref + "/".
+func refsBelow(repo, ref string) (bool, error) {
+	if fi, err := os.Lstat(filepath.Join(repo, filepath.FromSlash(ref))); err == nil && fi.IsDir() {
+		return true, nil
+	}
+	found := false
+	err := scanPackedRefs(repo, func(name string) error {
+		if strings.HasPrefix(name, ref+"/") {
+			found = true
+			return errStop
+		}
+		return nil
+	})
+	return found, err
+}
+
+func scanPackedRefs(repo string, fn func(name string) error) error {
+	f, err := os.Open(filepath.Join(repo, "packed-refs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read packed-refs: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' || line[0] == '^' {
+			continue
+		}
+		_, name, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if err := fn(name); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read packed-refs: %w", err)
+	}
+	return nil
+}
+
+func shellQuoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// waitDelay bounds how long git's output may linger after it is killed.
+const waitDelay = 5 * time.Second
+
+// grantsString joins grants into the one-line form hooks read back.
+func grantsString(set principals.Set) string {
+	s := make([]string, len(set))
+	for i, g := range set {
+		s[i] = g.String()
+	}
+	return strings.Join(s, " ")
+}
+
+// noThinWriter adds the no-thin capability to receive-pack's first ref
+// advertisement line and passes everything else through untouched.
+type noThinWriter struct {
+	w    io.Writer
+	buf  []byte
+	done bool
+}
+
+func (n *noThinWriter) Write(p []byte) (int, error) {
+	if n.done {
+		return n.w.Write(p)
+	}
+	n.buf = append(n.buf, p...)
+	for !n.done {
+		if len(n.buf) < pktHeaderLen {
+			return len(p), nil
+		}
+		size, err := strconv.ParseUint(string(n.buf[:pktHeaderLen]), 16, 16)
+		if err != nil || (size != 0 && size < pktHeaderLen) {
+			return 0, fmt.Errorf("receive-pack advertisement: bad pkt-line length %q", n.buf[:pktHeaderLen])
+		}
+		if size == 0 { // flush before any ref line: nothing to amend
+			n.done = true
+			break
+		}
+		if len(n.buf) < int(size) {
+			return len(p), nil
+		}
+		line := n.buf[pktHeaderLen:size]
+		if string(line) == "version 1\n" {
+			if _, err := n.w.Write(n.buf[:size]); err != nil {
+				return 0, err
+			}
+			n.buf = n.buf[size:]
+			continue
+		}
+		rest := n.buf[size:]
+		if i := bytes.IndexByte(line, 0); i >= 0 {
+			amended := bytes.TrimSuffix(line, []byte("\n"))
+			amended = append(amended[:len(amended):len(amended)], " no-thin\n"...)
+			var out bytes.Buffer
+			if err := writePkt(&out, amended); err != nil {
+				return 0, err
+			}
+			if _, err := n.w.Write(out.Bytes()); err != nil {
+				return 0, err
+			}
+			n.buf = rest
+		}
+		n.done = true
+	}
+	if len(n.buf) > 0 {
+		if _, err := n.w.Write(n.buf); err != nil {
+			return 0, err
+		}
+	}
+	n.buf = nil
+	return len(p), nil
+}

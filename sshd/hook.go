@@ -1,0 +1,378 @@
+package sshd
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/jitssh/jitssh/principals"
+)
+
+// zeroID matches git's all-zero object id of either hash length.
+func isZeroID(id string) bool { return strings.Trim(id, "0") == "" }
+
+// RunHook is the body of the hooks Serve installs; the jitssh binary runs
+// it as its hidden "hook" command. It reads its authorization from the
+// JITSSH_HOOK_* environment Serve set, and returns the exit code.
+func RunHook(name string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	h, err := hookEnvFromOS()
+	if err != nil {
+		fmt.Fprintf(stderr, "jitssh: %s hook: %v\n", name, err)
+		return 1
+	}
+	switch name {
+	case "pre-receive":
+		return h.preReceive(stdin, stdout, stderr)
+	case "proc-receive":
+		if err := h.procReceive(stdin, stdout); err != nil {
+			fmt.Fprintf(stderr, "jitssh: proc-receive: %v\n", err)
+			return 1
+		}
+		return 0
+	case "post-receive":
+		return h.postReceive(stdin, stdout, stderr)
+	case "update", "post-update":
+		return chainRepoHook(name, args, stdin, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "jitssh: unknown hook %q\n", name)
+	return 1
+}
+
+type hookEnv struct {
+	repo   string
+	grants principals.Set
+	fence  bool
+	report string
+}
+
+func hookEnvFromOS() (*hookEnv, error) {
+	h := &hookEnv{
+		repo:   os.Getenv(envHookRepo),
+		fence:  os.Getenv(envHookFence) == "1",
+		report: os.Getenv(envHookReport),
+	}
+	if h.repo == "" {
+		return nil, errors.New("not started by jitssh (no repository in environment)")
+	}
+	grants, errs := principals.ParseSet(strings.Fields(os.Getenv(envHookGrants)))
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("bad grants in environment: %w", errs[0])
+	}
+	h.grants = grants
+	return h, nil
+}
+
+type refCommand struct{ old, new, ref string }
+
+func parseRefCommand(line string) (refCommand, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 {
+		return refCommand{}, fmt.Errorf("bad ref update line %q", truncate(line))
+	}
+	return refCommand{old: f[0], new: f[1], ref: f[2]}, nil
+}
+
+// preReceive runs the reachability fence for ref-scoped writers: every
+// object the pushed tips reach, and that the holder cannot already read,
+// must have arrived in this push. Otherwise a writer could push a commit
+// on top of history it cannot see and then fetch that history back.
+func (h *hookEnv) preReceive(stdin io.Reader, stdout, stderr io.Writer) int {
+	input, err := io.ReadAll(stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
+		return 1
+	}
+	if h.fence {
+		var tips []string
+		for _, line := range strings.Split(strings.TrimSpace(string(input)), "\n") {
+			if line == "" {
+				continue
+			}
+			c, err := parseRefCommand(line)
+			if err != nil {
+				fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
+				return 1
+			}
+			if !isZeroID(c.new) {
+				tips = append(tips, c.new)
+			}
+		}
+		if len(tips) > 0 {
+			if err := h.fenceObjects(tips); err != nil {
+				fmt.Fprintf(stderr, "jitssh: push refused: %v\n", err)
+				return 1
+			}
+		}
+	}
+	return chainRepoHook("pre-receive", nil, bytes.NewReader(input), stdout, stderr)
+}
+
+var errOutsideGrant = errors.New("the pushed history reaches objects outside your grant")
+
+func (h *hookEnv) fenceObjects(tips []string) error {
+	readable, err := h.readableTips()
+	if err != nil {
+		return err
+	}
+	revArgs := []string{"rev-list", "--objects", "--no-object-names", "--stdin"}
+	rev := exec.Command("git", revArgs...)
+	var in strings.Builder
+	for _, t := range tips {
+		in.WriteString(t + "\n")
+	}
+	for _, t := range readable {
+		in.WriteString("^" + t + "\n")
+	}
+	rev.Stdin = strings.NewReader(in.String())
+	rev.Stderr = os.Stderr
+	revOut, err := rev.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	// The quarantine holds exactly what this push brought. Checking the
+	// listed objects against it alone (no alternates) finds any that came
+	// from the repository instead.
+	quarantine := os.Getenv("GIT_QUARANTINE_PATH")
+	if quarantine == "" {
+		return errors.New("no push quarantine; refusing to guess")
+	}
+	check := exec.Command("git", "cat-file", "--batch-check=%(objectname)")
+	check.Env = withoutEnv(os.Environ(), "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_OBJECT_DIRECTORY")
+	check.Env = append(check.Env, "GIT_OBJECT_DIRECTORY="+quarantine)
+	check.Stdin = revOut
+	var checkOut bytes.Buffer
+	check.Stdout = &checkOut
+	check.Stderr = os.Stderr
+	if err := rev.Start(); err != nil {
+		return fmt.Errorf("list pushed objects: %w", err)
+	}
+	if err := check.Run(); err != nil {
+		_ = rev.Wait()
+		return fmt.Errorf("check pushed objects: %w", err)
+	}
+	if err := rev.Wait(); err != nil {
+		return fmt.Errorf("list pushed objects: %w", err)
+	}
+	if bytes.Contains(checkOut.Bytes(), []byte(" missing")) {
+		return errOutsideGrant
+	}
+	return nil
+}
+
+// readableTips lists the object ids of the refs the grants let the holder
+// read, before this push.
+func (h *hookEnv) readableTips() ([]string, error) {
+	cmd := exec.Command("git", "for-each-ref", "--format=%(objectname) %(refname)")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("list refs: %w", err)
+	}
+	var tips []string
+	for _, line := range strings.Split(string(out), "\n") {
+		id, ref, ok := strings.Cut(line, " ")
+		if ok && h.grants.Allows(h.repo, ref, principals.Read) {
+			tips = append(tips, id)
+		}
+	}
+	return tips, nil
+}
+
+func withoutEnv(env []string, keys ...string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, key := range keys {
+			if k == key {
+				drop = true
+			}
+		}
+		if !drop {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// procReceive decides every ref of a push, one by one, and tells git
+// which to update: "ok REF" plus "option fall-through" lets git update it
+// as usual; "ng REF REASON" reaches the client as
+// "! [remote rejected] REF (REASON)".
+func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
+	r := bufio.NewReader(stdin)
+	// Version negotiation: one line of version and capabilities, flush.
+	first, err := readPkt(r)
+	if err != nil {
+		return fmt.Errorf("read version: %w", err)
+	}
+	atomic := bytes.Contains(first, []byte("atomic"))
+	for {
+		if _, err := readPkt(r); errors.Is(err, errFlush) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("read version: %w", err)
+		}
+	}
+	if err := writePkt(stdout, []byte("version=1\n")); err != nil {
+		return err
+	}
+	if err := writeFlush(stdout); err != nil {
+		return err
+	}
+	var cmds []refCommand
+	for {
+		p, err := readPkt(r)
+		if errors.Is(err, errFlush) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read commands: %w", err)
+		}
+		c, err := parseRefCommand(string(p))
+		if err != nil {
+			return err
+		}
+		cmds = append(cmds, c)
+	}
+	reasons := make([]string, len(cmds))
+	refused := ""
+	for i, c := range cmds {
+		reasons[i] = h.refuseReason(c)
+		if reasons[i] != "" && refused == "" {
+			refused = c.ref
+		}
+	}
+	if atomic && refused != "" {
+		for i := range reasons {
+			if reasons[i] == "" {
+				reasons[i] = "atomic push refused because " + refused + " was refused"
+			}
+		}
+	}
+	var log []RefUpdate
+	for i, c := range cmds {
+		if reasons[i] != "" {
+			log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reasons[i]})
+			if err := writePkt(stdout, []byte("ng "+c.ref+" "+reasons[i]+"\n")); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := writePkt(stdout, []byte("ok "+c.ref+"\n")); err != nil {
+			return err
+		}
+		if err := writePkt(stdout, []byte("option fall-through\n")); err != nil {
+			return err
+		}
+	}
+	if err := h.appendReport(log); err != nil {
+		return err
+	}
+	return writeFlush(stdout)
+}
+
+// refuseReason returns why c may not happen, or "" when the grants allow it.
+func (h *hookEnv) refuseReason(c refCommand) string {
+	access, ok := h.grants.Max(h.repo, c.ref)
+	if !ok {
+		return "not in your grant"
+	}
+	switch {
+	case isZeroID(c.new):
+		if !access.Includes(principals.Force) {
+			return "deleting needs force access"
+		}
+	case isZeroID(c.old):
+		if !access.Includes(principals.Write) {
+			return "creating needs write access"
+		}
+	default:
+		if !access.Includes(principals.Write) {
+			return "updating needs write access"
+		}
+		if !access.Includes(principals.Force) && !isAncestor(c.old, c.new) {
+			return "non-fast-forward update needs force access"
+		}
+	}
+	return ""
+}
+
+func isAncestor(old, new string) bool {
+	return exec.Command("git", "merge-base", "--is-ancestor", old, new).Run() == nil
+}
+
+// postReceive records the refs git updated, then chains.
+func (h *hookEnv) postReceive(stdin io.Reader, stdout, stderr io.Writer) int {
+	input, err := io.ReadAll(stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "jitssh: post-receive: %v\n", err)
+		return 1
+	}
+	var log []RefUpdate
+	for _, line := range strings.Split(strings.TrimSpace(string(input)), "\n") {
+		if line == "" {
+			continue
+		}
+		if c, err := parseRefCommand(line); err == nil {
+			log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "updated"})
+		}
+	}
+	if err := h.appendReport(log); err != nil {
+		fmt.Fprintf(stderr, "jitssh: post-receive: %v\n", err)
+	}
+	return chainRepoHook("post-receive", nil, bytes.NewReader(input), stdout, stderr)
+}
+
+func (h *hookEnv) appendReport(updates []RefUpdate) error {
+	if h.report == "" || len(updates) == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(h.report, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("open push report: %w", err)
+	}
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	for _, u := range updates {
+		if err := enc.Encode(u); err != nil {
+			return fmt.Errorf("write push report: %w", err)
+		}
+	}
+	return nil
+}
+
+// chainRepoHook runs the repository's own hook of the same name, if it has
+// one, so that jitssh's hooks directory does not silence an operator's.
+func chainRepoHook(name string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	gitDir := os.Getenv("GIT_DIR")
+	if gitDir == "" {
+		gitDir = "."
+	}
+	path := filepath.Join(gitDir, "hooks", name)
+	fi, err := os.Stat(path)
+	if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		if name == "pre-receive" || name == "post-receive" {
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, stdin)
+		return 0
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		fmt.Fprintf(stderr, "jitssh: %s hook: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
