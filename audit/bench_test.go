@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -200,8 +201,9 @@ func heapInuse() uint64 {
 	return m.HeapInuse
 }
 
-// sampleHeap samples the heap in use every few milliseconds until the
-// returned function is called, which reports the highest sample.
+// sampleHeap samples the heap every few milliseconds until the returned
+// function is called, which reports the highest sample. It reads
+// runtime/metrics, which unlike ReadMemStats does not stop the world.
 func sampleHeap() func() uint64 {
 	var peak atomic.Uint64
 	stop := make(chan struct{})
@@ -210,11 +212,11 @@ func sampleHeap() func() uint64 {
 		defer close(done)
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
-		var m runtime.MemStats
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > peak.Load() {
-				peak.Store(m.HeapInuse)
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
 			}
 			select {
 			case <-stop:

@@ -1,23 +1,23 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
 // Entry is one line of the log.
 type Entry struct {
-	Seq   uint64          `json:"seq"`            // 1, 2, 3, ... without gaps
-	Time  time.Time       `json:"time"`           // UTC, RFC 3339 with nanoseconds
-	Kind  string          `json:"kind"`           // what happened, e.g. "issue"
+	Seq   uint64          `json:"seq"`             // 1, 2, 3, ... without gaps
+	Time  time.Time       `json:"time"`            // UTC, RFC 3339 with nanoseconds
+	Kind  string          `json:"kind"`            // what happened, e.g. "issue"
 	Actor string          `json:"actor,omitempty"` // who did it, when someone did
 	Data  json.RawMessage `json:"data,omitempty"`  // a kind-specific JSON object
-	Prev  string          `json:"prev"`           // hex SHA-256 of the previous line
+	Prev  string          `json:"prev"`            // hex SHA-256 of the previous line
 }
 
 // Kinds of entry written by jitssh. The log accepts any non-empty kind except
@@ -83,9 +83,14 @@ var genesis = head{seq: 0, hash: GenesisHash}
 
 // next encodes the entry that follows h. It does not advance h: the caller
 // does, with advance, once it knows the line will be written.
+//
+// Invalid UTF-8 in kind and actor becomes U+FFFD first, so that the line
+// reads back as the entry returned: encoding/json writes invalid bytes as
+// \ufffd escapes, which read back as U+FFFD, which it writes as is.
 func (h head) next(kind, actor string, data json.RawMessage, t time.Time) (Entry, []byte, error) {
+	kind, actor = strings.ToValidUTF8(kind, "\uFFFD"), strings.ToValidUTF8(actor, "\uFFFD")
 	e := Entry{Seq: h.seq + 1, Time: t.UTC(), Kind: kind, Actor: actor, Data: data, Prev: h.hash}
-	line, err := json.Marshal(&e)
+	line, err := appendEntry(nil, &e)
 	if err != nil {
 		return Entry{}, nil, fmt.Errorf("encode %s entry: %w: %v", kind, ErrInvalidEntry, err)
 	}
@@ -103,40 +108,6 @@ func advance(seq uint64, line []byte) head {
 func lineHash(line []byte) string {
 	sum := sha256.Sum256(line)
 	return hex.EncodeToString(sum[:])
-}
-
-// parseLine decodes one line (without its newline) and checks that it is the
-// canonical encoding of a well-formed entry. Requiring the canonical form
-// means every parser reads the same entry from the same bytes: no duplicate
-// keys, unknown fields, odd spacing or non-UTC times can hide in a line.
-func parseLine(line []byte) (Entry, error) {
-	if len(line) > MaxLineSize {
-		return Entry{}, fmt.Errorf("line of %d bytes is longer than %d", len(line), MaxLineSize)
-	}
-	var e Entry
-	if err := json.Unmarshal(line, &e); err != nil {
-		return Entry{}, fmt.Errorf("not a JSON entry: %v", err)
-	}
-	switch {
-	case e.Seq == 0:
-		return e, errors.New("seq missing or zero")
-	case e.Kind == "":
-		return e, errors.New("kind missing")
-	case e.Time.Location() != time.UTC:
-		return e, errors.New("time is not in UTC")
-	case len(e.Data) > 0 && e.Data[0] != '{':
-		return e, errors.New("data is not a JSON object")
-	case !validHash(e.Prev):
-		return e, errors.New("prev is not a hex SHA-256")
-	}
-	canon, err := json.Marshal(&e)
-	if err != nil {
-		return e, fmt.Errorf("cannot re-encode entry: %v", err)
-	}
-	if !bytes.Equal(canon, line) {
-		return e, errors.New("not in canonical form")
-	}
-	return e, nil
 }
 
 func validHash(s string) bool {

@@ -41,10 +41,10 @@ type Log struct {
 	f    *os.File
 
 	// Owned by the writer goroutine, and by Open before it starts it.
-	head     head
-	end      int64 // file size after this Log's last write or tail read
-	sticky   error // set when an fsync failed: what reached disk is unknown
-	buf      []byte
+	head   head
+	end    int64 // file size after this Log's last write or tail read
+	sticky error // set when an fsync failed: what reached disk is unknown
+	buf    []byte
 
 	ops     chan *op
 	closeMu sync.RWMutex // held for reading while sending on ops

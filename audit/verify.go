@@ -52,15 +52,16 @@ func Verify(r io.Reader) (Summary, error) {
 	return verifyStream(r, nil)
 }
 
-// verifyStream is Verify with a hook called for every verified entry; line is
-// only valid during the call. A hook error stops verification and is returned
-// as is.
+// verifyStream is Verify with a hook called for every verified entry; line
+// and e.Data are only valid during the call. A hook error stops verification
+// and is returned as is.
 func verifyStream(r io.Reader, hook func(e *Entry, line []byte, lineNo int) error) (Summary, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxLineSize+1)
 	sc.Split(splitLines)
 
 	sum := Summary{Head: GenesisHash}
+	var p parser
 	lineNo := 0
 	for sc.Scan() {
 		lineNo++
@@ -69,7 +70,7 @@ func verifyStream(r io.Reader, hook func(e *Entry, line []byte, lineNo int) erro
 		if !terminated {
 			return sum, &VerifyError{Line: lineNo, Reason: fmt.Sprintf("last line has no trailing newline (%d bytes)", len(tok)), Err: ErrTornTail}
 		}
-		e, err := parseLine(line)
+		e, err := p.parse(line)
 		if err != nil {
 			verr := &VerifyError{Line: lineNo, Seq: e.Seq, Reason: err.Error(), Err: ErrSyntax}
 			// Only the last line can be the remains of an interrupted write.

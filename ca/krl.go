@@ -69,8 +69,8 @@ const (
 // KRL is an OpenSSH key revocation list.
 //
 // Normal form. ParseKRL returns a KRL in normal form and the Revoke methods
-// keep it there: one section per CA, sections ordered by the CA key's wire
-// encoding (the wildcard section first); within a section, Serials and
+// keep it there: one non-empty section per CA, sections ordered by the CA
+// key's wire encoding (the wildcard section first); within a section, Serials and
 // Ranges as described on KRLCertSection and KeyIDs sorted and unique; Keys
 // plain (not certificates), sorted by wire encoding and unique; SHA1s and
 // SHA256s sorted and unique. IsRevoked relies on the sorting for its binary
@@ -440,7 +440,7 @@ func (k *KRL) Marshal() ([]byte, error) {
 // one per CA, ordered by CA.
 func krlMergeSections(certs []*KRLCertSection) ([]*KRLCertSection, error) {
 	byCA := map[string]*KRLCertSection{}
-	var ivs = map[string][]KRLSerialRange{}
+	ivs := map[string][]KRLSerialRange{}
 	for _, s := range certs {
 		if s == nil {
 			continue
@@ -555,8 +555,8 @@ func (w *krlWriter) section(typ byte, body *krlWriter) {
 	w.str(body.buf)
 }
 
-// krlErrTruncated reports data that ends inside a field.
-var krlErrTruncated = errors.New("truncated")
+// errKRLTruncated reports data that ends inside a field.
+var errKRLTruncated = errors.New("truncated")
 
 // krlReader reads SSH wire encodings from data. base is the offset of
 // data[0] in the whole KRL, so errors can say where they happened.
@@ -570,7 +570,7 @@ func (r *krlReader) pos() int   { return r.base }
 
 func (r *krlReader) take(n int) ([]byte, error) {
 	if n < 0 || len(r.data) < n {
-		return nil, krlErrTruncated
+		return nil, errKRLTruncated
 	}
 	b := r.data[:n:n]
 	r.data = r.data[n:]
@@ -610,7 +610,7 @@ func (r *krlReader) str() (*krlReader, error) {
 		return nil, err
 	}
 	if uint64(n) > uint64(len(r.data)) {
-		return nil, fmt.Errorf("string of %d bytes at byte %d: %w", n, r.base-4, krlErrTruncated)
+		return nil, fmt.Errorf("string of %d bytes at byte %d: %w", n, r.base-4, errKRLTruncated)
 	}
 	start := r.base
 	b, _ := r.take(int(n))
@@ -659,13 +659,16 @@ func krlSectionName(typ byte) string {
 }
 
 // ParseKRL decodes a binary KRL, as written by `ssh-keygen -k` or Marshal,
-// into normal form (see KRL). It refuses, with an error wrapping
-// ErrInvalidKRL, anything OpenSSH would refuse: a bad magic number or format
-// version, truncated data, data left over inside a section, unknown section
-// types, critical extensions, serial 0, reversed ranges, oversized or
-// wrapping bitmaps, and hashes of the wrong length. Beyond OpenSSH, it also
-// refuses keys that golang.org/x/crypto/ssh cannot parse, certificates
-// where a plain key belongs, and generated dates beyond 2^63-1 seconds.
+// into normal form (see KRL). Like OpenSSH it refuses, with an error
+// wrapping ErrInvalidKRL, a bad magic number or format version, truncated
+// data, data left over inside a section, unknown section types, critical
+// extensions, serial 0, reversed ranges, bitmaps over OpenSSH's size limit
+// or running past the largest serial, NUL bytes in strings, and hashes of
+// the wrong length. Like OpenSSH 9.4 and later it skips non-critical
+// extensions, which older versions refuse. Beyond OpenSSH, it refuses keys
+// that golang.org/x/crypto/ssh cannot parse, certificates where a plain key
+// belongs, sections after a signature, and generated dates beyond 2^63-1
+// seconds. It never expands a range, so memory stays linear in len(data).
 func ParseKRL(data []byte) (*KRL, error) {
 	k, err := krlParse(data)
 	if err != nil {
@@ -883,7 +886,7 @@ func (sec *krlPending) subsection(typ byte, r *krlReader) error {
 	switch typ {
 	case krlCertSerialList:
 		if len(r.data)%8 != 0 {
-			return fmt.Errorf("length %d is not a multiple of 8: %w", len(r.data), krlErrTruncated)
+			return fmt.Errorf("length %d is not a multiple of 8: %w", len(r.data), errKRLTruncated)
 		}
 		sec.serial = slices.Grow(sec.serial, len(r.data)/8)
 		for !r.done() {

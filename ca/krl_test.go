@@ -653,8 +653,8 @@ func TestKRLRoundTrip(t *testing.T) {
 			GeneratedDate: k.GeneratedDate.Add(300 * time.Millisecond).In(time.FixedZone("X", 3600)),
 			Comment:       k.Comment,
 			Keys:          []ssh.PublicKey{krlTestCert(t, ca, u1, "x", 9), u1},
-			SHA1s:         append(slicesReverse(k.SHA1s), k.SHA1s[0]),
-			SHA256s:       slicesReverse(k.SHA256s),
+			SHA1s:         append(krlReverse(k.SHA1s), k.SHA1s[0]),
+			SHA256s:       krlReverse(k.SHA256s),
 		}
 		for _, s := range k.Certs {
 			var serials []uint64
@@ -667,9 +667,9 @@ func TestKRLRoundTrip(t *testing.T) {
 					messy.Certs = append(messy.Certs, &KRLCertSection{CA: s.CA, Ranges: []KRLSerialRange{r}})
 				}
 			}
-			serials = append(serials, slicesReverse(s.Serials)...)
+			serials = append(serials, krlReverse(s.Serials)...)
 			messy.Certs = append([]*KRLCertSection{{CA: s.CA, Serials: serials}}, messy.Certs...)
-			messy.Certs = append(messy.Certs, &KRLCertSection{CA: s.CA, KeyIDs: slicesReverse(s.KeyIDs)}, &KRLCertSection{CA: caPub})
+			messy.Certs = append(messy.Certs, &KRLCertSection{CA: s.CA, KeyIDs: krlReverse(s.KeyIDs)}, &KRLCertSection{CA: caPub})
 		}
 		got, err := messy.Marshal()
 		require.NoError(t, err)
@@ -677,7 +677,7 @@ func TestKRLRoundTrip(t *testing.T) {
 	})
 }
 
-func slicesReverse[T any](s []T) []T {
+func krlReverse[T any](s []T) []T {
 	out := make([]T, 0, len(s))
 	for i := len(s) - 1; i >= 0; i-- {
 		out = append(out, s[i])
@@ -851,8 +851,8 @@ func TestParseKRLMalformed(t *testing.T) {
 		{"unknown section 0", krlBytes(hdr, krlSect(0)), "section type 0 at byte 53: unknown section type"},
 		{"unknown section 6", krlBytes(hdr, krlSect(6, krlStr("x"))), "section type 6 at byte 53: unknown section type"},
 		{"unknown certificate subsection", krlBytes(hdr, krlCerts(ca, krlSect(0x24))), "unknown certificate subsection"},
-		{"trailing byte", append(slicesClone(valid), 1), "truncated"},
-		{"trailing partial section", append(slicesClone(valid), 2, 0, 0, 0, 9, 'x'), "truncated"},
+		{"trailing byte", append(krlClone(valid), 1), "truncated"},
+		{"trailing partial section", append(krlClone(valid), 2, 0, 0, 0, 9, 'x'), "truncated"},
 		{"section longer than file", krlBytes(hdr, krlRaw(2), krlU32(1000), krlRaw(1, 2, 3)), "string of 1000 bytes"},
 		{"CA key truncated", krlBytes(hdr, krlSect(krlSectionCertificates, krlU32(80))), "CA key"},
 		{"CA key garbage", krlBytes(hdr, krlSect(krlSectionCertificates, krlStr("garbage"), krlStr(""))), "CA key"},
@@ -896,7 +896,7 @@ func TestParseKRLMalformed(t *testing.T) {
 	}
 }
 
-func slicesClone(b []byte) []byte { return append([]byte(nil), b...) }
+func krlClone(b []byte) []byte { return append([]byte(nil), b...) }
 
 func TestParseKRLAccepts(t *testing.T) {
 	_, ca := krlTestKey(t, "ca")
@@ -1061,7 +1061,7 @@ func TestKRLGolden(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, golden, data, "Marshal output differs from %s; run go test -run TestKRLGolden -update", jitsshPath)
 
-	_, names := krlTestLayout(t, mustRead(t, keygenPath))
+	_, names := krlTestLayout(t, krlMustRead(t, keygenPath))
 	for _, want := range []string{"serial list", "serial range", "serial bitmap", "key ID list",
 		"explicit key section", "SHA1 fingerprint section", "SHA256 fingerprint section"} {
 		assert.Contains(t, names, want, "%s lacks a %s", keygenPath, want)
@@ -1072,7 +1072,7 @@ func TestKRLGolden(t *testing.T) {
 	}
 }
 
-func mustRead(t testing.TB, path string) []byte {
+func krlMustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -1085,9 +1085,9 @@ func krlWriteFuzzSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseKRL")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	_, ca := krlTestKey(t, "ca")
-	keygen := mustRead(t, filepath.Join("testdata", "krl", "ssh-keygen.krl"))
-	jitssh := mustRead(t, filepath.Join("testdata", "krl", "jitssh.krl"))
-	flipped := slicesClone(keygen)
+	keygen := krlMustRead(t, filepath.Join("testdata", "krl", "ssh-keygen.krl"))
+	jitssh := krlMustRead(t, filepath.Join("testdata", "krl", "jitssh.krl"))
+	flipped := krlClone(keygen)
 	flipped[len(flipped)/2] ^= 0x40
 	seeds := map[string][]byte{
 		"ssh-keygen":           keygen,

@@ -11,7 +11,7 @@ import (
 	"github.com/jitssh/jitssh/principals"
 )
 
-func identity(t testing.TB, grants ...string) *Identity {
+func testIdentity(t testing.TB, grants ...string) *Identity {
 	t.Helper()
 	set, errs := principals.ParseSet(grants)
 	require.Empty(t, errs)
@@ -22,9 +22,9 @@ func TestDecide(t *testing.T) {
 	f := newFixture(t)
 	repos, err := NewRepos(f.root)
 	require.NoError(t, err)
-	reader := identity(t, "git:read:demo/app:refs/heads/main")
-	writer := identity(t, "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
-	other := identity(t, "git:force:demo/other:*")
+	reader := testIdentity(t, "git:read:demo/app:refs/heads/main")
+	writer := testIdentity(t, "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
+	other := testIdentity(t, "git:force:demo/other:*")
 
 	tests := []struct {
 		name string
@@ -71,7 +71,7 @@ func BenchmarkDecide(b *testing.B) {
 	git(b, root, "init", "-q", "--bare", "demo/app.git")
 	repos, err := NewRepos(root)
 	require.NoError(b, err)
-	id := identity(b, "git:read:demo/app:refs/heads/main", "git:write:demo/app:refs/heads/feature/*")
+	id := testIdentity(b, "git:read:demo/app:refs/heads/main", "git:write:demo/app:refs/heads/feature/*")
 	b.ReportAllocs()
 	for b.Loop() {
 		if d := Decide(repos, id, "git-upload-pack '/demo/app.git'"); !d.Allowed() {

@@ -28,7 +28,27 @@ func TestMain(m *testing.M) {
 	if os.Getenv("JITSSH_TEST_SERVE") == "1" {
 		os.Exit(serveForTest())
 	}
-	os.Exit(m.Run())
+	os.Exit(runTests(m))
+}
+
+// hookCommand runs jitssh's hooks during pushes: the real jitssh binary
+// when it can be built (as in production, and quicker to start than a
+// race-instrumented test binary), else this test binary.
+var hookCommand = []string{os.Args[0], "hook"}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "jitssh-sshd-test-")
+	if err == nil {
+		defer os.RemoveAll(dir)
+		bin := filepath.Join(dir, "jitssh")
+		build := exec.Command("go", "build", "-o", bin, "github.com/jitssh/jitssh/cmd/jitssh")
+		if out, err := build.CombinedOutput(); err == nil {
+			hookCommand = []string{bin, "hook"}
+		} else {
+			os.Stderr.WriteString("building jitssh for hooks failed, using the test binary: " + string(out) + "\n")
+		}
+	}
+	return m.Run()
 }
 
 // serveForTest is the ext:: remote: argv is "SERVICE PATH"; grants and root
@@ -50,7 +70,7 @@ func serveForTest() int {
 		os.Stderr.WriteString(ClientMessage(d.Err) + "\n")
 		return 1
 	}
-	g, err := NewGit(GitOptions{HookCommand: []string{os.Args[0], "hook"}})
+	g, err := NewGit(GitOptions{HookCommand: strings.Fields(os.Getenv("JITSSH_TEST_HOOK"))})
 	if err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		return 1
@@ -204,3 +224,5 @@ func gitCmd(dir string, env []string, args ...string) *exec.Cmd {
 	cmd.Env = append(cmd.Env, env...)
 	return cmd
 }
+
+func osReadFile(path string) ([]byte, error) { return os.ReadFile(path) }

@@ -27,6 +27,7 @@ func (f *fixture) remote(protocol string, grants ...string) (string, []string) {
 		"JITSSH_TEST_ROOT=" + f.root,
 		"JITSSH_TEST_GRANTS=" + strings.Join(grants, " "),
 		"JITSSH_TEST_PROTOCOL=" + protocol,
+		"JITSSH_TEST_HOOK=" + strings.Join(hookCommand, " "),
 		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=protocol.ext.allow", "GIT_CONFIG_VALUE_0=always",
 	}
 	return "ext::" + os.Args[0] + " %S demo/app", env
@@ -62,6 +63,7 @@ func TestServeAdvertisesOnlyGrantedRefs(t *testing.T) {
 	for _, tt := range tests {
 		for _, proto := range []string{"", "version=1", "version=2"} {
 			t.Run(tt.name+"/"+proto, func(t *testing.T) {
+				t.Parallel()
 				refs := lsRemote(t, f, proto, tt.grants...)
 				var got []string
 				for ref := range refs {
@@ -77,6 +79,7 @@ func TestServeFetchCannotReachHiddenObjects(t *testing.T) {
 	f := newFixture(t)
 	for _, proto := range []string{"", "version=1", "version=2"} {
 		t.Run("protocol "+proto, func(t *testing.T) {
+			t.Parallel()
 			url, env := f.remote(proto, "git:read:demo/app:refs/heads/main")
 			clone := t.TempDir()
 			out, err := gitErr(clone, env, "clone", "-q", url, "c")
@@ -137,7 +140,7 @@ func TestServeArchiveRawRequests(t *testing.T) {
 	f := newFixture(t)
 	repos, err := NewRepos(f.root)
 	require.NoError(t, err)
-	d := Decide(repos, identity(t, "git:read:demo/app:refs/heads/main"), "git-upload-archive 'demo/app'")
+	d := Decide(repos, testIdentity(t, "git:read:demo/app:refs/heads/main"), "git-upload-archive 'demo/app'")
 	require.True(t, d.Allowed())
 	g := newTestGit(t)
 	for _, args := range [][]string{
@@ -163,7 +166,7 @@ func TestServeArchiveRawRequests(t *testing.T) {
 
 func newTestGit(t testing.TB) *Git {
 	t.Helper()
-	g, err := NewGit(GitOptions{HookCommand: []string{os.Args[0], "hook"}})
+	g, err := NewGit(GitOptions{HookCommand: hookCommand})
 	require.NoError(t, err)
 	t.Cleanup(func() { g.Close() })
 	return g
@@ -203,7 +206,10 @@ func TestServePush(t *testing.T) {
 			rejected: map[string]string{"refs/heads/main": "updating needs write access", "refs/heads/feature/c": "atomic push refused because refs/heads/main was refused"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { runPushCase(t, tt) })
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			runPushCase(t, tt)
+		})
 	}
 }
 
@@ -262,7 +268,7 @@ func TestServePushCannotLinkHiddenHistory(t *testing.T) {
 	repos, err := NewRepos(f.root)
 	require.NoError(t, err)
 	g := newTestGit(t)
-	id := identity(t, "git:write:demo/app:refs/heads/feature/*")
+	id := testIdentity(t, "git:write:demo/app:refs/heads/feature/*")
 
 	emptyTree := gitObject("tree", nil)
 	treeWithSecret := gitObject("tree", treeEntry("100644", "leak.txt", f.secretBlob))

@@ -24,6 +24,7 @@ import (
 
 	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
+	"github.com/jitssh/jitssh/sshd/opensshtest"
 )
 
 // jitsshBin is the jitssh binary built once by TestMain, so that tests see
@@ -686,4 +687,138 @@ func needTool(t *testing.T, name string) string {
 		t.Skipf("%s not found: %v", name, err)
 	}
 	return p
+}
+
+// TestCertificateLoginOpenSSH proves the CA against a real OpenSSH sshd
+// that trusts it the way a Git server would: TrustedUserCAKeys, an
+// AuthorizedPrincipalsFile naming one grant, and a KRL from `jitssh ca krl`.
+// The grant gets in; every other certificate, and a plain key, does not.
+func TestCertificateLoginOpenSSH(t *testing.T) {
+	keygen := needTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	caDir, otherCADir := filepath.Join(dir, "ca"), filepath.Join(dir, "other-ca")
+	const grant = "git:read:demo/app:refs/heads/main"
+
+	for _, d := range []string{caDir, otherCADir} {
+		r := runJitssh(t, nil, "ca", "init", "--dir", d)
+		require.Equal(t, 0, r.code, r.stderr)
+	}
+	key := filepath.Join(dir, "id_ed25519")
+	out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", key).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	// sign issues a certificate for key and returns its file and serial.
+	sign := func(name, caDir, ttl string, extra ...string) (string, uint64) {
+		t.Helper()
+		certFile := filepath.Join(dir, name+".cert")
+		args := append([]string{"ca", "sign", "--dir", caDir, "--pubkey", key + ".pub",
+			"--key-id", "alice/" + name, "--ttl", ttl, "--out", certFile}, extra...)
+		r := runJitssh(t, nil, args...)
+		require.Equal(t, 0, r.code, r.stderr)
+		data, err := os.ReadFile(certFile)
+		require.NoError(t, err)
+		pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+		require.NoError(t, err)
+		return certFile, pub.(*ssh.Certificate).Serial
+	}
+
+	// First the short-lived one, so that its second runs out while the
+	// rest is set up.
+	expired, _ := sign("expired", caDir, "1s", "--grant", grant)
+	expiredData, err := os.ReadFile(expired)
+	require.NoError(t, err)
+	expiredPub, _, _, _, err := ssh.ParseAuthorizedKey(expiredData)
+	require.NoError(t, err)
+	expiresAt := time.Unix(int64(expiredPub.(*ssh.Certificate).ValidBefore), 0)
+
+	good, _ := sign("good", caDir, "1h", "--grant", grant)
+	fromHere, _ := sign("from-here", caDir, "1h", "--grant", grant, "--source-address", "127.0.0.1/32")
+	fromElsewhere, _ := sign("from-elsewhere", caDir, "1h", "--grant", grant, "--source-address", "10.0.0.0/8")
+	otherGrant, _ := sign("other-grant", caDir, "1h", "--grant", "git:read:demo/other:refs/heads/main")
+	otherCA, _ := sign("other-ca", otherCADir, "1h", "--grant", grant)
+	revoked, revokedSerial := sign("revoked", caDir, "1h", "--grant", grant)
+
+	listing, err := exec.Command(keygen, "-L", "-f", good).CombinedOutput()
+	require.NoError(t, err, "%s", listing)
+	assert.Contains(t, string(listing), "Principals: \n                "+grant+"\n")
+	assert.Contains(t, string(listing), "Extensions: (none)")
+
+	krl := filepath.Join(dir, "revoked.krl")
+	r := runJitssh(t, nil, "ca", "krl", "--dir", caDir, "--serial", fmt.Sprintf("%#x", revokedSerial), "--out", krl)
+	require.Equal(t, 0, r.code, r.stderr)
+	principalsFile := filepath.Join(dir, "principals")
+	require.NoError(t, os.WriteFile(principalsFile, []byte(grant+"\n"), 0o644))
+
+	cfg := opensshtest.Config{
+		TrustedUserCAKeys:        filepath.Join(caDir, ca.PublicKeyFile),
+		AuthorizedPrincipalsFile: principalsFile,
+		RevokedKeys:              krl,
+	}
+	server := opensshtest.Start(t, cfg)
+	// The same sshd without the KRL shows that only the KRL keeps the
+	// revoked certificate out.
+	cfg.RevokedKeys = ""
+	noKRL := opensshtest.Start(t, cfg)
+
+	login := func(t *testing.T, s *opensshtest.Server, cert string) (code int, stdout, stderr, log string) {
+		t.Helper()
+		before := len(s.Log())
+		args := []string{"-i", key}
+		if cert != "" {
+			args = append(args, "-o", "CertificateFile="+cert)
+		}
+		cmd := s.SSH(t, append(args, "echo", "ok")...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("run ssh: %v", err)
+		}
+		return cmd.ProcessState.ExitCode(), o.String(), e.String(), s.Log()[before:]
+	}
+	allowed := func(t *testing.T, s *opensshtest.Server, cert string) {
+		t.Helper()
+		code, stdout, stderr, log := login(t, s, cert)
+		require.Equal(t, 0, code, "ssh stderr: %s\nsshd log:\n%s", stderr, log)
+		assert.Equal(t, "ok\n", stdout, "the command ran")
+		assert.Contains(t, log, "Accepted publickey for "+s.User)
+	}
+	refused := func(t *testing.T, s *opensshtest.Server, cert, why string) {
+		t.Helper()
+		code, stdout, stderr, log := login(t, s, cert)
+		assert.Equal(t, 255, code, "ssh stderr: %s\nsshd log:\n%s", stderr, log)
+		assert.Empty(t, stdout, "no command ran")
+		assert.Contains(t, stderr, "Permission denied (publickey)")
+		assert.NotContains(t, log, "Accepted publickey")
+		assert.Contains(t, log, "Failed publickey for "+s.User)
+		assert.Contains(t, log, why, "sshd's reason")
+	}
+
+	t.Run("grant gets in", func(t *testing.T) { allowed(t, server, good) })
+	t.Run("source address that matches gets in", func(t *testing.T) { allowed(t, server, fromHere) })
+	t.Run("source address elsewhere is refused", func(t *testing.T) {
+		refused(t, server, fromElsewhere, "not from a permitted source address (127.0.0.1)")
+	})
+	t.Run("other principal is refused", func(t *testing.T) {
+		refused(t, server, otherGrant, "does not contain an authorized principal")
+	})
+	t.Run("other CA is refused", func(t *testing.T) {
+		// sshd says no more than that the key failed; the CA in the
+		// line is the other one.
+		refused(t, server, otherCA, "ID alice/other-ca (serial")
+	})
+	t.Run("revoked serial is refused", func(t *testing.T) {
+		refused(t, server, revoked, "revoked")
+		allowed(t, noKRL, revoked)
+	})
+	t.Run("plain key is refused", func(t *testing.T) {
+		refused(t, server, "", "ssh2: ED25519 SHA256:")
+	})
+	t.Run("expired certificate is refused", func(t *testing.T) {
+		// OpenSSH refuses from ValidBefore on; wait until then (at most
+		// about a second after the certificate was signed).
+		time.Sleep(time.Until(expiresAt.Add(100 * time.Millisecond)))
+		refused(t, server, expired, "expired")
+	})
 }

@@ -63,6 +63,7 @@ func commands() []*cli.Command {
 		caCommand(),
 		gitShellCommand(),
 		principalsCommand(),
+		gitServerCommand(),
 		hookCommand(),
 	}
 }

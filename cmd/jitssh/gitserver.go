@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/sshd"
+)
+
+const defaultShutdownGrace = 30 * time.Second
+
+func gitServerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "git-server",
+		Usage: "run the native Git SSH front-end (certificates only)",
+		Description: "Serves the bare repositories under the configured root to clients whose\n" +
+			"certificates a trusted CA signed. SIGHUP reloads CAs and revocations;\n" +
+			"SIGTERM stops accepting and lets running operations finish.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "configuration file (YAML)", EnvVars: []string{"JITSSH_GIT_SERVER_CONFIG"}, Required: true},
+		},
+		Action: func(c *cli.Context) error {
+			logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, nil))
+			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			return runGitServer(ctx, c.String("config"), logger, nil)
+		},
+	}
+}
+
+// runGitServer runs until ctx is done. ready, when not nil, receives the
+// listening address once connections are accepted.
+func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, ready chan<- net.Addr) error {
+	cfg, err := sshd.LoadServerConfig(configPath)
+	if err != nil {
+		return err
+	}
+	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey)
+	if err != nil {
+		return err
+	}
+	repos, err := sshd.NewRepos(cfg.Repos)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var urlSource *sshd.KRLURL
+	if cfg.Revocation.KRLURL != "" {
+		urlSource = sshd.NewKRLURL(cfg.Revocation.KRLURL, time.Duration(cfg.Revocation.Refresh), time.Duration(cfg.Revocation.MaxStale), logger)
+		// One fetch before serving, so a reachable daemon means no
+		// window in which everyone is refused.
+		if err := urlSource.Fetch(runCtx); err != nil {
+			logger.Warn("first revocation list fetch failed; refusing certificates until one succeeds", "error", err.Error())
+		}
+		go urlSource.Run(runCtx)
+	}
+	var checker sshd.RevocationChecker
+	if urlSource != nil {
+		checker = urlSource
+	}
+	v, err := cfg.Verifier(checker)
+	if err != nil {
+		return err
+	}
+	var current atomic.Pointer[sshd.Verifier]
+	current.Store(v)
+
+	git, err := sshd.NewGit(sshd.GitOptions{})
+	if err != nil {
+		return err
+	}
+	defer git.Close()
+
+	rec, closeRec, err := openRecorder(cfg.AuditLog, logger)
+	if err != nil {
+		return err
+	}
+	defer closeRec()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := sshd.NewServer(sshd.ServerOptions{
+		HostKeys:           []ssh.Signer{hostKey},
+		Verifier:           current.Load,
+		Repos:              repos,
+		Git:                git,
+		Recorder:           rec,
+		Logger:             logger,
+		Metrics:            sshd.NewMetrics(reg),
+		HandshakeTimeout:   time.Duration(cfg.Limits.HandshakeTimeout),
+		IdleTimeout:        time.Duration(cfg.Limits.IdleTimeout),
+		MaxConnections:     cfg.Limits.MaxConnections,
+		MaxPerSource:       cfg.Limits.MaxPerSource,
+		MaxSessionsPerConn: cfg.Limits.MaxSessionsPerConn,
+		KeepExpired:        cfg.KeepExpired,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if cfg.MetricsListen != "" {
+		stopHTTP, err := serveMetrics(cfg.MetricsListen, reg, logger)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		defer stopHTTP()
+	}
+	logger.Info("git-server listening", "addr", l.Addr().String(),
+		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "repos", repos.Root(), "trusted_cas", len(v.CAs))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-hup:
+				reloadVerifier(configPath, checker, &current, logger)
+			}
+		}
+	}()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	if ready != nil {
+		ready <- l.Addr()
+	}
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	grace := time.Duration(cfg.Limits.ShutdownGrace)
+	if grace <= 0 {
+		grace = defaultShutdownGrace
+	}
+	logger.Info("git-server stopping", "grace", grace.String())
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), grace)
+	defer cancelShutdown()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// reloadVerifier rereads the trusted CAs and the KRL file. A bad
+// configuration keeps the running one and says why.
+func reloadVerifier(configPath string, checker sshd.RevocationChecker, current *atomic.Pointer[sshd.Verifier], logger *slog.Logger) {
+	cfg, err := sshd.LoadServerConfig(configPath)
+	if err == nil {
+		var v *sshd.Verifier
+		v, err = cfg.Verifier(checker)
+		if err == nil {
+			current.Store(v)
+			logger.Info("reloaded trusted CAs and revocations", "trusted_cas", len(v.CAs))
+			return
+		}
+	}
+	logger.Error("reload failed; keeping the running configuration", "error", err.Error())
+}
+
+// serveMetrics serves Prometheus metrics and a health check.
+func serveMetrics(addr string, reg *prometheus.Registry, logger *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "error", err.Error())
+		}
+	}()
+	return func() { hs.Close() }, nil
+}

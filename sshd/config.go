@@ -1,0 +1,199 @@
+package sshd
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/jitssh/jitssh/ca"
+)
+
+// ServerConfig is the git-server configuration file.
+type ServerConfig struct {
+	// Listen is the SSH address, e.g. "127.0.0.1:2222".
+	Listen string `yaml:"listen"`
+	// HostKey is the server's private host key; created (ed25519) if missing.
+	HostKey string `yaml:"host_key"`
+	// TrustedCAKeys are files of trusted CA public keys; several for rotation.
+	TrustedCAKeys []string `yaml:"trusted_ca_keys"`
+	// Repos is the root of the bare repositories.
+	Repos string `yaml:"repos"`
+	// Revocation says where revoked certificates are learned from.
+	Revocation RevocationConfig `yaml:"revocation"`
+	// AuditLog is the audit log file every decision is appended to.
+	AuditLog string `yaml:"audit_log"`
+	// MetricsListen, when set, serves /metrics and /healthz over HTTP.
+	MetricsListen string `yaml:"metrics_listen"`
+	// Skew is the grace before a certificate's ValidAfter.
+	Skew Duration `yaml:"skew"`
+	// KeepExpired leaves connections open past certificate expiry.
+	KeepExpired bool         `yaml:"keep_expired_connections"`
+	Limits      LimitsConfig `yaml:"limits"`
+}
+
+// RevocationConfig names the revocation sources.
+type RevocationConfig struct {
+	// KRLFile is an OpenSSH KRL, reread when it changes.
+	KRLFile string `yaml:"krl_file"`
+	// KRLURL is fetched every Refresh. When no fetch has succeeded for
+	// MaxStale, every certificate is refused until one does.
+	KRLURL   string   `yaml:"krl_url"`
+	Refresh  Duration `yaml:"refresh"`
+	MaxStale Duration `yaml:"max_stale"`
+}
+
+// LimitsConfig are the connection limits; zero means the default.
+type LimitsConfig struct {
+	HandshakeTimeout   Duration `yaml:"handshake_timeout"`
+	IdleTimeout        Duration `yaml:"idle_timeout"`
+	MaxConnections     int      `yaml:"max_connections"`
+	MaxPerSource       int      `yaml:"max_connections_per_source"`
+	MaxSessionsPerConn int      `yaml:"max_sessions_per_connection"`
+	ShutdownGrace      Duration `yaml:"shutdown_grace"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses Go duration syntax.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: negative duration %s", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// LoadServerConfig reads and validates a git-server configuration file.
+// Relative paths in it are taken relative to the file's directory.
+func LoadServerConfig(path string) (*ServerConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var c ServerConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for _, p := range []*string{&c.HostKey, &c.Repos, &c.AuditLog, &c.Revocation.KRLFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	for i, p := range c.TrustedCAKeys {
+		if !filepath.IsAbs(p) {
+			c.TrustedCAKeys[i] = filepath.Join(base, p)
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *ServerConfig) validate() error {
+	switch {
+	case c.Listen == "":
+		return errors.New("listen is required")
+	case c.HostKey == "":
+		return errors.New("host_key is required")
+	case len(c.TrustedCAKeys) == 0:
+		return errors.New("trusted_ca_keys needs at least one file")
+	case c.Repos == "":
+		return errors.New("repos is required")
+	}
+	return nil
+}
+
+// Verifier builds the certificate verifier the configuration describes,
+// loading the CA keys and the KRL file now. urlSource, when not nil, is
+// the running KRL URL source to include.
+func (c *ServerConfig) Verifier(urlSource RevocationChecker) (*Verifier, error) {
+	v := &Verifier{Skew: time.Duration(c.Skew)}
+	for _, f := range c.TrustedCAKeys {
+		keys, err := ca.LoadPublicKeys(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted CA keys: %w", err)
+		}
+		v.CAs = append(v.CAs, keys...)
+	}
+	if c.Revocation.KRLFile != "" {
+		k, err := OpenKRLFile(c.Revocation.KRLFile)
+		if err != nil {
+			return nil, err
+		}
+		v.Revocations = append(v.Revocations, k)
+	}
+	if urlSource != nil {
+		v.Revocations = append(v.Revocations, urlSource)
+	}
+	return v, nil
+}
+
+// LoadOrCreateHostKey reads an OpenSSH private host key, creating an
+// ed25519 one (mode 0600) when the file does not exist. A key file that
+// others can read is refused.
+func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generate host key: %w", err)
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "jitssh git-server")
+		if err != nil {
+			return nil, fmt.Errorf("encode host key: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create host key: %w", err)
+		}
+		data = pemEncode(block)
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write host key: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write host key: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("write host key: %w", err)
+		}
+		signer, err := ssh.NewSignerFromKey(priv)
+		if err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+		return signer, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read host key: %w", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("host key %s has mode %v: group and others must have no access", path, fi.Mode().Perm())
+	}
+	signer, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse host key %s: %w", path, err)
+	}
+	return signer, nil
+}

@@ -1,0 +1,415 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	"golang.org/x/crypto/ssh"
+)
+
+// Defaults for ServerOptions' limits.
+const (
+	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultIdleTimeout        = 2 * time.Minute // well above git's 5 s keepalives
+	DefaultMaxConnections     = 1024
+	DefaultMaxPerSource       = 128
+	DefaultMaxSessionsPerConn = 4
+	DefaultRecheckInterval    = 2 * time.Second
+)
+
+// ServerOptions configure the native Git SSH front-end.
+type ServerOptions struct {
+	// HostKeys identify the server to clients.
+	HostKeys []ssh.Signer
+	// Verifier returns the current certificate verifier; it is called per
+	// connection so a reload takes effect for new connections at once.
+	Verifier func() *Verifier
+	Repos    *Repos
+	Git      *Git
+	Recorder Recorder
+	Logger   *slog.Logger
+	Metrics  *Metrics
+
+	HandshakeTimeout   time.Duration
+	IdleTimeout        time.Duration
+	MaxConnections     int
+	MaxPerSource       int
+	MaxSessionsPerConn int
+	// KeepExpired leaves a connection open past its certificate's
+	// expiry or revocation. By default such a connection is closed.
+	KeepExpired bool
+	// RecheckInterval is how often an open connection's certificate is
+	// checked against revocations again.
+	RecheckInterval time.Duration
+}
+
+// Server is the native Git SSH front-end: certificates only, the same
+// authorization core as git-shell.
+type Server struct {
+	opts ServerOptions
+	srv  *gliderssh.Server
+
+	mu        sync.Mutex
+	perSource map[string]int
+	total     int
+}
+
+type ctxKey string
+
+const identityKey ctxKey = "jitssh-identity"
+
+var errNoAuth = errors.New("server options need a verifier and host keys")
+
+// NewServer builds a server; Serve starts it.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Verifier == nil || len(opts.HostKeys) == 0 || opts.Repos == nil || opts.Git == nil {
+		return nil, errNoAuth
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	if opts.Recorder == nil {
+		opts.Recorder = SlogRecorder{Logger: opts.Logger}
+	}
+	setDefault(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&opts.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&opts.RecheckInterval, DefaultRecheckInterval)
+	setDefaultInt(&opts.MaxConnections, DefaultMaxConnections)
+	setDefaultInt(&opts.MaxPerSource, DefaultMaxPerSource)
+	setDefaultInt(&opts.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
+
+	s := &Server{opts: opts, perSource: map[string]int{}}
+	s.srv = &gliderssh.Server{
+		Handler:              s.handleSession,
+		PublicKeyHandler:     s.offeredKey,
+		ServerConfigCallback: s.serverConfig,
+		ConnCallback:         s.admit,
+		PtyCallback:          func(gliderssh.Context, gliderssh.Pty) bool { return false },
+		IdleTimeout:          opts.IdleTimeout,
+		Version:              "jitssh",
+		ChannelHandlers: map[string]gliderssh.ChannelHandler{
+			"session": s.limitSessions(gliderssh.DefaultSessionHandler),
+		},
+		RequestHandlers:   map[string]gliderssh.RequestHandler{},
+		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
+	}
+	for _, k := range opts.HostKeys {
+		s.srv.AddHostKey(k)
+	}
+	// gliderlabs/ssh turns "no auth handler" into "no client auth". The
+	// handler above is never nil, and handleSession refuses any session
+	// without a verified identity, so that can never open a door.
+	if s.srv.PublicKeyHandler == nil || s.srv.PasswordHandler != nil || s.srv.KeyboardInteractiveHandler != nil {
+		return nil, errNoAuth
+	}
+	return s, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+func setDefaultInt(d *int, v int) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Serve accepts connections on l until Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.srv.Serve(l)
+	if errors.Is(err, gliderssh.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for open connections to finish
+// until ctx is done; then it closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return s.srv.Close()
+	}
+	return err
+}
+
+// Close closes the listener and every connection now.
+func (s *Server) Close() error { return s.srv.Close() }
+
+// serverConfig adds the callback that sees only the key that completed
+// authentication. The identity every later decision uses comes from it.
+func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
+	cfg := &ssh.ServerConfig{}
+	cfg.VerifiedPublicKeyCallback = func(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+		id, err := s.opts.Verifier().Verify(key, conn.RemoteAddr())
+		if err != nil {
+			return nil, err
+		}
+		perms := &ssh.Permissions{ExtraData: map[any]any{identityKey: id}}
+		if sa, ok := id.Cert.CriticalOptions[sourceAddressOption]; ok {
+			// x/crypto enforces this too; both must agree.
+			perms.CriticalOptions = map[string]string{sourceAddressOption: sa}
+		}
+		return perms, nil
+	}
+	return cfg
+}
+
+// offeredKey answers the client's "would you accept this key?" queries.
+// Nothing it learns is kept: a key that is offered is not yet a key that
+// signed. Refusals are remembered only to be recorded if the connection
+// never authenticates: clients routinely offer several keys.
+func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
+	_, err := s.opts.Verifier().Verify(key, ctx.RemoteAddr())
+	if err != nil {
+		if tc, ok := ctx.Value(connKey).(*trackedConn); ok {
+			tc.refused(key, err)
+		}
+		return false
+	}
+	return true
+}
+
+// recordFailedAuth records one refusal for a connection that closed
+// without authenticating, naming the last key it offered.
+func (s *Server) recordFailedAuth(tc *trackedConn) {
+	tc.mu.Lock()
+	e := tc.failure
+	tc.mu.Unlock()
+	if e == nil {
+		return
+	}
+	s.opts.Metrics.operation("auth", Deny)
+	_ = s.opts.Recorder.Record(context.Background(), *e)
+}
+
+// identity returns the identity the completed handshake verified, or nil.
+func identity(ctx gliderssh.Context) *Identity {
+	conn, ok := ctx.Value(gliderssh.ContextKeyConn).(*ssh.ServerConn)
+	if !ok || conn.Permissions == nil {
+		return nil
+	}
+	id, _ := conn.Permissions.ExtraData[identityKey].(*Identity)
+	return id
+}
+
+// admit applies the connection limits and the handshake timeout.
+func (s *Server) admit(ctx gliderssh.Context, conn net.Conn) net.Conn {
+	source := "?"
+	if ip := remoteIP(conn.RemoteAddr()); ip != nil {
+		source = ip.String()
+	}
+	s.mu.Lock()
+	if s.total >= s.opts.MaxConnections || s.perSource[source] >= s.opts.MaxPerSource {
+		s.mu.Unlock()
+		s.opts.Logger.Warn("connection refused: limit reached", "remote", conn.RemoteAddr().String())
+		s.opts.Metrics.refusedConn()
+		return nil
+	}
+	s.total++
+	s.perSource[source]++
+	s.mu.Unlock()
+	s.opts.Metrics.connOpened()
+
+	tc := &trackedConn{Conn: conn, remote: conn.RemoteAddr().String()}
+	tc.release = func() {
+		s.mu.Lock()
+		s.total--
+		if s.perSource[source]--; s.perSource[source] <= 0 {
+			delete(s.perSource, source)
+		}
+		s.mu.Unlock()
+		s.opts.Metrics.connClosed()
+		if identity(ctx) == nil {
+			s.recordFailedAuth(tc)
+		}
+	}
+	ctx.SetValue(connKey, tc)
+	// A client that does not finish authenticating in time is dropped,
+	// however slowly it trickles bytes.
+	tc.handshake = time.AfterFunc(s.opts.HandshakeTimeout, func() {
+		if identity(ctx) == nil {
+			conn.Close()
+		}
+	})
+	return tc
+}
+
+const connKey ctxKey = "jitssh-conn"
+
+type trackedConn struct {
+	net.Conn
+	remote    string
+	once      sync.Once
+	release   func()
+	handshake *time.Timer
+
+	mu      sync.Mutex
+	failure *Event
+}
+
+// refused notes a refused key offer.
+func (c *trackedConn) refused(key ssh.PublicKey, err error) {
+	e := &Event{Time: time.Now().UTC(), Decision: Deny, Reason: err.Error(), Remote: c.remote, Command: "auth"}
+	if cert, ok := key.(*ssh.Certificate); ok {
+		e.Serial, e.KeyID, e.Principals = cert.Serial, cert.KeyId, cert.ValidPrincipals
+	}
+	c.mu.Lock()
+	c.failure = e
+	c.mu.Unlock()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.handshake.Stop()
+		c.release()
+	})
+	return err
+}
+
+// limitSessions caps concurrent sessions on one connection, and starts
+// the watch that closes a connection whose certificate stops being valid.
+func (s *Server) limitSessions(next gliderssh.ChannelHandler) gliderssh.ChannelHandler {
+	type connState struct {
+		sessions atomic.Int32
+		watching atomic.Bool
+	}
+	var states sync.Map // *ssh.ServerConn -> *connState
+	return func(srv *gliderssh.Server, conn *ssh.ServerConn, newChan ssh.NewChannel, ctx gliderssh.Context) {
+		v, _ := states.LoadOrStore(conn, &connState{})
+		st := v.(*connState)
+		if st.watching.CompareAndSwap(false, true) {
+			go func() {
+				s.watchConn(ctx, conn)
+				states.Delete(conn)
+			}()
+		}
+		if int(st.sessions.Add(1)) > s.opts.MaxSessionsPerConn {
+			st.sessions.Add(-1)
+			newChan.Reject(ssh.ResourceShortage, "too many sessions on this connection")
+			return
+		}
+		defer st.sessions.Add(-1)
+		next(srv, conn, newChan, ctx)
+	}
+}
+
+// watchConn closes conn when its certificate expires or is revoked,
+// unless KeepExpired is set. It returns when the connection ends.
+func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
+	id := identity(ctx)
+	if id == nil || s.opts.KeepExpired {
+		<-ctx.Done()
+		return
+	}
+	expiry := time.NewTimer(time.Until(id.ValidBefore))
+	defer expiry.Stop()
+	tick := time.NewTicker(s.opts.RecheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-expiry.C:
+			s.opts.Logger.Info("closing connection: certificate expired", "serial", id.Serial, "key_id", id.KeyID)
+			conn.Close()
+			return
+		case <-tick.C:
+			if err := s.recheck(id); err != nil {
+				s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "reason", err.Error())
+				conn.Close()
+				return
+			}
+		}
+	}
+}
+
+// recheck asks the current revocation sources about id again.
+func (s *Server) recheck(id *Identity) error {
+	v := s.opts.Verifier()
+	for _, rc := range v.Revocations {
+		revoked, err := rc.Revoked(id.Cert)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrRevocationUnknown, err)
+		}
+		if revoked {
+			return ErrRevoked
+		}
+	}
+	if !v.trusts(id.Cert.SignatureKey) {
+		return ErrUntrustedCA
+	}
+	return nil
+}
+
+// handleSession runs one exec request.
+func (s *Server) handleSession(sess gliderssh.Session) {
+	started := time.Now()
+	ctx := sess.Context()
+	id := identity(ctx)
+	command := sess.RawCommand()
+	remote := sess.RemoteAddr().String()
+	var d Decision
+	if id == nil {
+		d = Decision{Err: ErrNoGrants}
+	} else if sess.Subsystem() != "" {
+		d = Decision{Identity: id, Err: fmt.Errorf("%w: subsystem %q", ErrCommand, sess.Subsystem())}
+	} else {
+		d = Decide(s.opts.Repos, id, command)
+	}
+	authTook := time.Since(started)
+	ev := NewEvent(d, remote, command)
+	s.opts.Metrics.authorized(authTook)
+	if !d.Allowed() {
+		fmt.Fprintln(sess.Stderr(), ClientMessage(d.Err))
+		_ = sess.Exit(1)
+		s.opts.Metrics.operation(string(d.Command.Service), Deny)
+		_ = s.opts.Recorder.Record(ctx, ev)
+		return
+	}
+	res, err := s.opts.Git.Serve(ctx, d, gitProtocolEnv(sess.Environ()), Stdio{In: sess, Out: sess, Err: sess.Stderr()})
+	code := 0
+	if err != nil {
+		code = 1
+	}
+	_ = sess.Exit(code)
+	ev.Complete(res, err, time.Since(started))
+	s.opts.Metrics.operation(string(d.Command.Service), Allow)
+	s.opts.Metrics.transferred(res.BytesIn, res.BytesOut)
+	// Recorded after the client has its answer: the operation already
+	// happened, and an fsync must not add to every fetch's latency.
+	if err := s.opts.Recorder.Record(ctx, ev); err != nil {
+		s.opts.Logger.Error("audit record failed", "error", err.Error(), "serial", ev.Serial)
+	}
+}
+
+// gitProtocolEnv picks GIT_PROTOCOL out of the client's env requests.
+// Nothing else a client sends as environment reaches git.
+func gitProtocolEnv(env []string) string {
+	v := ""
+	for _, kv := range env {
+		if val, ok := cutPrefix(kv, "GIT_PROTOCOL="); ok {
+			v = val
+		}
+	}
+	return v
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return "", false
+}

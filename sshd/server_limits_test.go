@@ -1,0 +1,288 @@
+package sshd
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+)
+
+// holdUploadPack starts the real ssh client running git-upload-pack as u
+// and leaves it waiting for the client's wants, as a clone is between its
+// ref advertisement and its request. It returns a channel that receives
+// when the ssh process exits.
+func (n *native) holdUploadPack(u *user) (<-chan error, func()) {
+	t := n.t
+	args := strings.Fields(n.sshCommand(u))
+	args = append(args, "-p", fmt.Sprint(n.addr.Port), "git@127.0.0.1", "git-upload-pack 'demo/app'")
+	cmd := exec.Command(args[0], args[1:]...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	// Wait for the advertisement so the session is really running.
+	_, err = bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	go io.Copy(io.Discard, stdout)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return done, func() { stdin.Close(); cmd.Process.Kill() }
+}
+
+func TestNativeExpiryCutsOpenConnection(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.RecheckInterval = 100 * time.Millisecond })
+	u := n.newUser("brief", 2*time.Second, "git:read:demo/app:*")
+	n.startAgent(u)
+	done, stop := n.holdUploadPack(u)
+	defer stop()
+	deadline := time.Unix(int64(u.cert.ValidBefore), 0)
+	select {
+	case <-done:
+		assert.False(t, time.Now().Before(deadline.Add(-time.Second)), "cut before the certificate expired")
+	case <-time.After(time.Until(deadline) + 5*time.Second):
+		t.Fatal("connection still open after the certificate expired")
+	}
+}
+
+func TestNativeRevocationCutsOpenConnection(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.RecheckInterval = 100 * time.Millisecond })
+	u := n.newUser("revokee", time.Hour, "git:read:demo/app:*")
+	n.startAgent(u)
+	done, stop := n.holdUploadPack(u)
+	defer stop()
+	select {
+	case <-done:
+		t.Fatal("connection closed before revocation")
+	case <-time.After(300 * time.Millisecond):
+	}
+	n.revoked.Revoke(n.ca.PublicKey(), u.cert.Serial)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection still open 5s after revocation")
+	}
+	out, err := n.gitAs(u, t.TempDir(), "ls-remote", n.url("demo/app"))
+	require.Error(t, err, out)
+}
+
+func TestNativeKeepExpiredLeavesConnection(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.RecheckInterval = 100 * time.Millisecond; o.KeepExpired = true })
+	u := n.newUser("kept", time.Hour, "git:read:demo/app:*")
+	n.startAgent(u)
+	done, stop := n.holdUploadPack(u)
+	defer stop()
+	n.revoked.Revoke(n.ca.PublicKey(), u.cert.Serial)
+	select {
+	case <-done:
+		t.Fatal("connection closed although keep_expired_connections is set")
+	case <-time.After(time.Second):
+	}
+}
+
+func TestNativeSilentAndSlowClientsAreDropped(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.HandshakeTimeout = 500 * time.Millisecond })
+	for _, tt := range []struct {
+		name    string
+		trickle bool
+	}{{"silent", false}, {"slow", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", n.addr.String())
+			require.NoError(t, err)
+			defer conn.Close()
+			stopTrickle := make(chan struct{})
+			defer close(stopTrickle)
+			if tt.trickle {
+				go func() {
+					msg := []byte("SSH-2.0-slowpoke\r\n")
+					for i := 0; ; i++ {
+						select {
+						case <-stopTrickle:
+							return
+						case <-time.After(100 * time.Millisecond):
+						}
+						if _, err := conn.Write(msg[i%len(msg) : i%len(msg)+1]); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			start := time.Now()
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+			_, err = io.Copy(io.Discard, conn)
+			require.NoError(t, err, "server did not close the connection")
+			assert.Less(t, time.Since(start), 5*time.Second)
+		})
+	}
+}
+
+func TestNativeConnectionLimitPerSource(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.MaxPerSource = 2 })
+	var conns []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", n.addr.String())
+		require.NoError(t, err)
+		defer c.Close()
+		// The banner proves the server admitted it.
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(line, "SSH-2.0-"))
+		conns = append(conns, c)
+	}
+	c, err := net.Dial("tcp", n.addr.String())
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	b, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Empty(t, b, "third connection from one source was admitted")
+	conns[0].Close()
+	// The slot frees up once a connection closes.
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", n.addr.String())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.HasPrefix(line, "SSH-2.0-")
+	}, 5*time.Second, 50*time.Millisecond)
+}
+
+func TestNativeSessionLimitPerConnection(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.MaxSessionsPerConn = 2 })
+	u := n.newUser("many", time.Hour, "git:read:demo/app:*")
+	client := n.dialGo(t, u)
+	defer client.Close()
+	var open []*ssh.Session
+	for i := 0; i < 2; i++ {
+		s, err := client.NewSession()
+		require.NoError(t, err)
+		defer s.Close()
+		open = append(open, s)
+	}
+	_, err := client.NewSession()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "too many sessions")
+	open[0].Close()
+	require.Eventually(t, func() bool {
+		s, err := client.NewSession()
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	}, 5*time.Second, 50*time.Millisecond)
+}
+
+// dialGo connects with x/crypto's client using u's certificate.
+func (n *native) dialGo(t *testing.T, u *user) *ssh.Client {
+	t.Helper()
+	data, err := osReadFile(u.keyFile)
+	require.NoError(t, err)
+	key, err := ssh.ParsePrivateKey(data)
+	require.NoError(t, err)
+	signer, err := ssh.NewCertSigner(u.cert, key)
+	require.NoError(t, err)
+	client, err := ssh.Dial("tcp", n.addr.String(), &ssh.ClientConfig{
+		User:            "git",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // loopback test server started above
+		Timeout:         5 * time.Second,
+	})
+	require.NoError(t, err)
+	return client
+}
+
+func TestNativeRefusesNonGitSessions(t *testing.T) {
+	n := startNative(t, nil)
+	u := n.newUser("shelly", time.Hour, "git:force:demo/app:*")
+	n.startAgent(u)
+	base := strings.Fields(n.sshCommand(u))
+	base = append(base, "-p", fmt.Sprint(n.addr.Port))
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"shell", []string{"-tt", "git@127.0.0.1"}},
+		{"command", []string{"git@127.0.0.1", "id"}},
+		{"command with git prefix", []string{"git@127.0.0.1", "git-upload-pack 'demo/app'; id"}},
+		{"subsystem", []string{"-s", "git@127.0.0.1", "sftp"}},
+		{"path escape", []string{"git@127.0.0.1", "git-upload-pack '../../etc'"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(append([]string(nil), base...), tt.args...)
+			cmd := exec.Command(args[0], args[1:]...)
+			cmd.Stdin = strings.NewReader("")
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, string(out))
+			assert.NotContains(t, string(out), "uid=")
+		})
+	}
+	for _, e := range n.events.all() {
+		assert.Equal(t, Deny, e.Decision, "%+v", e)
+	}
+}
+
+func TestNativeIgnoresClientEnvironment(t *testing.T) {
+	n := startNative(t, nil)
+	u := n.newUser("envy", time.Hour, "git:read:demo/app:refs/heads/main")
+	n.startAgent(u)
+	// Were GIT_DIR or GIT_NAMESPACE honoured, the answer would change or
+	// break; a bogus GIT_PROTOCOL is dropped rather than passed on.
+	ssh := n.sshCommand(u, "-o", `SetEnv="GIT_DIR=/nonexistent GIT_NAMESPACE=x GIT_PROTOCOL=version=9;evil"`)
+	out, err := gitErr(t.TempDir(), []string{"GIT_SSH_COMMAND=" + ssh}, "ls-remote", n.url("demo/app"))
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "refs/heads/main")
+	assert.Equal(t, "", gitProtocolEnv([]string{"GIT_DIR=/x"}))
+	assert.Equal(t, "version=2", gitProtocolEnv([]string{"GIT_PROTOCOL=version=2"}))
+}
+
+func TestNativeConcurrentClones(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 clones")
+	}
+	n := startNative(t, func(o *ServerOptions) { o.MaxPerSource = 512; o.MaxConnections = 512 })
+	u := n.newUser("crowd", time.Hour, "git:read:demo/app:refs/heads/main")
+	n.startAgent(u)
+	const clones = 200
+	root := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, clones)
+	sem := make(chan struct{}, 200)
+	for i := 0; i < clones; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			dir := filepath.Join(root, fmt.Sprint(i))
+			out, err := n.gitAs(u, root, "clone", "-q", n.url("demo/app"), dir)
+			if err != nil {
+				errs <- fmt.Errorf("clone %d: %v: %s", i, err, out)
+				return
+			}
+			head, err := gitErr(dir, nil, "rev-parse", "HEAD")
+			if err != nil || head != n.tips["main"] {
+				errs <- fmt.Errorf("clone %d: HEAD %q, %v", i, head, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

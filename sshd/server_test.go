@@ -1,0 +1,358 @@
+package sshd
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/principals"
+)
+
+// native is a running in-process git-server and the real OpenSSH client
+// side that talks to it.
+type native struct {
+	*fixture
+	t        *testing.T
+	addr     *net.TCPAddr
+	ca       *ca.Authority
+	serials  atomic.Uint64
+	revoked  *SerialSet
+	verifier atomic.Pointer[Verifier]
+	srv      *Server
+	events   *eventLog
+	dir      string
+	knownHosts string
+}
+
+type eventLog struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (l *eventLog) Record(_ context.Context, e Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, e)
+	return nil
+}
+
+func (l *eventLog) all() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Event(nil), l.events...)
+}
+
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required under CI: %v", name, err)
+		}
+		t.Skipf("%s not installed; set CI to make this a failure", name)
+	}
+	return p
+}
+
+func startNative(t *testing.T, mod func(*ServerOptions)) *native {
+	t.Helper()
+	requireTool(t, "ssh")
+	requireTool(t, "ssh-agent")
+	n := &native{fixture: newFixture(t), t: t, revoked: &SerialSet{}, events: &eventLog{}, dir: t.TempDir()}
+	_, caKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	n.ca, err = ca.New(caKey)
+	require.NoError(t, err)
+	n.verifier.Store(&Verifier{CAs: []ssh.PublicKey{n.ca.PublicKey()}, Revocations: []RevocationChecker{n.revoked}})
+
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	hostKey, err := ssh.NewSignerFromKey(hostPriv)
+	require.NoError(t, err)
+	repos, err := NewRepos(n.root)
+	require.NoError(t, err)
+	opts := ServerOptions{
+		HostKeys: []ssh.Signer{hostKey},
+		Verifier: n.verifier.Load,
+		Repos:    repos,
+		Git:      newTestGit(t),
+		Recorder: n.events,
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	n.srv, err = NewServer(opts)
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	n.addr = l.Addr().(*net.TCPAddr)
+	go n.srv.Serve(l)
+	t.Cleanup(func() { n.srv.Close() })
+	n.knownHosts = filepath.Join(n.dir, "known_hosts")
+	line := fmt.Sprintf("[127.0.0.1]:%d %s", n.addr.Port, ssh.MarshalAuthorizedKey(hostKey.PublicKey()))
+	require.NoError(t, os.WriteFile(n.knownHosts, []byte(line), 0o600))
+	return n
+}
+
+func (n *native) nextSerial() (uint64, error) { return n.serials.Add(1), nil }
+
+type serialFunc func() (uint64, error)
+
+func (f serialFunc) NextSerial() (uint64, error) { return f() }
+
+// user is a key pair on disk, optionally with a certificate, and an
+// ssh-agent holding them.
+type user struct {
+	keyFile  string
+	certFile string
+	cert     *ssh.Certificate
+	agent    string
+}
+
+// newUser writes a fresh key and a certificate for grants with ttl.
+func (n *native) newUser(name string, ttl time.Duration, grants ...string) *user {
+	t := n.t
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	u := &user{keyFile: filepath.Join(n.dir, name)}
+	block, err := ssh.MarshalPrivateKey(priv, name)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(u.keyFile, pem.EncodeToMemory(block), 0o600))
+	sshPub, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(u.keyFile+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o644))
+	if len(grants) == 0 {
+		return u
+	}
+	var gs []principals.Grant
+	for _, g := range grants {
+		pg, err := principals.Parse(g)
+		require.NoError(t, err)
+		gs = append(gs, pg)
+	}
+	u.cert, err = n.ca.Sign(ca.CertRequest{PublicKey: sshPub, KeyID: name + "/req-1", Grants: gs, TTL: ttl}, serialFunc(n.nextSerial))
+	require.NoError(t, err)
+	u.certFile = u.keyFile + "-cert.pub"
+	require.NoError(t, os.WriteFile(u.certFile, ssh.MarshalAuthorizedKey(u.cert), 0o644))
+	return u
+}
+
+// startAgent runs a real ssh-agent holding the user's key and certificate.
+func (n *native) startAgent(u *user) {
+	t := n.t
+	sock := filepath.Join(n.dir, filepath.Base(u.keyFile)+".agent")
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	require.NoError(t, agent.Start())
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	add := exec.Command("ssh-add", u.keyFile)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	out, err := add.CombinedOutput()
+	require.NoError(t, err, string(out))
+	u.agent = sock
+}
+
+// sshCommand is the GIT_SSH_COMMAND for u: host key pinned, keys only
+// from u's agent.
+func (n *native) sshCommand(u *user, extra ...string) string {
+	args := []string{"ssh", "-F", "/dev/null",
+		"-o", "UserKnownHostsFile=" + n.knownHosts, "-o", "StrictHostKeyChecking=yes",
+		"-o", "BatchMode=yes", "-o", "IdentityAgent=" + u.agent, "-o", "IdentitiesOnly=no",
+		"-o", "PreferredAuthentications=publickey", "-o", "LogLevel=ERROR"}
+	args = append(args, extra...)
+	return strings.Join(args, " ")
+}
+
+func (n *native) url(repo string) string {
+	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s", n.addr.Port, repo)
+}
+
+// gitAs runs git as u against the native server.
+func (n *native) gitAs(u *user, dir string, args ...string) (string, error) {
+	return gitErr(dir, []string{"GIT_SSH_COMMAND=" + n.sshCommand(u), "SSH_AUTH_SOCK=" + u.agent}, args...)
+}
+
+func TestNativeGitOperations(t *testing.T) {
+	n := startNative(t, nil)
+	alice := n.newUser("alice", time.Hour, "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
+	n.startAgent(alice)
+
+	for _, proto := range []string{"0", "1", "2"} {
+		t.Run("protocol v"+proto, func(t *testing.T) {
+			dir := t.TempDir()
+			out, err := n.gitAs(alice, dir, "-c", "protocol.version="+proto, "clone", "-q", n.url("demo/app"), "c")
+			require.NoError(t, err, out)
+			c := filepath.Join(dir, "c")
+			assert.Equal(t, f(n).tips["main"], git(t, c, "rev-parse", "HEAD"))
+
+			out, err = n.gitAs(alice, c, "-c", "protocol.version="+proto, "ls-remote", "origin")
+			require.NoError(t, err, out)
+			assert.Contains(t, out, "refs/heads/main")
+			assert.Contains(t, out, "refs/heads/feature/a")
+			assert.NotContains(t, out, "secret")
+
+			out, err = n.gitAs(alice, c, "-c", "protocol.version="+proto, "fetch", "-q", "origin", f(n).tips["secret"])
+			require.Error(t, err, out)
+
+			git(t, c, "checkout", "-q", "-b", "feature/v"+proto)
+			git(t, c, "commit", "-q", "--allow-empty", "-m", "work")
+			out, err = n.gitAs(alice, c, "-c", "protocol.version="+proto, "push", "-q", "origin", "feature/v"+proto)
+			require.NoError(t, err, out)
+			out, err = n.gitAs(alice, c, "-c", "protocol.version="+proto, "push", "origin", "HEAD:refs/heads/main")
+			require.Error(t, err)
+			assert.Contains(t, out, "[remote rejected]")
+
+			out, err = n.gitAs(alice, dir, "-c", "protocol.version="+proto, "archive", "--remote="+n.url("demo/app.git"), "main")
+			require.NoError(t, err)
+			assert.Contains(t, out, "main.txt")
+			out, err = n.gitAs(alice, dir, "-c", "protocol.version="+proto, "archive", "--remote="+n.url("demo/app"), "secret")
+			require.Error(t, err)
+			assert.NotContains(t, out, "secret payload")
+		})
+	}
+
+	// Every operation left an event with the serial and key ID.
+	events := n.events.all()
+	require.NotEmpty(t, events)
+	var pushed bool
+	for _, e := range events {
+		assert.Equal(t, alice.cert.Serial, e.Serial)
+		assert.Equal(t, "alice/req-1", e.KeyID)
+		for _, u := range e.Updates {
+			if u.Result == "updated" && strings.HasPrefix(u.Ref, "refs/heads/feature/v") {
+				pushed = true
+				assert.Equal(t, zeroOID, u.Old)
+			}
+		}
+	}
+	assert.True(t, pushed, "no push update recorded in %+v", events)
+}
+
+func f(n *native) *fixture { return n.fixture }
+
+func TestNativeRefusesBadCredentials(t *testing.T) {
+	n := startNative(t, nil)
+	other, err := ca.New(mustEd25519(t))
+	require.NoError(t, err)
+
+	good := n.newUser("good", time.Hour, "git:read:demo/app:*")
+	expired := n.newUser("expired", time.Hour, "git:read:demo/app:*")
+	n.ca.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	expired = n.newUser("expired", time.Hour, "git:read:demo/app:*")
+	n.ca.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	future := n.newUser("future", time.Hour, "git:read:demo/app:*")
+	n.ca.Now = time.Now
+	revoked := n.newUser("revoked", time.Hour, "git:read:demo/app:*")
+	n.revoked.Revoke(n.ca.PublicKey(), revoked.cert.Serial)
+	plain := n.newUser("plain", 0)
+	otherRepo := n.newUser("otherrepo", time.Hour, "git:force:demo/other:*")
+	wrongCA := n.newUser("wrongca", 0)
+	wrongCA.cert = signWith(t, other, wrongCA, "git:read:demo/app:*")
+
+	tests := []struct {
+		name string
+		u    *user
+		ok   bool
+	}{
+		{"valid", good, true},
+		{"expired", expired, false},
+		{"not yet valid", future, false},
+		{"revoked", revoked, false},
+		{"plain key", plain, false},
+		{"another CA", wrongCA, false},
+		{"another repo", otherRepo, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n.startAgent(tt.u)
+			out, err := n.gitAs(tt.u, t.TempDir(), "ls-remote", n.url("demo/app"))
+			if tt.ok {
+				require.NoError(t, err, out)
+				assert.Contains(t, out, "refs/heads/secret")
+				return
+			}
+			require.Error(t, err)
+			assert.NotContains(t, out, "refs/heads")
+		})
+	}
+}
+
+func mustEd25519(t testing.TB) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return k
+}
+
+// signWith certifies u's existing key with authority a.
+func signWith(t *testing.T, a *ca.Authority, u *user, grants ...string) *ssh.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(u.keyFile + ".pub")
+	require.NoError(t, err)
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	require.NoError(t, err)
+	var gs []principals.Grant
+	for _, g := range grants {
+		pg, err := principals.Parse(g)
+		require.NoError(t, err)
+		gs = append(gs, pg)
+	}
+	cert, err := a.Sign(ca.CertRequest{PublicKey: pub, KeyID: "x/req", Grants: gs, TTL: time.Hour}, serialFunc(func() (uint64, error) { return 99, nil }))
+	require.NoError(t, err)
+	u.certFile = u.keyFile + "-cert.pub"
+	require.NoError(t, os.WriteFile(u.certFile, ssh.MarshalAuthorizedKey(cert), 0o644))
+	return cert
+}
+
+// TestNativeOfferedKeyIsNotIdentity has the real ssh client offer Bob's
+// certificate, whose private key it does not hold, before Alice's own.
+// The server accepts the offer (it is a valid certificate), but Alice
+// signs with her key: the connection must carry Alice's grants only.
+func TestNativeOfferedKeyIsNotIdentity(t *testing.T) {
+	n := startNative(t, nil)
+	git(t, n.root, "init", "-q", "--bare", "demo/bobs.git")
+	alice := n.newUser("alice", time.Hour, "git:read:demo/app:refs/heads/main")
+	bob := n.newUser("bob", time.Hour, "git:read:demo/bobs:*", "git:read:demo/app:*")
+	n.startAgent(alice)
+	// Only Bob's public half is on disk where ssh can offer it.
+	bobPubOnly := filepath.Join(n.dir, "bob-offer")
+	require.NoError(t, os.Rename(bob.keyFile+".pub", bobPubOnly+".pub"))
+	require.NoError(t, os.Rename(bob.certFile, bobPubOnly+"-cert.pub"))
+	require.NoError(t, os.Remove(bob.keyFile))
+
+	ssh := n.sshCommand(alice, "-o", "IdentityFile="+bobPubOnly+".pub", "-o", "CertificateFile="+bobPubOnly+"-cert.pub", "-v")
+	env := []string{"GIT_SSH_COMMAND=" + ssh, "SSH_AUTH_SOCK=" + alice.agent}
+	out, err := gitErr(t.TempDir(), env, "ls-remote", n.url("demo/app"))
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "Server accepts key: "+bobPubOnly, "the client did not offer Bob's certificate first:\n%s", out)
+	assert.NotContains(t, out, "refs/heads/secret", "Bob's grants were applied")
+	assert.Contains(t, out, "refs/heads/main")
+
+	out, err = gitErr(t.TempDir(), env, "ls-remote", n.url("demo/bobs"))
+	require.Error(t, err, "Alice reached Bob's repository: %s", out)
+	for _, e := range n.events.all() {
+		if e.Decision == Allow {
+			assert.Equal(t, alice.cert.Serial, e.Serial)
+		}
+	}
+}
