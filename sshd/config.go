@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/ca"
 )

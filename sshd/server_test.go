@@ -28,15 +28,15 @@ import (
 // side that talks to it.
 type native struct {
 	*fixture
-	t        *testing.T
-	addr     *net.TCPAddr
-	ca       *ca.Authority
-	serials  atomic.Uint64
-	revoked  *SerialSet
-	verifier atomic.Pointer[Verifier]
-	srv      *Server
-	events   *eventLog
-	dir      string
+	t          *testing.T
+	addr       *net.TCPAddr
+	ca         *ca.Authority
+	serials    atomic.Uint64
+	revoked    *SerialSet
+	verifier   atomic.Pointer[Verifier]
+	srv        *Server
+	events     *eventLog
+	dir        string
 	knownHosts string
 }
 

@@ -163,4 +163,3 @@ func openRecorder(auditPath string, logger *slog.Logger) (sshd.Recorder, func(),
 	}
 	return openAuditRecorder(auditPath, logger)
 }
-
