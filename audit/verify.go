@@ -68,13 +68,28 @@ func verifyStream(r io.Reader, hook func(e *Entry, line []byte, lineNo int) erro
 		tok := sc.Bytes()
 		line, terminated := bytes.CutSuffix(tok, []byte{'\n'})
 		if !terminated {
+			// Only the last token lacks a newline; it is torn unless the
+			// reader failed rather than ended.
+			sc.Scan()
+			if err := sc.Err(); err != nil {
+				return sum, fmt.Errorf("read audit log after line %d: %w", lineNo-1, err)
+			}
 			return sum, &VerifyError{Line: lineNo, Reason: fmt.Sprintf("last line has no trailing newline (%d bytes)", len(tok)), Err: ErrTornTail}
 		}
 		e, err := p.parse(line)
 		if err != nil {
 			verr := &VerifyError{Line: lineNo, Seq: e.Seq, Reason: err.Error(), Err: ErrSyntax}
-			// Only the last line can be the remains of an interrupted write.
-			if !sc.Scan() && sc.Err() == nil {
+			// Only the last complete line, perhaps followed by a partial
+			// one, can be the remains of an interrupted write, as Open
+			// sees it.
+			last := !sc.Scan()
+			if !last && !bytes.HasSuffix(sc.Bytes(), []byte{'\n'}) {
+				last = !sc.Scan()
+			}
+			if err := sc.Err(); err != nil {
+				return sum, fmt.Errorf("read audit log after line %d: %w", lineNo, err)
+			}
+			if last {
 				verr.Reason = "last line does not parse: " + verr.Reason
 				verr.Err = ErrTornTail
 			}

@@ -381,9 +381,8 @@ func caKRL(c *cli.Context) error {
 			return usageError("--key-id: empty key ID")
 		}
 	}
-	if len(serials) == 0 && len(keyIDs) == 0 {
-		return usageError("nothing to revoke: give --serial or --key-id")
-	}
+	// No serial and no key ID is a valid, empty KRL: what a server's
+	// RevokedKeys starts from before anything is revoked.
 
 	a, err := ca.Load(dir)
 	if err != nil {
