@@ -102,9 +102,10 @@ func signHead(h *Head, signer ssh.Signer) error {
 }
 
 // Checkpoint signs the log's current head (seq, hash, time) with signer,
-// appends it as a "checkpoint" entry, and replaces PATH.head with it, unless
-// that file already holds a later checkpoint. It returns the checkpoint
-// entry; the signed head is its data (see ParseHead).
+// appends it as a "checkpoint" entry whose actor is the signer's SHA256
+// fingerprint, and replaces PATH.head with it, unless that file already
+// holds a later checkpoint. It returns the checkpoint entry; the signed head
+// is its data (see ParseHead).
 //
 // The head is taken and made durable first and signed outside the file
 // lock, so a slow signer (an ssh-agent) never holds up other writers; entries
@@ -127,7 +128,13 @@ func (l *Log) checkpointAt(h head, signer ssh.Signer) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("encode checkpoint: %w", err)
 	}
-	o := &op{kind: KindCheckpoint, data: data, headFile: append(data, '\n'), headSeq: hd.Seq}
+	o := &op{
+		kind:     KindCheckpoint,
+		actor:    ssh.FingerprintSHA256(signer.PublicKey()),
+		data:     data,
+		headFile: append(data, '\n'),
+		headSeq:  hd.Seq,
+	}
 	if err := l.submit(o); err != nil {
 		return Entry{}, err
 	}

@@ -33,8 +33,10 @@ func dataFields(data []byte) (serial uint64, hasSerial bool, repo string) {
 		val := data[start:s.i]
 		switch key {
 		case "serial":
-			n, err := strconv.ParseUint(string(val), 10, 64)
-			serial, hasSerial = n, err == nil
+			serial, hasSerial = 0, false
+			if n, err := strconv.ParseUint(string(val), 10, 64); err == nil {
+				serial, hasSerial = n, true
+			}
 		case "repo":
 			repo = ""
 			if val[0] == '"' {

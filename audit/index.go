@@ -162,6 +162,9 @@ func eachPostingKey(r *row, buf []byte, fn func(key []byte) error) error {
 // Add indexes one entry, typically one just returned by Log.Append. Entries
 // may be added in any order, but each seq only once.
 func (ix *Index) Add(e Entry) error {
+	if len(e.Data) > 0 && (e.Data[0] != '{' || !json.Valid(e.Data)) {
+		return fmt.Errorf("index entry seq %d: %w: data is not a JSON object", e.Seq, ErrInvalidEntry)
+	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	w := ix.writer()

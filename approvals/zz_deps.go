@@ -1,0 +1,6 @@
+package approvals
+
+import (
+	_ "github.com/hashicorp/raft"
+	_ "github.com/hashicorp/raft-boltdb/v2"
+)
