@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// bulkKinds is the mix of kinds in generated logs: most entries are Git
+// bulkKinds is the mix of kinds in bulk-written logs: most entries are Git
 // operations, as on a real server.
 var bulkKinds = []string{KindGit, KindGit, KindGit, KindGit, KindRequest, KindApprove, KindIssue, KindRevoke}
 
@@ -70,7 +70,7 @@ func bulkData(b []byte, kind string, i int) []byte {
 	return append(b, '}')
 }
 
-// millionLog generates the million-entry log for one benchmark.
+// millionLog writes the million-entry log for one benchmark.
 func millionLog(b *testing.B) string {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "audit.log")
@@ -80,7 +80,7 @@ func millionLog(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("generated 1,000,000 entries, %d MB, in %v", fi.Size()>>20, time.Since(start).Round(time.Millisecond))
+	b.Logf("wrote 1,000,000 entries, %d MB, in %v", fi.Size()>>20, time.Since(start).Round(time.Millisecond))
 	return path
 }
 

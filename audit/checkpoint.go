@@ -205,6 +205,9 @@ func VerifyCheckpoint(r io.Reader, headFile []byte, trusted ssh.PublicKey) (Summ
 	if err != nil {
 		return sum, err
 	}
+	if hd.Seq == 0 && hd.Hash != GenesisHash {
+		return sum, &VerifyError{Line: 1, Err: ErrTruncated, Reason: "a head signed at seq 0 must have the genesis hash"}
+	}
 	if sum.Entries < hd.Seq {
 		return sum, &VerifyError{Line: int(sum.Entries) + 1, Seq: sum.Entries + 1, Err: ErrTruncated,
 			Reason: fmt.Sprintf("log ends at seq %d, but a head signed at %s has seq %d", sum.Entries, hd.Time.Format(time.RFC3339), hd.Seq)}

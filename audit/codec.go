@@ -88,7 +88,7 @@ func (p *parser) parse(line []byte) (Entry, error) {
 	}
 	c := cursor{b: line}
 	if !c.lit(`{"seq":`) {
-		return e, errors.New(`does not start with {"seq":`)
+		return e, errors.New(`does not start with {"seq"`)
 	}
 	e.Seq = c.uint()
 	if e.Seq == 0 {
@@ -178,9 +178,11 @@ func checkData(data []byte) error {
 	return nil
 }
 
-// dataSpecial marks the bytes checkData looks at; valid JSON has '\\' only
-// inside strings and raw whitespace inside strings is not valid JSON, so the
-// only whitespace that can appear is between tokens.
+// dataSpecial marks the bytes checkData has to look at: quotes and
+// backslashes, to know whether it is inside a string (where a backslash
+// escapes the next byte and white space is content), white space, the
+// characters encoding/json escapes for HTML, and the first byte of U+2028
+// and U+2029.
 var dataSpecial = [256]bool{'"': true, '\\': true, ' ': true, '\t': true, '\n': true, '\r': true, '<': true, '>': true, '&': true, 0xe2: true}
 
 // parseLine is parse for a single line; the entry owns its Data.

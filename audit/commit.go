@@ -195,9 +195,12 @@ func (l *Log) durableHead() (head, error) {
 
 // lockFile takes the exclusive flock that serialises writers of the log
 // across processes. It is held for one batch at a time.
-func lockFile(f *os.File) error {
+func lockFile(f *os.File) error { return flock(f, syscall.LOCK_EX) }
+
+func flock(f *os.File, how int) error {
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		// A signal (the Go runtime sends them) can interrupt the wait.
+		err := syscall.Flock(int(f.Fd()), how)
 		if err != syscall.EINTR {
 			return err
 		}

@@ -48,6 +48,14 @@
 // rewritten. Entries after the newest checkpoint an auditor holds are only
 // as trustworthy as the file.
 //
+// # Reading
+//
+// [Verify] and [VerifyCheckpoint] stream a log in constant memory.
+// [BuildIndex] verifies a log while loading it into an [Index] (go-memdb) for
+// lookups by seq, kind, actor, certificate serial, repository and time. To
+// read a log that is being written, open it with [OpenSnapshot], which sees
+// whole entries only.
+//
 // The log file must not be renamed, replaced or rotated while it is open, and
 // the package relies on flock(2), so it runs on Unix systems only.
 package audit

@@ -153,7 +153,9 @@ func (l *Log) openTail() error {
 	}
 	if len(ops) > 0 {
 		l.writeLocked(ops)
-		return ops[0].err
+		if err := ops[0].err; err != nil {
+			return fmt.Errorf("torn tail of %s moved to %s, but the repair entry was not recorded: %w", l.path, l.repaired.Load().Sidecar, err)
+		}
 	}
 	return nil
 }

@@ -317,7 +317,7 @@ func TestAppendMultiProcess(t *testing.T) {
 			for p := range procs {
 				cmd := exec.Command(os.Args[0], "-test.run=^$")
 				cmd.Env = append(os.Environ(),
-					envHelper+"="+mode,
+					envRole+"="+mode,
 					envLog+"="+path,
 					envCount+"="+fmt.Sprint(each),
 					envActor+"="+fmt.Sprintf("proc%d", p),
@@ -339,14 +339,43 @@ func TestAppendMultiProcess(t *testing.T) {
 			require.NoError(t, err, "seq 1..n without gaps or duplicates, chain intact")
 			assert.Equal(t, uint64(procs*each), sum.Entries)
 			perActor := make(map[string]int)
+			switches, last := 0, ""
 			for _, line := range fileLines(t, path) {
 				e, err := parseLine(line)
 				require.NoError(t, err)
 				perActor[e.Actor]++
+				if e.Actor != last {
+					switches, last = switches+1, e.Actor
+				}
 			}
+			t.Logf("the file changed hands between processes %d times", switches-1)
 			for p := range procs {
 				assert.Equal(t, each, perActor[fmt.Sprintf("proc%d", p)], "every entry of process %d is there", p)
 			}
 		})
 	}
+}
+
+// A snapshot holds whole entries only, and stays as it was while the log
+// grows.
+func TestOpenSnapshot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l := openLog(t, path, Options{})
+	for range 3 {
+		_, err := l.Append(KindGit, "alice", nil)
+		require.NoError(t, err)
+	}
+	s, err := OpenSnapshot(path)
+	require.NoError(t, err)
+	defer s.Close()
+	for range 2 {
+		_, err := l.Append(KindGit, "bob", nil)
+		require.NoError(t, err)
+	}
+	sum, err := Verify(s)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), sum.Entries)
+
+	_, err = OpenSnapshot(filepath.Join(t.TempDir(), "missing.log"))
+	require.Error(t, err)
 }

@@ -12,14 +12,14 @@ import (
 // The multi-process test runs this test binary again as the appending
 // processes; these variables tell a child what to do.
 const (
-	envHelper = "JITSSH_AUDIT_TEST_HELPER" // open-once or open-each
-	envLog    = "JITSSH_AUDIT_TEST_LOG"
-	envCount  = "JITSSH_AUDIT_TEST_COUNT"
-	envActor  = "JITSSH_AUDIT_TEST_ACTOR"
+	envRole  = "JITSSH_AUDIT_TEST_ROLE" // open-once or open-each
+	envLog   = "JITSSH_AUDIT_TEST_LOG"
+	envCount = "JITSSH_AUDIT_TEST_COUNT"
+	envActor = "JITSSH_AUDIT_TEST_ACTOR"
 )
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(envHelper); mode != "" {
+	if mode := os.Getenv(envRole); mode != "" {
 		if err := appendProcess(mode); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

@@ -64,6 +64,7 @@ func commands() []*cli.Command {
 		gitShellCommand(),
 		principalsCommand(),
 		gitServerCommand(),
+
 		hookCommand(),
 	}
 }
