@@ -226,3 +226,5 @@ func gitCmd(dir string, env []string, args ...string) *exec.Cmd {
 }
 
 func osReadFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+func osWriteFile(path string, data []byte) error { return os.WriteFile(path, data, 0o644) }

@@ -286,3 +286,32 @@ func TestNativeConcurrentClones(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestNativeSourceAddress binds a certificate to 127.0.0.2 and connects
+// with the real ssh client from 127.0.0.2 and from 127.0.0.1.
+func TestNativeSourceAddress(t *testing.T) {
+	n := startNative(t, nil)
+	u := n.newUser("bound", time.Hour)
+	data, err := osReadFile(u.keyFile + ".pub")
+	require.NoError(t, err)
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	require.NoError(t, err)
+	u.cert, err = n.ca.Sign(caRequest(t, pub, "127.0.0.2/32", "git:read:demo/app:*"), serialFunc(n.nextSerial))
+	require.NoError(t, err)
+	u.certFile = u.keyFile + "-cert.pub"
+	require.NoError(t, osWriteFile(u.certFile, ssh.MarshalAuthorizedKey(u.cert)))
+	n.startAgent(u)
+	for _, tt := range []struct {
+		from string
+		ok   bool
+	}{{"127.0.0.2", true}, {"127.0.0.1", false}} {
+		ssh := n.sshCommand(u, "-o", "BindAddress="+tt.from)
+		out, err := gitErr(t.TempDir(), []string{"GIT_SSH_COMMAND=" + ssh}, "ls-remote", n.url("demo/app"))
+		if tt.ok {
+			require.NoError(t, err, "from %s: %s", tt.from, out)
+			assert.Contains(t, out, "refs/heads/secret")
+		} else {
+			require.Error(t, err, "from %s: %s", tt.from, out)
+		}
+	}
+}

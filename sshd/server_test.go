@@ -356,3 +356,14 @@ func TestNativeOfferedKeyIsNotIdentity(t *testing.T) {
 		}
 	}
 }
+
+func caRequest(t *testing.T, pub ssh.PublicKey, sourceAddress string, grants ...string) ca.CertRequest {
+	t.Helper()
+	var gs []principals.Grant
+	for _, g := range grants {
+		pg, err := principals.Parse(g)
+		require.NoError(t, err)
+		gs = append(gs, pg)
+	}
+	return ca.CertRequest{PublicKey: pub, KeyID: "bound/req-1", Grants: gs, TTL: time.Hour, SourceAddress: sourceAddress}
+}
