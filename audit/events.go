@@ -21,7 +21,7 @@ type RequestData struct {
 	PublicKey string    `json:"public_key"`
 	Statement string    `json:"statement"` // RequestStatement message, as signed
 	Signature string    `json:"signature"` // armored SSHSIG by the requester
-	At        time.Time `json:"at"`
+	At        time.Time `json:"at,omitzero"`
 }
 
 // Step is one required group of approvals.

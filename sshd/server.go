@@ -23,6 +23,8 @@ const (
 	DefaultMaxPerSource       = 128
 	DefaultMaxSessionsPerConn = 4
 	DefaultRecheckInterval    = 2 * time.Second
+
+	maxAuthTries = 32
 )
 
 // ServerOptions configure the native Git SSH front-end.
@@ -150,7 +152,10 @@ func (s *Server) Close() error { return s.srv.Close() }
 // serverConfig adds the callback that sees only the key that completed
 // authentication. The identity every later decision uses comes from it.
 func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
-	cfg := &ssh.ServerConfig{}
+	// An ssh-agent often holds several keys and jitssh certificates; each
+	// refused offer counts as an attempt, and OpenSSH's default of 6 would
+	// turn a valid certificate late in the list away.
+	cfg := &ssh.ServerConfig{MaxAuthTries: maxAuthTries}
 	cfg.VerifiedPublicKeyCallback = func(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 		id, err := s.opts.Verifier().Verify(key, conn.RemoteAddr())
 		if err != nil {

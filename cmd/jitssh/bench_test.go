@@ -54,20 +54,38 @@ const (
 	benchTagEvery  = 10
 )
 
-// benchRevokedSerials is how many serials of the signing CA every
-// revocation source in these benchmarks lists; the certificate used is
-// not among them, so each lookup is a miss, as for every honest client.
-const benchRevokedSerials = 100_000
+// decisionRevokedSerials is how many serials of the signing CA the
+// revocation sources of BenchmarkAuthorizationDecision list. The
+// certificate is never among them (see newBenchCAs), so each lookup is a
+// miss, as for every honest client.
+const decisionRevokedSerials = 100_000
 
-// benchCertSerial is odd, and the revoked serials are the even ones up to
-// twice benchRevokedSerials: a miss in the middle of the list.
-const benchCertSerial = benchRevokedSerials | 1
-
-// benchInProcessEnv, when set to 1, runs the native server inside the test
-// process (the same runGitServer the binary runs) instead of as the jitssh
-// binary, so that -cpuprofile and -memprofile see the server's work. Its
-// results are named jitssh-native-inprocess.
-const benchInProcessEnv = "JITSSH_BENCH_INPROCESS"
+// Settings of BenchmarkGitOverSSH that BENCHMARKS.md varies, read from the
+// environment so that one command line reproduces each table.
+const (
+	// benchRevokedEnv is how many serials the KRL that both jitssh
+	// paths (and OpenSSH's RevokedKeys) consult lists; default
+	// defaultGitRevokedSerials. sshd parses the whole KRL on every
+	// authentication attempt, so this moves openssh+jitssh.
+	benchRevokedEnv          = "JITSSH_BENCH_REVOKED"
+	defaultGitRevokedSerials = 1_000
+	// benchSSHOptionsEnv, when set, holds more ssh client options for
+	// every target, separated by spaces, such as
+	// "-o KexAlgorithms=curve25519-sha256 -c aes128-gcm@openssh.com".
+	// Unset, the client negotiates as it does for users: with OpenSSH
+	// 9.2, sntrup761x25519-sha512 key exchange with OpenSSH's sshd and
+	// curve25519-sha256 with the native server (x/crypto has no
+	// sntrup761), and chacha20-poly1305 with both.
+	benchSSHOptionsEnv = "JITSSH_BENCH_SSH_OPTIONS"
+	// benchCloneDirEnv names the directory clones are made under; see
+	// cloneParent.
+	benchCloneDirEnv = "JITSSH_BENCH_CLONE_DIR"
+	// benchInProcessEnv, when 1, runs the native server inside the test
+	// process (the runGitServer the binary runs) instead of as the jitssh
+	// binary, so that -cpuprofile and -memprofile see the server's work.
+	// Its results are named jitssh-native-inprocess.
+	benchInProcessEnv = "JITSSH_BENCH_INPROCESS"
+)
 
 // BenchmarkGitOverSSH times `git ls-remote` and a full `git clone` with
 // the OpenSSH client (no connection sharing) against:
@@ -77,7 +95,8 @@ const benchInProcessEnv = "JITSSH_BENCH_INPROCESS"
 //   - openssh+jitssh: the same sshd trusting the jitssh CA, with
 //     principals-command forcing jitssh git-shell, as PRODUCT.md tells an
 //     operator to configure it;
-//   - jitssh-native: the jitssh git-server binary.
+//   - jitssh-native: the jitssh git-server binary;
+//   - no-ssh: git over file://, the floor, with no SSH and no server.
 //
 // Every server serves the same bare repository; only the URL path differs,
 // because git-shell takes the path as given.
@@ -108,7 +127,7 @@ func benchLsRemote(b *testing.B, fx *gitBenchFixture, tg gitTarget) {
 }
 
 func benchClone(b *testing.B, fx *gitBenchFixture, tg gitTarget) {
-	work := b.TempDir()
+	work := cloneParent(b)
 	// MB/s in the results is packed repository bytes per second.
 	b.SetBytes(fx.repo.packBytes)
 	n := 0
@@ -129,6 +148,31 @@ func benchClone(b *testing.B, fx *gitBenchFixture, tg gitTarget) {
 		}
 		b.StartTimer()
 	}
+}
+
+// cloneParent returns a new directory for clones, removed when b ends:
+// under $JITSSH_BENCH_CLONE_DIR when set, else under /dev/shm (a tmpfs
+// on Linux) when there is one, else the usual temporary directory. On a
+// disk, every clone's fsync of its pack waits for the writeback of the
+// clones before it, which drifts and spreads the results far more than
+// any difference between servers.
+func cloneParent(b *testing.B) string {
+	b.Helper()
+	parent := os.Getenv(benchCloneDirEnv)
+	if parent == "" {
+		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+			parent = "/dev/shm"
+		}
+	}
+	if parent == "" {
+		return b.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "jitssh-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // gitTarget is one server as git sees it.
@@ -153,25 +197,46 @@ func newGitBenchFixture(b *testing.B) *gitBenchFixture {
 	opensshtest.NeedTool(b, "ssh")
 	dir := b.TempDir()
 	fx := &gitBenchFixture{repo: makeBenchRepo(b, filepath.Join(dir, "repos"))}
-	cas := newBenchCAs(b, dir)
+	revoked := defaultGitRevokedSerials
+	if v := os.Getenv(benchRevokedEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			b.Fatalf("%s=%q: want a number of serials", benchRevokedEnv, v)
+		}
+		revoked = n
+	}
+	cas := newBenchCAs(b, dir, revoked)
+	b.Logf("KRL: %d revoked serials", revoked)
 
 	plainKey, plainPub := writeBenchUserKey(b, filepath.Join(dir, "plain"))
-	certKey, _ := writeBenchUserKey(b, filepath.Join(dir, "dev"))
+	certKey, certPub := writeBenchUserKey(b, filepath.Join(dir, "dev"))
 	certFile := certKey + "-cert.pub"
-	writeFileB(b, certFile, ssh.MarshalAuthorizedKey(cas.cert(b, benchCertSerial, benchGrant)), 0o644)
+	writeFileB(b, certFile, ssh.MarshalAuthorizedKey(cas.certFor(b, certPub, cas.unrevoked, benchGrant)), 0o644)
 
 	// Every client: the same OpenSSH options, never a shared connection.
 	clientOpts := []string{"-o", "ControlMaster=no", "-o", "ControlPath=none"}
+	if extra := strings.Fields(os.Getenv(benchSSHOptionsEnv)); len(extra) > 0 {
+		clientOpts = append(clientOpts, extra...)
+		b.Logf("more ssh client options: %q", extra)
+	}
 	plainID := slices.Concat(clientOpts, []string{"-i", plainKey})
 	certID := slices.Concat(clientOpts, []string{"-i", certKey, "-o", "CertificateFile=" + certFile})
-	// Git sends GIT_PROTOCOL (protocol v2) as an environment request; a
-	// Git host's sshd accepts it, and both sshd below do.
-	acceptProtocol := "AcceptEnv GIT_PROTOCOL"
+	sshdConfig := []string{
+		// Git sends GIT_PROTOCOL (protocol v2) as an environment
+		// request; a Git host's sshd accepts it.
+		"AcceptEnv GIT_PROTOCOL",
+		// sshd runs a forced command with the account's shell, and
+		// Debian's bash then sources ~/.bashrc, which on a developer's
+		// account may cost more than the whole Git operation (pyenv
+		// init: ~110 ms). A Git host's git account has no such rc. bash
+		// sources it only at shell level 1, so start one level up.
+		"SetEnv SHLVL=1",
+	}
 
 	// openssh+git-shell: git's git-shell behind a forced command.
 	authKeys := filepath.Join(dir, "authorized_keys")
-	writeFileB(b, authKeys, fmt.Appendf(nil, "restrict,command=\"%s -c \\\"$SSH_ORIGINAL_COMMAND\\\"\" %s", gitShell, plainPub), 0o600)
-	stock := opensshtest.Start(b, opensshtest.Config{AuthorizedKeysFile: authKeys, ExtraConfig: []string{acceptProtocol}})
+	writeFileB(b, authKeys, fmt.Appendf(nil, "restrict,command=\"%s -c \\\"$SSH_ORIGINAL_COMMAND\\\"\" %s", gitShell, ssh.MarshalAuthorizedKey(plainPub)), 0o600)
+	stock := opensshtest.Start(b, opensshtest.Config{AuthorizedKeysFile: authKeys, ExtraConfig: sshdConfig})
 	fx.targets = append(fx.targets, gitTarget{
 		name: "openssh+git-shell",
 		url:  stock.GitURL(fx.repo.path),
@@ -198,7 +263,7 @@ func newGitBenchFixture(b *testing.B) *gitBenchFixture {
 		ExposeAuthInfo:                  true,
 		AuthorizedPrincipalsCommandUser: u.Username,
 		AuthorizedPrincipalsCommand:     bin + " principals-command " + flags + " %t %k",
-		ExtraConfig:                     []string{acceptProtocol},
+		ExtraConfig:                     sshdConfig,
 	})
 	fx.targets = append(fx.targets, gitTarget{
 		name: "openssh+jitssh",
@@ -208,6 +273,14 @@ func newGitBenchFixture(b *testing.B) *gitBenchFixture {
 	})
 
 	fx.targets = append(fx.targets, startBenchNative(b, dir, fx.repo.root, cas, certID))
+
+	// The floor: the same git work through file://, with git spawning
+	// upload-pack itself. No server can be faster than this.
+	fx.targets = append(fx.targets, gitTarget{
+		name: "no-ssh",
+		url:  "file://" + fx.repo.path,
+		log:  func() string { return "" },
+	})
 
 	// One ls-remote each before timing anything: a misconfigured server
 	// fails here with its log, not halfway through the results.
@@ -377,6 +450,9 @@ func makeBenchRepo(b *testing.B, root string) benchRepo {
 	b.Helper()
 	start := time.Now()
 	r := benchRepo{root: root, path: filepath.Join(root, benchRepoName+".git")}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		b.Fatal(err)
+	}
 	if out, err := gitRun(root, nil, "init", "-q", "--bare", "-b", "main", r.path); err != nil {
 		b.Fatalf("git init: %v: %s", err, out)
 	}
@@ -479,17 +555,25 @@ func benchTextLine(rng *mathrand.Rand) string {
 }
 
 // benchCAs are two trusted ed25519 CAs, as during a rotation, and the
-// revocation list of the second, which signs the certificates.
+// revocations of the second, which signs the certificates: the even
+// serials 2, 4, ... up to twice the number revoked, in a KRL file and in a
+// serial set.
 type benchCAs struct {
-	cas     []*ca.Authority
-	pubFile string // both CAs, TrustedUserCAKeys form
-	krlFile string // benchRevokedSerials serials of the signing CA
-	set     *sshd.SerialSet
+	cas       []*ca.Authority
+	pubFile   string // both CAs, TrustedUserCAKeys form
+	krlFile   string
+	set       *sshd.SerialSet
+	unrevoked uint64 // an odd serial amid the revoked ones
 }
 
-func newBenchCAs(b *testing.B, dir string) *benchCAs {
+func newBenchCAs(b *testing.B, dir string, revoked int) *benchCAs {
 	b.Helper()
-	c := &benchCAs{pubFile: filepath.Join(dir, "trusted_cas.pub"), krlFile: filepath.Join(dir, "revoked.krl"), set: &sshd.SerialSet{}}
+	c := &benchCAs{
+		pubFile:   filepath.Join(dir, "trusted_cas.pub"),
+		krlFile:   filepath.Join(dir, "revoked.krl"),
+		set:       &sshd.SerialSet{},
+		unrevoked: uint64(revoked) | 1,
+	}
 	var lines []byte
 	for range 2 {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -506,13 +590,15 @@ func newBenchCAs(b *testing.B, dir string) *benchCAs {
 	writeFileB(b, c.pubFile, lines, 0o644)
 
 	signing := c.cas[1].PublicKey()
-	serials := make([]uint64, benchRevokedSerials)
-	for i := range serials {
-		serials[i] = 2 * uint64(i+1)
-	}
-	c.set.Revoke(signing, serials...)
 	krl := &ca.KRL{Version: 1}
-	krl.RevokeSerial(signing, serials...)
+	if revoked > 0 {
+		serials := make([]uint64, revoked)
+		for i := range serials {
+			serials[i] = 2 * uint64(i+1)
+		}
+		c.set.Revoke(signing, serials...)
+		krl.RevokeSerial(signing, serials...)
+	}
 	data, err := krl.Marshal()
 	if err != nil {
 		b.Fatal(err)
@@ -552,9 +638,9 @@ func (c *benchCAs) certFor(b *testing.B, key ssh.PublicKey, serial uint64, grant
 	return cert
 }
 
-// writeBenchUserKey writes a fresh ed25519 private key in OpenSSH form for
-// the ssh client and returns its path and public authorized_keys line.
-func writeBenchUserKey(b *testing.B, path string) (string, string) {
+// writeBenchUserKey writes a fresh ed25519 key pair in OpenSSH form for the
+// ssh client and returns the private key's path and the public key.
+func writeBenchUserKey(b *testing.B, path string) (string, ssh.PublicKey) {
 	b.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -565,7 +651,10 @@ func writeBenchUserKey(b *testing.B, path string) (string, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return path, string(ssh.MarshalAuthorizedKey(pub))
+	// Beside the private key, as ssh-keygen leaves it: ssh pairs a
+	// CertificateFile with its key through it.
+	writeFileB(b, path+".pub", ssh.MarshalAuthorizedKey(pub), 0o644)
+	return path, pub
 }
 
 func marshalBenchKey(b *testing.B, priv ed25519.PrivateKey) []byte {
@@ -586,14 +675,14 @@ func writeFileB(b *testing.B, path string, data []byte, perm os.FileMode) {
 
 // BenchmarkAuthorizationDecision is what one Git operation costs jitssh
 // before git starts: verify the certificate (two trusted CAs, a revocation
-// lookup among benchRevokedSerials) and decide the exec request, including
+// lookup among decisionRevokedSerials) and decide the exec request, including
 // resolving the repository on disk. The revocations come from an in-memory
 // serial set, as the daemon's endpoint provides them, or from a KRL file,
 // as git-server's krl_file and git-shell's --krl do.
 func BenchmarkAuthorizationDecision(b *testing.B) {
 	opensshtest.NeedTool(b, "git")
 	dir := b.TempDir()
-	cas := newBenchCAs(b, dir)
+	cas := newBenchCAs(b, dir, decisionRevokedSerials)
 	root := filepath.Join(dir, "repos")
 	if out, err := gitRun(dir, nil, "init", "-q", "--bare", filepath.Join(root, benchRepoName+".git")); err != nil {
 		b.Fatalf("git init: %v: %s", err, out)
@@ -610,7 +699,7 @@ func BenchmarkAuthorizationDecision(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cert := cas.cert(b, benchCertSerial, benchGrant, "git:write:"+benchRepoName+":refs/heads/feature/*")
+	cert := cas.cert(b, cas.unrevoked, benchGrant, "git:write:"+benchRepoName+":refs/heads/feature/*")
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
 	const command = "git-upload-pack '/" + benchRepoName + ".git'"
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -24,7 +25,7 @@ func main() {
 
 func run(args []string) int {
 	app := newApp()
-	if err := app.Run(args); err != nil {
+	if err := app.Run(flagsFirst(app, args)); err != nil {
 		var coder cli.ExitCoder
 		if errors.As(err, &coder) {
 			if msg := err.Error(); msg != "" {
@@ -64,6 +65,16 @@ func commands() []*cli.Command {
 		gitShellCommand(),
 		principalsCommand(),
 		gitServerCommand(),
+		serverCommand(),
+		requestCommand(),
+		requestsCommand(),
+		decisionCommands()[0],
+		decisionCommands()[1],
+		decisionCommands()[2],
+		statusCommand(),
+		releaseCommand(),
+		devCommand(),
+		auditCommand(),
 
 		hookCommand(),
 	}
@@ -78,4 +89,76 @@ func setUsageErrors(cmds []*cli.Command) {
 		}
 		setUsageErrors(c.Subcommands)
 	}
+}
+
+// flagsFirst moves a command's flags before its positional arguments, so
+// that `jitssh approve ID --reason TEXT` means what it says: urfave/cli
+// stops reading flags at the first argument. Everything after "--" stays
+// positional.
+func flagsFirst(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	i := 1
+	var cmd *cli.Command
+	cmds := app.Commands
+	for i < len(args) {
+		next := findCommand(cmds, args[i])
+		if next == nil {
+			break
+		}
+		cmd, cmds = next, next.Subcommands
+		i++
+	}
+	if cmd == nil || cmd.SkipFlagParsing {
+		return args
+	}
+	var flags, positional []string
+	rest := args[i:]
+	for j := 0; j < len(rest); j++ {
+		tok := rest[j]
+		if tok == "--" {
+			positional = append(positional, rest[j:]...)
+			break
+		}
+		if len(tok) < 2 || tok[0] != '-' {
+			positional = append(positional, tok)
+			continue
+		}
+		flags = append(flags, tok)
+		name := strings.TrimLeft(tok, "-")
+		if strings.Contains(name, "=") || !takesValue(cmd, name) {
+			continue
+		}
+		if j+1 < len(rest) {
+			j++
+			flags = append(flags, rest[j])
+		}
+	}
+	out := append([]string{}, args[:i]...)
+	out = append(out, flags...)
+	return append(out, positional...)
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
+}
+
+// takesValue reports whether the flag called name reads the next argument.
+func takesValue(cmd *cli.Command, name string) bool {
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			_, isBool := f.(*cli.BoolFlag)
+			return !isBool
+		}
+	}
+	return false // --help and unknown flags: let the parser say what is wrong
 }

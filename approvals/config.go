@@ -1,0 +1,283 @@
+package approvals
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults for what the config leaves out.
+const (
+	DefaultRequestTimeout    = time.Hour
+	DefaultMaxPendingPerUser = 5
+	DefaultMinTTL            = time.Minute
+	DefaultDefaultTTL        = time.Hour
+	DefaultMaxTTL            = 8 * time.Hour
+)
+
+// maxConfigSize bounds the config file; a policy is hand-written text.
+const maxConfigSize = 4 << 20
+
+// Config is the approval daemon's configuration file: where it listens and
+// keeps its state, who the people are, and the rules they request under.
+type Config struct {
+	Listen            string    `yaml:"listen" json:"listen"`                             // SSH API address, e.g. 127.0.0.1:2200
+	HTTPListen        string    `yaml:"http_listen" json:"http_listen,omitempty"`         // public HTTP endpoints
+	HostKey           string    `yaml:"host_key" json:"host_key"`                         // the daemon's SSH host key file
+	DataDir           string    `yaml:"data_dir" json:"data_dir"`                         // raft log, snapshots and state
+	CADir             string    `yaml:"ca_dir" json:"ca_dir"`                             // read with ca.Load
+	AuditLog          string    `yaml:"audit_log" json:"audit_log"`                       // the hash-chained audit log
+	RequestTimeout    Duration  `yaml:"request_timeout" json:"request_timeout"`           // a pending request nobody acted on expires after this
+	MaxPendingPerUser int       `yaml:"max_pending_per_user" json:"max_pending_per_user"` // pending requests one person may have at once
+	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
+	People            []Person  `yaml:"people" json:"people"`
+	Rules             []Rule    `yaml:"rules" json:"rules"`
+}
+
+// Webhook is an endpoint told about requests; the server posts to it.
+type Webhook struct {
+	URL    string `yaml:"url" json:"url"`
+	Secret string `yaml:"secret" json:"-"` // HMAC key for the signature header
+}
+
+// Person is someone who may use jitssh, identified by the SSH keys they
+// already have.
+type Person struct {
+	Name   string   `yaml:"name" json:"name"`
+	Keys   []string `yaml:"keys" json:"keys"` // authorized_keys lines, without options
+	Groups []string `yaml:"groups" json:"groups"`
+}
+
+// Rule says who may request what, and what it takes to get it.
+//
+// A request falls under a rule when the requester is in one of Groups, the
+// repo matches one of Repos (path.Match globs: "*" stays within one path
+// segment), the requested ref pattern falls within one of Refs, and the
+// access is listed in Access. The first such rule in file order decides.
+type Rule struct {
+	Name          string   `yaml:"name" json:"name"`
+	Groups        []string `yaml:"groups" json:"groups"`
+	Repos         []string `yaml:"repos" json:"repos"`
+	Refs          []string `yaml:"refs" json:"refs"`
+	Access        []string `yaml:"access" json:"access"`
+	Approvals     []Step   `yaml:"approvals" json:"approvals,omitempty"` // all steps must be met
+	AutoApprove   bool     `yaml:"auto_approve" json:"auto_approve,omitempty"`
+	DefaultTTL    Duration `yaml:"default_ttl" json:"default_ttl"`
+	MinTTL        Duration `yaml:"min_ttl" json:"min_ttl"`
+	MaxTTL        Duration `yaml:"max_ttl" json:"max_ttl"`
+	RequireReason bool     `yaml:"require_reason" json:"require_reason,omitempty"`
+	SourceAddress string   `yaml:"source_address" json:"source_address,omitempty"`
+}
+
+// Step is one part of a rule's approval: Count distinct people from Group.
+type Step struct {
+	Group string `yaml:"group" json:"group"`
+	Count int    `yaml:"count" json:"count"`
+}
+
+// LoadConfig reads, completes and checks the config file at path. Unknown
+// fields are errors, relative paths are taken from the file's directory,
+// defaults fill what is left out, and every problem found is reported at
+// once in a *ConfigError, with the line it is on.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("load config %s: %w: larger than %d bytes", path, ErrInvalidConfig, maxConfigSize)
+	}
+	c, err := parseConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	for _, p := range []*string{&c.HostKey, &c.DataDir, &c.CADir, &c.AuditLog} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return c, nil
+}
+
+// parseConfig decodes and checks one config document; file names it in
+// errors.
+func parseConfig(file string, data []byte) (*Config, error) {
+	var raw Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("load config %s: %w: the file is empty", file, ErrInvalidConfig)
+		}
+		return nil, fmt.Errorf("load config %s: %w: %w", file, ErrInvalidConfig, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("load config %s: %w: more than one YAML document", file, ErrInvalidConfig)
+	}
+	// The strict decode above has already accepted data, so the node tree
+	// decodes too; it only serves to put line numbers on problems.
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root)
+
+	c := withDefaults(&raw)
+	chk := checker{file: file, root: &root}
+	chk.server(c)
+	chk.policy(c)
+	if err := chk.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// withDefaults returns a deep copy of c with the defaults filled in.
+func withDefaults(c *Config) *Config {
+	out := *c
+	out.Webhooks = append([]Webhook(nil), c.Webhooks...)
+	out.People = make([]Person, len(c.People))
+	for i, p := range c.People {
+		out.People[i] = clonePerson(p)
+	}
+	out.Rules = make([]Rule, len(c.Rules))
+	for i, r := range c.Rules {
+		out.Rules[i] = cloneRule(r)
+		ruleDefaults(&out.Rules[i])
+	}
+	if out.RequestTimeout == 0 {
+		out.RequestTimeout = Duration(DefaultRequestTimeout)
+	}
+	if out.MaxPendingPerUser == 0 {
+		out.MaxPendingPerUser = DefaultMaxPendingPerUser
+	}
+	return &out
+}
+
+// ruleDefaults fills a rule's TTLs that were left out without contradicting
+// the ones that were given: an unset maximum is never below the given
+// minimum or default, an unset minimum never above them, and an unset
+// default is one hour moved into [min, max].
+func ruleDefaults(r *Rule) {
+	if r.MaxTTL == 0 {
+		r.MaxTTL = max(Duration(DefaultMaxTTL), r.DefaultTTL, r.MinTTL)
+	}
+	if r.MinTTL == 0 {
+		r.MinTTL = Duration(DefaultMinTTL)
+		if r.DefaultTTL > 0 {
+			r.MinTTL = min(r.MinTTL, r.DefaultTTL)
+		}
+		if r.MaxTTL > 0 {
+			r.MinTTL = min(r.MinTTL, r.MaxTTL)
+		}
+	}
+	if r.DefaultTTL == 0 {
+		r.DefaultTTL = min(max(Duration(DefaultDefaultTTL), r.MinTTL), r.MaxTTL)
+	}
+}
+
+func clonePerson(p Person) Person {
+	p.Keys = append([]string(nil), p.Keys...)
+	p.Groups = append([]string(nil), p.Groups...)
+	return p
+}
+
+func cloneRule(r Rule) Rule {
+	r.Groups = append([]string(nil), r.Groups...)
+	r.Repos = append([]string(nil), r.Repos...)
+	r.Refs = append([]string(nil), r.Refs...)
+	r.Access = append([]string(nil), r.Access...)
+	r.Approvals = append([]Step(nil), r.Approvals...)
+	return r
+}
+
+// ConfigError lists everything wrong with a config. It wraps
+// ErrInvalidConfig.
+type ConfigError struct {
+	File     string // empty for a Config built in code
+	Problems []ConfigProblem
+}
+
+// ConfigProblem is one thing wrong with a config.
+type ConfigProblem struct {
+	Line int    // 1-based line in File, 0 when unknown
+	Msg  string // names the person or rule, e.g. `rule "main": ...`
+}
+
+func (p ConfigProblem) format(file string) string {
+	switch {
+	case file != "" && p.Line > 0:
+		return file + ":" + strconv.Itoa(p.Line) + ": " + p.Msg
+	case p.Line > 0:
+		return "line " + strconv.Itoa(p.Line) + ": " + p.Msg
+	}
+	return p.Msg
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrInvalidConfig.Error())
+	if e.File != "" {
+		b.WriteString(" " + e.File)
+	}
+	if len(e.Problems) == 1 {
+		return b.String() + ": " + e.Problems[0].format(e.File)
+	}
+	b.WriteString(": " + strconv.Itoa(len(e.Problems)) + " problems:")
+	for _, p := range e.Problems {
+		b.WriteString("\n\t" + p.format(e.File))
+	}
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
+
+// lineOf returns the line of the node that path leads to in a decoded YAML
+// document: strings step into mapping keys, ints into sequence items. When
+// the path runs out of the document, it returns the line of the deepest
+// node found, which is where the missing piece belongs; 0 without a
+// document.
+func lineOf(root *yaml.Node, path ...any) int {
+	if root == nil || root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return 0
+	}
+	n := root.Content[0]
+	line := n.Line
+	for _, step := range path {
+		switch key := step.(type) {
+		case string:
+			if n.Kind != yaml.MappingNode {
+				return line
+			}
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					line, n, found = n.Content[i].Line, n.Content[i+1], true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		case int:
+			if n.Kind != yaml.SequenceNode || key >= len(n.Content) {
+				return line
+			}
+			n = n.Content[key]
+			line = n.Line
+		}
+	}
+	return line
+}

@@ -1,0 +1,216 @@
+package approvals
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/ca"
+)
+
+// crashChildEnv, when set to a directory, turns the test binary into the
+// crash test's child: it runs a stream of requests on that directory and
+// prints each acknowledged result, until it is killed.
+const crashChildEnv = "JITSSH_APPROVALS_CRASH_CHILD"
+
+const (
+	crashKillAfter = 60     // lines the parent reads before it kills the child
+	crashMaxOps    = 100000 // the child stops by itself after this many
+)
+
+// crashChild is the child's main. Each line it prints is a result the
+// Service returned, so the parent may expect to find it after the crash:
+//
+//	submit ID           a pending request
+//	approve ID SERIAL   bob's approval, and the certificate it issued
+//	issue ID SERIAL     an auto-approved request and its certificate
+//	revoke ID SERIAL    carol's revocation
+func crashChild(dir string) int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "crash child:", err)
+		return 1
+	}
+	authority, err := ca.Load(filepath.Join(dir, "ca"))
+	if err != nil {
+		return fail(err)
+	}
+	c, err := LoadConfig("testdata/dev-policy.yaml")
+	if err != nil {
+		return fail(err)
+	}
+	p, err := NewPolicy(c)
+	if err != nil {
+		return fail(err)
+	}
+	s, err := Open(Options{
+		DataDir:     filepath.Join(dir, "data"),
+		Policy:      p,
+		Authority:   authority,
+		Logger:      slog.New(slog.DiscardHandler),
+		RaftTimeout: testRaftTimeout,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	newKey := func() (ssh.PublicKey, error) {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return ssh.NewPublicKey(pub)
+	}
+	var toRevoke []*Request
+	for i := range crashMaxOps {
+		key, err := newKey()
+		if err != nil {
+			return fail(err)
+		}
+		switch i % 3 {
+		case 0:
+			r, err := s.Submit(ctx, "alice", SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: key})
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Printf("issue %s %d\n", r.ID, r.Serial)
+			toRevoke = append(toRevoke, r)
+		case 1:
+			r, err := s.Submit(ctx, "alice", SubmitInput{
+				Repo: "demo/app", Ref: "refs/heads/feature/x", Access: "write", PublicKey: key, Reason: "crash test",
+			})
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Printf("submit %s\n", r.ID)
+			if r, err = s.Approve(ctx, "bob", r.ID, DecisionInput{Reason: "ok"}); err != nil {
+				return fail(err)
+			}
+			fmt.Printf("approve %s %d\n", r.ID, r.Serial)
+		case 2:
+			r := toRevoke[0]
+			toRevoke = toRevoke[1:]
+			if r, err = s.Revoke(ctx, "carol", r.ID, 0, "crash test"); err != nil {
+				return fail(err)
+			}
+			fmt.Printf("revoke %s %d\n", r.ID, r.Serial)
+		}
+	}
+	return 0
+}
+
+func TestCrashKeepsAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	_, err := ca.Init(filepath.Join(dir, "ca"), ca.Ed25519)
+	require.NoError(t, err)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+
+	// Kill the child in the middle of its stream, then read what it had
+	// printed by then: every whole line is an acknowledged result.
+	var lines []string
+	out := bufio.NewReader(stdout)
+	killed := false
+	for {
+		line, err := out.ReadString('\n')
+		if errors.Is(err, io.EOF) {
+			break // a fragment without its newline was never acknowledged
+		}
+		require.NoError(t, err)
+		lines = append(lines, strings.TrimSuffix(line, "\n"))
+		if len(lines) == crashKillAfter {
+			// A moment's jitter lands the kill at a different point of
+			// the operation in flight each run.
+			time.Sleep(mathrand.N(10 * time.Millisecond))
+			require.NoError(t, cmd.Process.Kill()) // SIGKILL
+			killed = true
+		}
+	}
+	waitErr := cmd.Wait()
+	require.True(t, killed, "the child ended before it was killed: %v\n%s", waitErr, stderr.String())
+	require.GreaterOrEqual(t, len(lines), crashKillAfter)
+
+	authority, err := ca.Load(filepath.Join(dir, "ca"))
+	require.NoError(t, err)
+	s, err := Open(Options{
+		DataDir:     filepath.Join(dir, "data"),
+		Policy:      devPolicy(t),
+		Authority:   authority,
+		Logger:      slog.New(slog.DiscardHandler),
+		RaftTimeout: testRaftTimeout,
+	})
+	require.NoError(t, err)
+	defer s.Close()
+
+	t.Logf("%d results acknowledged before SIGKILL; last: %s", len(lines), lines[len(lines)-1])
+	revoked := s.RevokedSerials()
+	var maxAcked uint64
+	for _, line := range lines {
+		f := strings.Fields(line)
+		require.NotEmpty(t, f)
+		r, err := s.Get(f[1])
+		require.NoError(t, err, "acknowledged %q, lost after the crash", line)
+		var serial uint64
+		if len(f) > 2 {
+			serial, err = strconv.ParseUint(f[2], 10, 64)
+			require.NoError(t, err)
+			maxAcked = max(maxAcked, serial)
+			assert.Equal(t, serial, r.Serial, line)
+			assert.Equal(t, serial, parseCert(t, r).Serial, line)
+		}
+		switch f[0] {
+		case "submit":
+			assert.Equal(t, "alice", r.Requester, line)
+		case "approve":
+			assert.Equal(t, StateApproved, r.State, line)
+			require.Len(t, r.Approvals, 1, line)
+			assert.Equal(t, "bob", r.Approvals[0].By, line)
+		case "issue":
+			assert.Equal(t, StateApproved, r.State, line)
+		case "revoke":
+			require.NotNil(t, r.Revoked, line)
+			assert.Equal(t, "carol", r.Revoked.By, line)
+			assert.Contains(t, revoked, serial, line)
+		default:
+			t.Fatalf("unexpected line %q", line)
+		}
+	}
+
+	// No serial went to two requests, and the next one is new.
+	var serials []uint64
+	for _, r := range s.List(ListFilter{}) {
+		if r.Serial != 0 {
+			assert.NotContains(t, serials, r.Serial, "serial %d reused", r.Serial)
+			serials = append(serials, r.Serial)
+		}
+	}
+	next, err := s.Submit(context.Background(), "alice", SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: freshKey(t)})
+	require.NoError(t, err)
+	assert.Greater(t, next.Serial, maxAcked)
+	assert.Greater(t, next.Serial, slices.Max(serials))
+}

@@ -1,0 +1,344 @@
+package approvals
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+)
+
+// msgType is the first byte of every raft log entry the Service writes;
+// the rest is the command as JSON. The numbers are stored in the log, so
+// they never change meaning: new commands get new numbers.
+type msgType uint8
+
+const (
+	msgSubmit msgType = iota + 1
+	msgApprove
+	msgDeny
+	msgCancel
+	msgExpire
+	msgAllocateSerial
+	msgStoreCertificate
+	msgRevoke
+	msgOffboard
+)
+
+func (t msgType) String() string {
+	switch t {
+	case msgSubmit:
+		return "submit"
+	case msgApprove:
+		return "approve"
+	case msgDeny:
+		return "deny"
+	case msgCancel:
+		return "cancel"
+	case msgExpire:
+		return "expire"
+	case msgAllocateSerial:
+		return "allocate-serial"
+	case msgStoreCertificate:
+		return "store-certificate"
+	case msgRevoke:
+		return "revoke"
+	case msgOffboard:
+		return "offboard"
+	}
+	return fmt.Sprintf("msgType(%d)", uint8(t))
+}
+
+// Commands. Each carries everything its change depends on, times
+// included, so that applying the log gives the same state anywhere, any
+// number of times; the policy is not part of the log, so what a command
+// needs from it (limits, the actor's groups) travels in the command.
+type (
+	submitCmd struct {
+		Request    *Request `json:"request"`
+		MaxPending int      `json:"max_pending"`
+	}
+	approveCmd struct {
+		ID       string   `json:"id"`
+		Approval Approval `json:"approval"`
+	}
+	denyCmd struct {
+		ID       string   `json:"id"`
+		Decision Decision `json:"decision"`
+		Groups   []string `json:"groups"`
+	}
+	cancelCmd struct {
+		ID       string   `json:"id"`
+		Decision Decision `json:"decision"`
+	}
+	expireCmd struct {
+		ID     string    `json:"id"`
+		At     time.Time `json:"at"`
+		Reason string    `json:"reason"`
+	}
+	allocateSerialCmd struct {
+		ID string    `json:"id"`
+		At time.Time `json:"at"`
+	}
+	revokeCmd struct {
+		ID       string   `json:"id"`
+		Decision Decision `json:"decision"`
+	}
+	offboardCmd struct {
+		People map[string]string `json:"people"` // person → why they were offboarded
+		At     time.Time         `json:"at"`
+	}
+)
+
+func encodeCmd(t msgType, cmd any) ([]byte, error) {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s command: %w", t, err)
+	}
+	return append([]byte{byte(t)}, body...), nil
+}
+
+// applyResult is what fsm.Apply returns for a command: the changed
+// request(s), or the error that refused the command. A refusal is a
+// result, not a failure of raft: every replica refuses the same command
+// the same way.
+type applyResult struct {
+	request  *Request
+	requests []*Request // offboarding changes many
+	complete bool       // an approval met the last step
+	err      error
+}
+
+// fsm applies commands from the raft log to the state store.
+type fsm struct {
+	state  atomic.Pointer[stateStore]
+	logger *slog.Logger
+	// changed is told about every request a command changed, after the
+	// change is committed. It must not block.
+	changed func([]*Request)
+}
+
+func newFSM(logger *slog.Logger, changed func([]*Request)) (*fsm, error) {
+	st, err := newStateStore()
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	f := &fsm{logger: logger, changed: changed}
+	f.state.Store(st)
+	return f, nil
+}
+
+// State returns the current state store. A snapshot restore replaces it,
+// so callers fetch it again for every read rather than keeping it.
+func (f *fsm) State() *stateStore { return f.state.Load() }
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if len(l.Data) == 0 {
+		return &applyResult{err: errors.New("empty raft log command")}
+	}
+	t := msgType(l.Data[0])
+	res := f.apply(l.Index, t, l.Data[1:])
+	if res.err != nil {
+		var decodeErr *decodeError
+		if errors.As(res.err, &decodeErr) {
+			f.logger.Error("raft log entry not applied", "index", l.Index, "type", t.String(), "err", res.err)
+		}
+		return res
+	}
+	changed := res.requests
+	if res.request != nil {
+		changed = []*Request{res.request}
+	}
+	if f.changed != nil && len(changed) > 0 {
+		f.changed(changed)
+	}
+	return res
+}
+
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+func (e *decodeError) Unwrap() error { return e.err }
+
+func decode[T any](t msgType, body []byte) (T, error) {
+	var cmd T
+	if err := json.Unmarshal(body, &cmd); err != nil {
+		return cmd, &decodeError{fmt.Errorf("decode %s command: %w", t, err)}
+	}
+	return cmd, nil
+}
+
+func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
+	st := f.State()
+	res := &applyResult{}
+	switch t {
+	case msgSubmit:
+		cmd, err := decode[submitCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.submitRequest(index, cmd.Request, cmd.MaxPending)
+		}
+	case msgApprove:
+		cmd, err := decode[approveCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.complete, res.err = st.approveRequest(index, cmd.ID, cmd.Approval)
+		}
+	case msgDeny:
+		cmd, err := decode[denyCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.denyRequest(index, cmd.ID, cmd.Decision, cmd.Groups)
+		}
+	case msgCancel:
+		cmd, err := decode[cancelCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.cancelRequest(index, cmd.ID, cmd.Decision)
+		}
+	case msgExpire:
+		cmd, err := decode[expireCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.expireRequest(index, cmd.ID, cmd.At, cmd.Reason)
+		}
+	case msgAllocateSerial:
+		cmd, err := decode[allocateSerialCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.allocateSerial(index, cmd.ID, cmd.At)
+		}
+	case msgStoreCertificate:
+		cmd, err := decode[issuedCert](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.storeCertificate(index, cmd)
+		}
+	case msgRevoke:
+		cmd, err := decode[revokeCmd](t, body)
+		if res.err = err; err == nil {
+			res.request, res.err = st.revokeCertificate(index, cmd.ID, cmd.Decision)
+		}
+	case msgOffboard:
+		cmd, err := decode[offboardCmd](t, body)
+		if res.err = err; err == nil {
+			res.requests, res.err = st.offboard(index, cmd.People, cmd.At)
+		}
+	default:
+		res.err = &decodeError{fmt.Errorf("unknown command type %d", uint8(t))}
+	}
+	return res
+}
+
+// snapshotFormat is the version of the snapshot layout: a header line,
+// then one request per line, all JSON.
+const snapshotFormat = 1
+
+type snapshotHeader struct {
+	Format     int    `json:"format"`
+	Index      uint64 `json:"index"`
+	LastSerial uint64 `json:"last_serial"`
+	Requests   int    `json:"requests"`
+}
+
+// Snapshot implements raft.FSM. It captures the state at once (a memdb
+// snapshot is an immutable view); the writing happens in Persist, off the
+// apply path.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{db: f.State().db.Snapshot()}, nil
+}
+
+type fsmSnapshot struct{ db *memdb.MemDB }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist state snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) write(w io.Writer) error {
+	tx := s.db.Txn(false)
+	index, err := counterTxn(tx, metaIndex)
+	if err != nil {
+		return err
+	}
+	serial, err := counterTxn(tx, metaSerial)
+	if err != nil {
+		return err
+	}
+	it, err := tx.Get(tableRequests, indexID)
+	if err != nil {
+		return err
+	}
+	var reqs []*Request
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		reqs = append(reqs, obj.(*Request))
+	}
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Index: index, LastSerial: serial, Requests: len(reqs)}); err != nil {
+		return err
+	}
+	for _, r := range reqs {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// Restore implements raft.FSM: it replaces the whole state with the
+// snapshot's, and abandons the old store so that blocking reads move over.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("restore state snapshot: %w", err)
+	}
+	f.state.Swap(st).abandon()
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*stateStore, error) {
+	dec := json.NewDecoder(bufio.NewReader(r))
+	var h snapshotHeader
+	if err := dec.Decode(&h); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	if h.Format != snapshotFormat {
+		return nil, fmt.Errorf("snapshot format %d, want %d", h.Format, snapshotFormat)
+	}
+	reqs := make([]*Request, 0, h.Requests)
+	for {
+		var req Request
+		err := dec.Decode(&req)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", len(reqs)+1, err)
+		}
+		reqs = append(reqs, &req)
+	}
+	if len(reqs) != h.Requests {
+		return nil, fmt.Errorf("holds %d requests, header says %d", len(reqs), h.Requests)
+	}
+	st, err := newStateStore()
+	if err != nil {
+		return nil, err
+	}
+	if err := st.restore(h.Index, h.LastSerial, reqs); err != nil {
+		return nil, err
+	}
+	return st, nil
+}

@@ -1,0 +1,73 @@
+package approvals
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// SetPolicy replaces the policy, as on SIGHUP. Anyone the new policy
+// drops, or who lost one of their keys, is offboarded first: their pending
+// requests are cancelled and their live certificates revoked, in one
+// command, and each is audited as "offboard". A key that was removed may
+// be a key that leaked, and any of the person's requests may have been
+// made with it, so losing one key offboards the whole person; they may
+// request again under the new policy. Requests in flight keep the steps
+// they were submitted with.
+//
+// If the offboarding cannot be applied, the old policy stays and the error
+// says why.
+func (s *Service) SetPolicy(p *Policy) error {
+	if p == nil {
+		return fmt.Errorf("set policy: %w: no policy", ErrInvalidConfig)
+	}
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	gone := offboarded(s.policy, p)
+	var changed []*Request
+	if len(gone) > 0 {
+		res, err := s.apply(msgOffboard, offboardCmd{People: gone, At: s.clock()})
+		if err != nil {
+			return fmt.Errorf("set policy: offboard %d %s: %w; the old policy stays",
+				len(gone), plural(len(gone), "person", "people"), err)
+		}
+		changed = res.requests
+	}
+	s.policy = p
+
+	var firstErr error
+	for _, r := range changed {
+		rec := recordOf(r)
+		rec.Reason = gone[r.Requester]
+		if err := s.record(AuditOffboard, SystemActor, rec); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	rec := AuditRecord{People: len(p.cfg.People), Rules: len(p.cfg.Rules), Offboarded: gone}
+	if err := s.record(AuditPolicyReload, SystemActor, rec); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return firstErr
+}
+
+// offboarded returns the people of old whom p drops or who lost a key in
+// p, each with the reason.
+func offboarded(old, p *Policy) map[string]string {
+	out := map[string]string{}
+	for name, m := range old.people {
+		n, ok := p.people[name]
+		if !ok {
+			out[name] = "removed from the policy"
+			continue
+		}
+		for _, key := range m.keys {
+			if !slices.ContainsFunc(n.keys, func(k ssh.PublicKey) bool { return bytes.Equal(k.Marshal(), key.Marshal()) }) {
+				out[name] = "key " + ssh.FingerprintSHA256(key) + " removed from the policy"
+				break
+			}
+		}
+	}
+	return out
+}

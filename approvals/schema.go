@@ -1,0 +1,145 @@
+package approvals
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Table and index names of the state store.
+const (
+	tableRequests = "requests"
+	tableMeta     = "meta"
+
+	indexID        = "id"        // requests by ID, which is also creation order
+	indexState     = "state"     // requests by State, then ID
+	indexRequester = "requester" // requests by Requester, then ID
+	indexSerial    = "serial"    // requests with a serial, by serial
+	indexRevoked   = "revoked"   // revoked certificates
+	indexUnissued  = "unissued"  // approved, not revoked, certificate not stored yet
+)
+
+// Rows of the meta table.
+const (
+	metaIndex  = "index"  // raft index of the last change
+	metaSerial = "serial" // the last serial allocated; serials start at 1
+)
+
+// metaEntry is one counter in the meta table.
+type metaEntry struct {
+	Key   string
+	Value uint64
+}
+
+// stateSchema is the whole schema of the state store.
+func stateSchema() *memdb.DBSchema {
+	return &memdb.DBSchema{
+		Tables: map[string]*memdb.TableSchema{
+			tableRequests: requestsTableSchema(),
+			tableMeta:     metaTableSchema(),
+		},
+	}
+}
+
+func requestsTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableRequests,
+		Indexes: map[string]*memdb.IndexSchema{
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: &memdb.StringFieldIndex{Field: "ID"},
+			},
+			indexState: {
+				Name:    indexState,
+				Indexer: &memdb.StringFieldIndex{Field: "State"},
+			},
+			indexRequester: {
+				Name:    indexRequester,
+				Indexer: &memdb.StringFieldIndex{Field: "Requester"},
+			},
+			indexSerial: {
+				Name:         indexSerial,
+				Unique:       true,
+				AllowMissing: true,
+				Indexer:      serialIndex{},
+			},
+			indexRevoked: {
+				Name:         indexRevoked,
+				AllowMissing: true,
+				Indexer:      flagIndex(func(r *Request) bool { return r.Revoked != nil }),
+			},
+			indexUnissued: {
+				Name:         indexUnissued,
+				AllowMissing: true,
+				Indexer: flagIndex(func(r *Request) bool {
+					return r.State == StateApproved && r.Certificate == "" && r.Revoked == nil
+				}),
+			},
+		},
+	}
+}
+
+func metaTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableMeta,
+		Indexes: map[string]*memdb.IndexSchema{
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: &memdb.StringFieldIndex{Field: "Key"},
+			},
+		},
+	}
+}
+
+// serialIndex indexes requests by certificate serial, as 8 big-endian
+// bytes so that keys sort like the numbers. Requests without a serial are
+// left out.
+type serialIndex struct{}
+
+func (serialIndex) FromObject(obj any) (bool, []byte, error) {
+	r, ok := obj.(*Request)
+	if !ok {
+		return false, nil, fmt.Errorf("serial index: %T is not a *Request", obj)
+	}
+	if r.Serial == 0 {
+		return false, nil, nil
+	}
+	return true, binary.BigEndian.AppendUint64(nil, r.Serial), nil
+}
+
+func (serialIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("serial index: want one argument, got %d", len(args))
+	}
+	n, ok := args[0].(uint64)
+	if !ok {
+		return nil, fmt.Errorf("serial index: argument is %T, want uint64", args[0])
+	}
+	return binary.BigEndian.AppendUint64(nil, n), nil
+}
+
+// flagIndex indexes the requests for which it returns true, all under the
+// one key {1}, and leaves the others out, so that the index holds exactly
+// the set it names and is read whole with no arguments.
+type flagIndex func(*Request) bool
+
+func (f flagIndex) FromObject(obj any) (bool, []byte, error) {
+	r, ok := obj.(*Request)
+	if !ok {
+		return false, nil, fmt.Errorf("flag index: %T is not a *Request", obj)
+	}
+	if !f(r) {
+		return false, nil, nil
+	}
+	return true, []byte{1}, nil
+}
+
+func (f flagIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 0 {
+		return nil, fmt.Errorf("flag index: takes no arguments, got %d", len(args))
+	}
+	return []byte{1}, nil
+}

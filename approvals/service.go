@@ -1,0 +1,260 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/jitssh/jitssh/ca"
+)
+
+// Limits on what callers pass in.
+const (
+	MaxReasonLen    = 1024     // bytes of a reason
+	MaxSignatureLen = 16 << 10 // bytes of an armored SSHSIG signature
+)
+
+// applyTimeout bounds the wait for raft to accept a command.
+const applyTimeout = 10 * time.Second
+
+// Options configure a Service.
+type Options struct {
+	DataDir   string        // raft log, snapshots and node ID; created if missing
+	Policy    *Policy       // the policy to start with
+	Authority *ca.Authority // signs certificates; their validity follows its clock
+	Now       func() time.Time
+	Logger    *slog.Logger
+	Audit     Auditor // nil writes no audit log (tests)
+	// RaftTimeout is raft's heartbeat and election timeout; zero means
+	// DefaultRaftTimeout.
+	RaftTimeout time.Duration
+
+	// noBackground leaves expiry and issue retries to the caller, for
+	// tests that move a fake clock.
+	noBackground bool
+}
+
+// Service is the approval daemon's engine: it takes requests, applies the
+// policy, collects approvals and issues certificates, keeping every change
+// in raft. Its methods are safe for concurrent use.
+type Service struct {
+	authority *ca.Authority
+	now       func() time.Time
+	logger    *slog.Logger
+	audit     Auditor
+	ids       *idSource
+	fsm       *fsm
+	node      *raftNode
+	events    *broker
+
+	// policyMu orders a policy reload against the calls that decide
+	// under the policy: a call holds it for reading from its decision
+	// until its commands are applied, and SetPolicy holds it for writing
+	// while it offboards and swaps, so no decision made under an old
+	// policy lands after the offboarding that replaced it.
+	policyMu sync.RWMutex
+	policy   *Policy
+
+	mu      sync.Mutex
+	issuing map[string]bool       // requests being signed right now
+	retry   map[string]retryState // requests whose certificate could not be issued yet
+	wake    chan struct{}         // tells the background loop a retry was scheduled
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts the Service on o.DataDir: it opens or bootstraps raft,
+// replays the state, issues the certificates of requests that were approved
+// but not yet issued when the process last stopped, and starts expiring
+// pending requests.
+func Open(o Options) (*Service, error) {
+	switch {
+	case o.DataDir == "":
+		return nil, errors.New("open approvals: no data dir")
+	case o.Policy == nil:
+		return nil, errors.New("open approvals: no policy")
+	case o.Authority == nil:
+		return nil, errors.New("open approvals: no certificate authority")
+	}
+	s := &Service{
+		authority: o.Authority,
+		now:       o.Now,
+		logger:    o.Logger,
+		audit:     o.Audit,
+		ids:       newIDSource(),
+		events:    newBroker(),
+		policy:    o.Policy,
+		issuing:   map[string]bool{},
+		retry:     map[string]retryState{},
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	if s.audit == nil {
+		s.audit = nopAuditor{}
+	}
+	timeout := o.RaftTimeout
+	if timeout <= 0 {
+		timeout = DefaultRaftTimeout
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open approvals: %w", err)
+	}
+	f, err := newFSM(s.logger, s.events.publish)
+	if err != nil {
+		return nil, fmt.Errorf("open approvals: %w", err)
+	}
+	s.fsm = f
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+10*timeout)
+	defer cancel()
+	s.node, err = openRaft(ctx, o.DataDir, f, timeout, s.logger)
+	if err != nil {
+		return nil, fmt.Errorf("open approvals in %s: %w", o.DataDir, err)
+	}
+	if err := s.ids.seed(f.State()); err != nil {
+		s.node.close()
+		return nil, fmt.Errorf("open approvals: %w", err)
+	}
+	s.issueUnissued(true)
+	if o.noBackground {
+		close(s.done)
+	} else {
+		go s.run()
+	}
+	return s, nil
+}
+
+// Close stops the Service. Calls in flight fail with ErrClosed or finish;
+// what was acknowledged is on disk.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.closeErr = s.node.close()
+		s.events.close()
+	})
+	return s.closeErr
+}
+
+func (s *Service) closed() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// clock returns the time to record: UTC, without the monotonic reading,
+// so that it survives JSON unchanged.
+func (s *Service) clock() time.Time { return s.now().UTC().Round(0) }
+
+// apply commits a command through raft and returns what the FSM made of
+// it. A command the FSM refused comes back as the refusal's error.
+func (s *Service) apply(t msgType, cmd any) (*applyResult, error) {
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	data, err := encodeCmd(t, cmd)
+	if err != nil {
+		return nil, err
+	}
+	// The future is not abandoned when a caller's context ends: the
+	// command may commit regardless, and the caller must learn its fate.
+	f := s.node.raft.Apply(data, applyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("%s: raft: %w", t, err)
+	}
+	res, ok := f.Response().(*applyResult)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected state machine response %T", t, f.Response())
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	return res, nil
+}
+
+// Policy returns the current policy.
+func (s *Service) Policy() *Policy {
+	s.policyMu.RLock()
+	defer s.policyMu.RUnlock()
+	return s.policy
+}
+
+// actor returns the groups of a person the policy knows.
+func actor(p *Policy, person string) ([]string, error) {
+	m, ok := p.people[person]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not a person in the policy", ErrForbidden, person)
+	}
+	return slices.Clone(m.Groups), nil
+}
+
+// checkText refuses free text that could mislead whoever reads it in a
+// terminal: control characters (escape sequences, newlines that forge
+// lines) and bidirectional overrides.
+func checkText(field, s string, maxLen int) error {
+	if len(s) > maxLen {
+		return fmt.Errorf("%w: %s is %d bytes; at most %d", ErrBadRequest, field, len(s), maxLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadRequest, field)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return fmt.Errorf("%w: %s contains the control character %U", ErrBadRequest, field, r)
+		}
+	}
+	return nil
+}
+
+// checkSignature bounds an armored signature and keeps it to printable
+// ASCII lines.
+func checkSignature(sig string) error {
+	if len(sig) > MaxSignatureLen {
+		return fmt.Errorf("%w: signature is %d bytes; at most %d", ErrBadRequest, len(sig), MaxSignatureLen)
+	}
+	for i := 0; i < len(sig); i++ {
+		if c := sig[i]; (c < ' ' || c > '~') && c != '\n' && c != '\r' {
+			return fmt.Errorf("%w: signature holds byte %#x; want an armored SSH signature", ErrBadRequest, c)
+		}
+	}
+	return nil
+}
+
+// lookup returns the stored request with that ID.
+func (s *Service) lookup(id string) (*Request, error) {
+	if !validID(id) {
+		return nil, notFound(id)
+	}
+	r, err := s.fsm.State().requestByID(nil, id)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, notFound(id)
+	}
+	return r, nil
+}

@@ -1,0 +1,638 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/principals"
+)
+
+// CheckGrants answers the auditor's question that the chain alone cannot:
+// was every certificate on the record issued for a request its requester
+// signed, with the approvals the policy asked for, by people who signed
+// them, and no wider or longer than granted?
+
+// Errors CheckGrants wraps in a *CheckError. A bad request or decision
+// signature wraps ErrStatementSignature.
+var (
+	// ErrUnapprovedIssue: a certificate was issued without a request, for
+	// a denied or already issued request, or without the approvals the
+	// request's steps require.
+	ErrUnapprovedIssue = errors.New("certificate issued without approval")
+	// ErrSelfApproval: a requester approved their own request.
+	ErrSelfApproval = errors.New("self-approval")
+	// ErrScope: a certificate grants more than, or something other than,
+	// the request: other principals, another key, a grant that is not the
+	// requested repo, ref and access.
+	ErrScope = errors.New("certificate scope differs from the request")
+	// ErrValidity: a certificate is valid longer than the granted TTL, or
+	// from earlier than the CA's clock skew allows.
+	ErrValidity = errors.New("certificate validity exceeds the grant")
+	// ErrUnknownPerson: a requester or approver is not among the people.
+	ErrUnknownPerson = errors.New("unknown person")
+	// ErrCA: a certificate is not a user certificate signed by a trusted
+	// CA key, reuses a serial, or differs from what its entry records.
+	ErrCA = errors.New("certificate not from a trusted CA")
+	// ErrStatementMismatch: a record disagrees with the statement its
+	// signature covers, or a decision signs another request.
+	ErrStatementMismatch = errors.New("record disagrees with its signed statement")
+	// ErrRecord: an entry's data cannot be read, or refers to a request
+	// that is not on the record.
+	ErrRecord = errors.New("malformed record")
+)
+
+// DefaultSkew is how far before its issue time a certificate may become
+// valid when CheckOptions.Skew is zero: the CA's default backdate.
+const DefaultSkew = time.Minute
+
+// clockSlack absorbs the rounding of certificate times to whole seconds.
+const clockSlack = time.Second
+
+// CASignData is the data of a KindCASign entry: a break-glass certificate
+// signed with `jitssh ca sign`, outside the approval flow. Its field names
+// are those of the record `ca sign` prints.
+type CASignData struct {
+	Serial        uint64    `json:"serial"`
+	KeyID         string    `json:"key_id"`
+	Principals    []string  `json:"principals"`
+	ValidAfter    time.Time `json:"valid_after"`
+	ValidBefore   time.Time `json:"valid_before"`
+	PublicKey     string    `json:"public_key,omitempty"` // fingerprint of the certified key
+	CA            string    `json:"ca,omitempty"`         // fingerprint of the CA key
+	SourceAddress string    `json:"source_address,omitempty"`
+}
+
+// Person is what the auditor knows of someone independently of the log:
+// the SSH keys they sign with and the groups they belong to.
+type Person struct {
+	Keys   []ssh.PublicKey
+	Groups []string
+}
+
+// CheckOptions are the trust anchors of CheckGrants.
+type CheckOptions struct {
+	// CAKeys are the trusted CA public keys. Every issued certificate must
+	// be signed by one of them.
+	CAKeys []ssh.PublicKey
+	// People by name. When nil, signatures, identities and group
+	// membership are not checked, and approval steps are checked by count
+	// only; CheckSummary.PeopleChecked is then false.
+	People map[string]Person
+	// Skew is how far before its issue entry a certificate may become
+	// valid; zero means DefaultSkew.
+	Skew time.Duration
+}
+
+// CheckSummary describes a log that passed CheckGrants, or the prefix of
+// one that passed before the first failing entry.
+type CheckSummary struct {
+	Summary
+	Requests   int // request entries
+	Approvals  int // approve entries
+	Denials    int // deny entries
+	Issued     int // certificates issued by the daemon
+	BreakGlass int // certificates signed with `ca sign`
+	// PeopleChecked is true when signatures and groups were checked
+	// against CheckOptions.People.
+	PeopleChecked bool
+}
+
+// CheckError names the first entry that fails CheckGrants. It wraps one of
+// the errors above, or ErrStatementSignature.
+type CheckError struct {
+	Line   int    // 1-based line number
+	Seq    uint64 // seq of the entry
+	Kind   string // kind of the entry
+	Reason string
+	Err    error
+}
+
+func (e *CheckError) Error() string {
+	return fmt.Sprintf("audit log line %d (seq %d, %s): %s: %v", e.Line, e.Seq, e.Kind, e.Reason, e.Err)
+}
+
+func (e *CheckError) Unwrap() error { return e.Err }
+
+// CheckGrants verifies the chain of the log read from r, as Verify does,
+// and in the same pass checks every request, decision and issued
+// certificate against the trust anchors in opts:
+//
+//   - a request is signed by its requester (namespace NamespaceRequest),
+//     its record agrees with the signed statement, its grant is the
+//     requested repo, ref and access, and its granted TTL is no longer
+//     than asked;
+//   - a decision is signed by its maker (NamespaceApprove, NamespaceDeny),
+//     names the request by the hash of the requester's statement, agrees
+//     with its record, and is not the requester approving themselves;
+//   - an issued certificate follows an undenied request that has not been
+//     issued before; its approvals, recorded before it, meet the request's
+//     steps, one person filling at most one place (no steps means the rule
+//     approves automatically); its principals are exactly the grant, its
+//     key the requested key; it is a user certificate signed by a trusted
+//     CA, with a serial never used before, whose serial, key ID, principals
+//     and validity are those of the entry; it becomes valid no earlier than
+//     opts.Skew before the last approval (the request, when the rule
+//     approves automatically) and expires no later than the granted TTL
+//     (the shortest among request and approvals) after the issue entry, to
+//     the second.
+//
+// Break-glass certificates (KindCASign) are counted, not judged: by
+// design nobody approved them. The first failing entry is returned as a
+// *CheckError, or as Verify's *VerifyError when the chain breaks first,
+// with the summary of the entries before it. Memory grows with the number
+// of requests, not of entries.
+func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
+	c := &checker{
+		opts:     opts,
+		requests: make(map[string]*pending),
+		serials:  make(map[uint64]uint64),
+	}
+	if c.opts.Skew <= 0 {
+		c.opts.Skew = DefaultSkew
+	}
+	c.sum.PeopleChecked = opts.People != nil
+	sum, err := verifyStream(r, func(e *Entry, _ []byte, line int) error {
+		if err := c.entry(e); err != nil {
+			var f *failure
+			if errors.As(err, &f) {
+				return &CheckError{Line: line, Seq: e.Seq, Kind: e.Kind, Reason: f.reason, Err: f.err}
+			}
+			return err
+		}
+		return nil
+	})
+	c.sum.Summary = sum
+	return c.sum, err
+}
+
+// failure is a failed check, before it is placed on a line.
+type failure struct {
+	err    error
+	reason string
+}
+
+func (f *failure) Error() string { return f.reason + ": " + f.err.Error() }
+
+func fail(err error, format string, args ...any) error {
+	return &failure{err: err, reason: fmt.Sprintf(format, args...)}
+}
+
+// pending is what CheckGrants remembers of one request.
+type pending struct {
+	seq       uint64
+	requester string
+	grant     string
+	publicKey ssh.PublicKey
+	steps     []Step
+	ttl       time.Duration // the shortest TTL granted so far
+	hash      string        // StatementHash of the signed request
+	approvers []string      // valid approvals, in order, each person once
+	approved  time.Time     // time of the request, then of each approval
+	deniedBy  string
+	issued    uint64 // serial, once issued
+}
+
+type checker struct {
+	opts     CheckOptions
+	sum      CheckSummary
+	requests map[string]*pending
+	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
+}
+
+func (c *checker) entry(e *Entry) error {
+	switch e.Kind {
+	case KindRequest:
+		c.sum.Requests++
+		return c.request(e)
+	case KindApprove, KindDeny:
+		if e.Kind == KindApprove {
+			c.sum.Approvals++
+		} else {
+			c.sum.Denials++
+		}
+		return c.decision(e)
+	case KindIssue:
+		c.sum.Issued++
+		return c.issue(e)
+	case KindCASign:
+		c.sum.BreakGlass++
+		var d CASignData
+		if err := decodeData(e, &d); err != nil {
+			return err
+		}
+		return c.claimSerial(d.Serial, e.Seq)
+	}
+	return nil
+}
+
+func decodeData(e *Entry, v any) error {
+	if err := json.Unmarshal(e.Data, v); err != nil {
+		return fail(ErrRecord, "data of %s entry: %v", e.Kind, err)
+	}
+	return nil
+}
+
+func (c *checker) request(e *Entry) error {
+	var d RequestData
+	if err := decodeData(e, &d); err != nil {
+		return err
+	}
+	if d.ID == "" {
+		return fail(ErrRecord, "request without an ID")
+	}
+	if _, dup := c.requests[d.ID]; dup {
+		return fail(ErrRecord, "request %s recorded twice", d.ID)
+	}
+	var st RequestStatement
+	if err := json.Unmarshal([]byte(d.Statement), &st); err != nil {
+		return fail(ErrStatementMismatch, "request %s: statement is not a request statement: %v", d.ID, err)
+	}
+	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature); err != nil {
+		return fail(err, "request %s by %s", d.ID, d.Requester)
+	}
+	for _, f := range [...]struct{ name, signed, recorded string }{
+		{"kind", st.Kind, KindRequest},
+		{"requester", st.Requester, d.Requester},
+		{"repo", st.Repo, d.Repo},
+		{"ref", st.Ref, d.Ref},
+		{"access", st.Access, d.Access},
+		{"reason", st.Reason, d.Reason},
+		{"public key", st.PublicKey, d.PublicKey},
+	} {
+		if f.signed != f.recorded {
+			return fail(ErrStatementMismatch, "request %s: %s is %q, but %s signed %q", d.ID, f.name, f.recorded, d.Requester, f.signed)
+		}
+	}
+	g, err := principals.Parse(d.Grant)
+	if err != nil {
+		return fail(ErrScope, "request %s: grant %q: %v", d.ID, d.Grant, err)
+	}
+	if g.Access.String() != d.Access || g.Repo != d.Repo || g.Ref != d.Ref {
+		return fail(ErrScope, "request %s: grant %s is not %s on %s %s as requested", d.ID, d.Grant, d.Access, d.Repo, d.Ref)
+	}
+	ttl, err := parseTTL(d.TTL)
+	if err != nil {
+		return fail(ErrRecord, "request %s: ttl %q: %v", d.ID, d.TTL, err)
+	}
+	if st.TTL != "" {
+		asked, err := parseTTL(st.TTL)
+		if err != nil {
+			return fail(ErrStatementMismatch, "request %s: signed ttl %q: %v", d.ID, st.TTL, err)
+		}
+		if ttl > asked {
+			return fail(ErrStatementMismatch, "request %s: granted ttl %v is longer than the %v asked", d.ID, ttl, asked)
+		}
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
+	if err != nil {
+		return fail(ErrRecord, "request %s: public key: %v", d.ID, err)
+	}
+	for _, s := range d.Steps {
+		if s.Count < 1 || s.Group == "" {
+			return fail(ErrRecord, "request %s: approval step %+v", d.ID, s)
+		}
+	}
+	c.requests[d.ID] = &pending{
+		seq:       e.Seq,
+		requester: d.Requester,
+		grant:     d.Grant,
+		publicKey: pub,
+		steps:     d.Steps,
+		ttl:       ttl,
+		hash:      StatementHash([]byte(d.Statement)),
+		approved:  e.Time,
+	}
+	return nil
+}
+
+func (c *checker) decision(e *Entry) error {
+	var d DecisionData
+	if err := decodeData(e, &d); err != nil {
+		return err
+	}
+	p, ok := c.requests[d.ID]
+	if !ok {
+		return fail(ErrRecord, "%s of request %s, which is not on the record before it", e.Kind, d.ID)
+	}
+	var st DecisionStatement
+	if err := json.Unmarshal([]byte(d.Statement), &st); err != nil {
+		return fail(ErrStatementMismatch, "%s of %s: statement is not a decision statement: %v", e.Kind, d.ID, err)
+	}
+	namespace := NamespaceApprove
+	if e.Kind == KindDeny {
+		namespace = NamespaceDeny
+	}
+	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature); err != nil {
+		return fail(err, "%s of %s by %s", e.Kind, d.ID, d.By)
+	}
+	for _, f := range [...]struct{ name, signed, recorded string }{
+		{"kind", st.Kind, e.Kind},
+		{"request", st.Request, d.ID},
+		{"by", st.By, d.By},
+		{"ttl", st.TTL, d.TTL},
+		{"reason", st.Reason, d.Reason},
+	} {
+		if f.signed != f.recorded {
+			return fail(ErrStatementMismatch, "%s of %s: %s is %q, but %s signed %q", e.Kind, d.ID, f.name, f.recorded, d.By, f.signed)
+		}
+	}
+	if st.RequestSHA256 != p.hash {
+		return fail(ErrStatementMismatch, "%s of %s by %s signs request hash %.16s…, not the hash of the request at seq %d", e.Kind, d.ID, d.By, st.RequestSHA256, p.seq)
+	}
+	if e.Kind == KindDeny {
+		if p.deniedBy == "" {
+			p.deniedBy = d.By
+		}
+		return nil
+	}
+	if d.By == p.requester {
+		return fail(ErrSelfApproval, "%s approved their own request %s", d.By, d.ID)
+	}
+	if d.TTL != "" {
+		ttl, err := parseTTL(d.TTL)
+		if err != nil {
+			return fail(ErrRecord, "approval of %s: ttl %q: %v", d.ID, d.TTL, err)
+		}
+		p.ttl = min(p.ttl, ttl)
+	}
+	if !slices.Contains(p.approvers, d.By) {
+		p.approvers = append(p.approvers, d.By)
+	}
+	p.approved = e.Time
+	return nil
+}
+
+func (c *checker) issue(e *Entry) error {
+	var d IssueData
+	if err := decodeData(e, &d); err != nil {
+		return err
+	}
+	p, ok := c.requests[d.ID]
+	switch {
+	case !ok:
+		return fail(ErrUnapprovedIssue, "serial %d issued for request %q, which is not on the record before it", d.Serial, d.ID)
+	case p.deniedBy != "":
+		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, which %s denied", d.Serial, d.ID, p.deniedBy)
+	case p.issued != 0:
+		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, which already had serial %d", d.Serial, d.ID, p.issued)
+	case d.Requester != p.requester:
+		return fail(ErrUnapprovedIssue, "serial %d issued to %s, but request %s is %s's", d.Serial, d.Requester, d.ID, p.requester)
+	}
+	for _, a := range d.Approvers {
+		if a == p.requester {
+			return fail(ErrSelfApproval, "serial %d lists the requester %s among its approvers", d.Serial, a)
+		}
+		if !slices.Contains(p.approvers, a) {
+			return fail(ErrUnapprovedIssue, "serial %d lists %s as approver of %s, but no valid approval by %s is recorded before it", d.Serial, a, d.ID, a)
+		}
+	}
+	if err := c.stepsMet(p); err != nil {
+		return fail(ErrUnapprovedIssue, "serial %d for request %s: %v", d.Serial, d.ID, err)
+	}
+	if len(d.Principals) != 1 || d.Principals[0] != p.grant {
+		return fail(ErrScope, "serial %d has principals %q, but request %s granted only %q", d.Serial, d.Principals, d.ID, p.grant)
+	}
+	if err := c.validity(p.approved, e.Time, d.ValidAfter, d.ValidBefore, p.ttl); err != nil {
+		return fail(ErrValidity, "serial %d for request %s: %v", d.Serial, d.ID, err)
+	}
+	if err := c.certificate(&d, p); err != nil {
+		return err
+	}
+	if err := c.claimSerial(d.Serial, e.Seq); err != nil {
+		return err
+	}
+	p.issued = d.Serial
+	return nil
+}
+
+// validity checks a certificate window against the granted ttl counted
+// from the issue entry's time t, and against the time the request was
+// last approved: the CA backdates a certificate by its skew, but never to
+// before the grant existed. (Counting from the approval rather than the
+// issue entry keeps a slow write of the entry from looking like a
+// backdated certificate; validity in the past grants nothing.)
+func (c *checker) validity(approved, t, after, before time.Time, ttl time.Duration) error {
+	switch {
+	case !before.After(after):
+		return fmt.Errorf("valid before %s is not after valid after %s", before.Format(time.RFC3339), after.Format(time.RFC3339))
+	case after.Before(approved.Add(-c.opts.Skew - clockSlack)):
+		return fmt.Errorf("valid from %s, more than %v before it was approved at %s", after.Format(time.RFC3339), c.opts.Skew, approved.Format(time.RFC3339))
+	case before.Sub(t) > ttl+clockSlack:
+		return fmt.Errorf("valid until %s, %v after it was issued, but the grant is %v", before.Format(time.RFC3339), before.Sub(t).Round(time.Second), ttl)
+	}
+	return nil
+}
+
+// certificate checks the certificate an issue entry carries against the
+// CA keys, the entry and the request.
+func (c *checker) certificate(d *IssueData, p *pending) error {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.Certificate))
+	if err != nil {
+		return fail(ErrCA, "serial %d: certificate does not parse: %v", d.Serial, err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok || cert.CertType != ssh.UserCert {
+		return fail(ErrCA, "serial %d: not a user certificate", d.Serial)
+	}
+	if !c.trustedCA(cert.SignatureKey) {
+		return fail(ErrCA, "serial %d: signed by %s, which is not a trusted CA key", d.Serial, ssh.FingerprintSHA256(cert.SignatureKey))
+	}
+	// CheckCert verifies the CA's signature; its clock is set inside the
+	// window so that it judges the signature, not today's date.
+	checker := ssh.CertChecker{
+		SupportedCriticalOptions: []string{"source-address"},
+		Clock:                    func() time.Time { return time.Unix(int64(cert.ValidAfter), 0) },
+	}
+	if len(cert.ValidPrincipals) == 0 {
+		return fail(ErrScope, "serial %d: certificate has no principals", d.Serial)
+	}
+	if err := checker.CheckCert(cert.ValidPrincipals[0], cert); err != nil {
+		return fail(ErrCA, "serial %d: %v", d.Serial, err)
+	}
+	switch {
+	case cert.Serial != d.Serial:
+		return fail(ErrCA, "entry records serial %d, but the certificate has serial %d", d.Serial, cert.Serial)
+	case cert.KeyId != d.KeyID:
+		return fail(ErrCA, "serial %d: entry records key ID %q, but the certificate has %q", d.Serial, d.KeyID, cert.KeyId)
+	case !slices.Equal(cert.ValidPrincipals, d.Principals):
+		return fail(ErrScope, "serial %d: certificate principals %q are not the recorded %q", d.Serial, cert.ValidPrincipals, d.Principals)
+	case int64(cert.ValidAfter) != d.ValidAfter.Unix() || int64(cert.ValidBefore) != d.ValidBefore.Unix():
+		return fail(ErrValidity, "serial %d: certificate is valid %s to %s, not the recorded %s to %s", d.Serial,
+			time.Unix(int64(cert.ValidAfter), 0).UTC().Format(time.RFC3339), time.Unix(int64(cert.ValidBefore), 0).UTC().Format(time.RFC3339),
+			d.ValidAfter.UTC().Format(time.RFC3339), d.ValidBefore.UTC().Format(time.RFC3339))
+	case !bytes.Equal(cert.Key.Marshal(), p.publicKey.Marshal()):
+		return fail(ErrScope, "serial %d certifies %s, not the key %s requested", d.Serial, ssh.FingerprintSHA256(cert.Key), ssh.FingerprintSHA256(p.publicKey))
+	}
+	return nil
+}
+
+func (c *checker) trustedCA(k ssh.PublicKey) bool {
+	for _, t := range c.opts.CAKeys {
+		if bytes.Equal(t.Marshal(), k.Marshal()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *checker) claimSerial(serial, seq uint64) error {
+	if serial == 0 {
+		return fail(ErrCA, "serial 0 cannot be revoked and is never issued")
+	}
+	if prev, dup := c.serials[serial]; dup {
+		return fail(ErrCA, "serial %d was already issued at seq %d", serial, prev)
+	}
+	c.serials[serial] = seq
+	return nil
+}
+
+// verifySigner checks a statement's signature with the keys of the person
+// named, when people are known.
+func (c *checker) verifySigner(name, namespace, statement, signature string) error {
+	if c.opts.People == nil {
+		return nil
+	}
+	person, ok := c.opts.People[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownPerson, name)
+	}
+	var last error = fmt.Errorf("%w: %s has no keys", ErrStatementSignature, name)
+	for _, k := range person.Keys {
+		if last = VerifyStatement(k, namespace, []byte(statement), signature); last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("not signed by any key of %s: %w", name, last)
+}
+
+// stepsMet reports whether the request's approvals meet its steps, each
+// approver filling at most one place in one step.
+func (c *checker) stepsMet(p *pending) error {
+	need := 0
+	for _, s := range p.steps {
+		need += s.Count
+	}
+	if need > len(p.approvers) {
+		return fmt.Errorf("%d approvals required (%s), %d recorded", need, stepsString(p.steps), len(p.approvers))
+	}
+	if c.opts.People == nil {
+		return nil // groups unknown: the count is all that can be checked
+	}
+	// Places to fill, one per required approval, matched to approvers
+	// (bipartite matching by augmenting paths; both sides are tiny).
+	var places []string
+	for _, s := range p.steps {
+		for range s.Count {
+			places = append(places, s.Group)
+		}
+	}
+	holder := make([]int, len(places)) // place -> approver index + 1
+	var try func(a int, seen []bool) bool
+	try = func(a int, seen []bool) bool {
+		groups := c.opts.People[p.approvers[a]].Groups
+		for i, g := range places {
+			if seen[i] || !slices.Contains(groups, g) {
+				continue
+			}
+			seen[i] = true
+			if holder[i] == 0 || try(holder[i]-1, seen) {
+				holder[i] = a + 1
+				return true
+			}
+		}
+		return false
+	}
+	for a := range p.approvers {
+		try(a, make([]bool, len(places)))
+	}
+	for _, h := range holder {
+		if h == 0 {
+			return fmt.Errorf("approvals by %s do not meet %s", strings.Join(p.approvers, ", "), stepsString(p.steps))
+		}
+	}
+	return nil
+}
+
+func stepsString(steps []Step) string {
+	parts := make([]string, len(steps))
+	for i, s := range steps {
+		parts[i] = fmt.Sprintf("%d from %s", s.Count, s.Group)
+	}
+	return strings.Join(parts, " and ")
+}
+
+// parseTTL reads a TTL as the daemon records it: a positive Go duration.
+func parseTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, errors.New("not positive")
+	}
+	return d, nil
+}
+
+// maxPeopleFileSize bounds the config LoadPeople reads.
+const maxPeopleFileSize = 4 << 20
+
+// LoadPeople reads the people of an approval daemon config file: the
+// top-level "people" list of {name, keys, groups}, where keys are
+// authorized_keys lines. Everything else in the file is ignored, so an
+// auditor can be handed the people alone.
+func LoadPeople(path string) (map[string]Person, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load people: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPeopleFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load people %s: %w", path, err)
+	}
+	if len(data) > maxPeopleFileSize {
+		return nil, fmt.Errorf("load people %s: larger than %d bytes", path, maxPeopleFileSize)
+	}
+	var doc struct {
+		People []struct {
+			Name   string   `yaml:"name"`
+			Keys   []string `yaml:"keys"`
+			Groups []string `yaml:"groups"`
+		} `yaml:"people"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("load people %s: %w", path, err)
+	}
+	if len(doc.People) == 0 {
+		return nil, fmt.Errorf("load people %s: no people listed", path)
+	}
+	people := make(map[string]Person, len(doc.People))
+	for i, p := range doc.People {
+		if p.Name == "" {
+			return nil, fmt.Errorf("load people %s: person %d has no name", path, i+1)
+		}
+		if _, dup := people[p.Name]; dup {
+			return nil, fmt.Errorf("load people %s: %s is listed twice", path, p.Name)
+		}
+		person := Person{Groups: p.Groups}
+		for j, line := range p.Keys {
+			k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+			if err != nil {
+				return nil, fmt.Errorf("load people %s: %s key %d: %w", path, p.Name, j+1, err)
+			}
+			person.Keys = append(person.Keys, k)
+		}
+		people[p.Name] = person
+	}
+	return people, nil
+}

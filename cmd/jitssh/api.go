@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jitssh/jitssh/approvals"
+)
+
+// The approval daemon's API runs over SSH: each call is an exec request
+// whose command is the method name, with one JSON object on stdin and one
+// JSON object per line on stdout. A person is whoever holds the key that
+// completed authentication; nothing in the body can change that.
+const (
+	methodWhoami  = "whoami"
+	methodSubmit  = "submit"
+	methodApprove = "approve"
+	methodDeny    = "deny"
+	methodCancel  = "cancel"
+	methodRevoke  = "revoke"
+	methodRelease = "release"
+	methodGet     = "get"
+	methodList    = "list"
+	methodWait    = "wait"
+	methodWatch   = "watch"
+	methodAllowed = "allowed"
+)
+
+// maxAPIBody bounds one request body.
+const maxAPIBody = 64 << 10
+
+// apiRequest is every method's input; each uses the fields it needs.
+type apiRequest struct {
+	ID        string   `json:"id,omitempty"`
+	Serial    uint64   `json:"serial,omitempty"`
+	Repo      string   `json:"repo,omitempty"`
+	Ref       string   `json:"ref,omitempty"`
+	Access    string   `json:"access,omitempty"`
+	TTL       string   `json:"ttl,omitempty"`
+	Reason    string   `json:"reason,omitempty"`
+	PublicKey string   `json:"public_key,omitempty"`
+	Signature string   `json:"signature,omitempty"`
+	DryRun    bool     `json:"dry_run,omitempty"`
+	After     uint64   `json:"after,omitempty"`
+	States    []string `json:"states,omitempty"`
+	Mine      bool     `json:"mine,omitempty"`
+	Limit     int      `json:"limit,omitempty"`
+}
+
+// apiResponse is every method's output.
+type apiResponse struct {
+	OK       bool                 `json:"ok"`
+	Error    string               `json:"error,omitempty"`
+	Code     string               `json:"code,omitempty"`
+	Person   string               `json:"person,omitempty"`
+	Key      string               `json:"key,omitempty"` // fingerprint of the key you authenticated with
+	Groups   []string             `json:"groups,omitempty"`
+	Request  *approvals.Request   `json:"request,omitempty"`
+	Requests []*approvals.Request `json:"requests,omitempty"`
+	Rules    []ruleSummary        `json:"rules,omitempty"`
+}
+
+// ruleSummary tells a person what one rule lets them request.
+type ruleSummary struct {
+	Name        string           `json:"name"`
+	Repos       []string         `json:"repos"`
+	Refs        []string         `json:"refs"`
+	Access      []string         `json:"access"`
+	AutoApprove bool             `json:"auto_approve"`
+	Approvals   []approvals.Step `json:"approvals,omitempty"`
+	DefaultTTL  string           `json:"default_ttl"`
+	MaxTTL      string           `json:"max_ttl"`
+}
+
+// errorCode maps the engine's sentinel errors to stable codes clients
+// branch on.
+func errorCode(err error) string {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{approvals.ErrNotFound, "not_found"},
+		{approvals.ErrNotPending, "not_pending"},
+		{approvals.ErrSelfApproval, "self_approval"},
+		{approvals.ErrNotApprover, "not_approver"},
+		{approvals.ErrAlreadyApproved, "already_approved"},
+		{approvals.ErrNoRule, "no_rule"},
+		{approvals.ErrBadRequest, "bad_request"},
+		{approvals.ErrTooManyPending, "too_many_pending"},
+		{approvals.ErrForbidden, "forbidden"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "internal"
+}
+
+// apiError is a failed call as the client sees it.
+type apiError struct {
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func decodeResponse(line []byte) (*apiResponse, error) {
+	var r apiResponse
+	if err := json.Unmarshal(line, &r); err != nil {
+		return nil, fmt.Errorf("bad response from daemon: %w", err)
+	}
+	if !r.OK {
+		return &r, &apiError{Code: r.Code, Message: r.Error}
+	}
+	return &r, nil
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/jitssh/jitssh/audit"
+)
+
+// clientFlags are shared by every command that talks to the daemon.
+func clientFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "server", Usage: "approval daemon address HOST:PORT", EnvVars: []string{"JITSSH_SERVER"}},
+		&cli.StringFlag{Name: "identity", Usage: "your SSH private key file (default: the keys in ssh-agent)", EnvVars: []string{"JITSSH_IDENTITY"}},
+		&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file holding the daemon's host key", EnvVars: []string{"JITSSH_KNOWN_HOSTS"}},
+	}
+}
+
+func jsonOutFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print JSON instead of text", EnvVars: []string{"JITSSH_JSON"}}
+}
+
+// apiClient is one authenticated SSH connection to the daemon.
+type apiClient struct {
+	conn *ssh.Client
+	// signers are the keys that may have authenticated; identity is the
+	// one that did, found on first use.
+	signers  []ssh.Signer
+	identity ssh.Signer
+}
+
+// dialAPI connects as the person whose key is --identity, or one of the
+// plain keys in ssh-agent. The daemon's host key must be in the
+// known_hosts file: nothing is trusted on first use.
+func dialAPI(c *cli.Context) (*apiClient, error) {
+	server := c.String("server")
+	if server == "" {
+		return nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
+	}
+	hostKeys, err := hostKeyCallback(c.String("known-hosts"))
+	if err != nil {
+		return nil, err
+	}
+	signers, err := identitySigners(c.String("identity"))
+	if err != nil {
+		return nil, err
+	}
+	user := os.Getenv("USER")
+	if user == "" {
+		user = "jitssh"
+	}
+	conn, err := ssh.Dial("tcp", server, &ssh.ClientConfig{
+		User:            user,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback: hostKeys,
+		Timeout:         10 * time.Second,
+	})
+	if err != nil {
+		var keyErr *knownhosts.KeyError
+		if errors.As(err, &keyErr) {
+			if len(keyErr.Want) == 0 {
+				return nil, fmt.Errorf("the daemon's host key for %s is not in the known_hosts file; refusing to trust it", server)
+			}
+			return nil, fmt.Errorf("the daemon at %s presented a host key that does not match the known_hosts file: refusing to connect", server)
+		}
+		return nil, fmt.Errorf("connect to daemon %s: %w", server, err)
+	}
+	return &apiClient{conn: conn, signers: signers}, nil
+}
+
+// signer returns the key the daemon knows this person by, to sign
+// statements with.
+func (a *apiClient) signer() (ssh.Signer, error) {
+	if a.identity != nil {
+		return a.identity, nil
+	}
+	resp, err := a.call(methodWhoami, apiRequest{})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range a.signers {
+		if ssh.FingerprintSHA256(s.PublicKey()) == resp.Key {
+			a.identity = s
+			return s, nil
+		}
+	}
+	return nil, errors.New("cannot find the key the daemon identified you by")
+}
+
+// sign signs a statement message with the person's own key.
+func (a *apiClient) sign(namespace string, msg []byte) (string, error) {
+	s, err := a.signer()
+	if err != nil {
+		return "", err
+	}
+	return audit.SignStatement(s, namespace, msg)
+}
+
+func hostKeyCallback(file string) (ssh.HostKeyCallback, error) {
+	if file == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, cli.Exit("no known_hosts file: set --known-hosts or JITSSH_KNOWN_HOSTS", exitUsage)
+		}
+		file = filepath.Join(home, ".ssh", "known_hosts")
+	}
+	cb, err := knownhosts.New(file)
+	if err != nil {
+		return nil, fmt.Errorf("read known_hosts %s: %w", file, err)
+	}
+	return cb, nil
+}
+
+// identitySigners prefers an identity file; otherwise the agent's plain
+// keys. Certificates in the agent are jitssh grants, not identities: they
+// are never offered to the daemon.
+func identitySigners(identity string) ([]ssh.Signer, error) {
+	if identity != "" {
+		data, err := os.ReadFile(identity)
+		if err != nil {
+			return nil, fmt.Errorf("read identity: %w", err)
+		}
+		signer, err := ssh.ParsePrivateKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("parse identity %s: %w", identity, err)
+		}
+		return []ssh.Signer{signer}, nil
+	}
+	ag, err := connectAgent()
+	if err != nil {
+		return nil, fmt.Errorf("no identity: set --identity or JITSSH_IDENTITY, or run ssh-agent (%w)", err)
+	}
+	signers, err := ag.Signers()
+	if err != nil {
+		return nil, fmt.Errorf("list ssh-agent keys: %w", err)
+	}
+	plain := signers[:0]
+	for _, s := range signers {
+		if _, isCert := s.PublicKey().(*ssh.Certificate); !isCert {
+			plain = append(plain, s)
+		}
+	}
+	if len(plain) == 0 {
+		return nil, errors.New("no identity: ssh-agent holds no plain key; set --identity or JITSSH_IDENTITY")
+	}
+	return plain, nil
+}
+
+// errNoAgent is returned when SSH_AUTH_SOCK names no running agent.
+var errNoAgent = errors.New("no ssh-agent running (SSH_AUTH_SOCK is not set)")
+
+func connectAgent() (agent.ExtendedAgent, error) {
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return nil, errNoAgent
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("connect to ssh-agent at %s: %w", sock, err)
+	}
+	return agent.NewClient(conn), nil
+}
+
+func (a *apiClient) Close() error { return a.conn.Close() }
+
+// call runs one method and returns its single response.
+func (a *apiClient) call(method string, req apiRequest) (*apiResponse, error) {
+	var resp *apiResponse
+	err := a.stream(context.Background(), method, req, func(r *apiResponse) (bool, error) {
+		resp = r
+		return false, nil
+	})
+	if err != nil {
+		return resp, err
+	}
+	if resp == nil {
+		return nil, fmt.Errorf("%s: the daemon closed the call without an answer", method)
+	}
+	return resp, nil
+}
+
+// stream runs a method and hands each response line to fn until fn says
+// stop, the daemon ends the call, or ctx is done.
+func (a *apiClient) stream(ctx context.Context, method string, req apiRequest, fn func(*apiResponse) (more bool, err error)) error {
+	sess, err := a.conn.NewSession()
+	if err != nil {
+		return fmt.Errorf("%s: open session: %w", method, err)
+	}
+	defer sess.Close()
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	sess.Stdin = bytes.NewReader(append(body, '\n'))
+	out, err := sess.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := sess.Start(method); err != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	r := bufio.NewReaderSize(out, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			resp, derr := decodeResponse(line)
+			if derr != nil {
+				return derr
+			}
+			more, ferr := fn(resp)
+			if ferr != nil || !more {
+				return ferr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s: %w", method, err)
+		}
+	}
+}

@@ -1,0 +1,987 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/sshd"
+)
+
+// The auditor's commands read an audit log offline, from a file: an export,
+// or the live log, which they read as a snapshot of whole entries. Every
+// command that reads entries verifies the hash chain as it loads them, and
+// refuses a log that does not verify; `audit verify` checks everything else.
+
+// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
+const maxTrustFileSize = 1 << 20
+
+func auditCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "audit",
+		Usage: "query, verify and report on the audit log, offline",
+		Description: "Every subcommand reads the log named by --log (JITSSH_AUDIT_LOG): the daemon's live log,\n" +
+			"or a copy of it. Times are UTC. Commands that list entries verify the hash chain while\n" +
+			"loading them and refuse a log that does not verify; `jitssh audit verify` also checks every\n" +
+			"signature and every issued certificate against the CA key and the people's keys.",
+		Subcommands: []*cli.Command{
+			auditListCommand(),
+			auditCertsCommand(),
+			auditShowCommand(),
+			auditVerifyCommand(),
+			auditExportCommand(),
+			auditReportCommand(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("audit: unknown command %q", c.Args().First())
+			}
+			return cli.ShowSubcommandHelp(c)
+		},
+	}
+}
+
+func auditLogFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "log", Usage: "the audit log file (required)", EnvVars: []string{"JITSSH_AUDIT_LOG"}, TakesFile: true}
+}
+
+func auditJSONFlag() *cli.BoolFlag { return jsonFlag("JITSSH_AUDIT_JSON") }
+
+func auditSinceFlag(usage string) *cli.StringFlag {
+	return &cli.StringFlag{Name: "since", Usage: usage + ": RFC 3339 time, date (2006-01-02), or age such as 24h or 7d"}
+}
+
+// --- list ---
+
+func auditListCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "list",
+		Usage:     "list entries, filtered",
+		UsageText: "jitssh audit list --log FILE [--user U] [--repo R] [--serial N] [--kind K] [--since T] [--until T] [--limit N] [--json]",
+		Description: "Prints the entries that match every filter given, oldest first. --user U matches entries\n" +
+			"whose actor is U and everything recorded under U's certificates (Git operations carry the\n" +
+			"certificate's key ID, e.g. U/req-01, as actor). --since is inclusive, --until exclusive.",
+		Flags: []cli.Flag{
+			auditLogFlag(),
+			&cli.StringFlag{Name: "user", Usage: "a person's entries and their certificates' entries"},
+			&cli.StringFlag{Name: "repo", Usage: "entries about this repository"},
+			&cli.StringFlag{Name: "serial", Usage: "entries about this certificate serial (decimal or 0x-hex)"},
+			&cli.StringFlag{Name: "kind", Usage: "entries of this kind: request, approve, deny, issue, revoke, release, ca.sign, git, ..."},
+			auditSinceFlag("entries from this time on"),
+			&cli.StringFlag{Name: "until", Usage: "entries before this time, same forms as --since"},
+			&cli.IntFlag{Name: "limit", Usage: "print at most N entries (0: all)"},
+			auditJSONFlag(),
+		},
+		Action: cliAction(auditList),
+	}
+}
+
+func auditList(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	f := audit.Filter{Kind: c.String("kind"), Repo: c.String("repo"), Limit: c.Int("limit")}
+	if f.Limit < 0 {
+		return usageError("--limit %d: want 0 or more", f.Limit)
+	}
+	if s := c.String("serial"); s != "" {
+		serial, err := parseSerial(s)
+		if err != nil {
+			return usageError("--serial %q: %v", s, err)
+		}
+		f.Serial = &serial
+	}
+	var err error
+	now := time.Now()
+	if f.Since, err = timeFlag(c, "since", now); err != nil {
+		return err
+	}
+	if f.Until, err = timeFlag(c, "until", now); err != nil {
+		return err
+	}
+	ix, err := loadAuditIndex(c)
+	if err != nil {
+		return err
+	}
+	entries := listEntries(ix, f, c.String("user"))
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, nonNil(entries))
+	}
+	tw := newTable(c.App.Writer, "SEQ", "TIME (UTC)", "KIND", "ACTOR", "SERIAL", "REPO", "WHAT")
+	for _, e := range entries {
+		serial, repo := entryRefs(e)
+		tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, serial, repo, audit.Summarize(e))
+	}
+	return tw.flush()
+}
+
+// listEntries is ix.List(f), where a user filter also takes in everything
+// recorded under the user's certificates.
+func listEntries(ix *audit.Index, f audit.Filter, user string) []audit.Entry {
+	if user == "" {
+		return ix.List(f)
+	}
+	limit := f.Limit
+	f.Limit = 0
+	byActor := f
+	byActor.Actor = user
+	out := ix.List(byActor)
+	for _, serial := range userSerials(ix, user) {
+		if f.Serial != nil && *f.Serial != serial {
+			continue
+		}
+		g := f
+		g.Serial = &serial
+		out = append(out, ix.List(g)...)
+	}
+	out = sortUnique(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// userSerials returns the serials of the certificates issued to user,
+// break-glass ones included (their key ID starts with the user's name).
+func userSerials(ix *audit.Index, user string) []uint64 {
+	var serials []uint64
+	for _, e := range ix.List(audit.Filter{Kind: audit.KindIssue}) {
+		var d audit.IssueData
+		if json.Unmarshal(e.Data, &d) == nil && d.Requester == user {
+			serials = append(serials, d.Serial)
+		}
+	}
+	for _, e := range ix.List(audit.Filter{Kind: audit.KindCASign}) {
+		var d audit.CASignData
+		if json.Unmarshal(e.Data, &d) == nil && (d.KeyID == user || strings.HasPrefix(d.KeyID, user+"/")) {
+			serials = append(serials, d.Serial)
+		}
+	}
+	return serials
+}
+
+// --- certs ---
+
+func auditCertsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "certs",
+		Usage:     "list every certificate issued, with its state",
+		UsageText: "jitssh audit certs --log FILE [--json]",
+		Description: "One line per certificate the daemon issued or `jitssh ca sign` signed (break-glass):\n" +
+			"serial, key ID, principals, validity, requester, approvers and state now: active, expired,\n" +
+			"revoked or released.",
+		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag()},
+		Action: cliAction(auditCerts),
+	}
+}
+
+// certView is a certificate as the CLI prints it in JSON.
+type certView struct {
+	Serial      uint64     `json:"serial"`
+	KeyID       string     `json:"key_id"`
+	Principals  []string   `json:"principals"`
+	ValidAfter  time.Time  `json:"valid_after"`
+	ValidBefore time.Time  `json:"valid_before"`
+	Issued      time.Time  `json:"issued"`
+	BreakGlass  bool       `json:"break_glass"`
+	RequestID   string     `json:"request_id,omitempty"`
+	Requester   string     `json:"requester"`
+	Approvers   []string   `json:"approvers"`
+	Rule        string     `json:"rule,omitempty"`
+	State       string     `json:"state"`
+	Ended       *time.Time `json:"ended,omitempty"`
+	EndKind     string     `json:"end_kind,omitempty"`
+	EndBy       string     `json:"end_by,omitempty"`
+	EndReason   string     `json:"end_reason,omitempty"`
+	Git         *gitCounts `json:"git,omitempty"`
+}
+
+type gitCounts struct {
+	Fetches     int   `json:"fetches"`
+	Pushes      int   `json:"pushes"`
+	Refused     int   `json:"refused"`
+	RefUpdates  int   `json:"ref_updates"`
+	RefsRefused int   `json:"refs_refused"`
+	BytesIn     int64 `json:"bytes_in"`
+	BytesOut    int64 `json:"bytes_out"`
+}
+
+func newCertView(r *audit.CertRecord, now time.Time) certView {
+	v := certView{
+		Serial: r.Serial, KeyID: r.KeyID, Principals: nonNil(r.Principals), ValidAfter: r.ValidAfter, ValidBefore: r.ValidBefore,
+		Issued: r.Issued, BreakGlass: r.BreakGlass, RequestID: r.RequestID, Requester: r.Requester,
+		Approvers: nonNil(r.Approvers), Rule: r.Rule, State: r.State(now),
+		EndKind: r.EndKind, EndBy: r.EndBy, EndReason: r.EndReason,
+	}
+	if !r.Ended.IsZero() {
+		v.Ended = &r.Ended
+	}
+	return v
+}
+
+func auditCerts(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	ix, err := loadAuditIndex(c)
+	if err != nil {
+		return err
+	}
+	entries := entriesOfKinds(ix, audit.KindRequest, audit.KindIssue, audit.KindCASign, audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
+	certs := audit.CollectCerts(entries)
+	now := time.Now()
+	if c.Bool("json") {
+		views := make([]certView, len(certs))
+		for i := range certs {
+			views[i] = newCertView(&certs[i], now)
+		}
+		return writeJSON(c.App.Writer, views)
+	}
+	tw := newTable(c.App.Writer, "SERIAL", "KEY ID", "PRINCIPALS", "VALID FROM (UTC)", "VALID UNTIL (UTC)", "REQUESTER", "APPROVERS", "STATE")
+	for i := range certs {
+		r := &certs[i]
+		tw.row(audit.FormatSerial(r.Serial), r.KeyID, strings.Join(r.Principals, ","), fmtUTC(r.ValidAfter), fmtUTC(r.ValidBefore),
+			r.Requester, approversText(r), r.State(now))
+	}
+	return tw.flush()
+}
+
+func approversText(r *audit.CertRecord) string {
+	switch {
+	case r.BreakGlass:
+		return "(break-glass)"
+	case len(r.Approvers) == 0:
+		return "(policy)"
+	}
+	return strings.Join(r.Approvers, ",")
+}
+
+// --- show ---
+
+func auditShowCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "show",
+		Usage:     "the whole story of one certificate",
+		UsageText: "jitssh audit show --log FILE [--json] SERIAL",
+		Description: "Prints what the log holds about the certificate with serial SERIAL (decimal or 0x-hex):\n" +
+			"the request, the approvals, the issue, every Git operation with the refs it moved (old → new),\n" +
+			"and how it ended.",
+		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag()},
+		Action: cliAction(auditShow),
+	}
+}
+
+func auditShow(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageError("want exactly one SERIAL, got %d arguments", c.NArg())
+	}
+	serial, err := parseSerial(c.Args().First())
+	if err != nil {
+		return usageError("serial %q: %v", c.Args().First(), err)
+	}
+	ix, err := loadAuditIndex(c)
+	if err != nil {
+		return err
+	}
+	story := certStory(ix, serial)
+	if len(story) == 0 {
+		return fmt.Errorf("serial %s is not on the record", audit.FormatSerial(serial))
+	}
+	certs := audit.CollectCerts(story)
+	var cert *audit.CertRecord
+	for i := range certs {
+		if certs[i].Serial == serial {
+			cert = &certs[i]
+		}
+	}
+	now := time.Now()
+	if c.Bool("json") {
+		out := struct {
+			Certificate *certView     `json:"certificate"`
+			Entries     []audit.Entry `json:"entries"`
+		}{Entries: story}
+		if cert != nil {
+			v := newCertView(cert, now)
+			v.Git = &gitCounts{cert.Fetches, cert.Pushes, cert.Refused, cert.RefUpdates, cert.RefsDenied, cert.BytesIn, cert.BytesOut}
+			out.Certificate = &v
+		}
+		return writeJSON(c.App.Writer, out)
+	}
+	w := c.App.Writer
+	if cert == nil {
+		fmt.Fprintf(w, "serial %s: not issued on this record; entries that name it:\n\n", audit.FormatSerial(serial))
+	} else {
+		writeCertHeader(w, cert, now)
+	}
+	tw := newTable(w, "SEQ", "TIME (UTC)", "KIND", "ACTOR", "WHAT")
+	for _, e := range story {
+		if e.Kind != audit.KindGit {
+			tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, audit.Summarize(e))
+			continue
+		}
+		var ev sshd.Event
+		if json.Unmarshal(e.Data, &ev) != nil {
+			tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, audit.Summarize(e))
+			continue
+		}
+		what := fmt.Sprintf("%s %s %s", ev.Decision, ev.Service, ev.Repo)
+		if ev.Reason != "" {
+			what += fmt.Sprintf(": %q", ev.Reason)
+		}
+		if ev.Error != "" {
+			what += fmt.Sprintf(" (error %q)", ev.Error)
+		}
+		tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, what)
+		for _, u := range ev.Updates {
+			line := fmt.Sprintf("  %s %s → %s %s", u.Ref, u.Old, u.New, u.Result)
+			if u.Reason != "" {
+				line += fmt.Sprintf(": %q", u.Reason)
+			}
+			tw.row("", "", "", "", line)
+		}
+	}
+	if cert != nil && cert.State(now) == audit.StateExpired {
+		tw.row("", fmtUTC(cert.ValidBefore), "(expiry)", "", "the certificate stopped being valid")
+	}
+	return tw.flush()
+}
+
+func writeCertHeader(w io.Writer, r *audit.CertRecord, now time.Time) {
+	tw := newTable(w)
+	tw.row("certificate", audit.FormatSerial(r.Serial)+"  "+r.KeyID)
+	tw.row("principals", strings.Join(r.Principals, " "))
+	tw.row("valid", fmtUTC(r.ValidAfter)+" to "+fmtUTC(r.ValidBefore)+" UTC")
+	state := r.State(now)
+	if state == audit.StateRevoked || state == audit.StateReleased {
+		state += fmt.Sprintf(" at %s by %s", fmtUTC(r.Ended), r.EndBy)
+		if r.EndReason != "" {
+			state += fmt.Sprintf(": %q", r.EndReason)
+		}
+	}
+	tw.row("state", state)
+	if r.BreakGlass {
+		tw.row("break-glass", "signed with jitssh ca sign by "+cmp.Or(r.SignedBy, "(not recorded)"))
+	} else {
+		tw.row("request", fmt.Sprintf("%s by %s under rule %s: %q", r.RequestID, r.Requester, r.Rule, r.Reason))
+		tw.row("approvers", approversText(r))
+	}
+	tw.row("held", audit.FormatDuration(r.Held(now))+" of "+audit.FormatDuration(r.Asked)+" asked")
+	tw.row("git", fmt.Sprintf("%d fetches, %d pushes (%d refs updated, %d refused), %d refused", r.Fetches, r.Pushes, r.RefUpdates, r.RefsDenied, r.Refused))
+	tw.flush()
+	fmt.Fprintln(w)
+}
+
+// certStory returns every entry about the certificate with serial, in seq
+// order: those that carry the serial (found by the index), and its request,
+// approvals and end, found by request ID (see findByID).
+func certStory(ix *audit.Index, serial uint64) []audit.Entry {
+	story := ix.List(audit.Filter{Serial: &serial})
+	for _, e := range story {
+		if e.Kind != audit.KindIssue {
+			continue
+		}
+		var d audit.IssueData
+		if json.Unmarshal(e.Data, &d) != nil || d.ID == "" {
+			continue
+		}
+		before := e.Time.Add(time.Nanosecond)
+		story = append(story, findByID(ix, audit.KindRequest, d.Requester, d.ID, time.Time{}, before, true)...)
+		for _, a := range d.Approvers {
+			story = append(story, findByID(ix, audit.KindApprove, a, d.ID, time.Time{}, before, true)...)
+		}
+		for _, kind := range []string{audit.KindRelease, audit.KindRevoke} {
+			story = append(story, findByID(ix, kind, d.Requester, d.ID, e.Time, time.Time{}, false)...)
+		}
+	}
+	return sortUnique(story)
+}
+
+// lookBack is how far before a certificate's issue findByID first looks
+// for its request and approvals: far longer than any request stays pending,
+// yet a small part of a long log.
+const lookBack = 7 * 24 * time.Hour
+
+// findByID returns the entries of kind by actor whose data has the given
+// request ID, from since to until (zero: open), looking first within
+// lookBack of whichever end is set. With all, when the actor has none, it
+// looks through every entry of kind.
+func findByID(ix *audit.Index, kind, actor, id string, since, until time.Time, all bool) []audit.Entry {
+	quoted, _ := json.Marshal(id)
+	needle := append([]byte(`"id":`), quoted...)
+	match := func(f audit.Filter) []audit.Entry {
+		var out []audit.Entry
+		for _, e := range ix.List(f) {
+			if !bytes.Contains(e.Data, needle) {
+				continue // cheap test first: most entries are about other requests
+			}
+			var d struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(e.Data, &d) == nil && d.ID == id {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	near := audit.Filter{Kind: kind, Actor: actor, Since: since, Until: until}
+	switch {
+	case !until.IsZero():
+		near.Since = until.Add(-lookBack)
+	case !since.IsZero():
+		near.Until = since.Add(lookBack)
+	}
+	if actor != "" {
+		if found := match(near); len(found) > 0 {
+			return found
+		}
+		if found := match(audit.Filter{Kind: kind, Actor: actor, Since: since, Until: until}); len(found) > 0 {
+			return found
+		}
+	}
+	if !all {
+		return nil
+	}
+	return match(audit.Filter{Kind: kind, Since: since, Until: until})
+}
+
+// --- verify ---
+
+func auditVerifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
+		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head FILE --head-key PUBKEYFILE] [--json]",
+		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
+			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
+			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
+			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
+			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
+			"is valid no longer than granted. With --head, also that the log still holds the entry a\n" +
+			"signed head names (a PATH.head file kept elsewhere), signed by the key in --head-key.\n" +
+			"Prints \"ok: N entries, head H\", or names the first entry that fails and exits 1.",
+		Flags: []cli.Flag{
+			auditLogFlag(),
+			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
+			&cli.StringFlag{Name: "people", Usage: "YAML config whose people: section lists names, keys and groups", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			&cli.StringFlag{Name: "head", Usage: "a signed head file (PATH.head) to check the log against", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
+			&cli.StringFlag{Name: "head-key", Usage: "public key that signs heads (required with --head)", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
+			auditJSONFlag(),
+		},
+		Action: cliAction(auditVerify),
+	}
+}
+
+// verifyResult is what `audit verify --json` prints.
+type verifyResult struct {
+	OK            bool       `json:"ok"`
+	Entries       uint64     `json:"entries"`
+	Head          string     `json:"head"`
+	Requests      int        `json:"requests"`
+	Approvals     int        `json:"approvals"`
+	Denials       int        `json:"denials"`
+	Issued        int        `json:"issued"`
+	BreakGlass    int        `json:"break_glass"`
+	PeopleChecked bool       `json:"people_checked"`
+	CheckpointSeq *uint64    `json:"checkpoint_seq,omitempty"`
+	Failure       *failureAt `json:"failure,omitempty"`
+}
+
+type failureAt struct {
+	Line   int    `json:"line"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason"`
+	Error  string `json:"error"`
+}
+
+func auditVerify(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	logPath, err := requiredString(c, "log")
+	if err != nil {
+		return err
+	}
+	caPath, err := requiredString(c, "ca")
+	if err != nil {
+		return err
+	}
+	headPath, headKeyPath := c.String("head"), c.String("head-key")
+	if (headPath == "") != (headKeyPath == "") {
+		return usageError("--head and --head-key go together")
+	}
+	opts := audit.CheckOptions{}
+	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
+		return err
+	}
+	if p := c.String("people"); p != "" {
+		if opts.People, err = audit.LoadPeople(p); err != nil {
+			return err
+		}
+	}
+	var head []byte
+	var headKey ssh.PublicKey
+	if headPath != "" {
+		if head, err = readSmallFile(headPath); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		keys, err := readPublicKeys(headKeyPath)
+		if err != nil {
+			return err
+		}
+		if len(keys) != 1 {
+			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
+		}
+		headKey = keys[0]
+	}
+
+	snap, err := audit.OpenSnapshot(logPath)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	sum, verr := audit.CheckGrants(snap, opts)
+	res := verifyResult{OK: verr == nil, Entries: sum.Entries, Head: sum.Head, Requests: sum.Requests, Approvals: sum.Approvals,
+		Denials: sum.Denials, Issued: sum.Issued, BreakGlass: sum.BreakGlass, PeopleChecked: sum.PeopleChecked}
+	if verr == nil && head != nil {
+		if _, err := snap.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("read audit log %s: %w", logPath, err)
+		}
+		if _, verr = audit.VerifyCheckpoint(snap, head, headKey); verr == nil {
+			h, _ := audit.ParseHead(head)
+			res.CheckpointSeq = &h.Seq
+		}
+		res.OK = verr == nil
+	}
+	if verr != nil {
+		if c.Bool("json") {
+			res.Failure = failureOf(verr)
+			if err := writeJSON(c.App.Writer, res); err != nil {
+				return err
+			}
+		}
+		return verr
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, res)
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
+	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
+		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
+	if res.CheckpointSeq != nil {
+		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d\n", *res.CheckpointSeq)
+	}
+	if !res.PeopleChecked {
+		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
+	}
+	return nil
+}
+
+func failureOf(err error) *failureAt {
+	f := &failureAt{Error: err.Error()}
+	var ce *audit.CheckError
+	var ve *audit.VerifyError
+	switch {
+	case errors.As(err, &ce):
+		f.Line, f.Seq, f.Kind, f.Reason = ce.Line, ce.Seq, ce.Kind, ce.Reason
+	case errors.As(err, &ve):
+		f.Line, f.Seq, f.Reason = ve.Line, ve.Seq, ve.Reason
+	default:
+		f.Reason = err.Error()
+	}
+	return f
+}
+
+// readPublicKeys reads every key in an authorized_keys-style file; blank
+// lines and comments are skipped.
+func readPublicKeys(path string) ([]ssh.PublicKey, error) {
+	data, err := readSmallFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read public keys: %w", err)
+	}
+	var keys []ssh.PublicKey
+	for rest := data; len(bytes.TrimSpace(rest)) > 0; {
+		var k ssh.PublicKey
+		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			return nil, fmt.Errorf("read public keys %s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
+	}
+	return keys, nil
+}
+
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxTrustFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxTrustFileSize)
+	}
+	return data, nil
+}
+
+// --- export ---
+
+func auditExportCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "export",
+		Usage:     "write the log's entries as JSON Lines or CSV",
+		UsageText: "jitssh audit export --log FILE [--format json|csv] [--since T] [--until T]",
+		Description: "Verifies the chain, then writes the entries to stdout. json: JSON Lines, each entry's line\n" +
+			"exactly as stored, so an export of the whole log is the log, and verifies as one.\n" +
+			"csv: a header, then seq,time,kind,actor,serial,repo,summary; a text cell that a spreadsheet\n" +
+			"would take for a formula (starting with = + - @) is prefixed with a quote (').",
+		Flags: []cli.Flag{
+			auditLogFlag(),
+			&cli.StringFlag{Name: "format", Value: "json", Usage: "json or csv"},
+			auditSinceFlag("entries from this time on"),
+			&cli.StringFlag{Name: "until", Usage: "entries before this time, same forms as --since"},
+		},
+		Action: cliAction(auditExport),
+	}
+}
+
+func auditExport(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	format := c.String("format")
+	if format != "json" && format != "csv" {
+		return usageError("--format %q: want json or csv", format)
+	}
+	now := time.Now()
+	since, err := timeFlag(c, "since", now)
+	if err != nil {
+		return err
+	}
+	until, err := timeFlag(c, "until", now)
+	if err != nil {
+		return err
+	}
+	path, err := requiredString(c, "log")
+	if err != nil {
+		return err
+	}
+	snap, err := audit.OpenSnapshot(path)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	if _, err := audit.Verify(snap); err != nil {
+		return err
+	}
+	if _, err := snap.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("read audit log %s: %w", path, err)
+	}
+
+	out := bufio.NewWriterSize(c.App.Writer, 1<<16)
+	var cw *csv.Writer
+	if format == "csv" {
+		cw = csv.NewWriter(out)
+		cw.Write([]string{"seq", "time", "kind", "actor", "serial", "repo", "summary"})
+	}
+	sc := bufio.NewScanner(snap)
+	sc.Buffer(make([]byte, 0, 64<<10), audit.MaxLineSize+1)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var e audit.Entry
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fmt.Errorf("read audit log %s: %w", path, err) // verified above: only a changing file gets here
+		}
+		if !since.IsZero() && e.Time.Before(since) || !until.IsZero() && !e.Time.Before(until) {
+			continue
+		}
+		if cw == nil {
+			out.Write(line)
+			out.WriteByte('\n')
+			continue
+		}
+		serial, repo := entryRefs(e)
+		cw.Write([]string{strconv.FormatUint(e.Seq, 10), e.Time.UTC().Format(time.RFC3339Nano), csvText(e.Kind), csvText(e.Actor),
+			serial, csvText(repo), csvText(audit.Summarize(e))})
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read audit log %s: %w", path, err)
+	}
+	if cw != nil {
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return err
+		}
+	}
+	return out.Flush()
+}
+
+// csvText defuses a cell that a spreadsheet would evaluate as a formula.
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+// --- report ---
+
+func auditReportCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "report",
+		Usage:     "the compliance report: grants, approvals, denials, revocations, break-glass, Git use",
+		UsageText: "jitssh audit report --log FILE [--since T] [--format md|html] [--out FILE]",
+		Description: "Reviews the log from --since on (default: all of it): grants by repository and by person,\n" +
+			"for each certificate how long access was held against how long was asked, time from request\n" +
+			"to issue, denials, revocations, break-glass signings and Git operations per certificate.\n" +
+			"html is one self-contained page with a timeline of every certificate. The report's clock is\n" +
+			"the last entry of the log, so the same log always gives the same report.",
+		Flags: []cli.Flag{
+			auditLogFlag(),
+			auditSinceFlag("review from this time on"),
+			&cli.StringFlag{Name: "format", Value: "md", Usage: "md (Markdown) or html"},
+			&cli.StringFlag{Name: "out", Usage: "write the report to this file instead of stdout", TakesFile: true},
+		},
+		Action: cliAction(auditReport),
+	}
+}
+
+func auditReport(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	format := c.String("format")
+	if format != "md" && format != "html" {
+		return usageError("--format %q: want md or html", format)
+	}
+	since, err := timeFlag(c, "since", time.Now())
+	if err != nil {
+		return err
+	}
+	var out *pendingFile
+	if path := c.String("out"); path != "" {
+		if out, err = createPending(path); err != nil {
+			return err
+		}
+		defer out.abort()
+	}
+	ix, err := loadAuditIndex(c)
+	if err != nil {
+		return err
+	}
+	entries := entriesOfKinds(ix, audit.KindRequest, audit.KindDeny, audit.KindIssue, audit.KindCASign,
+		audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
+	entries = append(entries, ix.List(audit.Filter{Kind: audit.KindGit, Since: since})...)
+	var last audit.Entry
+	if n := ix.Len(); n > 0 {
+		last, _ = ix.Get(uint64(n))
+		entries = append(entries, last)
+	}
+	rep := audit.BuildReport(sortUnique(entries), since)
+	rep.LogEntries = uint64(ix.Len())
+	rep.Head = headOf(last)
+
+	var b bytes.Buffer
+	if format == "html" {
+		err = rep.HTML(&b)
+	} else {
+		err = rep.Markdown(&b)
+	}
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if out != nil {
+		return out.commit(b.Bytes(), 0o644)
+	}
+	_, err = c.App.Writer.Write(b.Bytes())
+	return err
+}
+
+// headOf is the head hash of a log whose last entry is e: the SHA-256 of
+// its line, which is the entry's canonical JSON encoding.
+func headOf(e audit.Entry) string {
+	if e.Seq == 0 {
+		return audit.GenesisHash
+	}
+	line, err := json.Marshal(e)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(line)
+	return hex.EncodeToString(sum[:])
+}
+
+// --- shared ---
+
+// loadAuditIndex verifies the log named by --log into an index.
+func loadAuditIndex(c *cli.Context) (*audit.Index, error) {
+	path, err := requiredString(c, "log")
+	if err != nil {
+		return nil, err
+	}
+	snap, err := audit.OpenSnapshot(path)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	ix, err := audit.BuildIndex(snap)
+	if err != nil {
+		return nil, fmt.Errorf("audit log %s: %w", path, err)
+	}
+	return ix, nil
+}
+
+// entriesOfKinds returns the entries of the given kinds in seq order.
+func entriesOfKinds(ix *audit.Index, kinds ...string) []audit.Entry {
+	var out []audit.Entry
+	for _, k := range kinds {
+		out = append(out, ix.List(audit.Filter{Kind: k})...)
+	}
+	return sortUnique(out)
+}
+
+// sortUnique sorts entries by seq and drops repeats.
+func sortUnique(entries []audit.Entry) []audit.Entry {
+	slices.SortFunc(entries, func(a, b audit.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
+	return slices.CompactFunc(entries, func(a, b audit.Entry) bool { return a.Seq == b.Seq })
+}
+
+// entryRefs returns the serial and repo an entry's data names, as text.
+func entryRefs(e audit.Entry) (serial, repo string) {
+	var d struct {
+		Serial *uint64 `json:"serial"`
+		Repo   string  `json:"repo"`
+	}
+	if json.Unmarshal(e.Data, &d) != nil {
+		return "", ""
+	}
+	if d.Serial != nil && *d.Serial != 0 {
+		serial = audit.FormatSerial(*d.Serial)
+	}
+	return serial, d.Repo
+}
+
+// timeFlag reads a time flag: RFC 3339, a date, or an age before now
+// (a Go duration, or whole days such as 7d).
+func timeFlag(c *cli.Context, name string, now time.Time) (time.Time, error) {
+	s := c.String(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := parseTimeArg(s, now)
+	if err != nil {
+		return time.Time{}, usageError("--%s %q: %v", name, s, err)
+	}
+	return t, nil
+}
+
+func parseTimeArg(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	var age time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 100*366 {
+			return time.Time{}, errors.New("want an RFC 3339 time, a date, or an age such as 24h or 7d")
+		}
+		age = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return time.Time{}, errors.New("want an RFC 3339 time, a date, or an age such as 24h or 7d")
+		}
+		age = d
+	}
+	return now.Add(-age), nil
+}
+
+func fmtUTC(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05")
+}
+
+// nonNil makes an empty list print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// table writes aligned columns. Cells come from the log, which anyone who
+// could write to it controls: control characters and bidirectional
+// overrides are escaped so they cannot rewrite the auditor's terminal.
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer, head ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	if len(head) > 0 {
+		t.row(head...)
+	}
+	return t
+}
+
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			t.tw.Write([]byte{'\t'})
+		}
+		t.tw.Write([]byte(terminalSafe(c)))
+	}
+	t.tw.Write([]byte{'\n'})
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+func terminalSafe(s string) string {
+	clean := true
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,845 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/principals"
+	"github.com/jitssh/jitssh/sshd"
+)
+
+// auditFixture is a log written the way the daemon and the Git front-ends
+// write it, with real certificates and signatures, and the files an
+// auditor verifies it with.
+type auditFixture struct {
+	dir                       string
+	log, caPub, otherCA       string // the log and two CA public key files
+	people, headKey           string // people config, checkpoint public key
+	ca                        *ca.Authority
+	signers                   map[string]ssh.Signer
+	reqs                      map[string]audit.RequestData
+	seq                       map[string]uint64 // named entries
+	headSigner                ssh.Signer
+	activeSerial, breakSerial uint64
+}
+
+var auditGroups = map[string][]string{"alice": {"dev"}, "bob": {"dev", "leads"}, "carol": {"leads"}, "dave": {"dev"}, "erin": {"ops"}}
+
+func auditSigner(t testing.TB) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	s, err := ssh.NewSignerFromKey(priv)
+	require.NoError(t, err)
+	return s
+}
+
+func authorizedLine(k ssh.PublicKey) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}
+
+// newAuditFixture writes the story: an approved write that is released, a
+// two-approver force push that is revoked, an automatic read still active,
+// a denial, a break-glass signing, Git use under each, and a signed
+// checkpoint at the end.
+func newAuditFixture(t *testing.T) *auditFixture {
+	t.Helper()
+	dir := t.TempDir()
+	fx := &auditFixture{dir: dir, log: filepath.Join(dir, "audit.log"), caPub: filepath.Join(dir, "ca.pub"), otherCA: filepath.Join(dir, "other-ca.pub"),
+		people: filepath.Join(dir, "jitssh.yaml"), headKey: filepath.Join(dir, "checkpoint.pub"),
+		signers: make(map[string]ssh.Signer), reqs: make(map[string]audit.RequestData), seq: make(map[string]uint64),
+		activeSerial: 13, breakSerial: ca.BreakGlassBit | 1}
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	fx.ca, err = ca.New(caPriv)
+	require.NoError(t, err)
+	_, otherPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	other, err := ca.New(otherPriv)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(fx.caPub, []byte(fx.ca.AuthorizedKey()+"\n"), 0o644))
+	require.NoError(t, os.WriteFile(fx.otherCA, []byte(other.AuthorizedKey()+"\n"), 0o644))
+	fx.headSigner = auditSigner(t)
+	require.NoError(t, os.WriteFile(fx.headKey, ssh.MarshalAuthorizedKey(fx.headSigner.PublicKey()), 0o644))
+
+	var people strings.Builder
+	people.WriteString("listen: 127.0.0.1:2200\nrules:\n  - name: main\n    approvals: [{group: leads, count: 2}]\npeople:\n")
+	for _, name := range []string{"alice", "bob", "carol", "dave", "erin"} {
+		fx.signers[name] = auditSigner(t)
+		fmt.Fprintf(&people, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", name, authorizedLine(fx.signers[name].PublicKey()), strings.Join(auditGroups[name], ", "))
+	}
+	fx.signers["mallory"] = auditSigner(t)
+	require.NoError(t, os.WriteFile(fx.people, []byte(people.String()), 0o644))
+
+	l, err := audit.Open(fx.log, audit.Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	add := func(name, kind, actor string, data any) {
+		e, err := l.Append(kind, actor, data)
+		require.NoError(t, err, name)
+		fx.seq[name] = e.Seq
+	}
+	leads := audit.Step{Group: "leads", Count: 1}
+	r1 := fx.request(t, "r1", "alice", "write", "demo/app", "refs/heads/feature/*", "1h0m0s", "login form", leads)
+	add("request r1", audit.KindRequest, "alice", r1)
+	add("approve r1", audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r1, "bob", "", "ok"))
+	add("issue r1", audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
+	add("git r1", audit.KindGit, "alice/r1", sshd.Event{Time: time.Now().UTC(), Decision: sshd.Allow, Serial: 11, KeyID: "alice/r1",
+		Service: "git-receive-pack", Repo: "demo/app", Updates: []sshd.RefUpdate{
+			{Ref: "refs/heads/feature/login", Old: strings.Repeat("1", 40), New: strings.Repeat("2", 40), Result: "updated"},
+			{Ref: "refs/heads/main", Old: strings.Repeat("1", 40), New: strings.Repeat("3", 40), Result: "refused", Reason: "not granted"}}})
+	add("release r1", audit.KindRelease, "alice", audit.EndData{ID: "r1", Serial: 11, By: "alice", Reason: "done"})
+
+	r2 := fx.request(t, "r2", "dave", "force", "demo/app", "refs/heads/main", "1h0m0s", "revert", audit.Step{Group: "leads", Count: 2})
+	add("request r2", audit.KindRequest, "dave", r2)
+	add("approve r2 bob", audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r2, "bob", "", ""))
+	add("approve r2 carol", audit.KindApprove, "carol", fx.decide(t, audit.KindApprove, r2, "carol", "", "go"))
+	add("issue r2", audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r2, 12, time.Hour, "bob", "carol"))
+	add("git r2", audit.KindGit, "dave/r2", sshd.Event{Time: time.Now().UTC(), Decision: sshd.Allow, Serial: 12, KeyID: "dave/r2",
+		Service: "git-receive-pack", Repo: "demo/app", Updates: []sshd.RefUpdate{
+			{Ref: "refs/heads/main", Old: strings.Repeat("2", 40), New: strings.Repeat("4", 40), Result: "updated"}}})
+	add("revoke r2", audit.KindRevoke, "carol", audit.RevokeData{ID: "r2", Serial: 12, By: "carol", Reason: "rolled back"})
+
+	r3 := fx.request(t, "r3", "alice", "read", "docs/handbook", "*", "2h0m0s", "reading")
+	add("request r3", audit.KindRequest, "alice", r3)
+	add("issue r3", audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r3, fx.activeSerial, 2*time.Hour))
+	add("git r3", audit.KindGit, "alice/r3", sshd.Event{Time: time.Now().UTC(), Decision: sshd.Allow, Serial: fx.activeSerial, KeyID: "alice/r3",
+		Service: "git-upload-pack", Repo: "docs/handbook"})
+
+	r4 := fx.request(t, "r4", "dave", "write", "infra/tf", "refs/heads/main", "1h0m0s", "bump", leads)
+	add("request r4", audit.KindRequest, "dave", r4)
+	add("deny r4", audit.KindDeny, "carol", fx.decide(t, audit.KindDeny, r4, "carol", "", "not now"))
+
+	now := time.Now().UTC()
+	add("break-glass", audit.KindCASign, "erin", audit.CASignData{Serial: fx.breakSerial, KeyID: "erin/incident-7",
+		Principals: []string{"git:force:infra/tf:*"}, ValidAfter: now.Add(-time.Minute).Truncate(time.Second), ValidBefore: now.Add(time.Hour).Truncate(time.Second)})
+	add("git break-glass", audit.KindGit, "erin/incident-7", sshd.Event{Time: now, Decision: sshd.Deny, Serial: fx.breakSerial, KeyID: "erin/incident-7",
+		Service: "git-upload-pack", Repo: "infra/tf", Reason: "repository not found"})
+	e, err := l.Checkpoint(fx.headSigner)
+	require.NoError(t, err)
+	fx.seq["checkpoint"] = e.Seq
+	return fx
+}
+
+func (fx *auditFixture) sign(t *testing.T, by, ns string, msg []byte) string {
+	t.Helper()
+	sig, err := audit.SignStatement(fx.signers[by], ns, msg)
+	require.NoError(t, err)
+	return sig
+}
+
+func (fx *auditFixture) request(t *testing.T, id, who, access, repo, ref, ttl, reason string, steps ...audit.Step) audit.RequestData {
+	t.Helper()
+	pub := auditSigner(t).PublicKey()
+	st := audit.RequestStatement{Kind: audit.KindRequest, Requester: who, Repo: repo, Ref: ref, Access: access, TTL: ttl, Reason: reason, PublicKey: authorizedLine(pub)}
+	d := audit.RequestData{ID: id, Requester: who, Repo: repo, Ref: ref, Access: access, Grant: "git:" + access + ":" + repo + ":" + ref,
+		TTL: ttl, Reason: reason, Rule: "auto", Steps: steps, PublicKey: st.PublicKey, Statement: string(st.Message()),
+		Signature: fx.sign(t, who, audit.NamespaceRequest, st.Message()), At: time.Now().UTC()}
+	if len(steps) > 0 {
+		d.Rule = "reviewed"
+	}
+	fx.reqs[id] = d
+	return d
+}
+
+func (fx *auditFixture) decide(t *testing.T, kind string, req audit.RequestData, by, ttl, reason string) audit.DecisionData {
+	t.Helper()
+	st := audit.DecisionStatement{Kind: kind, Request: req.ID, RequestSHA256: audit.StatementHash([]byte(req.Statement)), By: by, TTL: ttl, Reason: reason}
+	ns := audit.NamespaceApprove
+	if kind == audit.KindDeny {
+		ns = audit.NamespaceDeny
+	}
+	return audit.DecisionData{ID: req.ID, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: fx.sign(t, by, ns, st.Message())}
+}
+
+func (fx *auditFixture) issue(t *testing.T, a *ca.Authority, req audit.RequestData, serial uint64, ttl time.Duration, approvers ...string) audit.IssueData {
+	t.Helper()
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.PublicKey))
+	require.NoError(t, err)
+	g, err := principals.Parse(req.Grant)
+	require.NoError(t, err)
+	cert, err := a.Sign(ca.CertRequest{PublicKey: pub, KeyID: req.Requester + "/" + req.ID, Grants: []principals.Grant{g}, TTL: ttl}, auditSerial(serial))
+	require.NoError(t, err)
+	return audit.IssueData{ID: req.ID, Serial: serial, KeyID: cert.KeyId, Requester: req.Requester, Principals: cert.ValidPrincipals,
+		ValidAfter: time.Unix(int64(cert.ValidAfter), 0).UTC(), ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(),
+		Approvers: approvers, Rule: req.Rule, Certificate: authorizedLine(cert)}
+}
+
+type auditSerial uint64
+
+func (s auditSerial) NextSerial() (uint64, error) { return uint64(s), nil }
+
+// copyLog copies the fixture's log so a test can change it.
+func (fx *auditFixture) copyLog(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(fx.log)
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "audit.log")
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+	return p
+}
+
+// appendTo appends entries to the log at path as a writer with access to
+// the file would: the chain stays intact.
+func appendTo(t *testing.T, path string, kind, actor string, data any) uint64 {
+	t.Helper()
+	l, err := audit.Open(path, audit.Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	e, err := l.Append(kind, actor, data)
+	require.NoError(t, err)
+	return e.Seq
+}
+
+func logLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return strings.SplitAfter(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+func writeLines(t *testing.T, lines []string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "audit.log")
+	text := strings.Join(lines, "")
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	require.NoError(t, os.WriteFile(p, []byte(text), 0o600))
+	return p
+}
+
+func lastLineHash(t *testing.T, path string) string {
+	lines := logLines(t, path)
+	sum := sha256.Sum256([]byte(strings.TrimSuffix(lines[len(lines)-1], "\n")))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestAuditVerify(t *testing.T) {
+	fx := newAuditFixture(t)
+	n := fx.seq["checkpoint"]
+
+	r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", fx.people)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Empty(t, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, fmt.Sprintf("ok: %d entries, head %s\n", n, lastLineHash(t, fx.log))), r.stdout)
+	assert.Contains(t, r.stdout, "4 requests, 3 approvals, 1 denials, 3 certificates issued, 1 break-glass")
+	assert.NotContains(t, r.stdout, "not checked")
+
+	r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + fx.log, "JITSSH_AUDIT_CA=" + fx.caPub}, "audit", "verify")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "not checked: signatures and approvers' groups (no --people)")
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", fx.people, "--head", fx.log+audit.HeadSuffix, "--head-key", fx.headKey, "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var res verifyResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+	assert.True(t, res.OK)
+	assert.True(t, res.PeopleChecked)
+	assert.Equal(t, n, res.Entries)
+	require.NotNil(t, res.CheckpointSeq)
+	assert.Equal(t, n-1, *res.CheckpointSeq)
+
+	// Each tamper is a copy of the log changed the way an attacker with
+	// write access to the file, or a compromised daemon, could.
+	lines := logLines(t, fx.log)
+	edited := append([]string(nil), lines...)
+	edited[2] = strings.Replace(edited[2], `"jitssh"`, `"jitsh!"`, 1)
+	torn := `{"seq":` + strconv.FormatUint(n+1, 10) + `,"time":"2025-`
+	swapped := append([]string(nil), lines...)
+	swapped[5], swapped[6] = swapped[6], swapped[5]
+	tests := []struct {
+		name string
+		log  func(t *testing.T) string
+		args []string
+		want string
+	}{
+		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, "audit log line 4 (seq 4): prev is not the hash of line 3"},
+		{"delete a line", func(*testing.T) string {
+			return writeLines(t, append(append([]string(nil), lines[:3]...), lines[4:]...))
+		}, nil,
+			"audit log line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
+		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, "audit log line 6 (seq 7)"},
+		{"torn last line, as a crash mid-write leaves it", func(t *testing.T) string {
+			p := fx.copyLog(t)
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			require.NoError(t, err)
+			defer f.Close()
+			_, err = f.WriteString(torn)
+			require.NoError(t, err)
+			return p
+		}, nil, fmt.Sprintf("audit log line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
+		{"truncate below the signed head", func(*testing.T) string { return writeLines(t, lines[:len(lines)-3]) },
+			[]string{"--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey}, "log truncated or rewritten"},
+		{"forge an approval with another key", func(t *testing.T) string {
+			p := fx.copyLog(t)
+			r5 := fx.request(t, "r5", "alice", "write", "demo/app", "refs/heads/main", "1h0m0s", "sneak", audit.Step{Group: "leads", Count: 1})
+			appendTo(t, p, audit.KindRequest, "alice", r5)
+			d := fx.decide(t, audit.KindApprove, r5, "bob", "", "")
+			d.Signature = fx.sign(t, "mallory", audit.NamespaceApprove, []byte(d.Statement))
+			seq := appendTo(t, p, audit.KindApprove, "bob", d)
+			require.Equal(t, n+2, seq)
+			return p
+		}, nil, fmt.Sprintf("(seq %d, approve): approve of r5 by bob: not signed by any key of bob: bad statement signature", n+2)},
+		{"issue without approval", func(t *testing.T) string {
+			p := fx.copyLog(t)
+			r5 := fx.request(t, "r5", "alice", "write", "demo/app", "refs/heads/main", "1h0m0s", "sneak", audit.Step{Group: "leads", Count: 1})
+			appendTo(t, p, audit.KindRequest, "alice", r5)
+			appendTo(t, p, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r5, 21, time.Hour, "bob"))
+			return p
+		}, nil, fmt.Sprintf("(seq %d, issue): serial 21 lists bob as approver of r5, but no valid approval by bob is recorded before it: certificate issued without approval", n+2)},
+		{"self-approval", func(t *testing.T) string {
+			p := fx.copyLog(t)
+			r5 := fx.request(t, "r5", "alice", "write", "demo/app", "refs/heads/main", "1h0m0s", "sneak", audit.Step{Group: "dev", Count: 1})
+			appendTo(t, p, audit.KindRequest, "alice", r5)
+			appendTo(t, p, audit.KindApprove, "alice", fx.decide(t, audit.KindApprove, r5, "alice", "", ""))
+			return p
+		}, nil, fmt.Sprintf("(seq %d, approve): alice approved their own request r5: self-approval", n+2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"audit", "verify", "--log", tt.log(t), "--ca", fx.caPub, "--people", fx.people}, tt.args...)
+			assertOneLineError(t, runJitssh(t, nil, args...), 1, tt.want)
+		})
+	}
+
+	t.Run("certificates from another CA", func(t *testing.T) {
+		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA),
+			1, fmt.Sprintf("audit log line %d (seq %d, issue): serial 11: signed by", fx.seq["issue r1"], fx.seq["issue r1"]))
+	})
+	t.Run("json failure", func(t *testing.T) {
+		p := writeLines(t, edited)
+		r := runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", fx.caPub, "--json")
+		assert.Equal(t, 1, r.code)
+		var res verifyResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res), r.stdout)
+		assert.False(t, res.OK)
+		require.NotNil(t, res.Failure)
+		assert.Equal(t, 4, res.Failure.Line)
+		assert.Equal(t, uint64(3), res.Entries)
+		assert.Contains(t, r.stderr, "hash chain broken")
+	})
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no --ca", []string{"--log", fx.log}, 2, "missing --ca"},
+		{"no --log", []string{"--ca", fx.caPub}, 2, "missing --log"},
+		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head and --head-key go together"},
+		{"missing log", []string{"--log", filepath.Join(fx.dir, "nope"), "--ca", fx.caPub}, 1, "no such file"},
+		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "read public keys"},
+		{"bad people file", []string{"--log", fx.log, "--ca", fx.caPub, "--people", fx.caPub}, 1, "load people"},
+		{"head signed by another key", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.caPub}, 1, "bad checkpoint signature"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			assertOneLineError(t, runJitssh(t, nil, append([]string{"audit", "verify"}, tt.args...)...), tt.code, tt.want)
+		})
+	}
+}
+
+// listSeqs runs audit list --json with args and returns the seqs printed.
+func listSeqs(t *testing.T, fx *auditFixture, args ...string) []uint64 {
+	t.Helper()
+	r := runJitssh(t, nil, append([]string{"audit", "list", "--log", fx.log, "--json"}, args...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	var entries []audit.Entry
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &entries), r.stdout)
+	seqs := []uint64{}
+	for _, e := range entries {
+		seqs = append(seqs, e.Seq)
+	}
+	return seqs
+}
+
+func TestAuditList(t *testing.T) {
+	fx := newAuditFixture(t)
+	s := func(names ...string) []uint64 {
+		out := []uint64{}
+		for _, n := range names {
+			out = append(out, fx.seq[n])
+		}
+		return out
+	}
+	all := make([]uint64, fx.seq["checkpoint"])
+	for i := range all {
+		all[i] = uint64(i + 1)
+	}
+	tests := []struct {
+		args []string
+		want []uint64
+	}{
+		{nil, all},
+		{[]string{"--kind", "approve"}, s("approve r1", "approve r2 bob", "approve r2 carol")},
+		{[]string{"--serial", "12"}, s("issue r2", "git r2", "revoke r2")},
+		{[]string{"--serial", "0x8000000000000001"}, s("break-glass", "git break-glass")},
+		{[]string{"--repo", "docs/handbook"}, s("request r3", "git r3")},
+		{[]string{"--user", "alice"}, s("request r1", "issue r1", "git r1", "release r1", "request r3", "issue r3", "git r3")},
+		{[]string{"--user", "erin"}, s("break-glass", "git break-glass")},
+		{[]string{"--user", "alice", "--kind", "git"}, s("git r1", "git r3")},
+		{[]string{"--user", "alice", "--limit", "2"}, s("request r1", "issue r1")},
+		{[]string{"--kind", "git", "--repo", "demo/app"}, s("git r1", "git r2")},
+		{[]string{"--limit", "3"}, all[:3]},
+		{[]string{"--since", "1h"}, all},
+		{[]string{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)}, []uint64{}},
+		{[]string{"--until", "2000-01-01"}, []uint64{}},
+		{[]string{"--until", "2d", "--kind", "issue"}, []uint64{}},
+		{[]string{"--kind", "no-such-kind"}, []uint64{}},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, listSeqs(t, fx, tt.args...), "audit list %q", tt.args)
+	}
+
+	r := runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + fx.log}, "audit", "list", "--serial", "11")
+	require.Equal(t, 0, r.code, r.stderr)
+	rows := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, rows, 4)
+	assert.Regexp(t, `^SEQ +TIME \(UTC\) +KIND +ACTOR +SERIAL +REPO +WHAT$`, rows[0])
+	assert.Regexp(t, `^3 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +issue +jitssh +11 +serial 11 alice/r1 git:write:demo/app:refs/heads/feature/\* until .* \(r1, approved by bob\)$`, rows[1])
+	assert.Regexp(t, `^4 .* git +alice/r1 +11 +demo/app +allow git-receive-pack demo/app serial 11; refs/heads/feature/login 1111111..2222222 updated; refs/heads/main 1111111..3333333 refused$`, rows[2])
+	assert.Equal(t, strings.Index(rows[0], "WHAT"), strings.Index(rows[1], "serial 11"), "columns align")
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--since", "yesterday"}, `--since "yesterday": want an RFC 3339 time`},
+		{[]string{"--serial", "x"}, `--serial "x"`},
+		{[]string{"--limit", "-1"}, "--limit -1"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+	} {
+		assertOneLineError(t, runJitssh(t, nil, append([]string{"audit", "list", "--log", fx.log}, tt.args...)...), 2, tt.want)
+	}
+	assertOneLineError(t, runJitssh(t, nil, "audit", "list", "--log", writeLines(t, logLines(t, fx.log)[1:])), 1, "seq 2 follows seq 0")
+}
+
+// TestAuditListTerminalSafe: text from the log cannot drive the auditor's
+// terminal.
+func TestAuditListTerminalSafe(t *testing.T) {
+	fx := newAuditFixture(t)
+	p := fx.copyLog(t)
+	appendTo(t, p, audit.KindGit, "\x1b[2J\u202eevil", sshd.Event{Decision: sshd.Deny, Serial: 5, KeyID: "x\ty", Reason: "\x1b]0;pwned\x07"})
+	r := runJitssh(t, nil, "audit", "list", "--log", p, "--serial", "5")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.NotContains(t, r.stdout, "\x1b")
+	assert.NotContains(t, r.stdout, "\u202e")
+	assert.Contains(t, r.stdout, `\u001b[2J\u202eevil`)
+	assert.Contains(t, r.stdout, `"\x1b]0;pwned\a"`)
+}
+
+func TestAuditCerts(t *testing.T) {
+	fx := newAuditFixture(t)
+	r := runJitssh(t, nil, "audit", "certs", "--log", fx.log, "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var certs []certView
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &certs), r.stdout)
+	type row struct {
+		Serial     uint64
+		KeyID      string
+		Requester  string
+		Approvers  []string
+		State      string
+		BreakGlass bool
+	}
+	var got []row
+	for _, c := range certs {
+		got = append(got, row{c.Serial, c.KeyID, c.Requester, c.Approvers, c.State, c.BreakGlass})
+	}
+	assert.Equal(t, []row{
+		{11, "alice/r1", "alice", []string{"bob"}, "released", false},
+		{12, "dave/r2", "dave", []string{"bob", "carol"}, "revoked", false},
+		{13, "alice/r3", "alice", []string{}, "active", false},
+		{fx.breakSerial, "erin/incident-7", "erin", []string{}, "active", true},
+	}, got)
+	assert.Equal(t, []string{"git:force:demo/app:refs/heads/main"}, certs[1].Principals)
+	assert.Equal(t, "rolled back", certs[1].EndReason)
+	assert.WithinDuration(t, certs[2].Issued.Add(2*time.Hour), certs[2].ValidBefore, 2*time.Second)
+
+	r = runJitssh(t, nil, "audit", "certs", "--log", fx.log)
+	require.Equal(t, 0, r.code, r.stderr)
+	rows := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, rows, 5)
+	assert.Regexp(t, `^SERIAL +KEY ID +PRINCIPALS +VALID FROM \(UTC\) +VALID UNTIL \(UTC\) +REQUESTER +APPROVERS +STATE$`, rows[0])
+	assert.Regexp(t, `^12 +dave/r2 +git:force:demo/app:refs/heads/main +\S+ \S+ +\S+ \S+ +dave +bob,carol +revoked$`, rows[2])
+	assert.Regexp(t, `^0x8000000000000001 +erin/incident-7 +git:force:infra/tf:\* .* erin +\(break-glass\) +active$`, rows[4])
+}
+
+func TestAuditShow(t *testing.T) {
+	fx := newAuditFixture(t)
+	r := runJitssh(t, nil, "audit", "show", "--log", fx.log, "12")
+	require.Equal(t, 0, r.code, r.stderr)
+	out := r.stdout
+	for _, want := range []string{
+		"certificate  12  dave/r2",
+		"principals   git:force:demo/app:refs/heads/main",
+		`state        revoked at `,
+		`by carol: "rolled back"`,
+		`request      r2 by dave under rule reviewed: "revert"`,
+		"approvers    bob,carol",
+		"refs/heads/main " + strings.Repeat("2", 40) + " → " + strings.Repeat("4", 40) + " updated",
+	} {
+		assert.Contains(t, out, want)
+	}
+	// The story in order: request, approvals, issue, push, revocation.
+	var kinds []string
+	sc := bufio.NewScanner(strings.NewReader(out[strings.Index(out, "SEQ "):]))
+	sc.Scan()
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) > 3 && f[0] != "" && f[0][0] >= '0' && f[0][0] <= '9' {
+			kinds = append(kinds, f[3])
+		}
+	}
+	assert.Equal(t, []string{"request", "approve", "approve", "issue", "git", "revoke"}, kinds)
+
+	r = runJitssh(t, nil, "audit", "show", "--log", fx.log, "--json", "11")
+	require.Equal(t, 0, r.code, r.stderr)
+	var story struct {
+		Certificate certView
+		Entries     []audit.Entry
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &story))
+	assert.Equal(t, "released", story.Certificate.State)
+	require.NotNil(t, story.Certificate.Git)
+	assert.Equal(t, gitCounts{Pushes: 1, RefUpdates: 1, RefsRefused: 1}, *story.Certificate.Git)
+	var seqs []uint64
+	for _, e := range story.Entries {
+		seqs = append(seqs, e.Seq)
+	}
+	assert.Equal(t, []uint64{fx.seq["request r1"], fx.seq["approve r1"], fx.seq["issue r1"], fx.seq["git r1"], fx.seq["release r1"]}, seqs)
+
+	r = runJitssh(t, nil, "audit", "show", "--log", fx.log, "0x8000000000000001")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "break-glass  signed with jitssh ca sign by erin")
+	assert.Contains(t, r.stdout, `deny git-upload-pack infra/tf: "repository not found"`)
+
+	// Git use of a serial never issued is shown for what it is.
+	p := fx.copyLog(t)
+	appendTo(t, p, audit.KindGit, "mallory/x", sshd.Event{Decision: sshd.Deny, Serial: 77, KeyID: "mallory/x", Service: "git-upload-pack", Repo: "demo/app", Reason: "bad CA"})
+	r = runJitssh(t, nil, "audit", "show", "--log", p, "77")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, "serial 77: not issued on this record"), r.stdout)
+
+	assertOneLineError(t, runJitssh(t, nil, "audit", "show", "--log", fx.log, "99"), 1, "serial 99 is not on the record")
+	assertOneLineError(t, runJitssh(t, nil, "audit", "show", "--log", fx.log, "zz"), 2, `serial "zz"`)
+	assertOneLineError(t, runJitssh(t, nil, "audit", "show", "--log", fx.log), 2, "want exactly one SERIAL")
+}
+
+func TestAuditExport(t *testing.T) {
+	fx := newAuditFixture(t)
+	whole, err := os.ReadFile(fx.log)
+	require.NoError(t, err)
+
+	r := runJitssh(t, nil, "audit", "export", "--log", fx.log)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, string(whole), r.stdout, "a whole JSON export is the log itself")
+	exported := filepath.Join(t.TempDir(), "export.jsonl")
+	require.NoError(t, os.WriteFile(exported, []byte(r.stdout), 0o600))
+	r = runJitssh(t, nil, "audit", "verify", "--log", exported, "--ca", fx.caPub, "--people", fx.people)
+	assert.Equal(t, 0, r.code, "the export verifies: %s", r.stderr)
+
+	r = runJitssh(t, nil, "audit", "export", "--log", fx.log, "--format", "json", "--since", time.Now().Add(time.Hour).Format(time.RFC3339))
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Empty(t, r.stdout)
+
+	p := fx.copyLog(t)
+	evil := appendTo(t, p, audit.KindGit, "=HYPERLINK(\"http://x\")", sshd.Event{Decision: sshd.Deny, Serial: 12, Repo: "demo/app", Reason: "a,b\n\"c\""})
+	r = runJitssh(t, nil, "audit", "export", "--log", p, "--format", "csv")
+	require.Equal(t, 0, r.code, r.stderr)
+	records, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, records, int(evil)+1)
+	assert.Equal(t, []string{"seq", "time", "kind", "actor", "serial", "repo", "summary"}, records[0])
+	issue := records[fx.seq["issue r2"]]
+	assert.Equal(t, []string{strconv.FormatUint(fx.seq["issue r2"], 10), "issue", "jitssh", "12", ""}, []string{issue[0], issue[2], issue[3], issue[4], issue[5]})
+	_, err = time.Parse(time.RFC3339Nano, issue[1])
+	assert.NoError(t, err)
+	assert.Equal(t, "0x8000000000000001", records[fx.seq["break-glass"]][4])
+	last := records[evil]
+	assert.Equal(t, `'=HYPERLINK("http://x")`, last[3], "a formula is defused")
+	assert.Equal(t, `deny  demo/app serial 12: "a,b\n\"c\""`, last[6])
+
+	assertOneLineError(t, runJitssh(t, nil, "audit", "export", "--log", fx.log, "--format", "xml"), 2, `--format "xml": want json or csv`)
+	lines := logLines(t, fx.log)
+	lines[1] = strings.Replace(lines[1], `"ok"`, `"OK"`, 1)
+	r = runJitssh(t, nil, "audit", "export", "--log", writeLines(t, lines))
+	assertOneLineError(t, r, 1, "hash chain broken")
+}
+
+func TestAuditReport(t *testing.T) {
+	fx := newAuditFixture(t)
+	r := runJitssh(t, nil, "audit", "report", "--log", fx.log)
+	require.Equal(t, 0, r.code, r.stderr)
+	md := r.stdout
+	for _, want := range []string{
+		"# jitssh access report",
+		fmt.Sprintf("Hash chain verified: %d entries, head %s.", fx.seq["checkpoint"], lastLineHash(t, fx.log)),
+		"| Certificates issued | 3, and 1 break-glass |",
+		"| Requests | 4, of which 1 denied |",
+		"| demo/app | 2 | 0 | 1 | 1 | 0 | alice, dave |",
+		"| 12 | dave/r2 | git:force:demo/app:refs/heads/main | dave | bob, carol |",
+		"| r4 | dave | git:write:infra/tf:refs/heads/main | carol | not now |",
+		"| 0x8000000000000001 | erin/incident-7 | git:force:infra/tf:\\* |",
+		"| refs/heads/main | not granted |",
+	} {
+		assert.Contains(t, md, want)
+	}
+
+	out := filepath.Join(t.TempDir(), "report.html")
+	r = runJitssh(t, nil, "audit", "report", "--log", fx.log, "--format", "html", "--out", out, "--since", "1h")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Empty(t, r.stdout)
+	html, err := os.ReadFile(out)
+	require.NoError(t, err)
+	assert.True(t, bytes.HasPrefix(html, []byte("<!DOCTYPE html>")))
+	assert.Contains(t, string(html), "<svg")
+	assert.Contains(t, string(html), "dave/r2")
+	assert.NotContains(t, string(html), "<script")
+	assert.NotContains(t, string(html), "src=")
+
+	r = runJitssh(t, nil, "audit", "report", "--log", fx.log, "--since", time.Now().Add(time.Hour).Format(time.RFC3339))
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "No certificates were issued.")
+
+	assertOneLineError(t, runJitssh(t, nil, "audit", "report", "--log", fx.log, "--format", "pdf"), 2, `--format "pdf": want md or html`)
+	assertOneLineError(t, runJitssh(t, nil, "audit", "report", "--log", fx.log, "--out", filepath.Join(fx.dir, "no", "such", "dir", "r.md")), 1, "no such file")
+}
+
+func TestAuditHelp(t *testing.T) {
+	for cmd, flags := range map[string][]string{
+		"list":   {"--user", "--repo", "--serial", "--kind", "--since", "--until", "--limit", "--json"},
+		"certs":  {"--json"},
+		"show":   {"SERIAL", "--json"},
+		"verify": {"--ca", "--people", "--head", "--head-key", "--json", "JITSSH_AUDIT_CA"},
+		"export": {"--format", "--since", "--until"},
+		"report": {"--since", "--format", "--out"},
+	} {
+		r := runJitssh(t, nil, "audit", cmd, "--help")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Empty(t, r.stderr)
+		for _, f := range append(flags, "--log", "JITSSH_AUDIT_LOG") {
+			assert.Contains(t, r.stdout, f, "audit %s --help", cmd)
+		}
+	}
+	r := runJitssh(t, nil, "audit")
+	require.Equal(t, 0, r.code, r.stderr)
+	for _, sub := range []string{"list", "certs", "show", "verify", "export", "report"} {
+		assert.Contains(t, r.stdout, sub)
+	}
+	assertOneLineError(t, runJitssh(t, nil, "audit", "frobnicate"), 2, `audit: unknown command "frobnicate"`)
+}
+
+func TestParseTimeArg(t *testing.T) {
+	now := time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"2025-03-01T08:30:00Z", time.Date(2025, 3, 1, 8, 30, 0, 0, time.UTC), true},
+		{"2025-03-01T08:30:00+02:00", time.Date(2025, 3, 1, 6, 30, 0, 0, time.UTC), true},
+		{"2025-03-01", time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), true},
+		{"24h", now.Add(-24 * time.Hour), true},
+		{"90m", now.Add(-90 * time.Minute), true},
+		{"7d", now.Add(-7 * 24 * time.Hour), true},
+		{"0d", time.Time{}, false},
+		{"-1h", time.Time{}, false},
+		{"d", time.Time{}, false},
+		{"1.5d", time.Time{}, false},
+		{"last week", time.Time{}, false},
+	} {
+		got, err := parseTimeArg(tt.in, now)
+		if !tt.ok {
+			assert.Error(t, err, tt.in)
+			continue
+		}
+		require.NoError(t, err, tt.in)
+		assert.True(t, tt.want.Equal(got), "parseTimeArg(%q) = %v, want %v", tt.in, got, tt.want)
+	}
+}
+
+// BenchmarkAuditShowMillion measures `jitssh audit show` on a log of a
+// million entries: building the index (which verifies the chain), finding
+// one certificate's story in it, and the whole command as a user runs it.
+func BenchmarkAuditShowMillion(b *testing.B) {
+	const n = 1_000_000
+	path := filepath.Join(b.TempDir(), "audit.log")
+	start := time.Now()
+	stories := writeMillionAuditLog(b, path, n)
+	fi, err := os.Stat(path)
+	require.NoError(b, err)
+	b.Logf("wrote %d entries (%d certificates), %d MB, in %v", n, stories, fi.Size()>>20, time.Since(start).Round(time.Millisecond))
+
+	var ix *audit.Index
+	b.Run("index", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f, err := os.Open(path)
+			require.NoError(b, err)
+			ix, err = audit.BuildIndex(f)
+			f.Close()
+			require.NoError(b, err)
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+	})
+	b.Run("lookup", func(b *testing.B) {
+		if ix == nil { // the index sub-benchmark was filtered out
+			f, err := os.Open(path)
+			require.NoError(b, err)
+			ix, err = audit.BuildIndex(f)
+			f.Close()
+			require.NoError(b, err)
+		}
+		rng := mrand.New(mrand.NewPCG(1, 2))
+		b.ReportAllocs()
+		for b.Loop() {
+			serial := 1 + rng.Uint64N(uint64(stories))
+			story := certStory(ix, serial)
+			if certs := audit.CollectCerts(story); len(certs) != 1 || len(story) != millionStoryLen {
+				b.Fatalf("serial %d: %d entries, %d certificates", serial, len(story), len(certs))
+			}
+		}
+	})
+	b.Run("command", func(b *testing.B) {
+		serial := strconv.Itoa(stories / 2)
+		var peak int64
+		for b.Loop() {
+			r, rss := runJitsshB(b, "audit", "show", "--log", path, serial)
+			if r.code != 0 || !strings.Contains(r.stdout, "certificate  "+serial) {
+				b.Fatalf("audit show: exit %d: %s", r.code, r.stderr)
+			}
+			peak = max(peak, rss)
+		}
+		b.ReportMetric(float64(peak>>20), "peak-RSS-MB")
+	})
+}
+
+// millionStoryLen is the number of entries of one certificate's story in
+// the million-entry log: request, approval, issue, four Git operations and
+// the end.
+const millionStoryLen = 8
+
+// writeMillionAuditLog writes n entries quickly, in stories of
+// millionStoryLen entries shaped like the daemon's (with statements,
+// signatures and certificates of realistic size, not real ones), and
+// returns the number of certificates.
+func writeMillionAuditLog(b *testing.B, path string, n int) int {
+	f, err := os.Create(path)
+	require.NoError(b, err)
+	w := bufio.NewWriterSize(f, 1<<20)
+	prev := audit.GenesisHash
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	sig := "-----BEGIN SSH SIGNATURE-----\n" + strings.Repeat("U1NIU0lHAAAAAQAAADMAAAALc3NoLWVkMjU1MTkAAAAg", 6) + "\n-----END SSH SIGNATURE-----\n"
+	cert := "ssh-ed25519-cert-v01@openssh.com " + strings.Repeat("AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t", 9)
+	seq := uint64(0)
+	put := func(kind, actor string, data any) {
+		seq++
+		raw, err := json.Marshal(data)
+		require.NoError(b, err)
+		line, err := json.Marshal(audit.Entry{Seq: seq, Time: base.Add(time.Duration(seq) * 5 * time.Second), Kind: kind, Actor: actor, Data: raw, Prev: prev})
+		require.NoError(b, err)
+		w.Write(line)
+		w.WriteByte('\n')
+		sum := sha256.Sum256(line)
+		prev = hex.EncodeToString(sum[:])
+	}
+	stories := 0
+	for int(seq)+millionStoryLen <= n {
+		stories++
+		serial := uint64(stories)
+		user := "user" + strconv.Itoa(stories%1000)
+		approver := "lead" + strconv.Itoa(stories%50)
+		id := "req-" + strconv.Itoa(stories)
+		repo := "org" + strconv.Itoa(stories%10) + "/repo" + strconv.Itoa(stories%100)
+		grant := "git:write:" + repo + ":refs/heads/feature/*"
+		st := `{"kind":"request","requester":"` + user + `","repo":"` + repo + `","ref":"refs/heads/feature/*","access":"write","ttl":"1h0m0s","reason":"work","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq"}` + "\n"
+		put(audit.KindRequest, user, audit.RequestData{ID: id, Requester: user, Repo: repo, Ref: "refs/heads/feature/*", Access: "write", Grant: grant,
+			TTL: "1h0m0s", Reason: "work", Rule: "feature", Steps: []audit.Step{{Group: "leads", Count: 1}}, PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq",
+			Statement: st, Signature: sig})
+		put(audit.KindApprove, approver, audit.DecisionData{ID: id, By: approver, Statement: `{"kind":"approve","request":"` + id + `"}` + "\n", Signature: sig})
+		t0 := base.Add(time.Duration(seq) * 5 * time.Second)
+		put(audit.KindIssue, "jitssh", audit.IssueData{ID: id, Serial: serial, KeyID: user + "/" + id, Requester: user, Principals: []string{grant},
+			ValidAfter: t0.Add(-time.Minute), ValidBefore: t0.Add(time.Hour), Approvers: []string{approver}, Rule: "feature", Certificate: cert})
+		for i := range 4 {
+			ev := sshd.Event{Time: t0, Decision: sshd.Allow, Serial: serial, KeyID: user + "/" + id, Principals: []string{grant}, Service: "git-upload-pack",
+				Repo: repo, Remote: "192.0.2.1:40000", BytesIn: 300, BytesOut: 90000, Duration: time.Second}
+			if i == 3 {
+				ev.Service = "git-receive-pack"
+				ev.Updates = []sshd.RefUpdate{{Ref: "refs/heads/feature/x", Old: strings.Repeat("a", 40), New: strings.Repeat("b", 40), Result: "updated"}}
+			}
+			put(audit.KindGit, user+"/"+id, ev)
+		}
+		put(audit.KindRelease, user, audit.EndData{ID: id, Serial: serial, By: user})
+	}
+	for int(seq) < n {
+		put(audit.KindPolicyReload, "jitssh", map[string]any{"rules": 3})
+	}
+	require.NoError(b, w.Flush())
+	require.NoError(b, f.Close())
+	return stories
+}
+
+// runJitsshB runs the binary for a benchmark and returns what it printed
+// and its peak resident memory in bytes.
+func runJitsshB(b *testing.B, args ...string) (cliResult, int64) {
+	b.Helper()
+	cmd := exec.Command(jitsshBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var exit *exec.ExitError
+	if err := cmd.Run(); err != nil && !errors.As(err, &exit) {
+		b.Fatalf("run jitssh %q: %v", args, err)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss << 10 // Linux reports KiB
+	}
+	return cliResult{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}, rss
+}
+
+// TestAuditReportGolden checks that the command, which loads only the
+// entries a report needs, writes exactly the report package audit makes
+// from the whole of its fixture log.
+func TestAuditReportGolden(t *testing.T) {
+	dir := filepath.Join("..", "..", "audit", "testdata", "report")
+	for _, tt := range []struct{ golden, format, since string }{
+		{"report.md", "md", ""},
+		{"report.html", "html", ""},
+		{"report-since.md", "md", "2025-03-03T10:30:00Z"},
+		{"report-since.html", "html", "2025-03-03T10:30:00Z"},
+	} {
+		want, err := os.ReadFile(filepath.Join(dir, tt.golden))
+		require.NoError(t, err)
+		args := []string{"audit", "report", "--log", filepath.Join(dir, "audit.jsonl"), "--format", tt.format}
+		if tt.since != "" {
+			args = append(args, "--since", tt.since)
+		}
+		r := runJitssh(t, nil, args...)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Equal(t, string(want), r.stdout, tt.golden)
+	}
+}

@@ -1,0 +1,487 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/ca"
+)
+
+// devPeople are the playground's people: alice develops, bob and carol
+// approve, auditor audits.
+var devPeople = []struct {
+	name, role string
+	groups     []string
+}{
+	{"alice", "developer", []string{"dev"}},
+	{"bob", "approver", []string{"dev", "approvers"}},
+	{"carol", "approver", []string{"dev", "approvers"}},
+	{"auditor", "auditor", []string{"auditors"}},
+}
+
+// devState is what a restart on the same --dir reuses.
+type devState struct {
+	APIPort  int `json:"api_port"`
+	HTTPPort int `json:"http_port"`
+	GitPort  int `json:"git_port"`
+}
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run every role on loopback with a generated CA, people and a sample repository",
+		Description: "Runs the approval daemon, the CA and the native Git front-end in one process,\n" +
+			"with everything under --dir (a temporary directory when omitted). Once all\n" +
+			"listeners are up it writes DIR/alice.env, bob.env, carol.env and auditor.env:\n" +
+			"sourcing one makes jitssh and git act as that person. Restarting on the same\n" +
+			"--dir keeps all state. Ctrl-C stops everything.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "keep everything here", EnvVars: []string{"JITSSH_DEV_DIR"}},
+		},
+		Action: runDev,
+	}
+}
+
+func runDev(c *cli.Context) error {
+	dir := c.String("dir")
+	temporary := dir == ""
+	if temporary {
+		d, err := os.MkdirTemp("", "jitssh-dev-")
+		if err != nil {
+			return err
+		}
+		dir = d
+		defer os.RemoveAll(dir)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "jitssh.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logger := slog.New(slog.NewJSONHandler(logFile, nil))
+
+	// The env files announce that every listener is up: old ones from a
+	// previous run go first, so nobody mistakes them for this run's.
+	for _, p := range devPeople {
+		if err := os.Remove(filepath.Join(dir, p.name+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	st, err := prepareDev(dir)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(c)
+	defer stop()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	daemonReady := make(chan daemonAddrs, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := runDaemon(runCtx, filepath.Join(dir, "server.yaml"), logger, daemonReady); err != nil {
+			errs <- fmt.Errorf("approval daemon: %w", err)
+		}
+	}()
+	var daemon daemonAddrs
+	select {
+	case daemon = <-daemonReady:
+	case err := <-errs:
+		return err
+	}
+	gitReady := make(chan net.Addr, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := runGitServer(runCtx, filepath.Join(dir, "git-server.yaml"), logger, gitReady); err != nil {
+			errs <- fmt.Errorf("git server: %w", err)
+		}
+	}()
+	select {
+	case <-gitReady:
+	case err := <-errs:
+		cancel()
+		wg.Wait()
+		return err
+	}
+	agents, err := startDevAgents(dir)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	defer agents.stop()
+	if err := writeDevEnv(dir, st, daemon); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	printDevStory(c.App.Writer, dir)
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		cancel()
+		wg.Wait()
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, "\njitssh dev: stopping")
+	cancel()
+	wg.Wait()
+	return nil
+}
+
+// prepareDev creates, on the first run, the CA, the people's keys, the
+// sample repository and both configuration files; later runs reuse them,
+// choosing new ports only if the old ones are taken.
+func prepareDev(dir string) (devState, error) {
+	var st devState
+	statePath := filepath.Join(dir, "dev.json")
+	if data, err := os.ReadFile(statePath); err == nil {
+		if err := json.Unmarshal(data, &st); err != nil {
+			return st, fmt.Errorf("read %s: %w", statePath, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return st, err
+	}
+	caDir := filepath.Join(dir, "ca")
+	if _, err := os.Stat(filepath.Join(caDir, ca.PrivateKeyFile)); errors.Is(err, os.ErrNotExist) {
+		if _, err := ca.Init(caDir, ca.Ed25519); err != nil {
+			return st, err
+		}
+	}
+	keyDir := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return st, err
+	}
+	for _, p := range devPeople {
+		if err := ensureKey(filepath.Join(keyDir, p.name)); err != nil {
+			return st, err
+		}
+	}
+	if err := ensureDemoRepo(filepath.Join(dir, "repos", "demo", "app.git")); err != nil {
+		return st, err
+	}
+	for _, port := range []*int{&st.APIPort, &st.HTTPPort, &st.GitPort} {
+		if *port == 0 || !portFree(*port) {
+			p, err := freePort()
+			if err != nil {
+				return st, err
+			}
+			*port = p
+		}
+	}
+	data, _ := json.MarshalIndent(st, "", "  ")
+	if err := writeFileAtomic(statePath, append(data, '\n'), 0o600); err != nil {
+		return st, err
+	}
+	if err := writeDevServerConfig(dir, st); err != nil {
+		return st, err
+	}
+	return st, writeDevGitConfig(dir, st)
+}
+
+func ensureKey(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, filepath.Base(path)+"@jitssh-dev")
+	if err != nil {
+		return err
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o644); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, pem.EncodeToMemory(block), 0o600)
+}
+
+// ensureDemoRepo makes the bare repository demo/app with branches main
+// and feature/login.
+func ensureDemoRepo(bare string) error {
+	if _, err := os.Stat(filepath.Join(bare, "HEAD")); err == nil {
+		return nil
+	}
+	if _, err := exec.LookPath("git"); err != nil {
+		return errors.New("jitssh dev needs git on PATH")
+	}
+	work, err := os.MkdirTemp("", "jitssh-dev-seed-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	env := append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=jitssh dev", "GIT_AUTHOR_EMAIL=dev@jitssh.invalid",
+		"GIT_COMMITTER_NAME=jitssh dev", "GIT_COMMITTER_EMAIL=dev@jitssh.invalid")
+	run := func(dir string, args ...string) error {
+		cmd := exec.Command("git", args...)
+		cmd.Dir, cmd.Env = dir, env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	files := map[string]string{
+		"README.md": "# demo/app\n\nThe sample repository of `jitssh dev`.\n",
+		"main.go":   "package main\n\nfunc main() { println(\"hello\") }\n",
+	}
+	if err := run(work, "init", "-q", "-b", "main"); err != nil {
+		return err
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	steps := [][]string{
+		{"add", "."}, {"commit", "-q", "-m", "Start demo/app"},
+		{"checkout", "-q", "-b", "feature/login"},
+	}
+	for _, s := range steps {
+		if err := run(work, s...); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(work, "login.go"), []byte("package main\n\nfunc login() bool { return false }\n"), 0o644); err != nil {
+		return err
+	}
+	for _, s := range [][]string{{"add", "."}, {"commit", "-q", "-m", "Sketch the login"}} {
+		if err := run(work, s...); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(bare), 0o755); err != nil {
+		return err
+	}
+	if err := run(filepath.Dir(bare), "init", "-q", "--bare", "-b", "main", bare); err != nil {
+		return err
+	}
+	return run(work, "push", "-q", bare, "main", "feature/login")
+}
+
+func writeDevServerConfig(dir string, st devState) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# jitssh dev: the approval daemon and its policy\n")
+	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nhttp_listen: 127.0.0.1:%d\n", st.APIPort, st.HTTPPort)
+	fmt.Fprintf(&b, "host_key: daemon_host_key\ndata_dir: data\nca_dir: ca\naudit_log: audit.log\n")
+	fmt.Fprintf(&b, "request_timeout: 1h\nmax_pending_per_user: 10\n")
+	b.WriteString("people:\n")
+	for _, p := range devPeople {
+		pub, err := os.ReadFile(filepath.Join(dir, "keys", p.name+".pub"))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", p.name, strings.TrimSpace(string(pub)), strings.Join(p.groups, ", "))
+	}
+	b.WriteString(devRules)
+	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
+}
+
+// devRules is the playground policy PRODUCT.md describes.
+const devRules = `rules:
+  - name: read-demo
+    groups: [dev]
+    repos: [demo/app]
+    refs: ["*"]
+    access: [read]
+    auto_approve: true
+    min_ttl: 5s
+    default_ttl: 1h
+    max_ttl: 8h
+  - name: write-feature
+    groups: [dev]
+    repos: [demo/app]
+    refs: ["refs/heads/feature/*"]
+    access: [read, write]
+    approvals: [{group: approvers, count: 1}]
+    min_ttl: 5s
+    default_ttl: 1h
+    max_ttl: 8h
+  - name: write-main
+    groups: [dev]
+    repos: [demo/app]
+    refs: ["refs/heads/main"]
+    access: [write, force]
+    approvals: [{group: approvers, count: 2}]
+    min_ttl: 5s
+    default_ttl: 1h
+    max_ttl: 8h
+`
+
+func writeDevGitConfig(dir string, st devState) error {
+	cfg := fmt.Sprintf(`# jitssh dev: the native Git front-end
+listen: 127.0.0.1:%d
+host_key: git_host_key
+trusted_ca_keys: [ca/%s]
+repos: repos
+audit_log: audit.log
+revocation:
+  krl_url: http://127.0.0.1:%d/v1/krl
+  refresh: 1s
+  max_stale: 1m
+`, st.GitPort, ca.PublicKeyFile, st.HTTPPort)
+	return writeFileAtomic(filepath.Join(dir, "git-server.yaml"), []byte(cfg), 0o600)
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// devAgents are the ssh-agents jitssh dev runs, one per person, for
+// shells that have none of their own.
+type devAgents struct{ cmds []*exec.Cmd }
+
+func startDevAgents(dir string) (*devAgents, error) {
+	a := &devAgents{}
+	bin, err := exec.LookPath("ssh-agent")
+	if err != nil {
+		return a, nil // env files then rely on the shell's own agent
+	}
+	agentDir := filepath.Join(dir, "agents")
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		return nil, err
+	}
+	for _, p := range devPeople {
+		sock := filepath.Join(agentDir, p.name+".sock")
+		os.Remove(sock)
+		cmd := exec.Command(bin, "-D", "-a", sock)
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			a.stop()
+			return nil, fmt.Errorf("start ssh-agent: %w", err)
+		}
+		a.cmds = append(a.cmds, cmd)
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return a, nil
+}
+
+func (a *devAgents) stop() {
+	for _, c := range a.cmds {
+		c.Process.Kill()
+		c.Wait()
+	}
+}
+
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// writeDevEnv writes one shell file per person, and the known_hosts file
+// that pins both servers' host keys.
+func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
+	gitKey, err := sshdHostPub(filepath.Join(dir, "git_host_key"))
+	if err != nil {
+		return err
+	}
+	knownHosts := filepath.Join(dir, "known_hosts")
+	kh := fmt.Sprintf("[127.0.0.1]:%d %s[127.0.0.1]:%d %s", st.APIPort, ssh.MarshalAuthorizedKey(daemon.HostKey), st.GitPort, ssh.MarshalAuthorizedKey(gitKey))
+	if err := writeFileAtomic(knownHosts, []byte(kh), 0o644); err != nil {
+		return err
+	}
+	gitURL := fmt.Sprintf("ssh://git@127.0.0.1:%d", st.GitPort)
+	gitSSH := fmt.Sprintf("ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", knownHosts)
+	for _, p := range devPeople {
+		var b strings.Builder
+		fmt.Fprintf(&b, "# jitssh dev: act as %s (%s). Source this file: . %s\n", p.name, p.role, filepath.Join(dir, p.name+".env"))
+		fmt.Fprintf(&b, "export JITSSH_SERVER=%s\n", shq(fmt.Sprintf("127.0.0.1:%d", st.APIPort)))
+		fmt.Fprintf(&b, "export JITSSH_IDENTITY=%s\n", shq(filepath.Join(dir, "keys", p.name)))
+		fmt.Fprintf(&b, "export JITSSH_KNOWN_HOSTS=%s\n", shq(knownHosts))
+		fmt.Fprintf(&b, "export JITSSH_STATE_DIR=%s\n", shq(filepath.Join(dir, "state", p.name)))
+		fmt.Fprintf(&b, "export JITSSH_GIT_URL=%s\n", shq(gitURL))
+		fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))
+		fmt.Fprintf(&b, "export GIT_SSH_COMMAND=%s\n", shq(gitSSH))
+		fmt.Fprintf(&b, "export SSH_AUTH_SOCK=\"${SSH_AUTH_SOCK:-%s}\"\n", filepath.Join(dir, "agents", p.name+".sock"))
+		if err := writeFileAtomic(filepath.Join(dir, p.name+".env"), []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sshdHostPub(path string) (ssh.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		return nil, err
+	}
+	return s.PublicKey(), nil
+}
+
+func printDevStory(w io.Writer, dir string) {
+	fmt.Fprintf(w, `jitssh dev is running; everything lives in %[1]s
+(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.
+
+In another terminal, as alice (developer):
+  . %[1]s/alice.env
+  jitssh request --repo demo/app --ref '*' --access read --ttl 30m --reason "look around"   # approved automatically
+  git clone "$JITSSH_DEMO_REPO_URL" app && cd app
+  jitssh request --repo demo/app --ref 'refs/heads/feature/*' --access write --ttl 30m --reason "login work"
+
+In a third terminal, as bob (approver):
+  . %[1]s/bob.env
+  jitssh requests list
+  jitssh approve req-...            # alice's request completes at once
+
+Back as alice:
+  git checkout feature/login && git commit --allow-empty -m "wip" && git push origin feature/login
+  git push origin HEAD:main         # refused: main needs write on refs/heads/main (bob and carol)
+  jitssh status                     # live grants and time left
+  jitssh request --repo demo/app --branch feature/login --access write --ttl 5s --reason demo   # bob approves
+  sleep 6; git push origin feature/login   # refused: the grant is over
+  jitssh release                    # or end a grant early yourself
+`, dir)
+}

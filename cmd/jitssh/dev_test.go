@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// devSession is a running `jitssh dev --dir DIR` driven the way a person
+// would: by sourcing the env files it writes and running jitssh, git and
+// ssh-agent from the OS.
+type devSession struct {
+	t     *testing.T
+	dir   string
+	cmd   *exec.Cmd
+	agent string // alice's own ssh-agent
+	out   *strings.Builder
+}
+
+func startDev(t *testing.T, dir string) *devSession {
+	t.Helper()
+	needTool(t, "git")
+	needTool(t, "ssh")
+	d := &devSession{t: t, dir: dir, out: &strings.Builder{}}
+	// A restart on the same dir: wait for this run's env files.
+	os.Remove(filepath.Join(dir, "auditor.env"))
+	d.cmd = exec.Command(jitsshBin, "dev", "--dir", dir)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, d.cmd.Start())
+	t.Cleanup(func() { d.stop() })
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "auditor.env"))
+		return err == nil
+	}, 60*time.Second, 50*time.Millisecond, "jitssh dev did not write its env files: %s", d.out)
+	return d
+}
+
+func (d *devSession) stop() {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	d.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		d.t.Error("jitssh dev did not stop on Ctrl-C")
+	}
+}
+
+// as runs argv in a shell that sourced DIR/PERSON.env, with the given
+// ssh-agent, in dir.
+func (d *devSession) as(person, agent, dir string, argv ...string) (string, int) {
+	script := ". " + filepath.Join(d.dir, person+".env") + ` && exec "$@"`
+	cmd := exec.Command("sh", append([]string{"-c", script, "sh"}, argv...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(jitsshBin)+":"+os.Getenv("PATH"), "SSH_AUTH_SOCK="+agent,
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@example.com",
+		"GIT_COMMITTER_NAME=a", "GIT_COMMITTER_EMAIL=a@example.com")
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if err != nil {
+		code = -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+	}
+	return string(out), code
+}
+
+func (d *devSession) ok(person, agent, dir string, argv ...string) string {
+	d.t.Helper()
+	out, code := d.as(person, agent, dir, argv...)
+	require.Equal(d.t, 0, code, "%s: %v:\n%s", person, argv, out)
+	return out
+}
+
+func (d *devSession) requestID(person, agent string, args ...string) string {
+	d.t.Helper()
+	out := d.ok(person, agent, d.dir, append([]string{"jitssh", "request", "--no-wait", "--reason", "test"}, args...)...)
+	id := strings.TrimSpace(out)
+	require.True(d.t, strings.HasPrefix(id, "req-"), "request printed %q", out)
+	return id
+}
+
+func newAgent(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	require.NoError(t, agent.Start())
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 5*time.Second, 20*time.Millisecond)
+	return sock
+}
+
+// TestDevStory drives the whole PRODUCT.md story through jitssh dev.
+func TestDevStory(t *testing.T) {
+	needTool(t, "ssh-agent")
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	for _, p := range []string{"alice", "bob", "carol", "auditor"} {
+		env, err := os.ReadFile(filepath.Join(dir, p+".env"))
+		require.NoError(t, err)
+		for _, v := range []string{"JITSSH_SERVER", "JITSSH_IDENTITY", "JITSSH_KNOWN_HOSTS", "GIT_SSH_COMMAND", "JITSSH_DEMO_REPO_URL"} {
+			assert.Contains(t, string(env), "export "+v+"=", "%s.env", p)
+		}
+	}
+	assert.DirExists(t, filepath.Join(dir, "repos", "demo", "app.git"))
+	alice, bob, carol := newAgent(t), newAgent(t), newAgent(t)
+	work := t.TempDir()
+
+	// Read is approved automatically; the clone works.
+	out := d.ok("alice", alice, work, "jitssh", "request", "--repo", "demo/app", "--ref", "*", "--access", "read", "--ttl", "10m", "--reason", "look around")
+	assert.Contains(t, out, "issued")
+	d.ok("alice", alice, work, "sh", "-c", `git clone -q "$JITSSH_DEMO_REPO_URL" app`)
+	app := filepath.Join(work, "app")
+	status := d.ok("alice", alice, work, "jitssh", "status", "--json")
+	var live []liveCert
+	require.NoError(t, json.Unmarshal([]byte(status), &live))
+	require.Len(t, live, 1)
+	assert.Equal(t, []string{"git:read:demo/app:*"}, live[0].Grants)
+
+	// Write on a feature branch needs one approver, never oneself.
+	id := d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "10m")
+	out, code := d.as("alice", alice, work, "jitssh", "approve", id)
+	assert.NotEqual(t, 0, code, "self-approval: %s", out)
+	assert.Contains(t, out, "own")
+	listing := d.ok("bob", bob, work, "jitssh", "requests", "list")
+	assert.Contains(t, listing, id)
+	assert.Contains(t, listing, "waiting")
+	d.ok("bob", bob, work, "jitssh", "approve", id, "--reason", "go ahead")
+	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	d.ok("alice", alice, app, "git", "checkout", "-q", "feature/login")
+	d.ok("alice", alice, app, "git", "commit", "-q", "--allow-empty", "-m", "work")
+	d.ok("alice", alice, app, "git", "push", "-q", "origin", "feature/login")
+	out, code = d.as("alice", alice, app, "git", "push", "origin", "HEAD:main")
+	assert.NotEqual(t, 0, code)
+	assert.Contains(t, out, "[remote rejected]")
+
+	// main needs two distinct approvers.
+	id = d.requestID("alice", alice, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m")
+	d.ok("bob", bob, work, "jitssh", "approve", id)
+	out, code = d.as("bob", bob, work, "jitssh", "approve", id)
+	assert.NotEqual(t, 0, code, "bob counted twice: %s", out)
+	shown := d.ok("carol", carol, work, "jitssh", "requests", "show", id)
+	assert.Contains(t, shown, "pending")
+	d.ok("carol", carol, work, "jitssh", "approve", id)
+	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	d.ok("alice", alice, app, "git", "push", "-q", "origin", "HEAD:main")
+
+	// A 5-second grant stops working when it ends.
+	id = d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "5s")
+	d.ok("bob", bob, work, "jitssh", "approve", id)
+	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	d.ok("alice", alice, app, "git", "commit", "-q", "--allow-empty", "-m", "more")
+	d.ok("alice", alice, app, "git", "push", "-q", "origin", "HEAD:refs/heads/feature/short")
+	time.Sleep(6 * time.Second)
+	out, code = d.as("alice", alice, app, "git", "push", "origin", "HEAD:refs/heads/feature/short2")
+	assert.NotEqual(t, 0, code, "push after the grant ended: %s", out)
+
+	// A revoked certificate stops working within seconds.
+	id = d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "10m")
+	d.ok("bob", bob, work, "jitssh", "approve", id)
+	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	d.ok("alice", alice, app, "git", "push", "-q", "origin", "HEAD:refs/heads/feature/r1")
+	d.ok("bob", bob, work, "jitssh", "revoke", id, "--reason", "done")
+	require.Eventually(t, func() bool {
+		_, code := d.as("alice", alice, app, "git", "push", "origin", "HEAD:refs/heads/feature/r2")
+		return code != 0
+	}, 10*time.Second, 500*time.Millisecond, "revoked certificate still works")
+
+	// A denial ends the request with its own exit code.
+	id = d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "10m")
+	d.ok("carol", carol, work, "jitssh", "deny", id, "--reason", "not now")
+	_, code = d.as("alice", alice, work, "jitssh", "request", "wait", id)
+	assert.Equal(t, exitDenied, code)
+
+	// Everything is still there after a restart on the same directory.
+	d.stop()
+	d2 := startDev(t, dir)
+	all := d2.ok("bob", bob, work, "jitssh", "requests", "list", "--json")
+	assert.Contains(t, all, id)
+	assert.Contains(t, all, `"denied"`)
+	d2.stop()
+	ps, _ := exec.Command("ps", "-eo", "args").CombinedOutput()
+	assert.NotContains(t, string(ps), filepath.Join(dir, "agents"), "jitssh dev left an ssh-agent behind")
+}

@@ -1,0 +1,579 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/principals"
+)
+
+// writeFileAtomic writes data to a temporary file beside path, syncs it
+// and renames it into place, so readers never see half a file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	p, err := createPending(path)
+	if err != nil {
+		return err
+	}
+	defer p.abort()
+	return p.commit(data, perm)
+}
+
+// isTerminal reports whether w is a terminal: only then are there colours
+// and a spinner.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// progress shows a pending request: a spinner line on a terminal, plain
+// lines on each change otherwise.
+type progress struct {
+	w       io.Writer
+	tty     bool
+	started time.Time
+	mu      sync.Mutex
+	last    string
+	stop    chan struct{}
+	r       *approvals.Request
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w, tty: isTerminal(w), started: time.Now(), stop: make(chan struct{})}
+	if p.tty {
+		go p.spin()
+	}
+	return p
+}
+
+func (p *progress) line() string {
+	r := p.r
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s; waited %s",
+		r.ID, len(r.Approvals), describeSteps(r.Steps), time.Since(r.CreatedAt).Round(time.Second))
+}
+
+func (p *progress) update(r *approvals.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.r = r
+	if r.State != approvals.StatePending || p.tty {
+		return
+	}
+	key := fmt.Sprintf("%s %d", r.State, len(r.Approvals))
+	if key != p.last {
+		p.last = key
+		fmt.Fprintln(p.w, p.line())
+	}
+}
+
+func (p *progress) spin() {
+	frames := `|/-\`
+	t := time.NewTicker(150 * time.Millisecond)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		if p.r != nil && p.r.State == approvals.StatePending {
+			fmt.Fprintf(p.w, "\r\033[K%c %s", frames[i%len(frames)], p.line())
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *progress) done() {
+	close(p.stop)
+	if p.tty {
+		p.mu.Lock()
+		fmt.Fprint(p.w, "\r\033[K")
+		p.mu.Unlock()
+	}
+}
+
+func requestsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "requests",
+		Usage: "list, show and watch requests",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "list",
+				Usage: "requests you may see, newest first (approvers see everyone's)",
+				Flags: append(clientFlags(),
+					&cli.StringSliceFlag{Name: "state", Usage: "only these states (pending, approved, denied, expired, cancelled)"},
+					&cli.BoolFlag{Name: "mine", Usage: "only your own requests"},
+					&cli.IntFlag{Name: "limit", Usage: "at most this many"},
+					jsonOutFlag()),
+				Action: runRequestsList,
+			},
+			{
+				Name:      "show",
+				Usage:     "one request in full: grant, rule, approvals, certificate",
+				ArgsUsage: "ID",
+				Flags:     append(clientFlags(), jsonOutFlag()),
+				Action:    runRequestsShow,
+			},
+			{
+				Name:   "watch",
+				Usage:  "print requests as they arrive and change, until interrupted",
+				Flags:  append(clientFlags(), jsonOutFlag()),
+				Action: runRequestsWatch,
+			},
+		},
+	}
+}
+
+func runRequestsList(c *cli.Context) error {
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodList, apiRequest{States: c.StringSlice("state"), Mine: c.Bool("mine"), Limit: c.Int("limit")})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if resp.Requests == nil {
+			resp.Requests = []*approvals.Request{}
+		}
+		return writeJSON(c.App.Writer, resp.Requests)
+	}
+	if len(resp.Requests) == 0 {
+		fmt.Fprintln(c.App.Writer, "no requests")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tREQUESTER\tGRANT\tSTATE\tAPPROVALS\tWHEN")
+	now := time.Now()
+	for _, r := range resp.Requests {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", r.ID, r.Requester, r.Grant, colourState(c.App.Writer, displayState(r, now)),
+			len(r.Approvals), needed(r.Steps), relativeWhen(r, now))
+	}
+	return tw.Flush()
+}
+
+func needed(steps []approvals.Step) int {
+	n := 0
+	for _, s := range steps {
+		n += s.Count
+	}
+	return n
+}
+
+// displayState folds the certificate's state into an approved request's.
+func displayState(r *approvals.Request, now time.Time) string {
+	if r.State == approvals.StateApproved && r.Serial != 0 {
+		return "approved/" + string(r.CertState(now))
+	}
+	return string(r.State)
+}
+
+func colourState(w io.Writer, s string) string {
+	if !isTerminal(w) {
+		return s
+	}
+	code := "0"
+	switch {
+	case strings.HasSuffix(s, "active"):
+		code = "32"
+	case s == "pending":
+		code = "33"
+	case s == "denied", strings.HasSuffix(s, "revoked"):
+		code = "31"
+	}
+	return "\033[" + code + "m" + s + "\033[0m"
+}
+
+// relativeWhen says how long a request has waited, or how long its
+// certificate has left.
+func relativeWhen(r *approvals.Request, now time.Time) string {
+	switch {
+	case r.State == approvals.StatePending:
+		return "waiting " + human(now.Sub(r.CreatedAt))
+	case r.Serial != 0 && r.Revoked != nil:
+		return "revoked " + human(now.Sub(r.Revoked.At)) + " ago"
+	case r.Serial != 0 && now.Before(r.ValidBefore):
+		return "expires in " + human(r.ValidBefore.Sub(now))
+	case r.Serial != 0:
+		return "expired " + human(now.Sub(r.ValidBefore)) + " ago"
+	}
+	return human(now.Sub(r.UpdatedAt)) + " ago"
+}
+
+func human(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func runRequestsShow(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("jitssh requests show needs the request ID", exitUsage)
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodGet, apiRequest{ID: c.Args().First()})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, resp.Request)
+	}
+	showRequest(c.App.Writer, resp.Request)
+	return nil
+}
+
+func showRequest(w io.Writer, r *approvals.Request) {
+	now := time.Now()
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
+	fmt.Fprintf(tw, "requester:\t%s\n", r.Requester)
+	fmt.Fprintf(tw, "grant:\t%s\n", r.Grant)
+	fmt.Fprintf(tw, "ttl asked:\t%s\n", time.Duration(r.TTL))
+	fmt.Fprintf(tw, "reason:\t%s\n", r.Reason)
+	fmt.Fprintf(tw, "rule:\t%s (needs %s)\n", r.Rule, describeSteps(r.Steps))
+	fmt.Fprintf(tw, "state:\t%s (%s)\n", displayState(r, now), relativeWhen(r, now))
+	fmt.Fprintf(tw, "created:\t%s\n", r.CreatedAt.Format(time.RFC3339))
+	for _, a := range r.Approvals {
+		line := fmt.Sprintf("%s at %s", a.By, a.At.Format(time.RFC3339))
+		if a.Reason != "" {
+			line += ": " + a.Reason
+		}
+		fmt.Fprintf(tw, "approved by:\t%s\n", line)
+	}
+	if d := r.Decision; d != nil {
+		fmt.Fprintf(tw, "%s by:\t%s at %s: %s\n", r.State, d.By, d.At.Format(time.RFC3339), d.Reason)
+	}
+	if r.Serial != 0 {
+		fmt.Fprintf(tw, "serial:\t%d\n", r.Serial)
+		fmt.Fprintf(tw, "valid:\t%s to %s\n", r.ValidAfter.Format(time.RFC3339), r.ValidBefore.Format(time.RFC3339))
+	}
+	if d := r.Revoked; d != nil {
+		fmt.Fprintf(tw, "revoked by:\t%s at %s: %s\n", d.By, d.At.Format(time.RFC3339), d.Reason)
+	}
+	tw.Flush()
+}
+
+func runRequestsWatch(c *cli.Context) error {
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, stop := signalContext(c)
+	defer stop()
+	err = client.stream(ctx, methodWatch, apiRequest{}, func(resp *apiResponse) (bool, error) {
+		r := resp.Request
+		if c.Bool("json") {
+			return true, writeJSONLine(c.App.Writer, r)
+		}
+		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", time.Now().Format("15:04:05"), r.ID, r.Requester, r.Grant, displayState(r, time.Now()))
+		return true, nil
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func decisionCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:      "approve",
+			Usage:     "approve a request (your own key identifies you)",
+			ArgsUsage: "ID",
+			Flags: append(clientFlags(),
+				&cli.StringFlag{Name: "reason", Usage: "why", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.DurationFlag{Name: "ttl", Usage: "shorten the grant to this (never longer than asked)"},
+				jsonOutFlag()),
+			Action: func(c *cli.Context) error { return decide(c, methodApprove) },
+		},
+		{
+			Name:      "deny",
+			Usage:     "deny a request",
+			ArgsUsage: "ID",
+			Flags: append(clientFlags(),
+				&cli.StringFlag{Name: "reason", Usage: "why (required)", EnvVars: []string{"JITSSH_REASON"}},
+				jsonOutFlag()),
+			Action: func(c *cli.Context) error { return decide(c, methodDeny) },
+		},
+		{
+			Name:      "revoke",
+			Usage:     "revoke an issued certificate now, by request ID or --serial",
+			ArgsUsage: "[ID]",
+			Flags: append(clientFlags(),
+				&cli.Uint64Flag{Name: "serial", Usage: "certificate serial"},
+				&cli.StringFlag{Name: "reason", Usage: "why (required)", EnvVars: []string{"JITSSH_REASON"}},
+				jsonOutFlag()),
+			Action: runRevoke,
+		},
+	}
+}
+
+func decide(c *cli.Context, method string) error {
+	if c.NArg() != 1 {
+		return cli.Exit(fmt.Sprintf("jitssh %s needs the request ID", method), exitUsage)
+	}
+	if method == methodDeny && c.String("reason") == "" {
+		return cli.Exit("jitssh deny needs --reason", exitUsage)
+	}
+	req := apiRequest{ID: c.Args().First(), Reason: c.String("reason")}
+	if method == methodApprove {
+		if ttl := c.Duration("ttl"); ttl != 0 {
+			req.TTL = ttl.String()
+		}
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	// Sign exactly the request as stored: the statement names it by the
+	// hash of what the requester signed.
+	got, err := client.call(methodGet, apiRequest{ID: req.ID})
+	if err != nil {
+		return err
+	}
+	who, err := client.call(methodWhoami, apiRequest{})
+	if err != nil {
+		return err
+	}
+	ns := audit.NamespaceApprove
+	if method == methodDeny {
+		ns = audit.NamespaceDeny
+	}
+	stmt := decisionStatement(method, who.Person, got.Request, req)
+	if req.Signature, err = client.sign(ns, stmt.Message()); err != nil {
+		return err
+	}
+	resp, err := client.call(method, req)
+	if err != nil {
+		return err
+	}
+	r := resp.Request
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, r)
+	}
+	switch {
+	case r.State == approvals.StateApproved && r.Serial != 0:
+		fmt.Fprintf(c.App.Writer, "%s approved: certificate serial %d issued to %s, valid until %s\n", r.ID, r.Serial, r.Requester, r.ValidBefore.Format(time.RFC3339))
+	case r.State == approvals.StatePending:
+		fmt.Fprintf(c.App.Writer, "%s: approval recorded (%d so far, needs %s)\n", r.ID, len(r.Approvals), describeSteps(r.Steps))
+	default:
+		fmt.Fprintf(c.App.Writer, "%s %s\n", r.ID, r.State)
+	}
+	return nil
+}
+
+func runRevoke(c *cli.Context) error {
+	id, serial := c.Args().First(), c.Uint64("serial")
+	if (id == "") == (serial == 0) || c.NArg() > 1 {
+		return cli.Exit("jitssh revoke needs a request ID or --serial N (one of them)", exitUsage)
+	}
+	if c.String("reason") == "" {
+		return cli.Exit("jitssh revoke needs --reason", exitUsage)
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodRevoke, apiRequest{ID: id, Serial: serial, Reason: c.String("reason")})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, resp.Request)
+	}
+	fmt.Fprintf(c.App.Writer, "%s: certificate serial %d revoked\n", resp.Request.ID, resp.Request.Serial)
+	return nil
+}
+
+// liveCert is a jitssh certificate found in ssh-agent.
+type liveCert struct {
+	Request    string    `json:"request"`
+	KeyID      string    `json:"key_id"`
+	Serial     uint64    `json:"serial"`
+	Grants     []string  `json:"grants"`
+	ValidUntil time.Time `json:"valid_until"`
+	Left       string    `json:"left"`
+	cert       *ssh.Certificate
+}
+
+// isJitsshCert: a user certificate whose principals are all grants.
+func isJitsshCert(c *ssh.Certificate) bool {
+	if c.CertType != ssh.UserCert || len(c.ValidPrincipals) == 0 {
+		return false
+	}
+	for _, p := range c.ValidPrincipals {
+		if _, err := principals.Parse(p); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func sameRepo(c *ssh.Certificate, repo string) bool {
+	for _, p := range c.ValidPrincipals {
+		if g, err := principals.Parse(p); err == nil && g.Repo == repo {
+			return true
+		}
+	}
+	return false
+}
+
+// requestOf takes the request ID from a key ID "user/req-...".
+func requestOf(keyID string) string {
+	_, id, ok := strings.Cut(keyID, "/")
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+func liveCerts() ([]liveCert, error) {
+	ag, err := connectAgent()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := ag.List()
+	if err != nil {
+		return nil, fmt.Errorf("list ssh-agent keys: %w", err)
+	}
+	now := time.Now()
+	var out []liveCert
+	for _, k := range keys {
+		pub, err := ssh.ParsePublicKey(k.Blob)
+		if err != nil {
+			continue
+		}
+		cert, ok := pub.(*ssh.Certificate)
+		if !ok || !isJitsshCert(cert) {
+			continue
+		}
+		until := time.Unix(int64(cert.ValidBefore), 0)
+		if !now.Before(until) {
+			continue
+		}
+		out = append(out, liveCert{Request: requestOf(cert.KeyId), KeyID: cert.KeyId, Serial: cert.Serial,
+			Grants: cert.ValidPrincipals, ValidUntil: until, Left: human(until.Sub(now)), cert: cert})
+	}
+	return out, nil
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "your live jitssh certificates in ssh-agent, and the time they have left",
+		Flags: []cli.Flag{jsonOutFlag()},
+		Action: func(c *cli.Context) error {
+			certs, err := liveCerts()
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if certs == nil {
+					certs = []liveCert{}
+				}
+				return writeJSON(c.App.Writer, certs)
+			}
+			if len(certs) == 0 {
+				fmt.Fprintln(c.App.Writer, "no live jitssh certificates in ssh-agent")
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "REQUEST\tSERIAL\tGRANTS\tLEFT")
+			for _, lc := range certs {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", lc.Request, lc.Serial, strings.Join(lc.Grants, " "), lc.Left)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func releaseCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "release",
+		Usage:     "the task is done: end a grant now (revoked on the daemon, removed from ssh-agent)",
+		ArgsUsage: "[ID]",
+		Flags:     append(clientFlags(), jsonOutFlag()),
+		Action:    runRelease,
+	}
+}
+
+func runRelease(c *cli.Context) error {
+	id := c.Args().First()
+	certs, agentErr := liveCerts()
+	if id == "" {
+		if agentErr != nil {
+			return agentErr
+		}
+		switch len(certs) {
+		case 0:
+			return errors.New("no live jitssh certificate in ssh-agent; name the request: jitssh release ID")
+		case 1:
+			id = certs[0].Request
+		default:
+			var ids []string
+			for _, lc := range certs {
+				ids = append(ids, lc.Request)
+			}
+			return cli.Exit("several live grants; say which: jitssh release "+strings.Join(ids, " | "), exitUsage)
+		}
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodRelease, apiRequest{ID: id})
+	if err != nil {
+		return err
+	}
+	removed := 0
+	if ag, err := connectAgent(); err == nil {
+		for _, lc := range certs {
+			if lc.Request == id && ag.Remove(lc.cert) == nil {
+				removed++
+			}
+		}
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, resp.Request)
+	}
+	fmt.Fprintf(c.App.Writer, "%s released: certificate serial %d revoked", id, resp.Request.Serial)
+	if removed > 0 {
+		fmt.Fprint(c.App.Writer, " and removed from ssh-agent")
+	}
+	fmt.Fprintln(c.App.Writer)
+	return nil
+}

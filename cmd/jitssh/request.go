@@ -1,0 +1,414 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/audit"
+)
+
+// Exit codes of jitssh request and jitssh request wait.
+const (
+	exitDenied  = 3 // an approver denied the request
+	exitExpired = 4 // nobody acted in time, or it was cancelled
+)
+
+func requestCommand() *cli.Command {
+	flags := append(clientFlags(),
+		&cli.StringFlag{Name: "repo", Usage: "repository, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
+		&cli.StringFlag{Name: "branch", Usage: "branch name (refs/heads/BRANCH)", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "ref", Usage: "full ref or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
+		&cli.StringFlag{Name: "access", Usage: "read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
+		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last (default: the policy's)", EnvVars: []string{"JITSSH_TTL"}},
+		&cli.StringFlag{Name: "reason", Usage: "why you need it", EnvVars: []string{"JITSSH_REASON"}},
+		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with `jitssh request wait ID`"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "only say whether the request would be allowed, and under which rule"},
+		&cli.StringFlag{Name: "out", Usage: "write the key (FILE, 0600) and certificate (FILE-cert.pub) instead of using ssh-agent"},
+		jsonOutFlag(),
+	)
+	return &cli.Command{
+		Name:      "request",
+		Usage:     "ask for access to one repository and ref for a while",
+		UsageText: "jitssh request --repo R --branch B|--ref REF --access read|write|force --ttl D --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
+		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
+			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
+			"lifetime. Ctrl-C cancels the request.\n\n" +
+			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 1 error, 2 bad usage.",
+		Flags:  flags,
+		Action: runRequest,
+		Subcommands: []*cli.Command{{
+			Name:      "wait",
+			Usage:     "wait for a request made with --no-wait and load its certificate",
+			ArgsUsage: "ID",
+			Flags:     append(clientFlags(), &cli.StringFlag{Name: "out", Usage: "write key and certificate to FILE and FILE-cert.pub"}, jsonOutFlag()),
+			Action:    runRequestWait,
+		}},
+	}
+}
+
+func requestedRef(c *cli.Context) (string, error) {
+	branch, ref := c.String("branch"), c.String("ref")
+	switch {
+	case branch != "" && ref != "":
+		return "", cli.Exit("give --branch or --ref, not both", exitUsage)
+	case branch != "":
+		return "refs/heads/" + strings.TrimPrefix(branch, "refs/heads/"), nil
+	case ref != "":
+		return ref, nil
+	}
+	return "", cli.Exit("say which ref: --branch B or --ref REF", exitUsage)
+}
+
+func runRequest(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return cli.Exit(fmt.Sprintf("unexpected argument %q (did you mean `jitssh request wait ID`?)", c.Args().First()), exitUsage)
+	}
+	repo := c.String("repo")
+	if repo == "" {
+		return cli.Exit("say which repository: --repo R", exitUsage)
+	}
+	ref, err := requestedRef(c)
+	if err != nil {
+		return err
+	}
+	dryRun, noWait, out := c.Bool("dry-run"), c.Bool("no-wait"), c.String("out")
+	var ag agent.ExtendedAgent
+	if !dryRun && out == "" {
+		if ag, err = connectAgent(); err != nil {
+			return fmt.Errorf("%w; start one with `eval $(ssh-agent)`, or use --out FILE", err)
+		}
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		return err
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	req := apiRequest{
+		Repo: repo, Ref: ref, Access: c.String("access"), Reason: c.String("reason"),
+		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), DryRun: dryRun,
+	}
+	if ttl := c.Duration("ttl"); ttl != 0 {
+		req.TTL = ttl.String()
+	}
+	if !dryRun {
+		who, err := client.call(methodWhoami, apiRequest{})
+		if err != nil {
+			return err
+		}
+		stmt := requestStatement(who.Person, req)
+		if req.Signature, err = client.sign(audit.NamespaceRequest, stmt.Message()); err != nil {
+			return err
+		}
+	}
+	resp, err := client.call(methodSubmit, req)
+	if err != nil {
+		return err
+	}
+	r := resp.Request
+	if dryRun {
+		return printDryRun(c, r)
+	}
+	if noWait {
+		if err := stashKey(r.ID, priv); err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			return writeJSON(c.App.Writer, r)
+		}
+		fmt.Fprintln(c.App.Writer, r.ID)
+		return nil
+	}
+	return waitAndInstall(c, client, r, priv, ag, out, true)
+}
+
+func printDryRun(c *cli.Context, r *approvals.Request) error {
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, r)
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "allowed under rule %q: %s for %s\n", r.Rule, r.Grant, time.Duration(r.TTL))
+	if r.State == approvals.StateApproved {
+		fmt.Fprintln(w, "it would be approved automatically")
+	} else {
+		fmt.Fprintf(w, "it needs approval: %s\n", describeSteps(r.Steps))
+	}
+	return nil
+}
+
+func describeSteps(steps []approvals.Step) string {
+	var parts []string
+	for _, s := range steps {
+		parts = append(parts, fmt.Sprintf("%d from %s", s.Count, s.Group))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " and ")
+}
+
+func runRequestWait(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("jitssh request wait needs the request ID", exitUsage)
+	}
+	id := c.Args().First()
+	priv, err := loadStashedKey(id)
+	if err != nil {
+		return err
+	}
+	out := c.String("out")
+	var ag agent.ExtendedAgent
+	if out == "" {
+		if ag, err = connectAgent(); err != nil {
+			return fmt.Errorf("%w; start one with `eval $(ssh-agent)`, or use --out FILE", err)
+		}
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodGet, apiRequest{ID: id})
+	if err != nil {
+		return err
+	}
+	if err := waitAndInstall(c, client, resp.Request, priv, ag, out, false); err != nil {
+		return err
+	}
+	removeStashedKey(id)
+	return nil
+}
+
+// waitAndInstall follows r until it ends; an issued certificate goes into
+// the agent (or --out). With cancelOnInterrupt, Ctrl-C cancels r.
+func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, priv ed25519.PrivateKey, ag agent.ExtendedAgent, out string, cancelOnInterrupt bool) error {
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	progress := newProgress(c.App.ErrWriter)
+	final := r
+	if r.State == approvals.StatePending {
+		progress.update(r)
+		err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
+			final = resp.Request
+			progress.update(final)
+			return final.State == approvals.StatePending, nil
+		})
+		progress.done()
+		if ctx.Err() != nil {
+			if cancelOnInterrupt {
+				if _, cerr := client.call(methodCancel, apiRequest{ID: r.ID}); cerr != nil {
+					return fmt.Errorf("interrupted; cancelling %s failed: %w", r.ID, cerr)
+				}
+				return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
+			}
+			return cli.Exit("interrupted: request "+r.ID+" is still pending; `jitssh request wait "+r.ID+"` picks it up", exitExpired)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	switch final.State {
+	case approvals.StateApproved:
+	case approvals.StateDenied:
+		reason := ""
+		if final.Decision != nil {
+			reason = fmt.Sprintf(" by %s: %s", final.Decision.By, final.Decision.Reason)
+		}
+		return cli.Exit(fmt.Sprintf("request %s denied%s", final.ID, reason), exitDenied)
+	default:
+		return cli.Exit(fmt.Sprintf("request %s %s", final.ID, final.State), exitExpired)
+	}
+	cert, err := parseCert(final.Certificate)
+	if err != nil {
+		return err
+	}
+	if out != "" {
+		if err := writeKeyAndCert(out, priv, cert); err != nil {
+			return err
+		}
+	} else if err := installInAgent(ag, priv, cert, final); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, final)
+	}
+	printIssued(c.App.Writer, final, out)
+	return nil
+}
+
+func parseCert(line string) (*ssh.Certificate, error) {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, fmt.Errorf("the daemon sent an unreadable certificate: %w", err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, errors.New("the daemon sent a plain key, not a certificate")
+	}
+	return cert, nil
+}
+
+// installInAgent adds key and certificate with the agent lifetime set to
+// what is left of the certificate, so the key vanishes with the grant.
+// Older jitssh certificates for the same repository are removed first:
+// ssh offers agent keys in order, and the server takes the first that
+// verifies, so a stale read grant would shadow a new write grant.
+func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate, r *approvals.Request) error {
+	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
+	if left <= 0 {
+		return errors.New("the certificate has already expired")
+	}
+	if keys, err := ag.List(); err == nil {
+		for _, k := range keys {
+			old, err := ssh.ParsePublicKey(k.Blob)
+			if err != nil {
+				continue
+			}
+			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && sameRepo(oc, r.Repo) {
+				_ = ag.Remove(old)
+			}
+		}
+	}
+	secs := uint32(left / time.Second)
+	if secs == 0 {
+		secs = 1
+	}
+	err := ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs})
+	if err != nil {
+		return fmt.Errorf("add certificate to ssh-agent: %w", err)
+	}
+	return nil
+}
+
+func writeKeyAndCert(path string, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
+	block, err := ssh.MarshalPrivateKey(priv, cert.KeyId)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	if err := writeFileAtomic(path+"-cert.pub", ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		return fmt.Errorf("write certificate: %w", err)
+	}
+	return nil
+}
+
+func printIssued(w io.Writer, r *approvals.Request, out string) {
+	left := time.Until(r.ValidBefore).Round(time.Second)
+	fmt.Fprintf(w, "issued %s (serial %d): %s for %s\n", r.ID, r.Serial, r.Grant, left)
+	if out != "" {
+		fmt.Fprintf(w, "key: %s  certificate: %s-cert.pub\n", out, out)
+		fmt.Fprintf(w, "use it with: GIT_SSH_COMMAND='ssh -i %s -o CertificateFile=%s-cert.pub'\n", out, out)
+	} else {
+		fmt.Fprintln(w, "the key and certificate are in ssh-agent until the grant ends")
+	}
+	url := os.Getenv("JITSSH_GIT_URL")
+	if url == "" {
+		return
+	}
+	repoURL := strings.TrimSuffix(url, "/") + "/" + r.Repo + ".git"
+	branch, isBranch := strings.CutPrefix(r.Ref, "refs/heads/")
+	isBranch = isBranch && !strings.HasSuffix(branch, "*")
+	switch {
+	case r.Access == "read" && isBranch:
+		fmt.Fprintf(w, "next: git clone -b %s %s\n", branch, repoURL)
+	case r.Access == "read":
+		fmt.Fprintf(w, "next: git clone %s\n", repoURL)
+	case isBranch:
+		fmt.Fprintf(w, "next: git push %s HEAD:%s\n", repoURL, r.Ref)
+	default:
+		fmt.Fprintf(w, "next: git push %s HEAD:%s\n", repoURL, strings.Replace(r.Ref, "*", "my-branch", 1))
+	}
+}
+
+// stateDir is where a --no-wait request's key waits for `request wait`.
+func stateDir() (string, error) {
+	if d := os.Getenv("JITSSH_STATE_DIR"); d != "" {
+		return d, nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "jitssh"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no place for pending keys: set JITSSH_STATE_DIR: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "jitssh"), nil
+}
+
+func pendingKeyPath(id string) (string, error) {
+	if strings.ContainsAny(id, "/\\") || id == "" || strings.HasPrefix(id, ".") {
+		return "", cli.Exit(fmt.Sprintf("bad request ID %q", id), exitUsage)
+	}
+	dir, err := stateDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "pending", id+".key"), nil
+}
+
+// stashKey keeps a --no-wait request's private key (0600, in a 0700
+// directory) until `request wait` loads it into the agent and removes it.
+func stashKey(id string, priv ed25519.PrivateKey) error {
+	path, err := pendingKeyPath(id)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("keep pending key: %w", err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, id)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, pem.EncodeToMemory(block), 0o600)
+}
+
+func loadStashedKey(id string) (ed25519.PrivateKey, error) {
+	path, err := pendingKeyPath(id)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("no key for %s on this machine (%s): was it made here with --no-wait?", id, path)
+	}
+	raw, err := ssh.ParseRawPrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("read pending key: %w", err)
+	}
+	priv, ok := raw.(*ed25519.PrivateKey)
+	if !ok {
+		return nil, errors.New("pending key is not ed25519")
+	}
+	return *priv, nil
+}
+
+func removeStashedKey(id string) {
+	if path, err := pendingKeyPath(id); err == nil {
+		os.Remove(path)
+	}
+}

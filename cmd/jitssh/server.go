@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/sshd"
+)
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run the approval daemon and certificate signer",
+		Description: "Takes requests over SSH, applies the policy in the config file, collects\n" +
+			"approvals and signs certificates. SIGHUP reloads the policy (a bad file keeps\n" +
+			"the running one); SIGTERM stops it.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "configuration and policy file (YAML)", EnvVars: []string{"JITSSH_SERVER_CONFIG"}, Required: true},
+		},
+		Action: func(c *cli.Context) error {
+			logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, nil))
+			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			return runDaemon(ctx, c.String("config"), logger, nil)
+		},
+	}
+}
+
+// daemonAddrs are where a running daemon listens.
+type daemonAddrs struct {
+	API, HTTP net.Addr
+	HostKey   ssh.PublicKey
+	CA        ssh.PublicKey
+}
+
+// auditAdapter lets the approvals engine write to the audit log.
+type auditAdapter struct{ log *audit.Log }
+
+func (a auditAdapter) Append(kind, actor string, data any) error {
+	_, err := a.log.Append(kind, actor, data)
+	return err
+}
+
+// runDaemon runs the approval daemon until ctx is done. ready, when not
+// nil, receives the addresses once both listeners accept.
+func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, ready chan<- daemonAddrs) error {
+	cfg, err := approvals.LoadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	policy, err := approvals.NewPolicy(cfg)
+	if err != nil {
+		return err
+	}
+	authority, err := ca.Load(cfg.CADir)
+	if err != nil {
+		return err
+	}
+	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey)
+	if err != nil {
+		return err
+	}
+	var auditor approvals.Auditor
+	if cfg.AuditLog != "" {
+		log, err := audit.Open(cfg.AuditLog, audit.Options{RepairTornTail: true, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("open audit log: %w", err)
+		}
+		defer log.Close()
+		auditor = auditAdapter{log: log}
+	}
+	svc, err := approvals.Open(approvals.Options{
+		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditor,
+	})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := newDaemonMetrics(reg, svc)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if len(cfg.Webhooks) > 0 {
+		go runWebhooks(runCtx, svc, cfg.Webhooks, logger)
+	}
+
+	api := newAPIServer(svc, hostKey, logger, metrics)
+	apiL, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer apiL.Close()
+	var httpL net.Listener
+	if cfg.HTTPListen != "" {
+		httpL, err = net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)
+		}
+		hs := &http.Server{Handler: publicHandler(svc, authority, reg), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := hs.Serve(httpL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http server stopped", "error", err.Error())
+			}
+		}()
+		defer hs.Close()
+	}
+	go func() {
+		if err := api.Serve(apiL); err != nil {
+			logger.Error("api server stopped", "error", err.Error())
+		}
+	}()
+	defer api.Close()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-hup:
+				reloadPolicy(configPath, svc, logger)
+			}
+		}
+	}()
+
+	addrs := daemonAddrs{API: apiL.Addr(), HostKey: hostKey.PublicKey(), CA: authority.PublicKey()}
+	if httpL != nil {
+		addrs.HTTP = httpL.Addr()
+	}
+	logger.Info("approval daemon listening", "api", addrs.API.String(), "http", cfg.HTTPListen,
+		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "ca", ssh.FingerprintSHA256(authority.PublicKey()))
+	if ready != nil {
+		ready <- addrs
+	}
+	<-ctx.Done()
+	logger.Info("approval daemon stopping")
+	return nil
+}
+
+// reloadPolicy applies a changed policy file. A file that does not load
+// or validate keeps the running policy, and says why.
+func reloadPolicy(configPath string, svc *approvals.Service, logger *slog.Logger) {
+	cfg, err := approvals.LoadConfig(configPath)
+	if err == nil {
+		var p *approvals.Policy
+		if p, err = approvals.NewPolicy(cfg); err == nil {
+			if err = svc.SetPolicy(p); err == nil {
+				logger.Info("policy reloaded")
+				return
+			}
+		}
+	}
+	logger.Error("policy reload failed; keeping the running policy", "error", err.Error())
+}
+
+// publicHandler serves what Git servers and operators may fetch without
+// authenticating: nothing in it is secret.
+func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ca.pub", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, authority.AuthorizedKey())
+	})
+	mux.HandleFunc("GET /v1/krl", func(w http.ResponseWriter, _ *http.Request) {
+		krl, err := svc.KRL()
+		if err != nil {
+			http.Error(w, "revocation list unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(krl)))
+		w.Write(krl)
+	})
+	mux.HandleFunc("GET /v1/revoked", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		serials := svc.RevokedSerials()
+		if serials == nil {
+			serials = []uint64{}
+		}
+		_ = writeJSON(w, map[string]any{"ca": authority.AuthorizedKey(), "serials": serials})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
