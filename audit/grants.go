@@ -260,16 +260,33 @@ func (c *checker) request(e *Entry) error {
 	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature); err != nil {
 		return fail(err, "request %s by %s", d.ID, d.Requester)
 	}
-	for _, f := range [...]struct{ name, signed, recorded string }{
-		{"kind", st.Kind, KindRequest},
-		{"requester", st.Requester, d.Requester},
-		{"repo", st.Repo, d.Repo},
-		{"ref", st.Ref, d.Ref},
-		{"access", st.Access, d.Access},
-		{"reason", st.Reason, d.Reason},
-		{"public key", st.PublicKey, d.PublicKey},
+	// The daemon records the repo, access and key in canonical form; the
+	// statement has them as the requester typed them.
+	repo, access, samekey := st.Repo, st.Access, st.PublicKey == d.PublicKey
+	if r, err := principals.NormalizeRepo(st.Repo); err == nil {
+		repo = r
+	}
+	if a, err := principals.ParseAccess(st.Access); err == nil {
+		access = a.String()
+	}
+	if !samekey {
+		signed, _, _, _, err1 := ssh.ParseAuthorizedKey([]byte(st.PublicKey))
+		recorded, _, _, _, err2 := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
+		samekey = err1 == nil && err2 == nil && bytes.Equal(signed.Marshal(), recorded.Marshal())
+	}
+	for _, f := range [...]struct {
+		name, signed, recorded string
+		same                   bool
+	}{
+		{"kind", st.Kind, KindRequest, st.Kind == KindRequest},
+		{"requester", st.Requester, d.Requester, st.Requester == d.Requester},
+		{"repo", st.Repo, d.Repo, repo == d.Repo},
+		{"ref", st.Ref, d.Ref, st.Ref == d.Ref},
+		{"access", st.Access, d.Access, access == d.Access},
+		{"reason", st.Reason, d.Reason, st.Reason == d.Reason},
+		{"public key", st.PublicKey, d.PublicKey, samekey},
 	} {
-		if f.signed != f.recorded {
+		if !f.same {
 			return fail(ErrStatementMismatch, "request %s: %s is %q, but %s signed %q", d.ID, f.name, f.recorded, d.Requester, f.signed)
 		}
 	}
@@ -335,14 +352,17 @@ func (c *checker) decision(e *Entry) error {
 	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature); err != nil {
 		return fail(err, "%s of %s by %s", e.Kind, d.ID, d.By)
 	}
-	for _, f := range [...]struct{ name, signed, recorded string }{
-		{"kind", st.Kind, e.Kind},
-		{"request", st.Request, d.ID},
-		{"by", st.By, d.By},
-		{"ttl", st.TTL, d.TTL},
-		{"reason", st.Reason, d.Reason},
+	for _, f := range [...]struct {
+		name, signed, recorded string
+		same                   bool
+	}{
+		{"kind", st.Kind, e.Kind, st.Kind == e.Kind},
+		{"request", st.Request, d.ID, st.Request == d.ID},
+		{"by", st.By, d.By, st.By == d.By},
+		{"ttl", st.TTL, d.TTL, sameTTL(st.TTL, d.TTL)},
+		{"reason", st.Reason, d.Reason, st.Reason == d.Reason},
 	} {
-		if f.signed != f.recorded {
+		if !f.same {
 			return fail(ErrStatementMismatch, "%s of %s: %s is %q, but %s signed %q", e.Kind, d.ID, f.name, f.recorded, d.By, f.signed)
 		}
 	}
@@ -569,6 +589,17 @@ func stepsString(steps []Step) string {
 		parts[i] = fmt.Sprintf("%d from %s", s.Count, s.Group)
 	}
 	return strings.Join(parts, " and ")
+}
+
+// sameTTL reports whether two TTLs are both absent or the same duration,
+// however spelled ("30m", "30m0s").
+func sameTTL(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	da, err1 := time.ParseDuration(a)
+	db, err2 := time.ParseDuration(b)
+	return err1 == nil && err2 == nil && da == db
 }
 
 // parseTTL reads a TTL as the daemon records it: a positive Go duration.

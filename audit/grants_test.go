@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -556,4 +557,31 @@ func TestValidityWindow(t *testing.T) {
 		err := c.validity(approved, issued, tt.after, tt.before, time.Hour)
 		assert.Equal(t, tt.ok, err == nil, "%s: %v", tt.name, err)
 	}
+}
+
+// TestCheckGrantsSpelling: a statement holds what the person typed, the
+// record the daemon's canonical form of it; the two agree when they mean
+// the same.
+func TestCheckGrantsSpelling(t *testing.T) {
+	f := newGrantsFixture(t)
+	good, reqs := goodStory(f)
+	r1 := reqs["r1"]
+	var st RequestStatement
+	require.NoError(t, json.Unmarshal([]byte(r1.Statement), &st))
+	st.Repo, st.PublicKey, st.TTL = "/demo/app.git", st.PublicKey+" fresh@laptop", "60m"
+	r1.Statement, r1.Signature = string(st.Message()), f.sign("alice", NamespaceRequest, st.Message())
+	approve := f.decide(KindApprove, r1, "bob", "45m0s", "ok")
+	var dst DecisionStatement
+	require.NoError(t, json.Unmarshal([]byte(approve.Statement), &dst))
+	dst.TTL = "45m"
+	approve.Statement, approve.Signature = string(dst.Message()), f.sign("bob", NamespaceApprove, dst.Message())
+	s := good.set("request r1", r1).set("approve r1", approve).
+		set("issue r1", later(func(now time.Time) IssueData { return f.issue(r1, 1, 45*time.Minute, now, "bob") }))
+	_, err := checkFile(t, s.write(t), f.opts())
+	require.NoError(t, err)
+
+	st.Repo = "demo/other"
+	r1.Statement, r1.Signature = string(st.Message()), f.sign("alice", NamespaceRequest, st.Message())
+	_, err = checkFile(t, good.set("request r1", r1).write(t), f.opts())
+	require.ErrorIs(t, err, ErrStatementMismatch)
 }

@@ -47,15 +47,18 @@ type apiClient struct {
 // plain keys in ssh-agent. The daemon's host key must be in the
 // known_hosts file: nothing is trusted on first use.
 func dialAPI(c *cli.Context) (*apiClient, error) {
-	server := c.String("server")
+	return connectAPI(c.String("server"), c.String("identity"), c.String("known-hosts"))
+}
+
+func connectAPI(server, identity, knownHostsFile string) (*apiClient, error) {
 	if server == "" {
 		return nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
 	}
-	hostKeys, err := hostKeyCallback(c.String("known-hosts"))
+	hostKeys, err := hostKeyCallback(knownHostsFile)
 	if err != nil {
 		return nil, err
 	}
-	signers, err := identitySigners(c.String("identity"))
+	signers, err := identitySigners(identity)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -25,6 +28,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
@@ -842,4 +846,130 @@ func TestAuditReportGolden(t *testing.T) {
 		require.Equal(t, 0, r.code, r.stderr)
 		assert.Equal(t, string(want), r.stdout, tt.golden)
 	}
+}
+
+// TestAuditVerifyDaemonLog runs the approval engine itself, with its config
+// file and a real audit log, through requests, approvals (one with a
+// shorter TTL spelled as a person types it), a denial, an automatic grant
+// and a release, then verifies the log with that same config as --people.
+func TestAuditVerifyDaemonLog(t *testing.T) {
+	dir := t.TempDir()
+	signers := map[string]ssh.Signer{"alice": auditSigner(t), "bob": auditSigner(t), "carol": auditSigner(t)}
+	var people strings.Builder
+	for _, name := range []string{"alice", "bob", "carol"} {
+		groups := "[dev, approvers]"
+		if name == "alice" {
+			groups = "[dev]"
+		}
+		fmt.Fprintf(&people, "  - name: %s\n    groups: %s\n    keys: [%q]\n", name, groups, authorizedLine(signers[name].PublicKey())+" "+name+"@laptop")
+	}
+	config := filepath.Join(dir, "jitssh.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(`listen: 127.0.0.1:2200
+host_key: host_key
+data_dir: data
+ca_dir: ca
+audit_log: audit.log
+people:
+`+people.String()+`rules:
+  - {name: read, groups: [dev], repos: [demo/app], refs: ["*"], access: [read], auto_approve: true}
+  - name: feature
+    groups: [dev]
+    repos: [demo/app]
+    refs: [refs/heads/feature/*]
+    access: [write]
+    approvals: [{group: approvers, count: 1}]
+`), 0o600))
+	cfg, err := approvals.LoadConfig(config)
+	require.NoError(t, err)
+	policy, err := approvals.NewPolicy(cfg)
+	require.NoError(t, err)
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	authority, err := ca.New(caPriv)
+	require.NoError(t, err)
+	caPub := filepath.Join(dir, "ca.pub")
+	require.NoError(t, os.WriteFile(caPub, []byte(authority.AuthorizedKey()+"\n"), 0o644))
+	log, err := audit.Open(cfg.AuditLog, audit.Options{})
+	require.NoError(t, err)
+	svc, err := approvals.Open(approvals.Options{DataDir: cfg.DataDir, Policy: policy, Authority: authority, Audit: auditAdapter{log: log},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+
+	ctx := context.Background()
+	submit := func(req apiRequest) *approvals.Request {
+		t.Helper()
+		key := auditSigner(t).PublicKey()
+		req.PublicKey = authorizedLine(key) + " fresh-key"
+		st := requestStatement("alice", req)
+		sig, err := audit.SignStatement(signers["alice"], audit.NamespaceRequest, st.Message())
+		require.NoError(t, err)
+		ttl, _ := time.ParseDuration(req.TTL)
+		r, err := svc.Submit(ctx, "alice", approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
+			PublicKey: key, Signature: sig, Statement: string(st.Message())})
+		require.NoError(t, err)
+		return r
+	}
+	decide := func(method, person string, r *approvals.Request, req apiRequest) *approvals.Request {
+		t.Helper()
+		st := decisionStatement(method, person, r, req)
+		ns := audit.NamespaceApprove
+		if method == methodDeny {
+			ns = audit.NamespaceDeny
+		}
+		sig, err := audit.SignStatement(signers[person], ns, st.Message())
+		require.NoError(t, err)
+		ttl, _ := time.ParseDuration(req.TTL)
+		in := approvals.DecisionInput{Reason: req.Reason, TTL: ttl, Signature: sig, Statement: string(st.Message())}
+		if method == methodDeny {
+			r, err = svc.Deny(ctx, person, r.ID, in)
+		} else {
+			r, err = svc.Approve(ctx, person, r.ID, in)
+		}
+		require.NoError(t, err)
+		return r
+	}
+
+	read := submit(apiRequest{Repo: "demo/app.git", Ref: "*", Access: "read", Reason: "look around"})
+	require.NotZero(t, read.Serial, "issued at once")
+	feature := submit(apiRequest{Repo: "/demo/app", Ref: "refs/heads/feature/*", Access: "write", TTL: "90m", Reason: "login form"})
+	feature = decide(methodApprove, "bob", feature, apiRequest{TTL: "30m", Reason: "half an hour"})
+	require.NotZero(t, feature.Serial)
+	_, err = svc.Release(ctx, "alice", feature.ID)
+	require.NoError(t, err)
+	denied := submit(apiRequest{Repo: "demo/app", Ref: "refs/heads/feature/x", Access: "write", Reason: "again"})
+	decide(methodDeny, "carol", denied, apiRequest{Reason: "not today"})
+	require.NoError(t, svc.Close())
+	require.NoError(t, log.Close())
+
+	r := runJitssh(t, nil, "audit", "verify", "--log", cfg.AuditLog, "--ca", caPub, "--people", config)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "checked: 3 requests, 1 approvals, 1 denials, 2 certificates issued")
+
+	r = runJitssh(t, nil, "audit", "certs", "--log", cfg.AuditLog, "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var certs []certView
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &certs))
+	require.Len(t, certs, 2)
+	assert.Equal(t, []string{"active", "released"}, []string{certs[0].State, certs[1].State})
+	assert.Equal(t, []string{"bob"}, certs[1].Approvers)
+	assert.WithinDuration(t, certs[1].Issued.Add(30*time.Minute), certs[1].ValidBefore, 2*time.Second, "the approver's shorter TTL")
+
+	// The same log, with one approval's recorded reason changed and the
+	// chain rebuilt after it, fails at that approval.
+	lines := logLines(t, cfg.AuditLog)
+	p := filepath.Join(t.TempDir(), "audit.log")
+	rebuilt, err := audit.Open(p, audit.Options{})
+	require.NoError(t, err)
+	for _, line := range lines {
+		var e audit.Entry
+		require.NoError(t, json.Unmarshal([]byte(line), &e))
+		if e.Kind == audit.KindApprove {
+			e.Data = json.RawMessage(strings.Replace(string(e.Data), "half an hour", "a whole day", 1))
+		}
+		_, err := rebuilt.Append(e.Kind, e.Actor, e.Data)
+		require.NoError(t, err)
+	}
+	require.NoError(t, rebuilt.Close())
+	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config), 1,
+		`approve of `+feature.ID+`: reason is "a whole day", but bob signed "half an hour": record disagrees with its signed statement`)
 }

@@ -441,6 +441,9 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
 		fmt.Fprintf(&b, "export JITSSH_GIT_URL=%s\n", shq(gitURL))
 		fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))
 		fmt.Fprintf(&b, "export GIT_SSH_COMMAND=%s\n", shq(gitSSH))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_CA=%s\n", shq(filepath.Join(dir, "ca", ca.PublicKeyFile)))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(filepath.Join(dir, "server.yaml")))
 		fmt.Fprintf(&b, "export SSH_AUTH_SOCK=\"${SSH_AUTH_SOCK:-%s}\"\n", filepath.Join(dir, "agents", p.name+".sock"))
 		if err := writeFileAtomic(filepath.Join(dir, p.name+".env"), []byte(b.String()), 0o644); err != nil {
 			return err

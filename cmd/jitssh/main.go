@@ -75,6 +75,7 @@ func commands() []*cli.Command {
 		releaseCommand(),
 		devCommand(),
 		auditCommand(),
+		completionCommand(),
 
 		hookCommand(),
 	}

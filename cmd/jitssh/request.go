@@ -52,6 +52,11 @@ func requestCommand() *cli.Command {
 		Flags:  flags,
 		Action: runRequest,
 		Subcommands: []*cli.Command{{
+			Name:   "allowed",
+			Usage:  "what the policy lets you request, and who must approve it",
+			Flags:  append(clientFlags(), jsonOutFlag()),
+			Action: runRequestAllowed,
+		}, {
 			Name:      "wait",
 			Usage:     "wait for a request made with --no-wait and load its certificate",
 			ArgsUsage: "ID",
@@ -411,4 +416,35 @@ func removeStashedKey(id string) {
 	if path, err := pendingKeyPath(id); err == nil {
 		os.Remove(path)
 	}
+}
+
+func runRequestAllowed(c *cli.Context) error {
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodAllowed, apiRequest{})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if resp.Rules == nil {
+			resp.Rules = []ruleSummary{}
+		}
+		return writeJSON(c.App.Writer, resp.Rules)
+	}
+	if len(resp.Rules) == 0 {
+		fmt.Fprintln(c.App.Writer, "the policy lets you request nothing")
+		return nil
+	}
+	for _, r := range resp.Rules {
+		approval := "approved automatically"
+		if !r.AutoApprove {
+			approval = "needs " + describeSteps(r.Approvals)
+		}
+		fmt.Fprintf(c.App.Writer, "%s: %s on %s, refs %s; %s; ttl %s (at most %s)\n", r.Name,
+			strings.Join(r.Access, "/"), strings.Join(r.Repos, ", "), strings.Join(r.Refs, ", "), approval, r.DefaultTTL, r.MaxTTL)
+	}
+	return nil
 }

@@ -80,7 +80,10 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	}
 	var auditor approvals.Auditor
 	if cfg.AuditLog != "" {
-		log, err := audit.Open(cfg.AuditLog, audit.Options{RepairTornTail: true, Logger: logger})
+		// The daemon's host key signs the chain head every minute, so a
+		// truncated tail is detectable by anyone who pinned that key.
+		log, err := audit.Open(cfg.AuditLog, audit.Options{RepairTornTail: true, Logger: logger,
+			CheckpointSigner: hostKey, CheckpointInterval: time.Minute})
 		if err != nil {
 			return fmt.Errorf("open audit log: %w", err)
 		}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/approvals"
+)
+
+func TestRequestOutDryRunAndRelease(t *testing.T) {
+	needTool(t, "ssh-agent")
+	d := startInProcessDaemon(t, "")
+	agent := newAgent(t)
+	env := append(d.env("alice"), "SSH_AUTH_SOCK="+agent)
+
+	r := runJitssh(t, env, "request", "allowed")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "read: read on demo/*, refs *; approved automatically")
+	assert.Contains(t, r.stdout, "write: write on demo/*, refs refs/heads/*; needs 1 from approvers")
+
+	r = runJitssh(t, env, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--dry-run")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `rule "write"`)
+	assert.Contains(t, r.stdout, "needs approval: 1 from approvers")
+
+	r = runJitssh(t, env, "request", "--repo", "other/app", "--ref", "*", "--access", "read", "--dry-run")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "no rule")
+
+	out := filepath.Join(t.TempDir(), "grant")
+	r = runJitssh(t, env, "request", "--repo", "demo/app", "--ref", "*", "--access", "read", "--ttl", "10m", "--reason", "look", "--out", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	fi, err := os.Stat(out)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	certData, err := os.ReadFile(out + "-cert.pub")
+	require.NoError(t, err)
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(certData)
+	require.NoError(t, err)
+	cert := pub.(*ssh.Certificate)
+	assert.Equal(t, []string{"git:read:demo/app:*"}, cert.ValidPrincipals)
+	keyData, err := os.ReadFile(out)
+	require.NoError(t, err)
+	signer, err := ssh.ParsePrivateKey(keyData)
+	require.NoError(t, err)
+	assert.Equal(t, cert.Key.Marshal(), signer.PublicKey().Marshal(), "--out wrote a key that is not the certified one")
+
+	r = runJitssh(t, env, "request", "--repo", "demo/app", "--ref", "*", "--access", "read", "--ttl", "10m", "--reason", "agent")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runJitssh(t, env, "status", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var live []liveCert
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &live))
+	require.Len(t, live, 1)
+	left := time.Until(live[0].ValidUntil)
+	assert.True(t, left > 9*time.Minute && left <= 10*time.Minute, "time left %v", left)
+	r = runJitssh(t, env, "release")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "removed from ssh-agent")
+	r = runJitssh(t, env, "status", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "[]\n", r.stdout)
+	got, err := d.client(t, "alice").call(methodGet, apiRequest{ID: live[0].Request})
+	require.NoError(t, err)
+	assert.Equal(t, approvals.CertRevoked, got.Request.CertState(time.Now()))
+}
+
+func TestRequestExitCodes(t *testing.T) {
+	needTool(t, "ssh-agent")
+	d := startInProcessDaemon(t, "")
+	agent := newAgent(t)
+	env := append(d.env("alice"), "SSH_AUTH_SOCK="+agent)
+	bob := d.client(t, "bob")
+
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{"no repo", []string{"request", "--branch", "main"}},
+		{"no ref", []string{"request", "--repo", "demo/app"}},
+		{"branch and ref", []string{"request", "--repo", "demo/app", "--branch", "main", "--ref", "*"}},
+		{"bad ttl", []string{"request", "--repo", "demo/app", "--branch", "main", "--ttl", "soon"}},
+		{"unknown flag", []string{"request", "--repo", "demo/app", "--branch", "main", "--nope"}},
+		{"deny without reason", []string{"deny", "req-x"}},
+		{"revoke without target", []string{"revoke", "--reason", "x"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runJitssh(t, env, tt.args...)
+			assert.Equal(t, 2, r.code, "stderr: %s", r.stderr)
+			assert.True(t, strings.HasPrefix(r.stderr, "jitssh: "), r.stderr)
+		})
+	}
+
+	// No agent and no --out: a clear error before anything is asked.
+	r := runJitssh(t, append(d.env("alice"), "SSH_AUTH_SOCK="), "request", "--repo", "demo/app", "--ref", "*", "--access", "read")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "no ssh-agent")
+
+	// Denied: exit 3.
+	id := noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	deny(t, d, bob, id)
+	r = runJitssh(t, env, "request", "wait", id)
+	assert.Equal(t, exitDenied, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "denied")
+
+	// Ctrl-C while waiting cancels the request on the daemon: exit 4.
+	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	cmd.Env = append(os.Environ(), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	var pending *approvals.Request
+	require.Eventually(t, func() bool {
+		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
+		if err == nil && len(resp.Requests) > 0 {
+			pending = resp.Requests[0]
+			return true
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	err := cmd.Wait()
+	require.Error(t, err)
+	assert.Equal(t, exitExpired, cmd.ProcessState.ExitCode(), stderr.String())
+	got, err := bob.call(methodGet, apiRequest{ID: pending.ID})
+	require.NoError(t, err)
+	assert.Equal(t, approvals.StateCancelled, got.Request.State)
+}
+
+func noWait(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	r := runJitssh(t, env, append([]string{"request", "--no-wait"}, args...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	return strings.TrimSpace(r.stdout)
+}
+
+func deny(t *testing.T, d *inProcessDaemon, bob *apiClient, id string) {
+	t.Helper()
+	got, err := bob.call(methodGet, apiRequest{ID: id})
+	require.NoError(t, err)
+	req := apiRequest{ID: id, Reason: "no"}
+	req.Signature, err = bob.sign("jitssh-deny@jitssh", decisionStatement(methodDeny, "bob", got.Request, req).Message())
+	require.NoError(t, err)
+	_, err = bob.call(methodDeny, req)
+	require.NoError(t, err)
+}
