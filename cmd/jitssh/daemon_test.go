@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -216,4 +216,3 @@ func BenchmarkAPISubmitAutoApprove(b *testing.B) {
 		}
 	}
 }
-
