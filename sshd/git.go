@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jitssh/jitssh/principals"
@@ -53,7 +52,6 @@ type Git struct {
 	git      string
 	env      []string
 	hooksDir string
-	reports  atomic.Uint64
 }
 
 // NewGit prepares the hooks directory and returns a runner.

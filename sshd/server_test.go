@@ -257,9 +257,8 @@ func TestNativeRefusesBadCredentials(t *testing.T) {
 	require.NoError(t, err)
 
 	good := n.newUser("good", time.Hour, "git:read:demo/app:*")
-	expired := n.newUser("expired", time.Hour, "git:read:demo/app:*")
 	n.ca.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
-	expired = n.newUser("expired", time.Hour, "git:read:demo/app:*")
+	expired := n.newUser("expired", time.Hour, "git:read:demo/app:*")
 	n.ca.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
 	future := n.newUser("future", time.Hour, "git:read:demo/app:*")
 	n.ca.Now = time.Now

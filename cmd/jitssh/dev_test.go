@@ -18,11 +18,10 @@ import (
 // would: by sourcing the env files it writes and running jitssh, git and
 // ssh-agent from the OS.
 type devSession struct {
-	t     *testing.T
-	dir   string
-	cmd   *exec.Cmd
-	agent string // alice's own ssh-agent
-	out   *strings.Builder
+	t   *testing.T
+	dir string
+	cmd *exec.Cmd
+	out *strings.Builder
 }
 
 func startDev(t *testing.T, dir string) *devSession {
