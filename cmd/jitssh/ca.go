@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
 )
@@ -144,7 +145,8 @@ func caSignCommand() *cli.Command {
 		Description: "Signs a user certificate for the key in --pubkey carrying the given grants\n" +
 			"(git:<access>:<repo>:<refpattern>) for --ttl (e.g. 30m, 8h). Serials come from DIR/serial\n" +
 			"and have the top bit set, so they never collide with the daemon's. The certificate line\n" +
-			"goes to stdout, or atomically to --out; an audit record goes to stderr as JSON.\n" +
+			"goes to stdout, or atomically to --out; an audit record goes to stderr as JSON and,\n" +
+			"with --audit-log, onto the audit log before the certificate is printed.\n" +
 			"JITSSH_CA_SIGN_GRANT takes several grants separated by commas.",
 		Flags: []cli.Flag{
 			caDirFlag(),
@@ -154,6 +156,7 @@ func caSignCommand() *cli.Command {
 			&cli.StringFlag{Name: "key-id", Usage: "key ID naming the user and the reason, e.g. alice/incident-42 (required)", EnvVars: []string{"JITSSH_CA_SIGN_KEY_ID"}},
 			&cli.StringFlag{Name: "source-address", Usage: "comma-separated addresses/CIDRs the certificate may be used from", EnvVars: []string{"JITSSH_CA_SIGN_SOURCE_ADDRESS"}},
 			&cli.StringFlag{Name: "out", Usage: "write the certificate to this file instead of stdout", EnvVars: []string{"JITSSH_CA_SIGN_OUT"}, TakesFile: true},
+			&cli.StringFlag{Name: "audit-log", Usage: "append the signing to this audit log first; no entry, no certificate", EnvVars: []string{"JITSSH_AUDIT_LOG"}, TakesFile: true},
 			jsonFlag("JITSSH_CA_SIGN_JSON"),
 		},
 		Action: cliAction(caSign),
@@ -233,6 +236,11 @@ func caSign(c *cli.Context) error {
 		return err
 	}
 	logger(c).LogAttrs(c.Context, slog.LevelInfo, "break-glass certificate signed", breakGlassRecord(a, cert)...)
+	if path := c.String("audit-log"); path != "" {
+		if err := auditBreakGlass(path, a, cert); err != nil {
+			return err
+		}
+	}
 
 	line := certLine(cert)
 	if out != nil {
@@ -561,4 +569,32 @@ func (p *pendingFile) abort() {
 	p.done = true
 	p.f.Close()
 	os.Remove(p.f.Name())
+}
+
+// auditBreakGlass puts a break-glass signing on the audit log. The actor
+// is the account that ran the command: break-glass has no approver.
+func auditBreakGlass(path string, a *ca.Authority, cert *ssh.Certificate) error {
+	log, err := audit.Open(path, audit.Options{RepairTornTail: true})
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	defer log.Close()
+	actor := os.Getenv("USER")
+	if actor == "" {
+		actor = "unknown"
+	}
+	_, err = log.Append(audit.KindCASign, actor, audit.CASignData{
+		Serial:        cert.Serial,
+		KeyID:         cert.KeyId,
+		Principals:    cert.ValidPrincipals,
+		ValidAfter:    time.Unix(int64(cert.ValidAfter), 0).UTC(),
+		ValidBefore:   time.Unix(int64(cert.ValidBefore), 0).UTC(),
+		PublicKey:     ssh.FingerprintSHA256(cert.Key),
+		CA:            ssh.FingerprintSHA256(a.PublicKey()),
+		SourceAddress: cert.CriticalOptions[ca.SourceAddressOption],
+	})
+	if err != nil {
+		return fmt.Errorf("audit break-glass signing (serial %#x): %w", cert.Serial, err)
+	}
+	return nil
 }

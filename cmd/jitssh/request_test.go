@@ -154,3 +154,27 @@ func deny(t *testing.T, d *inProcessDaemon, bob *apiClient, id string) {
 	_, err = bob.call(methodDeny, req)
 	require.NoError(t, err)
 }
+
+func TestCASignBreakGlassIsAudited(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	r := runJitssh(t, nil, "ca", "init", "--dir", caDir)
+	require.Equal(t, 0, r.code, r.stderr)
+	key := filepath.Join(dir, "user")
+	require.NoError(t, ensureKey(key))
+	log := filepath.Join(dir, "audit.log")
+	r = runJitssh(t, nil, "ca", "sign", "--dir", caDir, "--pubkey", key+".pub", "--grant", "git:force:demo/app:*",
+		"--ttl", "15m", "--key-id", "oncall/incident-7", "--audit-log", log)
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + log}, "audit", "list", "--kind", "ca.sign", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "oncall/incident-7")
+	assert.Contains(t, r.stdout, "git:force:demo/app:*")
+
+	// No audit entry, no certificate.
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "notafile"), 0o700))
+	r = runJitssh(t, nil, "ca", "sign", "--dir", caDir, "--pubkey", key+".pub", "--grant", "git:force:demo/app:*",
+		"--ttl", "15m", "--key-id", "oncall/incident-8", "--audit-log", filepath.Join(dir, "notafile"))
+	assert.Equal(t, 1, r.code)
+	assert.Empty(t, r.stdout, "a certificate was printed although the audit log refused the entry")
+}
