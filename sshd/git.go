@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jitssh/jitssh/principals"
@@ -47,47 +48,64 @@ type GitOptions struct {
 }
 
 // Git runs git for authorized decisions. Create it once with NewGit and
-// Close it when done: it owns a private hooks directory.
+// Close it when done: it owns a private hooks directory, made on the first
+// push so that fetches never pay for it.
 type Git struct {
-	git      string
-	env      []string
-	hooksDir string
+	git     string
+	env     []string
+	hookCmd []string
+
+	hooksOnce sync.Once
+	hooksDir  string
+	hooksErr  error
 }
 
-// NewGit prepares the hooks directory and returns a runner.
+// NewGit returns a runner.
 func NewGit(opts GitOptions) (*Git, error) {
-	g := &Git{git: opts.Git, env: opts.Env}
+	g := &Git{git: opts.Git, env: opts.Env, hookCmd: opts.HookCommand}
 	if g.git == "" {
 		g.git = "git"
 	}
 	if g.env == nil {
 		g.env = baseEnv()
 	}
-	hookCmd := opts.HookCommand
-	if len(hookCmd) == 0 {
+	if len(g.hookCmd) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("find own executable for git hooks: %w", err)
 		}
-		hookCmd = []string{exe, "hook"}
+		g.hookCmd = []string{exe, "hook"}
 	}
-	dir, err := os.MkdirTemp("", "jitssh-hooks-")
-	if err != nil {
-		return nil, fmt.Errorf("create hooks directory: %w", err)
-	}
-	for _, name := range hookNames {
-		script := "#!/bin/sh\nexec " + shellQuoteArgs(hookCmd) + " " + name + " \"$@\"\n"
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("write %s hook: %w", name, err)
-		}
-	}
-	g.hooksDir = dir
 	return g, nil
 }
 
-// Close removes the hooks directory.
+// hooks returns the hooks directory, creating it the first time.
+func (g *Git) hooks() (string, error) {
+	g.hooksOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "jitssh-hooks-")
+		if err != nil {
+			g.hooksErr = fmt.Errorf("create hooks directory: %w", err)
+			return
+		}
+		for _, name := range hookNames {
+			script := "#!/bin/sh\nexec " + shellQuoteArgs(g.hookCmd) + " " + name + " \"$@\"\n"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
+				os.RemoveAll(dir)
+				g.hooksErr = fmt.Errorf("write %s hook: %w", name, err)
+				return
+			}
+		}
+		g.hooksDir = dir
+	})
+	return g.hooksDir, g.hooksErr
+}
+
+// Close removes the hooks directory, if a push made one.
 func (g *Git) Close() error {
+	g.hooksOnce.Do(func() {}) // no directory after Close
+	if g.hooksDir == "" {
+		return nil
+	}
 	return os.RemoveAll(g.hooksDir)
 }
 
@@ -227,9 +245,13 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	defer os.Remove(report.Name())
 	defer report.Close()
 
+	hooksDir, err := g.hooks()
+	if err != nil {
+		return Result{}, err
+	}
 	cfg := append([]string(nil), safeConfig...)
 	cfg = append(cfg,
-		"core.hooksPath="+g.hooksDir,
+		"core.hooksPath="+hooksDir,
 		"receive.procReceiveRefs=refs/",
 		"receive.advertisePushOptions=false",
 	)
