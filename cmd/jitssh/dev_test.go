@@ -186,6 +186,14 @@ func TestDevStory(t *testing.T) {
 	_, code = d.as("alice", alice, work, "jitssh", "request", "wait", id)
 	assert.Equal(t, exitDenied, code)
 
+	// The auditor can prove the record: chain, signatures, and every
+	// certificate against an approved request.
+	out = d.ok("auditor", newAgent(t), work, "jitssh", "audit", "verify")
+	assert.Contains(t, out, "ok:")
+	certs := d.ok("auditor", newAgent(t), work, "jitssh", "audit", "certs")
+	assert.Contains(t, certs, "alice/"+id[:4])
+	assert.Contains(t, certs, "revoked")
+
 	// Everything is still there after a restart on the same directory.
 	d.stop()
 	d2 := startDev(t, dir)
