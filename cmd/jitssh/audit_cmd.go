@@ -50,12 +50,7 @@ func auditCommand() *cli.Command {
 			auditExportCommand(),
 			auditReportCommand(),
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usageError("audit: unknown command %q", c.Args().First())
-			}
-			return cli.ShowSubcommandHelp(c)
-		},
+		Action: commandGroup("audit"),
 	}
 }
 

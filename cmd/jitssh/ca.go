@@ -38,12 +38,7 @@ func caCommand() *cli.Command {
 			caSignCommand(),
 			caKRLCommand(),
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usageError("ca: unknown command %q", c.Args().First())
-			}
-			return cli.ShowSubcommandHelp(c)
-		},
+		Action: commandGroup("ca"),
 	}
 }
 

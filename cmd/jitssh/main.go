@@ -163,3 +163,14 @@ func takesValue(cmd *cli.Command, name string) bool {
 	}
 	return false // --help and unknown flags: let the parser say what is wrong
 }
+
+// commandGroup is the action of a command that only groups subcommands:
+// an unknown subcommand is a usage error, none at all shows the help.
+func commandGroup(name string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return cli.Exit(fmt.Sprintf("%s: unknown command %q", name, c.Args().First()), exitUsage)
+		}
+		return cli.ShowSubcommandHelp(c)
+	}
+}

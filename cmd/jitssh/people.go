@@ -112,8 +112,9 @@ func (p *progress) done() {
 
 func requestsCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "requests",
-		Usage: "list, show and watch requests",
+		Name:   "requests",
+		Usage:  "list, show and watch requests",
+		Action: commandGroup("requests"),
 		Subcommands: []*cli.Command{
 			{
 				Name:  "list",
