@@ -275,6 +275,11 @@ func (c *trackedConn) refused(key ssh.PublicKey, err error) {
 	c.mu.Unlock()
 }
 
+func (c *trackedConn) Read(p []byte) (int, error) {
+	quickAck(c.Conn)
+	return c.Conn.Read(p)
+}
+
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {

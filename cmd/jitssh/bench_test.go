@@ -92,9 +92,9 @@ const (
 //
 //   - openssh+git-shell: OpenSSH sshd, a plain authorized key forced to
 //     git's own git-shell: what a stock Git host runs;
-//   - openssh+jitssh: the same sshd trusting the jitssh CA, with
-//     principals-command forcing jitssh git-shell, as PRODUCT.md tells an
-//     operator to configure it;
+//   - openssh+jitssh: a second sshd, configured like the first but
+//     trusting the jitssh CAs, with principals-command forcing jitssh
+//     git-shell, as PRODUCT.md tells an operator to configure it;
 //   - jitssh-native: the jitssh git-server binary;
 //   - no-ssh: git over file://, the floor, with no SSH and no server.
 //
@@ -179,7 +179,7 @@ func cloneParent(b *testing.B) string {
 type gitTarget struct {
 	name string
 	url  string
-	env  []string // GIT_SSH_COMMAND
+	env  []string // GIT_SSH_COMMAND; none for file://
 	log  func() string
 }
 
@@ -189,7 +189,7 @@ type gitBenchFixture struct {
 }
 
 // newGitBenchFixture builds the repository, the CAs and keys, and starts
-// the three servers; all are stopped and removed when b ends.
+// the three servers; everything is stopped and removed when b ends.
 func newGitBenchFixture(b *testing.B) *gitBenchFixture {
 	b.Helper()
 	opensshtest.NeedTool(b, "git")
@@ -355,7 +355,7 @@ limits:
 var listeningLine = regexp.MustCompile(`"msg":"git-server listening","addr":"([^"]+)"`)
 
 // runBenchNativeBinary starts `jitssh git-server` and returns the address
-// it logged once listening. SIGTERM stops it when b ends.
+// it logged once listening. An interrupt stops it when b ends.
 func runBenchNativeBinary(b *testing.B, dir, config string) (string, func() string) {
 	b.Helper()
 	logFile := filepath.Join(dir, "git-server.log")
