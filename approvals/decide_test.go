@@ -232,6 +232,18 @@ func TestRevoke(t *testing.T) {
 	_, err = env.Revoke(ctx, "carol", live.ID, 0, "late")
 	require.ErrorIs(t, err, ErrNotActive)
 	assert.Contains(t, err.Error(), "expired")
+
+	// Long-expired certificates leave the published KRL, which sshd parses
+	// on every login; the revoked-serial record keeps them, and the KRL's
+	// version keeps counting them.
+	env.clock.Advance(krlKeep + time.Hour)
+	data, err = env.KRL()
+	require.NoError(t, err)
+	krl, err = ca.ParseKRL(data)
+	require.NoError(t, err)
+	assert.False(t, krl.IsRevoked(parseCert(t, byID)))
+	assert.Equal(t, uint64(2), krl.Version)
+	assert.Equal(t, []uint64{byID.Serial, bySerial.Serial}, env.RevokedSerials())
 }
 
 func TestRevokeNotIssued(t *testing.T) {

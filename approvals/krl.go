@@ -8,15 +8,23 @@ import (
 	"github.com/jitssh/jitssh/ca"
 )
 
-// revoked returns the serials of every revoked certificate, sorted, and
-// when the latest was revoked.
-func (s *Service) revoked() ([]uint64, time.Time, error) {
+// krlKeep is how long after its expiry a revoked certificate stays on the
+// published KRL. An expired certificate is refused anyway, and sshd parses
+// the whole KRL on every authentication, so the list is kept short; the
+// margin covers a Git server whose clock runs behind.
+const krlKeep = time.Hour
+
+// revoked returns the serials of every revoked certificate that is not
+// yet expired before since (all when since is zero), sorted, with how many
+// there are in all and when the latest was revoked.
+func (s *Service) revoked(since time.Time) ([]uint64, int, time.Time, error) {
 	reqs, err := s.fsm.State().revokedRequests(nil)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, 0, time.Time{}, err
 	}
 	var (
 		serials []uint64
+		total   int
 		latest  time.Time
 	)
 	for _, r := range reqs {
@@ -25,19 +33,23 @@ func (s *Service) revoked() ([]uint64, time.Time, error) {
 		if r.Certificate == "" {
 			continue
 		}
-		serials = append(serials, r.Serial)
+		total++
 		if r.Revoked.At.After(latest) {
 			latest = r.Revoked.At
 		}
+		if !since.IsZero() && r.ValidBefore.Before(since) {
+			continue
+		}
+		serials = append(serials, r.Serial)
 	}
 	slices.Sort(serials)
-	return serials, latest, nil
+	return serials, total, latest, nil
 }
 
 // RevokedSerials returns the serials of every certificate the Service
 // issued and then revoked, in increasing order.
 func (s *Service) RevokedSerials() []uint64 {
-	serials, _, err := s.revoked()
+	serials, _, _, err := s.revoked(time.Time{})
 	if err != nil {
 		s.logger.Error("read revoked serials", "err", err)
 		return nil
@@ -45,17 +57,18 @@ func (s *Service) RevokedSerials() []uint64 {
 	return serials
 }
 
-// KRL returns an OpenSSH key revocation list of every revoked certificate
-// of this CA, for sshd's RevokedKeys and jitssh's Git front-ends. The same
-// state always gives the same bytes: its version is the number of revoked
-// serials and its date the time of the latest revocation.
+// KRL returns an OpenSSH key revocation list of this CA's revoked
+// certificates, for sshd's RevokedKeys and jitssh's Git front-ends.
+// Certificates that expired more than krlKeep ago are left out. Its
+// version is the number of certificates ever revoked, so it only grows,
+// and its date the time of the latest revocation.
 func (s *Service) KRL() ([]byte, error) {
-	serials, latest, err := s.revoked()
+	serials, total, latest, err := s.revoked(s.clock().Add(-krlKeep))
 	if err != nil {
 		return nil, fmt.Errorf("build KRL: %w", err)
 	}
 	k := &ca.KRL{
-		Version:       uint64(len(serials)),
+		Version:       uint64(total),
 		GeneratedDate: latest,
 		Comment:       "jitssh revoked certificates",
 	}
