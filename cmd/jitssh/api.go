@@ -59,6 +59,8 @@ type apiResponse struct {
 	Request  *approvals.Request   `json:"request,omitempty"`
 	Requests []*approvals.Request `json:"requests,omitempty"`
 	Rules    []ruleSummary        `json:"rules,omitempty"`
+	// CanApprove names the people who may still approve Request.
+	CanApprove []string `json:"can_approve,omitempty"`
 }
 
 // ruleSummary tells a person what one rule lets them request.

@@ -170,7 +170,7 @@ func (a *apiServer) call(ctx context.Context, who caller, method string, req api
 		if !req.DryRun {
 			a.metrics.submitted(r)
 		}
-		return &apiResponse{Request: r}, nil
+		return &apiResponse{Request: r, CanApprove: a.canApprove(r)}, nil
 	case methodApprove, methodDeny:
 		in := approvals.DecisionInput{Reason: req.Reason, Signature: req.Signature}
 		if req.TTL != "" {
@@ -221,7 +221,7 @@ func (a *apiServer) call(ctx context.Context, who caller, method string, req api
 		if !a.canView(who, r) {
 			return nil, fmt.Errorf("%w: %s", approvals.ErrNotFound, req.ID)
 		}
-		return &apiResponse{Request: r}, nil
+		return &apiResponse{Request: r, CanApprove: a.canApprove(r)}, nil
 	case methodList:
 		f := approvals.ListFilter{Limit: req.Limit}
 		for _, s := range req.States {
@@ -318,7 +318,7 @@ func (a *apiServer) wait(ctx context.Context, who caller, req apiRequest, enc *j
 	after := req.After
 	for {
 		if r.Version > after {
-			if err := enc.Encode(apiResponse{OK: true, Request: r}); err != nil {
+			if err := enc.Encode(apiResponse{OK: true, Request: r, CanApprove: a.canApprove(r)}); err != nil {
 				return nil
 			}
 			after = r.Version
@@ -373,4 +373,28 @@ func requestStatement(person string, req apiRequest) audit.RequestStatement {
 func decisionStatement(method, person string, r *approvals.Request, req apiRequest) audit.DecisionStatement {
 	return audit.DecisionStatement{Kind: method, Request: r.ID, RequestSHA256: audit.StatementHash([]byte(r.Statement)),
 		By: person, TTL: req.TTL, Reason: req.Reason}
+}
+
+// canApprove lists who may still approve r: members of its steps' groups,
+// other than the requester and those who already approved.
+func (a *apiServer) canApprove(r *approvals.Request) []string {
+	if r == nil || r.State != approvals.StatePending {
+		return nil
+	}
+	done := map[string]bool{r.Requester: true}
+	for _, ap := range r.Approvals {
+		done[ap.By] = true
+	}
+	var names []string
+	p := a.svc.Policy()
+	for _, step := range r.Steps {
+		for _, m := range p.Members(step.Group) {
+			if !done[m] {
+				done[m] = true
+				names = append(names, m)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
 }

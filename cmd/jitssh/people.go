@@ -50,6 +50,7 @@ type progress struct {
 	last    string
 	stop    chan struct{}
 	r       *approvals.Request
+	who     []string
 }
 
 func newProgress(w io.Writer) *progress {
@@ -65,14 +66,18 @@ func (p *progress) line() string {
 	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s; waited %s",
-		r.ID, len(r.Approvals), describeSteps(r.Steps), time.Since(r.CreatedAt).Round(time.Second))
+	who := ""
+	if len(p.who) > 0 {
+		who = " (" + strings.Join(p.who, ", ") + " can approve)"
+	}
+	return fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s%s; waited %s",
+		r.ID, len(r.Approvals), describeSteps(r.Steps), who, time.Since(r.CreatedAt).Round(time.Second))
 }
 
-func (p *progress) update(r *approvals.Request) {
+func (p *progress) update(r *approvals.Request, canApprove []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.r = r
+	p.r, p.who = r, canApprove
 	if r.State != approvals.StatePending || p.tty {
 		return
 	}

@@ -144,9 +144,12 @@ func runRequest(c *cli.Context) error {
 			return writeJSON(c.App.Writer, r)
 		}
 		fmt.Fprintln(c.App.Writer, r.ID)
+		if len(resp.CanApprove) > 0 {
+			fmt.Fprintf(c.App.ErrWriter, "waiting for %s; can approve: %s\n", describeSteps(r.Steps), strings.Join(resp.CanApprove, ", "))
+		}
 		return nil
 	}
-	return waitAndInstall(c, client, r, priv, ag, out, true)
+	return waitAndInstall(c, client, r, resp.CanApprove, priv, ag, out, true)
 }
 
 func printDryRun(c *cli.Context, r *approvals.Request) error {
@@ -199,7 +202,7 @@ func runRequestWait(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitAndInstall(c, client, resp.Request, priv, ag, out, false); err != nil {
+	if err := waitAndInstall(c, client, resp.Request, resp.CanApprove, priv, ag, out, false); err != nil {
 		return err
 	}
 	removeStashedKey(id)
@@ -208,16 +211,16 @@ func runRequestWait(c *cli.Context) error {
 
 // waitAndInstall follows r until it ends; an issued certificate goes into
 // the agent (or --out). With cancelOnInterrupt, Ctrl-C cancels r.
-func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, priv ed25519.PrivateKey, ag agent.ExtendedAgent, out string, cancelOnInterrupt bool) error {
+func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, canApprove []string, priv ed25519.PrivateKey, ag agent.ExtendedAgent, out string, cancelOnInterrupt bool) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	progress := newProgress(c.App.ErrWriter)
 	final := r
 	if r.State == approvals.StatePending {
-		progress.update(r)
+		progress.update(r, canApprove)
 		err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
 			final = resp.Request
-			progress.update(final)
+			progress.update(final, resp.CanApprove)
 			return final.State == approvals.StatePending, nil
 		})
 		progress.done()

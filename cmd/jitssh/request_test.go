@@ -106,6 +106,13 @@ func TestRequestExitCodes(t *testing.T) {
 	assert.Equal(t, 1, r.code)
 	assert.Contains(t, r.stderr, "no ssh-agent")
 
+	// The requester sees who can approve.
+	r = runJitssh(t, env, "request", "--no-wait", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "can approve: bob")
+	_, err := d.client(t, "alice").call(methodCancel, apiRequest{ID: strings.TrimSpace(r.stdout)})
+	require.NoError(t, err)
+
 	// Denied: exit 3.
 	id := noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
 	deny(t, d, bob, id)
@@ -129,7 +136,7 @@ func TestRequestExitCodes(t *testing.T) {
 		return false
 	}, 10*time.Second, 50*time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
-	err := cmd.Wait()
+	err = cmd.Wait()
 	require.Error(t, err)
 	assert.Equal(t, exitExpired, cmd.ProcessState.ExitCode(), stderr.String())
 	got, err := bob.call(methodGet, apiRequest{ID: pending.ID})
