@@ -465,6 +465,10 @@ func sshdHostPub(path string) (ssh.PublicKey, error) {
 }
 
 func printDevStory(w io.Writer, dir string) {
+	if _, err := exec.LookPath("jitssh"); err != nil {
+		exe, _ := os.Executable()
+		fmt.Fprintf(w, "(jitssh is not on PATH: run `go install ./cmd/jitssh`, or use %s)\n\n", exe)
+	}
 	fmt.Fprintf(w, `jitssh dev is running; everything lives in %[1]s
 (logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.
 
