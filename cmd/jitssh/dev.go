@@ -310,11 +310,14 @@ func writeDevServerConfig(dir string, st devState) error {
 	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
 }
 
-// devRules is the playground policy PRODUCT.md describes.
+// devRules is the playground policy: read approved automatically, write
+// on feature branches after one approver, write or force on main after two.
+// It covers every repository under DIR/repos, demo/app and any dropped
+// there, up to three path segments deep.
 const devRules = `rules:
   - name: read-demo
     groups: [dev]
-    repos: [demo/app]
+    repos: ["*", "*/*", "*/*/*"]
     refs: ["*"]
     access: [read]
     auto_approve: true
@@ -323,7 +326,7 @@ const devRules = `rules:
     max_ttl: 8h
   - name: write-feature
     groups: [dev]
-    repos: [demo/app]
+    repos: ["*", "*/*", "*/*/*"]
     refs: ["refs/heads/feature/*"]
     access: [read, write]
     approvals: [{group: approvers, count: 1}]
@@ -332,7 +335,7 @@ const devRules = `rules:
     max_ttl: 8h
   - name: write-main
     groups: [dev]
-    repos: [demo/app]
+    repos: ["*", "*/*", "*/*/*"]
     refs: ["refs/heads/main"]
     access: [write, force]
     approvals: [{group: approvers, count: 2}]

@@ -131,6 +131,14 @@ func TestDevStory(t *testing.T) {
 	require.Len(t, live, 1)
 	assert.Equal(t, []string{"git:read:demo/app:*"}, live[0].Grants)
 
+	// A bare repository dropped under DIR/repos is served under the same policy.
+	dropped := filepath.Join(dir, "repos", "team", "tool.git")
+	d.ok("alice", alice, work, "git", "init", "-q", "--bare", "-b", "main", dropped)
+	d.ok("alice", alice, app, "git", "push", "-q", dropped, "HEAD:refs/heads/main")
+	d.ok("alice", alice, work, "jitssh", "request", "--repo", "team/tool", "--branch", "main", "--access", "read", "--ttl", "1m", "--reason", "tool")
+	d.ok("alice", alice, work, "sh", "-c", `git clone -q "$JITSSH_GIT_URL/team/tool.git" tool`)
+	assert.FileExists(t, filepath.Join(work, "tool", "README.md"))
+
 	// Write on a feature branch needs one approver, never oneself.
 	id := d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "10m")
 	out, code := d.as("alice", alice, work, "jitssh", "approve", id)

@@ -448,13 +448,11 @@ func isJitsshCert(c *ssh.Certificate) bool {
 	return true
 }
 
-func sameRepo(c *ssh.Certificate, repo string) bool {
-	for _, p := range c.ValidPrincipals {
-		if g, err := principals.Parse(p); err == nil && g.Repo == repo {
-			return true
-		}
-	}
-	return false
+// samePerson: both key IDs name the same person ("alice/req-...").
+func samePerson(a, b *ssh.Certificate) bool {
+	pa, _, okA := strings.Cut(a.KeyId, "/")
+	pb, _, okB := strings.Cut(b.KeyId, "/")
+	return okA && okB && pa == pb
 }
 
 // requestOf takes the request ID from a key ID "user/req-...".

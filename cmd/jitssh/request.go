@@ -256,7 +256,7 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 		if err := writeKeyAndCert(out, priv, cert); err != nil {
 			return err
 		}
-	} else if err := installInAgent(ag, priv, cert, final); err != nil {
+	} else if err := installInAgent(ag, priv, cert); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -280,10 +280,12 @@ func parseCert(line string) (*ssh.Certificate, error) {
 
 // installInAgent adds key and certificate with the agent lifetime set to
 // what is left of the certificate, so the key vanishes with the grant.
-// Older jitssh certificates for the same repository are removed first:
-// ssh offers agent keys in order, and the server takes the first that
-// verifies, so a stale read grant would shadow a new write grant.
-func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate, r *approvals.Request) error {
+// The person's older jitssh certificates are removed first: ssh offers
+// agent keys in order and a Git server takes the first that verifies, so
+// an older grant, on this repository or another, would shadow the new
+// one. The older grants stay valid until they end; request them again to
+// load them.
+func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
 	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
 	if left <= 0 {
 		return errors.New("the certificate has already expired")
@@ -294,7 +296,7 @@ func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.C
 			if err != nil {
 				continue
 			}
-			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && sameRepo(oc, r.Repo) {
+			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && samePerson(oc, cert) {
 				_ = ag.Remove(old)
 			}
 		}
