@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -213,6 +215,56 @@ func BenchmarkAPISubmitAutoApprove(b *testing.B) {
 		resp := d.submit(b, alice, "alice", apiRequest{Repo: "demo/app", Ref: "*", Access: "read", TTL: "10m"})
 		if resp.Request.Serial == 0 {
 			b.Fatal("no certificate")
+		}
+	}
+}
+
+func TestDaemonHostKeyIsVerified(t *testing.T) {
+	d := startInProcessDaemon(t, "")
+	other := filepath.Join(t.TempDir(), "other")
+	require.NoError(t, ensureKey(other))
+	otherPub, err := os.ReadFile(other + ".pub")
+	require.NoError(t, err)
+	wrong := filepath.Join(t.TempDir(), "known_hosts")
+	line := fmt.Sprintf("[127.0.0.1]:%d %s", d.addrs.API.(*net.TCPAddr).Port, otherPub)
+	require.NoError(t, os.WriteFile(wrong, []byte(line), 0o644))
+	_, err = connectAPI(d.addrs.API.String(), filepath.Join(d.dir, "alice"), wrong)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "does not match")
+
+	empty := filepath.Join(t.TempDir(), "empty")
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
+	_, err = connectAPI(d.addrs.API.String(), filepath.Join(d.dir, "alice"), empty)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not in the known_hosts file")
+}
+
+func TestRequestsWatch(t *testing.T) {
+	d := startInProcessDaemon(t, "")
+	cmd := exec.Command(jitsshBin, "requests", "watch")
+	cmd.Env = append(os.Environ(), d.env("bob")...)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lines := make(chan string, 10)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // let the watch subscribe
+	resp := d.submit(t, d.client(t, "alice"), "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "x"})
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case l := <-lines:
+			if strings.Contains(l, resp.Request.ID) && strings.Contains(l, "pending") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("requests watch did not show the new request within 5s")
 		}
 	}
 }
