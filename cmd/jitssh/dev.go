@@ -472,26 +472,29 @@ func printDevStory(w io.Writer, dir string) {
 		exe, _ := os.Executable()
 		fmt.Fprintf(w, "(jitssh is not on PATH: run `go install ./cmd/jitssh`, or use %s)\n\n", exe)
 	}
-	fmt.Fprintf(w, `jitssh dev is running; everything lives in %[1]s
-(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.
+	fmt.Fprintf(w, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n\n", dir)
+	fmt.Fprintf(w, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s\n", devStory(dir))
+}
 
-In another terminal, as alice (developer):
-  . %[1]s/alice.env
-  jitssh request --repo demo/app --ref '*' --access read --ttl 30m --reason "look around"   # approved automatically
-  git clone "$JITSSH_DEMO_REPO_URL" app && cd app
-  jitssh request --repo demo/app --ref 'refs/heads/feature/*' --access write --ttl 30m --reason "login work"
-
-In a third terminal, as bob (approver):
-  . %[1]s/bob.env
-  jitssh requests list
-  jitssh approve req-...            # alice's request completes at once
-
-Back as alice:
-  git checkout feature/login && git commit --allow-empty -m "wip" && git push origin feature/login
-  git push origin HEAD:main         # refused: main needs write on refs/heads/main (bob and carol)
-  jitssh status                     # live grants and time left
-  jitssh request --repo demo/app --branch feature/login --access write --ttl 5s --reason demo   # bob approves
-  sleep 6; git push origin feature/login   # refused: the grant is over
-  jitssh release                    # or end a grant early yourself
+// devStory is the story PRODUCT.md tells, as a script: alice reads and
+// clones, bob approves her feature work, main stays closed, and a short
+// grant runs out. Lines starting with "!" are expected to be refused. The
+// dev end-to-end test runs exactly this script.
+func devStory(dir string) string {
+	return fmt.Sprintf(`cd "$(mktemp -d)"
+. %[1]s/alice.env                       # act as alice, a developer
+jitssh request --repo demo/app --ref '*' --access read --ttl 30m --reason "look around"   # approved automatically
+git clone -q "$JITSSH_DEMO_REPO_URL" app && cd app
+ID=$(jitssh request --repo demo/app --ref 'refs/heads/feature/*' --access write --ttl 30m --reason "login work" --no-wait)
+(. %[1]s/bob.env && jitssh requests list && jitssh approve "$ID" --reason "go ahead")   # bob approves
+jitssh request wait "$ID"
+git checkout -q feature/login && git commit -q --allow-empty -m "wip" && git push -q origin feature/login
+! git push origin HEAD:main              # refused: main needs two approvers (bob and carol)
+jitssh status
+ID=$(jitssh request --repo demo/app --branch feature/login --access write --ttl 5s --reason "quick fix" --no-wait)
+(. %[1]s/bob.env && jitssh approve "$ID") && jitssh request wait "$ID"
+git commit -q --allow-empty -m "quick" && git push -q origin feature/login
+sleep 6
+! git push origin feature/login          # refused: the 5-second grant is over
 `, dir)
 }

@@ -212,3 +212,21 @@ func TestDevStory(t *testing.T) {
 	ps, _ := exec.Command("ps", "-eo", "args").CombinedOutput()
 	assert.NotContains(t, string(ps), filepath.Join(dir, "agents"), "jitssh dev left an ssh-agent behind")
 }
+
+// TestDevPrintedStory runs, word for word, the story jitssh dev prints.
+func TestDevPrintedStory(t *testing.T) {
+	needTool(t, "ssh-agent")
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	require.Contains(t, d.out.String(), devStory(dir), "jitssh dev printed another story than the one tested")
+	cmd := exec.Command("sh", "-e", "-c", devStory(dir))
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(jitsshBin)+":"+os.Getenv("PATH"), "SSH_AUTH_SOCK="+newAgent(t),
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@example.com",
+		"GIT_COMMITTER_NAME=a", "GIT_COMMITTER_EMAIL=a@example.com")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the printed story failed:\n%s", out)
+	// "set -e" does not stop at a "!" line that unexpectedly succeeds, so
+	// the two refusals are checked here.
+	assert.Contains(t, string(out), "! [remote rejected] HEAD -> main", "the push to main was not refused:\n%s", out)
+	assert.Contains(t, string(out), "Could not read from remote repository", "the push after the grant ended was not refused:\n%s", out)
+}
