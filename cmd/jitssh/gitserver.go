@@ -7,10 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,12 +31,9 @@ func gitServerCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "configuration file (YAML)", EnvVars: []string{"JITSSH_GIT_SERVER_CONFIG"}, Required: true},
 		},
-		Action: func(c *cli.Context) error {
-			logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, nil))
-			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
-			defer stop()
-			return runGitServer(ctx, c.String("config"), logger, nil)
-		},
+		Action: serveAction(func(ctx context.Context, config string, logger *slog.Logger) error {
+			return runGitServer(ctx, config, logger, nil)
+		}),
 	}
 }
 
@@ -129,19 +123,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	logger.Info("git-server listening", "addr", l.Addr().String(),
 		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "repos", repos.Root(), "trusted_cas", len(v.CAs))
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-hup:
-				reloadVerifier(configPath, checker, &current, logger)
-			}
-		}
-	}()
+	onHangup(runCtx, func() { reloadVerifier(configPath, checker, &current, logger) })
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

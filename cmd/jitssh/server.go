@@ -7,10 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,12 +32,9 @@ func serverCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "configuration and policy file (YAML)", EnvVars: []string{"JITSSH_SERVER_CONFIG"}, Required: true},
 		},
-		Action: func(c *cli.Context) error {
-			logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, nil))
-			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
-			defer stop()
-			return runDaemon(ctx, c.String("config"), logger, nil)
-		},
+		Action: serveAction(func(ctx context.Context, config string, logger *slog.Logger) error {
+			return runDaemon(ctx, config, logger, nil)
+		}),
 	}
 }
 
@@ -135,19 +129,7 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	}()
 	defer api.Close()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-hup:
-				reloadPolicy(configPath, svc, logger)
-			}
-		}
-	}()
+	onHangup(runCtx, func() { reloadPolicy(configPath, svc, logger) })
 
 	addrs := daemonAddrs{API: apiL.Addr(), HostKey: hostKey.PublicKey(), CA: authority.PublicKey()}
 	if httpL != nil {
