@@ -424,3 +424,33 @@ func buildPack(t *testing.T, objs []packObject) []byte {
 	b.Write(sum[:])
 	return b.Bytes()
 }
+
+// TestServeHideRefsEdges: hideRefs matches a name and everything below it,
+// which is wider than the grant grammar in two places. An exact grant R
+// must not show refs below R/, and a prefix grant P/* must not show a ref
+// named P itself.
+func TestServeHideRefsEdges(t *testing.T) {
+	f := newFixture(t)
+	git(t, f.bare, "update-ref", "refs/heads/rel/x", f.tips["secret"])
+	git(t, f.bare, "update-ref", "refs/heads/feat", f.tips["secret"])
+	for _, tt := range []struct {
+		grant string
+		want  []string
+	}{
+		{"git:read:demo/app:refs/heads/rel", nil},
+		{"git:read:demo/app:refs/heads/rel/*", []string{"refs/heads/rel/x"}},
+		{"git:read:demo/app:refs/heads/feat/*", nil},
+		{"git:read:demo/app:refs/heads/feat", []string{"refs/heads/feat"}},
+	} {
+		refs := lsRemote(t, f, "", tt.grant)
+		var got []string
+		for ref := range refs {
+			got = append(got, ref)
+		}
+		assert.ElementsMatch(t, tt.want, got, "grant %s", tt.grant)
+	}
+	// The same holds once the refs are packed.
+	git(t, f.bare, "pack-refs", "--all")
+	assert.Empty(t, lsRemote(t, f, "", "git:read:demo/app:refs/heads/rel"))
+	assert.Empty(t, lsRemote(t, f, "", "git:read:demo/app:refs/heads/feat/*"))
+}
