@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,14 +22,14 @@ type devSession struct {
 	t   *testing.T
 	dir string
 	cmd *exec.Cmd
-	out *strings.Builder
+	out *syncBuffer
 }
 
 func startDev(t *testing.T, dir string) *devSession {
 	t.Helper()
 	needTool(t, "git")
 	needTool(t, "ssh")
-	d := &devSession{t: t, dir: dir, out: &strings.Builder{}}
+	d := &devSession{t: t, dir: dir, out: &syncBuffer{}}
 	// A restart on the same dir: wait for this run's env files.
 	os.Remove(filepath.Join(dir, "auditor.env"))
 	d.cmd = exec.Command(jitsshBin, "dev", "--dir", dir)
@@ -41,6 +42,24 @@ func startDev(t *testing.T, dir string) *devSession {
 		return err == nil
 	}, 60*time.Second, 50*time.Millisecond, "jitssh dev did not write its env files: %s", d.out)
 	return d
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func (d *devSession) stop() {
