@@ -315,3 +315,18 @@ func TestNativeSourceAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestNativeIdleConnectionIsClosed holds an authenticated session with
+// nothing moving; the idle timeout ends it.
+func TestNativeIdleConnectionIsClosed(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.IdleTimeout = 700 * time.Millisecond })
+	u := n.newUser("idler", time.Hour, "git:read:demo/app:*")
+	n.startAgent(u)
+	done, stop := n.holdUploadPack(u)
+	defer stop()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an idle connection was still open after 5s with a 0.7s idle timeout")
+	}
+}
