@@ -47,7 +47,9 @@ func requestCommand() *cli.Command {
 		UsageText: "jitssh request --repo R --branch B|--ref REF --access read|write|force --ttl D --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
-			"lifetime. Ctrl-C cancels the request.\n\n" +
+			"lifetime, replacing your older jitssh certificates there (a Git server uses the\n" +
+			"first certificate it is offered; older grants stay valid until they end).\n" +
+			"Ctrl-C cancels the request.\n\n" +
 			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 1 error, 2 bad usage.",
 		Flags:  flags,
 		Action: runRequest,
