@@ -467,13 +467,17 @@ func sshdHostPub(path string) (ssh.PublicKey, error) {
 	return s.PublicKey(), nil
 }
 
+// printDevStory writes the greeting in one write, so whoever watches the
+// output never sees half of it.
 func printDevStory(w io.Writer, dir string) {
+	var b strings.Builder
 	if _, err := exec.LookPath("jitssh"); err != nil {
 		exe, _ := os.Executable()
-		fmt.Fprintf(w, "(jitssh is not on PATH: run `go install ./cmd/jitssh`, or use %s)\n\n", exe)
+		fmt.Fprintf(&b, "(jitssh is not on PATH: run `go install ./cmd/jitssh`, or use %s)\n\n", exe)
 	}
-	fmt.Fprintf(w, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n\n", dir)
-	fmt.Fprintf(w, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s\n", devStory(dir))
+	fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n\n", dir)
+	fmt.Fprintf(&b, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s\n", devStory(dir))
+	io.WriteString(w, b.String())
 }
 
 // devStory is the story PRODUCT.md tells, as a script: alice reads and

@@ -41,6 +41,10 @@ func startDev(t *testing.T, dir string) *devSession {
 		_, err := os.Stat(filepath.Join(dir, "auditor.env"))
 		return err == nil
 	}, 60*time.Second, 50*time.Millisecond, "jitssh dev did not write its env files: %s", d.out)
+	// The env files come first; the story is printed just after them.
+	require.Eventually(t, func() bool {
+		return strings.Contains(d.out.String(), "Ctrl-C stops it")
+	}, 10*time.Second, 20*time.Millisecond, "jitssh dev did not print its story: %s", d.out)
 	return d
 }
 
@@ -237,7 +241,8 @@ func TestDevPrintedStory(t *testing.T) {
 	needTool(t, "ssh-agent")
 	dir := t.TempDir()
 	d := startDev(t, dir)
-	require.Contains(t, d.out.String(), devStory(dir), "jitssh dev printed another story than the one tested")
+	require.Eventually(t, func() bool { return strings.Contains(d.out.String(), devStory(dir)) },
+		5*time.Second, 20*time.Millisecond, "jitssh dev printed another story than the one tested:\n%s", d.out)
 	cmd := exec.Command("sh", "-e", "-c", devStory(dir))
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(jitsshBin)+":"+os.Getenv("PATH"), "SSH_AUTH_SOCK="+newAgent(t),
 		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@example.com",
