@@ -420,6 +420,17 @@ func (a *devAgents) stop() {
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
+// shWord quotes s for a shell only when it needs it, so that plain paths
+// stay plain inside a command that is quoted again.
+func shWord(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:=@%,", r)) {
+			return shq(s)
+		}
+	}
+	return s
+}
+
 // writeDevEnv writes one shell file per person, and the known_hosts file
 // that pins both servers' host keys.
 func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
@@ -433,7 +444,13 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
 		return err
 	}
 	gitURL := fmt.Sprintf("ssh://git@127.0.0.1:%d", st.GitPort)
-	gitSSH := fmt.Sprintf("ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", knownHosts)
+	// git-ssh offers each repository the certificate that covers it, so
+	// grants on several repositories can sit in the agent at once.
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the jitssh binary for GIT_SSH_COMMAND: %w", err)
+	}
+	gitSSH := fmt.Sprintf("%s git-ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", shWord(exe), shWord(knownHosts))
 	for _, p := range devPeople {
 		var b strings.Builder
 		fmt.Fprintf(&b, "# jitssh dev: act as %s (%s). Source this file: . %s\n", p.name, p.role, filepath.Join(dir, p.name+".env"))
@@ -444,6 +461,7 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
 		fmt.Fprintf(&b, "export JITSSH_GIT_URL=%s\n", shq(gitURL))
 		fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))
 		fmt.Fprintf(&b, "export GIT_SSH_COMMAND=%s\n", shq(gitSSH))
+		fmt.Fprintf(&b, "export GIT_SSH_VARIANT=ssh\n")
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_CA=%s\n", shq(filepath.Join(dir, "ca", ca.PublicKeyFile)))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(filepath.Join(dir, "server.yaml")))

@@ -162,6 +162,17 @@ func TestDevStory(t *testing.T) {
 	d.ok("alice", alice, work, "sh", "-c", `git clone -q "$JITSSH_GIT_URL/team/tool.git" tool`)
 	assert.FileExists(t, filepath.Join(work, "tool", "README.md"))
 
+	// Grants on two repositories sit in the agent together, and git-ssh
+	// (the env's GIT_SSH_COMMAND) offers each repository its own: the older
+	// demo/app certificate for app, the newer team/tool one for tool.
+	var both []liveCert
+	require.NoError(t, json.Unmarshal([]byte(d.ok("alice", alice, work, "jitssh", "status", "--json")), &both))
+	require.Len(t, both, 2)
+	heads := d.ok("alice", alice, app, "git", "ls-remote", "--heads", "origin")
+	assert.Contains(t, heads, "refs/heads/main")
+	assert.Contains(t, heads, "refs/heads/feature/login")
+	d.ok("alice", alice, filepath.Join(work, "tool"), "git", "fetch", "-q", "origin")
+
 	// Write on a feature branch needs one approver, never oneself.
 	id := d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "10m")
 	out, code := d.as("alice", alice, work, "jitssh", "approve", id)

@@ -63,6 +63,7 @@ func commands() []*cli.Command {
 	return []*cli.Command{
 		caCommand(),
 		gitShellCommand(),
+		gitSSHCommand(),
 		principalsCommand(),
 		gitServerCommand(),
 		serverCommand(),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/principals"
 )
 
 // Exit codes of jitssh request and jitssh request wait.
@@ -47,8 +48,9 @@ func requestCommand() *cli.Command {
 		UsageText: "jitssh request --repo R --branch B|--ref REF --access read|write|force --ttl D --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
-			"lifetime, replacing your older jitssh certificates there (a Git server uses the\n" +
-			"first certificate it is offered; older grants stay valid until they end).\n" +
+			"lifetime, replacing your older jitssh certificate for the same repository there\n" +
+			"(it stays valid until it ends). Use 'jitssh git-ssh' as GIT_SSH_COMMAND when you\n" +
+			"hold grants on several repositories.\n" +
 			"Ctrl-C cancels the request.\n\n" +
 			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 1 error, 2 bad usage.",
 		Flags:  flags,
@@ -282,11 +284,12 @@ func parseCert(line string) (*ssh.Certificate, error) {
 
 // installInAgent adds key and certificate with the agent lifetime set to
 // what is left of the certificate, so the key vanishes with the grant.
-// The person's older jitssh certificates are removed first: ssh offers
-// agent keys in order and a Git server takes the first that verifies, so
-// an older grant, on this repository or another, would shadow the new
-// one. The older grants stay valid until they end; request them again to
-// load them.
+// The person's older jitssh certificates for the same repositories are
+// removed first: the newest grant on a repository is the one meant for
+// it now, and the agent keeps one per repository so that whatever ssh
+// offers (git-ssh picks by repository, plain ssh in agent order) means the
+// same thing. Grants on other repositories stay. A removed grant stays
+// valid on the servers until it ends.
 func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
 	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
 	if left <= 0 {
@@ -298,7 +301,7 @@ func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.C
 			if err != nil {
 				continue
 			}
-			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && samePerson(oc, cert) {
+			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && samePerson(oc, cert) && reposWithin(oc, cert) {
 				_ = ag.Remove(old)
 			}
 		}
@@ -312,6 +315,24 @@ func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.C
 		return fmt.Errorf("add certificate to ssh-agent: %w", err)
 	}
 	return nil
+}
+
+// reposWithin reports whether every repository old grants is one that
+// cert grants too.
+func reposWithin(old, cert *ssh.Certificate) bool {
+	repos := make(map[string]bool)
+	for _, p := range cert.ValidPrincipals {
+		if g, err := principals.Parse(p); err == nil {
+			repos[g.Repo] = true
+		}
+	}
+	for _, p := range old.ValidPrincipals {
+		g, err := principals.Parse(p)
+		if err != nil || !repos[g.Repo] {
+			return false
+		}
+	}
+	return true
 }
 
 func writeKeyAndCert(path string, priv ed25519.PrivateKey, cert *ssh.Certificate) error {

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/principals"
+	"github.com/jitssh/jitssh/sshd"
+)
+
+// A Git server sees one certificate per connection, the first one the
+// client offers that it accepts, and it learns which repository is wanted
+// only after authentication. With grants for several repositories in
+// ssh-agent, plain ssh offers them in the agent's order and the server may
+// settle on one that does not cover the repository. git-ssh reads the
+// repository from the command git asks ssh to run and offers the
+// certificate that covers it first.
+func gitSSHCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "git-ssh",
+		Usage:     "ssh for git: offer first the jitssh certificate that covers the repository (use as GIT_SSH_COMMAND)",
+		ArgsUsage: "[ssh options] DESTINATION [COMMAND]",
+		Description: "Runs ssh with the given arguments. When the command is one git runs on a server\n" +
+			"(git-upload-pack, git-receive-pack or git-upload-archive and a repository), it offers\n" +
+			"first the live jitssh certificate in ssh-agent that grants that repository the access the\n" +
+			"command needs (read, or write for a push), preferring one with a '*' grant, then the\n" +
+			"newest. Anything else goes to ssh unchanged. Set it up with\n\n" +
+			"   export GIT_SSH_COMMAND='jitssh git-ssh'   GIT_SSH_VARIANT=ssh\n\n" +
+			"and add your own ssh options after git-ssh. The ssh program is JITSSH_SSH, or ssh.",
+		SkipFlagParsing: true,
+		HideHelp:        true,
+		Action: func(c *cli.Context) error {
+			if args := c.Args().Slice(); len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
+				return cli.ShowCommandHelp(c.Lineage()[1], "git-ssh")
+			}
+			return runGitSSH(c.Args().Slice())
+		},
+	}
+}
+
+func runGitSSH(args []string) error {
+	sshProg := os.Getenv("JITSSH_SSH")
+	if sshProg == "" {
+		sshProg = "ssh"
+	}
+	if cmd, ok := remoteGitCommand(args); ok {
+		if cert := certForCommand(agentCerts(), cmd, time.Now()); cert != nil {
+			file, err := writeTempCert(cert)
+			if err != nil {
+				return err
+			}
+			defer os.Remove(file)
+			// Offered first, not only: ssh goes on to the agent's other
+			// keys if this server does not take it, so the same
+			// repository path on another host still gets the user's
+			// usual key.
+			args = append([]string{"-o", "IdentityFile=" + file}, args...)
+		}
+	}
+	return runForwardingSignals(sshProg, args)
+}
+
+// sshOptsWithArg are the OpenSSH client options that take an argument
+// (ssh.c's getopt string).
+const sshOptsWithArg = "BbcDEeFIiJLlmOoPpQRSWw"
+
+// remoteGitCommand finds the command in an ssh command line, as ssh itself
+// does: options, the destination, more options, then the command words
+// joined by spaces. It reports false when there is no command or it is not
+// a Git service on one repository.
+func remoteGitCommand(args []string) (sshd.Command, bool) {
+	var dest bool
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest := args[i+1:]
+			if !dest {
+				if len(rest) == 0 {
+					return sshd.Command{}, false
+				}
+				rest = rest[1:]
+			}
+			return parseGitCommand(rest)
+		}
+		if len(a) > 1 && a[0] == '-' {
+			// -o Opt or -oOpt: the argument is the rest of this word or
+			// the next word.
+			for j := 1; j < len(a); j++ {
+				if strings.IndexByte(sshOptsWithArg, a[j]) >= 0 {
+					if j == len(a)-1 {
+						i++
+					}
+					break
+				}
+			}
+			continue
+		}
+		if !dest {
+			dest = true
+			continue
+		}
+		return parseGitCommand(args[i:])
+	}
+	return sshd.Command{}, false
+}
+
+func parseGitCommand(words []string) (sshd.Command, bool) {
+	if len(words) == 0 {
+		return sshd.Command{}, false
+	}
+	cmd, err := sshd.ParseCommand(strings.Join(words, " "))
+	return cmd, err == nil
+}
+
+// agentCerts lists the jitssh certificates in ssh-agent; none when there is
+// no agent, in which case ssh runs as it would have anyway.
+func agentCerts() []*ssh.Certificate {
+	ag, err := connectAgent()
+	if err != nil {
+		return nil
+	}
+	keys, err := ag.List()
+	if err != nil {
+		return nil
+	}
+	var out []*ssh.Certificate
+	for _, k := range keys {
+		pub, err := ssh.ParsePublicKey(k.Blob)
+		if err != nil {
+			continue
+		}
+		if cert, ok := pub.(*ssh.Certificate); ok && isJitsshCert(cert) {
+			out = append(out, cert)
+		}
+	}
+	return out
+}
+
+// certForCommand picks the certificate to offer for cmd: one inside its
+// validity window with a grant on the repository for the access the
+// service needs, a '*' grant first, then the newest. When none has that
+// access it picks the newest naming the repository at all, so the server's
+// answer is about the repository ("read-only grant") and not about some
+// unrelated certificate. Nil means none names it.
+func certForCommand(certs []*ssh.Certificate, cmd sshd.Command, now time.Time) *ssh.Certificate {
+	need := cmd.Service.Access()
+	type candidate struct {
+		cert          *ssh.Certificate
+		access, whole bool
+	}
+	var cands []candidate
+	for _, c := range certs {
+		if !certLiveAt(c, now) {
+			continue
+		}
+		var cand candidate
+		named := false
+		for _, p := range c.ValidPrincipals {
+			g, err := principals.Parse(p)
+			if err != nil || g.Repo != cmd.Repo {
+				continue
+			}
+			named = true
+			if g.Access.Includes(need) {
+				cand.access = true
+				cand.whole = cand.whole || g.Ref == "*"
+			}
+		}
+		if named {
+			cand.cert = c
+			cands = append(cands, cand)
+		}
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	rank := func(c candidate) int {
+		switch {
+		case c.access && c.whole:
+			return 2
+		case c.access:
+			return 1
+		}
+		return 0
+	}
+	best := slices.MaxFunc(cands, func(a, b candidate) int {
+		if r := rank(a) - rank(b); r != 0 {
+			return r
+		}
+		return int(int64(a.cert.ValidAfter) - int64(b.cert.ValidAfter))
+	})
+	return best.cert
+}
+
+func certLiveAt(c *ssh.Certificate, now time.Time) bool {
+	t := uint64(now.Unix())
+	return c.ValidAfter <= t && t < c.ValidBefore
+}
+
+// writeTempCert puts cert where ssh can read it as an IdentityFile; ssh
+// then asks the agent to sign with the matching key.
+func writeTempCert(cert *ssh.Certificate) (string, error) {
+	f, err := os.CreateTemp("", "jitssh-*-cert.pub")
+	if err != nil {
+		return "", fmt.Errorf("write certificate for ssh: %w", err)
+	}
+	_, werr := f.Write(ssh.MarshalAuthorizedKey(cert))
+	if err := errors.Join(werr, f.Close()); err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write certificate for ssh: %w", err)
+	}
+	return f.Name(), nil
+}
+
+// runForwardingSignals runs prog with the caller's stdio, passes on the
+// signals that would have reached it directly, and exits with its status.
+func runForwardingSignals(prog string, args []string) error {
+	cmd := exec.Command(prog, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", prog, err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				_ = cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code := exit.ExitCode()
+		if code < 0 { // killed by a signal
+			code = 255
+		}
+		return cli.Exit("", code)
+	}
+	if err != nil {
+		return fmt.Errorf("run %s: %w", prog, err)
+	}
+	return nil
+}

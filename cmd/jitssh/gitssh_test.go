@@ -1,0 +1,153 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/jitssh/jitssh/sshd"
+)
+
+func TestRemoteGitCommand(t *testing.T) {
+	up := sshd.Command{Service: sshd.UploadPack, Repo: "demo/app"}
+	recv := sshd.Command{Service: sshd.ReceivePack, Repo: "demo/app"}
+	tests := []struct {
+		name string
+		args []string
+		want sshd.Command
+		ok   bool
+	}{
+		{"what git runs for v2", []string{"-o", "SendEnv=GIT_PROTOCOL", "-p", "2222", "git@h", "git-upload-pack '/demo/app.git'"}, up, true},
+		{"push", []string{"-p", "22", "git@h", "git-receive-pack 'demo/app'"}, recv, true},
+		{"user options first", []string{"-F", "/dev/null", "-o", "UserKnownHostsFile=/k", "-oBatchMode=yes", "-p22", "git@h", "git-upload-pack 'demo/app'"}, up, true},
+		{"clustered flags with an argument", []string{"-4vp", "22", "h", "git-receive-pack 'demo/app.git'"}, recv, true},
+		{"options after the destination", []string{"h", "-p", "22", "-v", "git-upload-pack 'demo/app'"}, up, true},
+		{"command in several words", []string{"h", "git-upload-pack", "'demo/app'"}, up, true},
+		{"double dash", []string{"-p", "22", "--", "h", "git-upload-pack 'demo/app'"}, up, true},
+		{"archive", []string{"h", "git-upload-archive '/demo/app.git'"}, sshd.Command{Service: sshd.UploadArchive, Repo: "demo/app"}, true},
+		{"no command: git's -G probe", []string{"-G", "-p", "22", "h"}, sshd.Command{}, false},
+		{"no destination", []string{"-p", "22"}, sshd.Command{}, false},
+		{"option argument is not the destination", []string{"-l", "git-upload-pack 'demo/app'", "h"}, sshd.Command{}, false},
+		{"not a git command", []string{"h", "ls"}, sshd.Command{}, false},
+		{"a git command with more after it", []string{"h", "git-upload-pack 'demo/app'; id"}, sshd.Command{}, false},
+		{"path tricks", []string{"h", "git-upload-pack '../demo/app'"}, sshd.Command{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := remoteGitCommand(tt.args)
+			assert.Equal(t, tt.ok, ok)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// testCert is an unsigned certificate: certForCommand only reads
+// principals and validity.
+func testCert(id string, after, before time.Time, grants ...string) *ssh.Certificate {
+	return &ssh.Certificate{CertType: ssh.UserCert, KeyId: id, ValidPrincipals: grants,
+		ValidAfter: uint64(after.Unix()), ValidBefore: uint64(before.Unix())}
+}
+
+func TestCertForCommand(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	old, newer, later := now.Add(-time.Hour), now.Add(-time.Minute), now.Add(time.Hour)
+	readAll := testCert("read-all", old, later, "git:read:demo/app:*")
+	readMain := testCert("read-main", newer, later, "git:read:demo/app:refs/heads/main")
+	writeFeature := testCert("write-feature", newer, later, "git:write:demo/app:refs/heads/feature/*")
+	forceOld := testCert("force-old", old, later, "git:force:demo/app:refs/heads/main")
+	tool := testCert("tool", newer, later, "git:write:team/tool:*")
+	expired := testCert("expired", old, now, "git:write:demo/app:*")
+	future := testCert("future", later, later.Add(time.Hour), "git:write:demo/app:*")
+	multi := testCert("multi", old, later, "git:read:team/tool:*", "git:write:demo/app:refs/heads/main")
+
+	fetch := sshd.Command{Service: sshd.UploadPack, Repo: "demo/app"}
+	push := sshd.Command{Service: sshd.ReceivePack, Repo: "demo/app"}
+	tests := []struct {
+		name  string
+		certs []*ssh.Certificate
+		cmd   sshd.Command
+		want  string // key ID, "" for none
+	}{
+		{"the only one", []*ssh.Certificate{readAll}, fetch, "read-all"},
+		{"read: a '*' grant before a newer narrow one", []*ssh.Certificate{readMain, readAll, writeFeature}, fetch, "read-all"},
+		{"read: newest when none is '*'", []*ssh.Certificate{forceOld, readMain}, fetch, "read-main"},
+		{"push: only a writer will do", []*ssh.Certificate{readAll, writeFeature, readMain}, push, "write-feature"},
+		{"push: newest writer", []*ssh.Certificate{forceOld, writeFeature}, push, "write-feature"},
+		{"push with only a reader: the reader, so the server says why", []*ssh.Certificate{tool, readMain}, push, "read-main"},
+		{"another repository only", []*ssh.Certificate{tool}, fetch, ""},
+		{"expired and not yet valid are never offered", []*ssh.Certificate{expired, future}, push, ""},
+		{"expired loses to a live reader", []*ssh.Certificate{expired, readAll}, push, "read-all"},
+		{"a grant among several", []*ssh.Certificate{tool, multi}, push, "multi"},
+		{"the other repository of a multi-grant certificate", []*ssh.Certificate{multi, readAll}, sshd.Command{Service: sshd.UploadPack, Repo: "team/tool"}, "multi"},
+		{"no certificates", nil, fetch, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := certForCommand(tt.certs, tt.cmd, now)
+			if tt.want == "" {
+				assert.Nil(t, got)
+				return
+			}
+			require.NotNil(t, got)
+			assert.Equal(t, tt.want, got.KeyId)
+		})
+	}
+}
+
+// TestInstallInAgentKeepsOnePerRepository checks, against a real
+// ssh-agent, that a new grant replaces the person's older grants on the
+// same repository and leaves the rest.
+func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
+	needTool(t, "ssh-agent")
+	conn, err := net.Dial("unix", newAgent(t))
+	require.NoError(t, err)
+	defer conn.Close()
+	ag := agent.NewClient(conn)
+
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	caSigner, err := ssh.NewSignerFromKey(caPriv)
+	require.NoError(t, err)
+	now := time.Now()
+	add := func(keyID string, grants ...string) {
+		t.Helper()
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		sshPub, err := ssh.NewPublicKey(pub)
+		require.NoError(t, err)
+		cert := testCert(keyID, now.Add(-time.Minute), now.Add(time.Hour), grants...)
+		cert.Key = sshPub
+		require.NoError(t, cert.SignCert(rand.Reader, caSigner))
+		require.NoError(t, installInAgent(ag, priv, cert))
+	}
+	held := func() []string {
+		t.Helper()
+		keys, err := ag.List()
+		require.NoError(t, err)
+		var ids []string
+		for _, k := range keys {
+			ids = append(ids, k.Comment)
+		}
+		return ids
+	}
+
+	add("alice/req-1", "git:read:demo/app:*")
+	add("alice/req-2", "git:read:team/tool:*")
+	assert.ElementsMatch(t, []string{"alice/req-1", "alice/req-2"}, held())
+	add("alice/req-3", "git:write:demo/app:refs/heads/feature/*")
+	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3"}, held(), "the newer demo/app grant replaces the older")
+	add("bob/req-4", "git:read:demo/app:*")
+	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3", "bob/req-4"}, held(), "another person's grants stay")
+	add("alice/req-5", "git:read:demo/app:*", "git:read:other/repo:*")
+	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "bob/req-4"}, held())
+	add("alice/req-6", "git:read:other/repo:*")
+	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "alice/req-6", "bob/req-4"}, held(),
+		"a grant that covers only part of an older certificate's repositories leaves it")
+}
