@@ -158,7 +158,8 @@ func TestDevStory(t *testing.T) {
 	dropped := filepath.Join(dir, "repos", "team", "tool.git")
 	d.ok("alice", alice, work, "git", "init", "-q", "--bare", "-b", "main", dropped)
 	d.ok("alice", alice, app, "git", "push", "-q", dropped, "HEAD:refs/heads/main")
-	d.ok("alice", alice, work, "jitssh", "request", "--repo", "team/tool", "--branch", "main", "--access", "read", "--ttl", "1m", "--reason", "tool")
+	out = d.ok("alice", alice, work, "sh", "-c", `GIT_SSH_COMMAND=ssh exec jitssh request --repo team/tool --branch main --access read --ttl 1m --reason tool`)
+	assert.Contains(t, out, "GIT_SSH_COMMAND='jitssh git-ssh'", "no hint to use git-ssh with two grants and plain ssh")
 	d.ok("alice", alice, work, "sh", "-c", `git clone -q "$JITSSH_GIT_URL/team/tool.git" tool`)
 	assert.FileExists(t, filepath.Join(work, "tool", "README.md"))
 

@@ -262,6 +262,8 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 		}
 	} else if err := installInAgent(ag, priv, cert); err != nil {
 		return err
+	} else if n := len(agentCerts()); n > 1 && !strings.Contains(os.Getenv("GIT_SSH_COMMAND"), "git-ssh") {
+		fmt.Fprintf(c.App.ErrWriter, "note: ssh-agent holds %d jitssh certificates; set GIT_SSH_COMMAND='jitssh git-ssh' so git offers each repository its own\n", n)
 	}
 	if c.Bool("json") {
 		return writeJSON(c.App.Writer, final)
