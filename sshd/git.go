@@ -26,6 +26,7 @@ const (
 	envHookGrants = "JITSSH_HOOK_GRANTS"
 	envHookFence  = "JITSSH_HOOK_FENCE"
 	envHookReport = "JITSSH_HOOK_REPORT"
+	envHookPushed = "JITSSH_HOOK_PUSHED"
 )
 
 // hookNames are the hooks jitssh installs. pre-receive and proc-receive
@@ -244,6 +245,14 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	}
 	defer os.Remove(report.Name())
 	defer report.Close()
+	// pre-receive writes here every update the client asked for, so that
+	// proc-receive can tell which ones git refused on its own.
+	pushed, err := os.CreateTemp("", "jitssh-pushed-")
+	if err != nil {
+		return Result{}, fmt.Errorf("create push list: %w", err)
+	}
+	defer os.Remove(pushed.Name())
+	pushed.Close()
 
 	hooksDir, err := g.hooks()
 	if err != nil {
@@ -260,6 +269,7 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		envHookRepo+"="+d.Command.Repo,
 		envHookGrants+"="+grantsString(d.Grants),
 		envHookReport+"="+report.Name(),
+		envHookPushed+"="+pushed.Name(),
 	)
 	if !readsAll(d.Grants) {
 		hidden, err := hideRefsConfig("receive.hideRefs", d, principals.Read, false)

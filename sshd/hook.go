@@ -50,6 +50,7 @@ type hookEnv struct {
 	grants principals.Set
 	fence  bool
 	report string
+	pushed string
 }
 
 func hookEnvFromOS() (*hookEnv, error) {
@@ -57,6 +58,7 @@ func hookEnvFromOS() (*hookEnv, error) {
 		repo:   os.Getenv(envHookRepo),
 		fence:  os.Getenv(envHookFence) == "1",
 		report: os.Getenv(envHookReport),
+		pushed: os.Getenv(envHookPushed),
 	}
 	if h.repo == "" {
 		return nil, errors.New("not started by jitssh (no repository in environment)")
@@ -88,6 +90,12 @@ func (h *hookEnv) preReceive(stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
 		return 1
+	}
+	if h.pushed != "" {
+		if err := os.WriteFile(h.pushed, input, 0o600); err != nil {
+			fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
+			return 1
+		}
 	}
 	if h.fence {
 		var tips []string
@@ -241,8 +249,27 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 		}
 		cmds = append(cmds, c)
 	}
-	reasons := make([]string, len(cmds))
+	// git refuses some updates itself before this hook (a hidden ref, say)
+	// and leaves them out of cmds; it then goes on with the others even
+	// when the push is atomic. Those refusals are recorded here, and an
+	// atomic push ends with them.
+	var log []RefUpdate
 	refused := ""
+	gitRefused, err := h.refusedByGit(cmds)
+	if err != nil {
+		return err
+	}
+	for _, c := range gitRefused {
+		reason := h.refuseReason(c)
+		if reason == "" {
+			reason = "refused by git"
+		}
+		log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reason})
+		if refused == "" {
+			refused = c.ref
+		}
+	}
+	reasons := make([]string, len(cmds))
 	for i, c := range cmds {
 		reasons[i] = h.refuseReason(c)
 		if reasons[i] != "" && refused == "" {
@@ -256,7 +283,6 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 			}
 		}
 	}
-	var log []RefUpdate
 	for i, c := range cmds {
 		if reasons[i] != "" {
 			log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reasons[i]})
@@ -276,6 +302,36 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	return writeFlush(stdout)
+}
+
+// refusedByGit returns the updates pre-receive saw that are missing from
+// cmds, the ones git handed to this hook.
+func (h *hookEnv) refusedByGit(cmds []refCommand) ([]refCommand, error) {
+	if h.pushed == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(h.pushed)
+	if err != nil {
+		return nil, fmt.Errorf("read push list: %w", err)
+	}
+	handed := make(map[string]bool, len(cmds))
+	for _, c := range cmds {
+		handed[c.ref] = true
+	}
+	var out []refCommand
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		c, err := parseRefCommand(line)
+		if err != nil {
+			return nil, fmt.Errorf("read push list: %w", err)
+		}
+		if !handed[c.ref] {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
 
 // refuseReason returns why c may not happen, or "" when the grants allow it.

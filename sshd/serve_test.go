@@ -204,6 +204,12 @@ func TestServePush(t *testing.T) {
 			rejected: map[string]string{"refs/heads/main": "updating needs write access"}},
 		{name: "atomic push changes nothing", grants: []string{"git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main"}, refspecs: []string{"new:refs/heads/feature/c", "ff-main:refs/heads/main"}, atomic: true,
 			rejected: map[string]string{"refs/heads/main": "updating needs write access", "refs/heads/feature/c": "atomic push refused because refs/heads/main was refused"}},
+		// git refuses a hidden ref itself, before jitssh's hooks see the
+		// push, and then goes on with the rest even under --atomic.
+		{name: "atomic push with a hidden ref changes nothing", grants: []string{"git:write:demo/app:refs/heads/feature/*"}, refspecs: []string{"new:refs/heads/feature/c", "ff-main:refs/heads/main"}, atomic: true,
+			rejected: map[string]string{"refs/heads/main": "deny updating a hidden ref", "refs/heads/feature/c": "atomic push refused because refs/heads/main was refused"}},
+		{name: "non-atomic push with a hidden ref keeps the good ref", grants: []string{"git:write:demo/app:refs/heads/feature/*"}, refspecs: []string{"new:refs/heads/feature/c", "ff-main:refs/heads/main"},
+			rejected: map[string]string{"refs/heads/main": "deny updating a hidden ref"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
