@@ -354,7 +354,11 @@ func decide(c *cli.Context, method string) error {
 	}
 	req := apiRequest{ID: c.Args().First(), Reason: c.String("reason")}
 	if method == methodApprove {
-		if ttl := c.Duration("ttl"); ttl != 0 {
+		if c.IsSet("ttl") {
+			ttl := c.Duration("ttl")
+			if ttl <= 0 {
+				return usageError("--ttl %s: a grant needs a positive duration", ttl)
+			}
 			req.TTL = ttl.String()
 		}
 	}

@@ -119,7 +119,11 @@ func runRequest(c *cli.Context) error {
 		Repo: repo, Ref: ref, Access: c.String("access"), Reason: c.String("reason"),
 		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), DryRun: dryRun,
 	}
-	if ttl := c.Duration("ttl"); ttl != 0 {
+	if c.IsSet("ttl") {
+		ttl := c.Duration("ttl")
+		if ttl <= 0 {
+			return usageError("--ttl %s: a grant needs a positive duration (leave --ttl out for the policy's default)", ttl)
+		}
 		req.TTL = ttl.String()
 	}
 	if !dryRun {
