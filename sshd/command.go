@@ -68,7 +68,8 @@ func ParseCommand(s string) (Command, error) {
 	}
 	repo, err := principals.NormalizeRepo(arg)
 	if err != nil {
-		return Command{}, fmt.Errorf("%w: %w", ErrCommand, err)
+		// A path no repository can have is answered like an unknown one.
+		return Command{}, fmt.Errorf("%w: %w: %w", ErrCommand, ErrRepoNotFound, err)
 	}
 	return Command{Service: svc, Repo: repo}, nil
 }

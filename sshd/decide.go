@@ -78,10 +78,10 @@ func ClientMessage(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrCommand):
-		return "jitssh: only git-upload-pack, git-receive-pack and git-upload-archive on a repository are allowed"
 	case errors.Is(err, ErrRepoNotFound), errors.Is(err, ErrNotGranted):
 		return "jitssh: repository not found, or your grants do not allow this"
+	case errors.Is(err, ErrCommand):
+		return "jitssh: only git-upload-pack, git-receive-pack and git-upload-archive on a repository are allowed"
 	default:
 		return "jitssh: permission denied"
 	}

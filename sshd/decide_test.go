@@ -62,6 +62,11 @@ func TestDecide(t *testing.T) {
 	forbidden := ClientMessage(Decide(repos, other, "git-upload-pack 'demo/app'").Err)
 	assert.Equal(t, unknown, forbidden)
 	assert.NotContains(t, unknown, "demo")
+	// So does a path no repository can have.
+	for _, bad := range []string{"demo/app/", "demo//app", "../demo/app", "demo/app.git.git"} {
+		assert.Equal(t, unknown, ClientMessage(Decide(repos, other, "git-upload-pack '"+bad+"'").Err), bad)
+	}
+	assert.NotEqual(t, unknown, ClientMessage(Decide(repos, other, "git-upload-pack 'demo/app'; id").Err), "an injection reads like a bad command")
 	assert.True(t, strings.HasPrefix(ClientMessage(ErrExpired), "jitssh: "))
 }
 

@@ -2,7 +2,6 @@ package sshd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,9 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jitssh/jitssh/principals"
@@ -169,7 +169,7 @@ func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio S
 	default:
 		err = fmt.Errorf("%w: %s", ErrCommand, d.Command.Service)
 	}
-	res.BytesIn, res.BytesOut = in.n, out.n
+	res.BytesIn, res.BytesOut = in.n.Load(), out.count()
 	return res, err
 }
 
@@ -218,6 +218,20 @@ func (g *Git) uploadPack(ctx context.Context, d Decision, gitProtocol string, st
 			return Result{}, err
 		}
 		cfg = append(cfg, hidden...)
+		// Serve's writer serialises writes; the guard below writes to it
+		// directly, never through the advertisement editor.
+		clientOut := stdio.Out
+		// git names HEAD's target in the capabilities even when both
+		// are hidden.
+		stdio.Out = &advertWriter{w: stdio.Out, edit: func(caps []string) []string {
+			return slices.DeleteFunc(caps, func(c string) bool {
+				target, ok := strings.CutPrefix(c, "symref=HEAD:")
+				return ok && !d.Grants.Allows(d.Command.Repo, target, principals.Read)
+			})
+		}}
+		// deepen-not names a ref that git resolves among all refs, hidden
+		// or not, and answers differently when it exists.
+		stdio.In = &requestGuard{r: stdio.In, out: clientOut, refuse: refuseDeepenNot}
 	}
 	env := g.env
 	if version != "" {
@@ -289,7 +303,7 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		args = append(args, "--reject-thin-pack-for-testing")
 		cfg = append(cfg, "receive.unpackLimit=1")
 		env = append(env, envHookFence+"=1")
-		stdio.Out = &noThinWriter{w: stdio.Out}
+		stdio.Out = &advertWriter{w: stdio.Out, edit: func(caps []string) []string { return append(caps, "no-thin") }}
 	}
 	if version != "" {
 		env = append(env, "GIT_PROTOCOL=version="+version)
@@ -300,7 +314,37 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	if err != nil && runErr == nil {
 		runErr = err
 	}
+	updates, err = addUnreported(updates, pushed.Name(), d)
+	if err != nil && runErr == nil {
+		runErr = err
+	}
 	return Result{Updates: updates, Protocol: orZero(version)}, runErr
+}
+
+// addUnreported adds to updates, as refused, what the client asked for
+// that no hook reported: refs git refused before jitssh's hooks saw them
+// (a hidden ref), or all of them when the push was declined as a whole.
+func addUnreported(updates []RefUpdate, pushedFile string, d Decision) ([]RefUpdate, error) {
+	data, err := os.ReadFile(pushedFile)
+	if err != nil {
+		return updates, fmt.Errorf("read push list: %w", err)
+	}
+	reported := make(map[string]bool, len(updates))
+	for _, u := range updates {
+		reported[u.Ref] = true
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		c, err := parseRefCommand(line)
+		if err != nil || reported[c.ref] {
+			continue
+		}
+		reason := "push declined"
+		if !d.Grants.Allows(d.Command.Repo, c.ref, principals.Read) {
+			reason = "not in your grant"
+		}
+		updates = append(updates, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reason})
+	}
+	return updates, nil
 }
 
 func readReport(f *os.File) ([]RefUpdate, error) {
@@ -328,9 +372,30 @@ func (g *Git) run(ctx context.Context, cfg, args, env []string, stdio Stdio) err
 	argv = append(argv, args...)
 	cmd := exec.CommandContext(ctx, g.git, argv...)
 	cmd.Env = env
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.In, stdio.Out, stdio.Err
+	cmd.Stdout, cmd.Stderr = stdio.Out, stdio.Err
 	cmd.WaitDelay = waitDelay
-	if err := cmd.Run(); err != nil {
+	// The client's input is copied by hand: exec would wait for its copy
+	// to end, and it ends only when the client sends more or hangs up,
+	// while a client whose request git refused waits for the answer. So
+	// once git exits the copy is abandoned; it ends when the session does.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("git %s: stdin pipe: %w", args[0], err)
+	}
+	cmd.Stdin = pr
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return fmt.Errorf("git %s: %w", args[0], err)
+	}
+	pr.Close()
+	go func() {
+		_, _ = io.Copy(pw, stdio.In)
+		pw.Close()
+	}()
+	err = cmd.Wait()
+	pw.Close()
+	if err != nil {
 		return fmt.Errorf("git %s: %w", args[0], err)
 	}
 	return nil
@@ -466,26 +531,39 @@ func shellQuoteArgs(args []string) string {
 	return strings.Join(q, " ")
 }
 
+// countingReader counts what passes; the count may be read while a copy
+// abandoned after git exited still reads.
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
+// countingWriter counts what passes and serialises writes: git's output
+// and a refusal jitssh writes itself share the stream.
 type countingWriter struct {
-	w io.Writer
-	n int64
+	mu sync.Mutex
+	w  io.Writer
+	n  int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+func (c *countingWriter) count() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }
 
 // waitDelay bounds how long git's output may linger after it is killed.
@@ -498,64 +576,4 @@ func grantsString(set principals.Set) string {
 		s[i] = g.String()
 	}
 	return strings.Join(s, " ")
-}
-
-// noThinWriter adds the no-thin capability to receive-pack's first ref
-// advertisement line and passes everything else through untouched.
-type noThinWriter struct {
-	w    io.Writer
-	buf  []byte
-	done bool
-}
-
-func (n *noThinWriter) Write(p []byte) (int, error) {
-	if n.done {
-		return n.w.Write(p)
-	}
-	n.buf = append(n.buf, p...)
-	for !n.done {
-		if len(n.buf) < pktHeaderLen {
-			return len(p), nil
-		}
-		size, err := strconv.ParseUint(string(n.buf[:pktHeaderLen]), 16, 16)
-		if err != nil || (size != 0 && size < pktHeaderLen) {
-			return 0, fmt.Errorf("receive-pack advertisement: bad pkt-line length %q", n.buf[:pktHeaderLen])
-		}
-		if size == 0 { // flush before any ref line: nothing to amend
-			n.done = true
-			break
-		}
-		if len(n.buf) < int(size) {
-			return len(p), nil
-		}
-		line := n.buf[pktHeaderLen:size]
-		if string(line) == "version 1\n" {
-			if _, err := n.w.Write(n.buf[:size]); err != nil {
-				return 0, err
-			}
-			n.buf = n.buf[size:]
-			continue
-		}
-		rest := n.buf[size:]
-		if i := bytes.IndexByte(line, 0); i >= 0 {
-			amended := bytes.TrimSuffix(line, []byte("\n"))
-			amended = append(amended[:len(amended):len(amended)], " no-thin\n"...)
-			var out bytes.Buffer
-			if err := writePkt(&out, amended); err != nil {
-				return 0, err
-			}
-			if _, err := n.w.Write(out.Bytes()); err != nil {
-				return 0, err
-			}
-			n.buf = rest
-		}
-		n.done = true
-	}
-	if len(n.buf) > 0 {
-		if _, err := n.w.Write(n.buf); err != nil {
-			return 0, err
-		}
-	}
-	n.buf = nil
-	return len(p), nil
 }

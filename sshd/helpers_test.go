@@ -166,6 +166,7 @@ func newCA(t testing.TB) ssh.Signer {
 // certOpts shape a test certificate; the zero value is a valid grant for
 // read on demo/app main, valid for an hour around now.
 type certOpts struct {
+	forever    bool // ValidBefore is CertTimeInfinity, as ssh-keygen -V always:forever
 	principals []string
 	certType   uint32
 	after      time.Time
@@ -205,6 +206,9 @@ func signCert(t testing.TB, caSigner ssh.Signer, o certOpts) *ssh.Certificate {
 		ValidAfter:      uint64(o.after.Unix()),
 		ValidBefore:     uint64(o.before.Unix()),
 		Permissions:     ssh.Permissions{CriticalOptions: o.critical},
+	}
+	if o.forever {
+		cert.ValidAfter, cert.ValidBefore = 0, ssh.CertTimeInfinity
 	}
 	require.NoError(t, cert.SignCert(rand.Reader, caSigner))
 	return cert

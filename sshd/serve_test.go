@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -459,4 +460,65 @@ func TestServeHideRefsEdges(t *testing.T) {
 	git(t, f.bare, "pack-refs", "--all")
 	assert.Empty(t, lsRemote(t, f, "", "git:read:demo/app:refs/heads/rel"))
 	assert.Empty(t, lsRemote(t, f, "", "git:read:demo/app:refs/heads/feat/*"))
+}
+
+// TestServeRefusesDeepenNotForScopedReaders: git resolves a deepen-not ref
+// among all refs and answers differently when a hidden one exists, so a
+// ref-scoped reader gets one refusal whatever it names. A reader of every
+// ref keeps the feature.
+func TestServeRefusesDeepenNotForScopedReaders(t *testing.T) {
+	f := newFixture(t)
+	for _, proto := range []string{"0", "1", "2"} {
+		t.Run("protocol v"+proto, func(t *testing.T) {
+			answers := map[string]string{}
+			for _, exclude := range []string{"secret", "no-such-ref", "main"} {
+				dir := t.TempDir()
+				git(t, dir, "init", "-q")
+				url, env := f.remote(proto, "git:read:demo/app:refs/heads/feature/*")
+				out, err := gitErr(dir, env, "-c", "protocol.version="+proto, "fetch", "--shallow-exclude="+exclude, url, "feature/a")
+				require.Error(t, err, out)
+				assert.Contains(t, out, "remote error: jitssh: --shallow-exclude (deepen-not) is not available")
+				// git's own stderr and the refusal may come in either order.
+				lines := strings.Split(strings.ReplaceAll(out, exclude, "X"), "\n")
+				slices.Sort(lines)
+				answers[exclude] = strings.Join(lines, "\n")
+			}
+			assert.Equal(t, answers["secret"], answers["no-such-ref"], "a hidden ref and a missing one answer differently")
+
+			dir := t.TempDir()
+			git(t, dir, "init", "-q")
+			url, env := f.remote(proto, "git:read:demo/app:*")
+			out, err := gitErr(dir, env, "-c", "protocol.version="+proto, "fetch", "-q", "--shallow-exclude=main", url, "feature/a")
+			require.NoError(t, err, out)
+		})
+	}
+}
+
+// TestServeHidesHeadTarget: the symref capability names HEAD's target only
+// to a reader of that target.
+func TestServeHidesHeadTarget(t *testing.T) {
+	f := newFixture(t)
+	for _, tt := range []struct {
+		grant string
+		shown bool
+	}{
+		{"git:read:demo/app:refs/heads/feature/*", false},
+		{"git:read:demo/app:refs/heads/main", true},
+		{"git:read:demo/app:*", true},
+	} {
+		for _, proto := range []string{"0", "1"} {
+			t.Run(tt.grant+" v"+proto, func(t *testing.T) {
+				url, env := f.remote(proto, tt.grant)
+				env = append(env, "GIT_TRACE_PACKET=1")
+				out, err := gitErr(f.work, env, "-c", "protocol.version="+proto, "ls-remote", "--symref", url)
+				require.NoError(t, err, out)
+				if tt.shown {
+					assert.Contains(t, out, "symref=HEAD:refs/heads/main")
+				} else {
+					assert.NotContains(t, out, "refs/heads/main")
+					assert.Contains(t, out, "refs/heads/feature/a", "the visible ref went missing")
+				}
+			})
+		}
+	}
 }

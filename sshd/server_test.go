@@ -366,3 +366,72 @@ func caRequest(t *testing.T, pub ssh.PublicKey, sourceAddress string, grants ...
 	}
 	return ca.CertRequest{PublicKey: pub, KeyID: "bound/req-1", Grants: gs, TTL: time.Hour, SourceAddress: sourceAddress}
 }
+
+// TestNativeEndsSessionWhenGitStops: when git ends a fetch early with an
+// error while the client still holds its side open, the session ends with
+// it, rather than when the client gives up or the idle timeout fires.
+func TestNativeEndsSessionWhenGitStops(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.IdleTimeout = 10 * time.Minute })
+	alice := n.newUser("alice", time.Hour, "git:read:demo/app:*")
+	n.startAgent(alice)
+	for _, proto := range []string{"0", "2"} {
+		t.Run("protocol v"+proto, func(t *testing.T) {
+			dir := t.TempDir()
+			git(t, dir, "init", "-q")
+			// A guard against a hang, not a measure of speed.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "git", "-c", "protocol.version="+proto, "fetch", "--shallow-exclude=no-such-ref", n.url("demo/app"), "main")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+				"GIT_SSH_COMMAND="+n.sshCommand(alice), "SSH_AUTH_SOCK="+alice.agent)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, ctx.Err(), "the fetch hung after git refused it:\n%s", out)
+			require.Error(t, err, "%s", out)
+			assert.Contains(t, string(out), "deepen-not")
+		})
+	}
+}
+
+// TestNativeRecordsRefusalsGitMakes: git refuses a push to a ref hidden
+// from the pusher before jitssh's per-ref hook sees it; the audit event
+// records that refusal all the same, alone or beside a ref that landed.
+func TestNativeRecordsRefusalsGitMakes(t *testing.T) {
+	n := startNative(t, nil)
+	bob := n.newUser("bob", time.Hour, "git:write:demo/app:refs/heads/feature/*")
+	n.startAgent(bob)
+	dir := t.TempDir()
+	out, err := n.gitAs(bob, dir, "clone", "-q", n.url("demo/app"), "c")
+	require.NoError(t, err, out)
+	c := filepath.Join(dir, "c")
+	git(t, c, "checkout", "-q", "feature/a")
+	git(t, c, "commit", "-q", "--allow-empty", "-m", "work")
+
+	refused := func(e Event) map[string]string {
+		m := map[string]string{}
+		for _, u := range e.Updates {
+			m[u.Ref] = u.Result + ": " + u.Reason
+		}
+		return m
+	}
+	for _, tt := range []struct {
+		name     string
+		refspecs []string
+		want     map[string]string
+	}{
+		{"hidden ref alone", []string{"HEAD:refs/heads/main"},
+			map[string]string{"refs/heads/main": "refused: not in your grant"}},
+		{"hidden ref beside a granted one", []string{"HEAD:refs/heads/feature/a", "HEAD:refs/tags/v1"},
+			map[string]string{"refs/heads/feature/a": "updated: ", "refs/tags/v1": "refused: not in your grant"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(n.events.all())
+			out, err := n.gitAs(bob, c, append([]string{"push", "origin"}, tt.refspecs...)...)
+			require.Error(t, err, out)
+			assert.Contains(t, out, "[remote rejected]")
+			require.Eventually(t, func() bool { return len(n.events.all()) > before }, 10*time.Second, 20*time.Millisecond)
+			events := n.events.all()
+			assert.Equal(t, tt.want, refused(events[len(events)-1]))
+		})
+	}
+}

@@ -22,6 +22,7 @@ var (
 	ErrBadSignature      = errors.New("certificate signature does not verify")
 	ErrNotYetValid       = errors.New("certificate is not yet valid")
 	ErrExpired           = errors.New("certificate has expired")
+	ErrNoExpiry          = errors.New("certificate never expires")
 	ErrRevoked           = errors.New("certificate is revoked")
 	ErrRevocationUnknown = errors.New("revocation status unknown")
 	ErrCriticalOption    = errors.New("unsupported critical option")
@@ -153,13 +154,17 @@ func (v *Verifier) checkValidity(cert *ssh.Certificate) error {
 		skew = DefaultSkew
 	}
 	t := now()
-	// Compare in uint64 seconds as the wire does; values past int64 mean
-	// "forever" to OpenSSH only when they are exactly CertTimeInfinity.
+	// Values past 2^62 seconds are refused rather than converted, so no
+	// conversion to time can wrap.
 	if cert.ValidAfter > 1<<62 || time.Unix(int64(cert.ValidAfter), 0).After(t.Add(skew)) {
 		return fmt.Errorf("%w: valid after %d", ErrNotYetValid, cert.ValidAfter)
 	}
-	if cert.ValidBefore != ssh.CertTimeInfinity &&
-		(cert.ValidBefore > 1<<62 || !t.Before(time.Unix(int64(cert.ValidBefore), 0))) {
+	// A grant always ends: a certificate without an end is not one, even
+	// from a trusted CA.
+	if cert.ValidBefore == ssh.CertTimeInfinity {
+		return ErrNoExpiry
+	}
+	if cert.ValidBefore > 1<<62 || !t.Before(time.Unix(int64(cert.ValidBefore), 0)) {
 		return fmt.Errorf("%w: valid before %d", ErrExpired, cert.ValidBefore)
 	}
 	return nil

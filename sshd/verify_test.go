@@ -57,6 +57,7 @@ func TestVerify(t *testing.T) {
 		{name: "tampered after signing", key: tampered, want: ErrBadSignature},
 		{name: "expired", key: signCert(t, trusted, certOpts{after: now.Add(-2 * time.Hour), before: now.Add(-time.Second)}), want: ErrExpired},
 		{name: "expires this second", key: signCert(t, trusted, certOpts{before: now.Add(-10 * time.Millisecond)}), want: ErrExpired},
+		{name: "never expires", key: signCert(t, trusted, certOpts{forever: true}), want: ErrNoExpiry},
 		{name: "not yet valid", key: signCert(t, trusted, certOpts{after: now.Add(time.Hour), before: now.Add(2 * time.Hour)}), want: ErrNotYetValid},
 		{name: "valid within skew", key: signCert(t, trusted, certOpts{after: now.Add(10 * time.Second)})},
 		{name: "unknown critical option", key: signCert(t, trusted, certOpts{critical: map[string]string{"force-command": "sh"}}), want: ErrCriticalOption},
