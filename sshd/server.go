@@ -187,7 +187,8 @@ func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool
 }
 
 // recordFailedAuth records one refusal for a connection that closed
-// without authenticating, naming the last key it offered.
+// without authenticating, naming the last certificate it offered, or the
+// last key when it offered none.
 func (s *Server) recordFailedAuth(tc *trackedConn) {
 	tc.mu.Lock()
 	e := tc.failure
@@ -267,12 +268,18 @@ type trackedConn struct {
 // refused notes a refused key offer.
 func (c *trackedConn) refused(key ssh.PublicKey, err error) {
 	e := &Event{Time: time.Now().UTC(), Decision: Deny, Reason: err.Error(), Remote: c.remote, Command: "auth"}
-	if cert, ok := key.(*ssh.Certificate); ok {
+	cert, isCert := key.(*ssh.Certificate)
+	if isCert {
 		e.Serial, e.KeyID, e.Principals = cert.Serial, cert.KeyId, cert.ValidPrincipals
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	// ssh offers a certificate and then its plain key; the certificate's
+	// refusal is the one that says what happened.
+	if c.failure != nil && c.failure.KeyID != "" && !isCert {
+		return
+	}
 	c.failure = e
-	c.mu.Unlock()
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {

@@ -295,6 +295,27 @@ func TestNativeRefusesBadCredentials(t *testing.T) {
 			assert.NotContains(t, out, "refs/heads")
 		})
 	}
+
+	// Given a key file and its certificate, ssh offers the certificate and
+	// then the plain key; the audit event names the certificate and why it
+	// was refused.
+	for name, reason := range map[string]string{"expired": "expired", "future": "not yet valid", "revoked": "revoked"} {
+		u := map[string]*user{"expired": expired, "future": future, "revoked": revoked}[name]
+		sshCmd := strings.Join([]string{"ssh", "-F", "/dev/null", "-o", "UserKnownHostsFile=" + n.knownHosts,
+			"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes",
+			"-i", u.keyFile, "-o", "CertificateFile=" + u.certFile}, " ")
+		before := len(n.events.all())
+		out, err := gitErr(t.TempDir(), []string{"GIT_SSH_COMMAND=" + sshCmd}, "ls-remote", n.url("demo/app"))
+		require.Error(t, err, out)
+		assert.Eventually(t, func() bool {
+			for _, e := range n.events.all()[before:] {
+				if e.Command == "auth" && e.KeyID == name+"/req-1" && strings.Contains(e.Reason, reason) {
+					return true
+				}
+			}
+			return false
+		}, 10*time.Second, 20*time.Millisecond, "no auth event names %s's certificate: %+v", name, n.events.all())
+	}
 }
 
 func mustEd25519(t testing.TB) ed25519.PrivateKey {
