@@ -75,6 +75,10 @@ type ruleSummary struct {
 	MaxTTL      string           `json:"max_ttl"`
 }
 
+// codeBadRequest is the code of input the daemon refuses as malformed or
+// out of bounds; the CLI exits with exitUsage on it.
+const codeBadRequest = "bad_request"
+
 // errorCode maps the engine's sentinel errors to stable codes clients
 // branch on.
 func errorCode(err error) string {
@@ -88,7 +92,7 @@ func errorCode(err error) string {
 		{approvals.ErrNotApprover, "not_approver"},
 		{approvals.ErrAlreadyApproved, "already_approved"},
 		{approvals.ErrNoRule, "no_rule"},
-		{approvals.ErrBadRequest, "bad_request"},
+		{approvals.ErrBadRequest, codeBadRequest},
 		{approvals.ErrTooManyPending, "too_many_pending"},
 		{approvals.ErrForbidden, "forbidden"},
 	} {
@@ -106,6 +110,16 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string { return e.Message }
+
+// ExitCode makes a refusal of the input itself (malformed, or outside
+// the policy's bounds) a usage error, as if the CLI had caught it; every
+// other refusal is an error. run reads it through cli.ExitCoder.
+func (e *apiError) ExitCode() int {
+	if e.Code == codeBadRequest {
+		return exitUsage
+	}
+	return exitError
+}
 
 func decodeResponse(line []byte) (*apiResponse, error) {
 	var r apiResponse

@@ -184,6 +184,9 @@ func (a *apiServer) call(ctx context.Context, who caller, method string, req api
 		if err != nil {
 			return nil, err
 		}
+		if !a.canView(who, target) {
+			return nil, hiddenRequest(req.ID)
+		}
 		stmt := decisionStatement(method, who.name, target, req)
 		ns := audit.NamespaceApprove
 		if method == methodDeny {
@@ -205,12 +208,29 @@ func (a *apiServer) call(ctx context.Context, who caller, method string, req api
 		a.metrics.decided(r)
 		return &apiResponse{Request: r}, nil
 	case methodCancel:
+		if err := a.mustView(who, req.ID); err != nil {
+			return nil, err
+		}
 		r, err := a.svc.Cancel(ctx, who.name, req.ID)
 		return &apiResponse{Request: r}, err
 	case methodRevoke:
+		if req.ID != "" {
+			if err := a.mustView(who, req.ID); err != nil {
+				return nil, err
+			}
+		}
 		r, err := a.svc.Revoke(ctx, who.name, req.ID, req.Serial, req.Reason)
+		if req.ID == "" && errors.Is(err, approvals.ErrForbidden) && !a.seesAll(who) {
+			// Refused by serial: the caller is neither the requester nor
+			// in a group the request needed, and sees only those, so the
+			// certificate is one they may not know of.
+			return nil, hiddenSerial(req.Serial)
+		}
 		return &apiResponse{Request: r}, err
 	case methodRelease:
+		if err := a.mustView(who, req.ID); err != nil {
+			return nil, err
+		}
 		r, err := a.svc.Release(ctx, who.name, req.ID)
 		return &apiResponse{Request: r}, err
 	case methodGet:
@@ -219,7 +239,7 @@ func (a *apiServer) call(ctx context.Context, who caller, method string, req api
 			return nil, err
 		}
 		if !a.canView(who, r) {
-			return nil, fmt.Errorf("%w: %s", approvals.ErrNotFound, req.ID)
+			return nil, hiddenRequest(req.ID)
 		}
 		return &apiResponse{Request: r, CanApprove: a.canApprove(r)}, nil
 	case methodList:
@@ -281,15 +301,40 @@ func (a *apiServer) canView(who caller, r *approvals.Request) bool {
 	if r.Requester == who.name {
 		return true
 	}
-	if slices.Contains(who.groups, "auditors") {
-		return true
-	}
 	for _, step := range r.Steps {
 		if slices.Contains(who.groups, step.Group) {
 			return true
 		}
 	}
-	return a.isApprover(who)
+	return a.seesAll(who)
+}
+
+// seesAll reports whether the person may see every request: auditors and
+// approvers may.
+func (a *apiServer) seesAll(who caller) bool {
+	return slices.Contains(who.groups, "auditors") || a.isApprover(who)
+}
+
+// mustView refuses a request the person may not see exactly as it
+// refuses an unknown one, so that acting on someone else's request tells
+// nobody that it exists or whose it is. Errors looking it up are left
+// for the call itself to report.
+func (a *apiServer) mustView(who caller, id string) error {
+	r, err := a.svc.Get(id)
+	if err != nil || a.canView(who, r) {
+		return nil
+	}
+	return hiddenRequest(id)
+}
+
+// hiddenRequest and hiddenSerial are the engine's answers for an unknown
+// request ID and an unknown serial, word for word.
+func hiddenRequest(id string) error {
+	return fmt.Errorf("%w: no request %q", approvals.ErrNotFound, id)
+}
+
+func hiddenSerial(serial uint64) error {
+	return fmt.Errorf("%w: no certificate with serial %d", approvals.ErrNotFound, serial)
 }
 
 // isApprover reports whether the person belongs to any group that
@@ -313,7 +358,7 @@ func (a *apiServer) wait(ctx context.Context, who caller, req apiRequest, enc *j
 		return err
 	}
 	if !a.canView(who, r) {
-		return fmt.Errorf("%w: %s", approvals.ErrNotFound, req.ID)
+		return hiddenRequest(req.ID)
 	}
 	after := req.After
 	for {

@@ -378,8 +378,11 @@ func freePort() (int, error) {
 }
 
 // devAgents are the ssh-agents jitssh dev runs, one per person, for
-// shells that have none of their own.
-type devAgents struct{ cmds []*exec.Cmd }
+// shells that have none of their own, and the sockets they listen on.
+type devAgents struct {
+	cmds  []*exec.Cmd
+	socks []string
+}
 
 func startDevAgents(dir string) (*devAgents, error) {
 	a := &devAgents{}
@@ -401,6 +404,7 @@ func startDevAgents(dir string) (*devAgents, error) {
 			return nil, fmt.Errorf("start ssh-agent: %w", err)
 		}
 		a.cmds = append(a.cmds, cmd)
+		a.socks = append(a.socks, sock)
 		for i := 0; i < 100; i++ {
 			if _, err := os.Stat(sock); err == nil {
 				break
@@ -411,10 +415,16 @@ func startDevAgents(dir string) (*devAgents, error) {
 	return a, nil
 }
 
+// stop ends the agents and removes their sockets: a killed ssh-agent
+// leaves its socket behind, and a stale one would only mislead whoever
+// sources an env file next.
 func (a *devAgents) stop() {
 	for _, c := range a.cmds {
 		c.Process.Kill()
 		c.Wait()
+	}
+	for _, sock := range a.socks {
+		os.Remove(sock)
 	}
 }
 

@@ -246,6 +246,9 @@ func TestDevStory(t *testing.T) {
 	d2.stop()
 	ps, _ := exec.Command("ps", "-eo", "args").CombinedOutput()
 	assert.NotContains(t, string(ps), filepath.Join(dir, "agents"), "jitssh dev left an ssh-agent behind")
+	socks, err := filepath.Glob(filepath.Join(dir, "agents", "*.sock"))
+	require.NoError(t, err)
+	assert.Empty(t, socks, "jitssh dev left agent sockets behind")
 }
 
 // TestDevPrintedStory runs, word for word, the story jitssh dev prints.

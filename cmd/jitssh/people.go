@@ -187,9 +187,11 @@ func needed(steps []approvals.Step) int {
 }
 
 // displayState folds the certificate's state into an approved request's.
+// It goes by the certificate, not the serial: issuing records the serial
+// a moment before the certificate it belongs to.
 func displayState(r *approvals.Request, now time.Time) string {
-	if r.State == approvals.StateApproved && r.Serial != 0 {
-		return "approved/" + string(r.CertState(now))
+	if cs := r.CertState(now); r.State == approvals.StateApproved && cs != "" {
+		return "approved/" + string(cs)
 	}
 	return string(r.State)
 }
@@ -297,12 +299,22 @@ func runRequestsWatch(c *cli.Context) error {
 	defer client.Close()
 	ctx, stop := signalContext(c)
 	defer stop()
+	// The daemon sends every change, including steps of one transition
+	// (an approval, then its serial, then its certificate); a line is
+	// printed only when the state it shows changes.
+	shown := map[string]string{}
 	err = client.stream(ctx, methodWatch, apiRequest{}, func(resp *apiResponse) (bool, error) {
 		r := resp.Request
 		if c.Bool("json") {
 			return true, writeJSONLine(c.App.Writer, r)
 		}
-		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", time.Now().Format("15:04:05"), r.ID, r.Requester, r.Grant, displayState(r, time.Now()))
+		now := time.Now()
+		state := displayState(r, now)
+		if shown[r.ID] == state {
+			return true, nil
+		}
+		shown[r.ID] = state
+		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", now.Format("15:04:05"), r.ID, r.Requester, r.Grant, state)
 		return true, nil
 	})
 	if ctx.Err() != nil {

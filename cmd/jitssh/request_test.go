@@ -101,6 +101,25 @@ func TestRequestExitCodes(t *testing.T) {
 		})
 	}
 
+	// Input only the daemon can judge (malformed, or outside the policy's
+	// bounds) is bad usage too, with the daemon's reason.
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{"malformed ref", []string{"--repo", "demo/app", "--ref", "refs/heads/a..b"}},
+		{"repo outside", []string{"--repo", "../x", "--ref", "*"}},
+		{"ttl below the minimum", []string{"--repo", "demo/app", "--ref", "*", "--ttl", "4s"}},
+		{"ttl above the maximum", []string{"--repo", "demo/app", "--ref", "*", "--ttl", "9h"}},
+		{"unknown access", []string{"--repo", "demo/app", "--ref", "*", "--access", "admin"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runJitssh(t, env, append([]string{"request", "--reason", "x"}, tt.args...)...)
+			assert.Equal(t, exitUsage, r.code, "stderr: %s", r.stderr)
+			assert.True(t, strings.HasPrefix(r.stderr, "jitssh: bad request: "), r.stderr)
+		})
+	}
+
 	// No agent and no --out: a clear error before anything is asked.
 	r := runJitssh(t, append(d.env("alice"), "SSH_AUTH_SOCK="), "request", "--repo", "demo/app", "--ref", "*", "--access", "read")
 	assert.Equal(t, 1, r.code)
