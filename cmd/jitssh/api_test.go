@@ -156,6 +156,7 @@ func TestAPIHidesOthersRequests(t *testing.T) {
 		{"deny", issued.ID, unknown(issued.ID), []string{"deny", "TARGET", "--reason", "x"}},
 		{"release", issued.ID, unknown(issued.ID), []string{"release", "TARGET"}},
 		{"revoke by ID", issued.ID, unknown(issued.ID), []string{"revoke", "TARGET", "--reason", "x"}},
+		{"revoke by ID with a reason the daemon refuses", issued.ID, unknown(issued.ID), []string{"revoke", "TARGET", "--reason", "x\x01y"}},
 		{"revoke by serial", serial, serial + "000", []string{"revoke", "--serial", "TARGET", "--reason", "x"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -316,11 +316,15 @@ func (a *apiServer) seesAll(who caller) bool {
 }
 
 // mustView refuses a request the person may not see exactly as it
-// refuses an unknown one, so that acting on someone else's request tells
-// nobody that it exists or whose it is. Errors looking it up are left
-// for the call itself to report.
+// refuses an unknown one, and both before anything else about the call is
+// checked, so that acting on someone else's request tells nobody that it
+// exists or whose it is. Other errors looking it up are left for the call
+// itself to report.
 func (a *apiServer) mustView(who caller, id string) error {
 	r, err := a.svc.Get(id)
+	if errors.Is(err, approvals.ErrNotFound) {
+		return hiddenRequest(id)
+	}
 	if err != nil || a.canView(who, r) {
 		return nil
 	}
