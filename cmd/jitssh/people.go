@@ -218,11 +218,15 @@ func relativeWhen(r *approvals.Request, now time.Time) string {
 	switch {
 	case r.State == approvals.StatePending:
 		return "waiting " + human(now.Sub(r.CreatedAt))
-	case r.Serial != 0 && r.Revoked != nil:
+	}
+	// Like displayState, by the certificate: the serial is recorded a
+	// moment before it, with no validity yet.
+	switch r.CertState(now) {
+	case approvals.CertRevoked:
 		return "revoked " + human(now.Sub(r.Revoked.At)) + " ago"
-	case r.Serial != 0 && now.Before(r.ValidBefore):
+	case approvals.CertActive:
 		return "expires in " + human(r.ValidBefore.Sub(now))
-	case r.Serial != 0:
+	case approvals.CertExpired:
 		return "expired " + human(now.Sub(r.ValidBefore)) + " ago"
 	}
 	return human(now.Sub(r.UpdatedAt)) + " ago"
