@@ -107,6 +107,9 @@ func (g *requestGuard) Read(p []byte) (int, error) {
 		pkt := make([]byte, size)
 		copy(pkt, hdr[:])
 		if _, err := io.ReadFull(g.r, pkt[pktHeaderLen:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the header promised more
+			}
 			return 0, err
 		}
 		if reason := g.refuse(pkt[pktHeaderLen:]); reason != "" {
