@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/jitssh/jitssh/principals"
 	"github.com/jitssh/jitssh/sshd"
 )
 
@@ -150,4 +152,24 @@ func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
 	add("alice/req-6", "git:read:other/repo:*")
 	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "alice/req-6", "bob/req-4"}, held(),
 		"a grant that covers only part of an older certificate's repositories leaves it")
+}
+
+// FuzzRemoteGitCommand: any ssh command line either yields a Git service
+// on a well-formed repository name or nothing.
+func FuzzRemoteGitCommand(f *testing.F) {
+	for _, s := range []string{"-p\x0022\x00git@h\x00git-upload-pack 'demo/app'", "-G\x00h", "h\x00-v\x00git-receive-pack\x00'a/b.git'", "--\x00h\x00ls", "-oX\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, joined string) {
+		cmd, ok := remoteGitCommand(strings.Split(joined, "\x00"))
+		if !ok {
+			return
+		}
+		if err := principals.CheckRepo(cmd.Repo); err != nil {
+			t.Fatalf("accepted repository %q: %v", cmd.Repo, err)
+		}
+		if cmd.Service != sshd.UploadPack && cmd.Service != sshd.ReceivePack && cmd.Service != sshd.UploadArchive {
+			t.Fatalf("accepted service %q", cmd.Service)
+		}
+	})
 }
