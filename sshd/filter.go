@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -74,16 +75,17 @@ func (a *advertWriter) Write(p []byte) (int, error) {
 // told the client why.
 var errRequestRefused = errors.New("fetch request refused")
 
-// requestGuard passes a fetch request to git unchanged, but ends it at the
-// first line of its first section (the wants, up to the first flush) for
-// which refuse gives a reason; the client gets that reason as git's "ERR"
-// packet and git gets the end of its input. Later sections pass untouched.
+// requestGuard passes a fetch request to git, letting vet check and
+// rewrite each line of its first section (the wants, up to the first
+// flush). At the first line vet gives a reason for, the client gets that
+// reason as git's "ERR" packet and git gets the end of its input. Later
+// sections pass untouched.
 type requestGuard struct {
-	r      io.Reader
-	out    io.Writer
-	refuse func(line []byte) string
-	buf    []byte // a checked pkt-line not yet handed on
-	done   bool   // past the first section
+	r    io.Reader
+	out  io.Writer
+	vet  func(line []byte) (kept []byte, refusal string)
+	buf  []byte // a checked pkt-line not yet handed on
+	done bool   // past the first section
 }
 
 func (g *requestGuard) Read(p []byte) (int, error) {
@@ -112,9 +114,17 @@ func (g *requestGuard) Read(p []byte) (int, error) {
 			}
 			return 0, err
 		}
-		if reason := g.refuse(pkt[pktHeaderLen:]); reason != "" {
+		kept, reason := g.vet(pkt[pktHeaderLen:])
+		if reason != "" {
 			_ = writePkt(g.out, []byte("ERR "+reason+"\n"))
 			return 0, fmt.Errorf("%w: %s", errRequestRefused, reason)
+		}
+		if !bytes.Equal(kept, pkt[pktHeaderLen:]) {
+			var b bytes.Buffer
+			if err := writePkt(&b, kept); err != nil {
+				return 0, err
+			}
+			pkt = b.Bytes()
 		}
 		g.buf = pkt
 	}
@@ -123,13 +133,20 @@ func (g *requestGuard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// refuseDeepenNot refuses deepen-not (git fetch --shallow-exclude) for
-// ref-scoped readers: git resolves its ref among all refs, hidden ones too,
-// and answers differently when one exists or is an ancestor, which would
-// tell a reader about refs outside the grant.
-func refuseDeepenNot(line []byte) string {
+// vetScopedFetch checks a ref-scoped reader's fetch request. deepen-not
+// (git fetch --shallow-exclude) is refused: git resolves its ref among all
+// refs, hidden ones too, and answers differently when one exists or is an
+// ancestor. include-tag is dropped from the capabilities: with it git
+// sends every annotated tag that points into the fetched history, hidden
+// tags too; tags the grant covers are advertised and fetched as refs.
+func vetScopedFetch(line []byte) ([]byte, string) {
 	if bytes.HasPrefix(line, []byte("deepen-not ")) {
-		return "jitssh: --shallow-exclude (deepen-not) is not available with a grant on some refs only"
+		return nil, "jitssh: --shallow-exclude (deepen-not) is not available with a grant on some refs only"
 	}
-	return ""
+	if bytes.HasPrefix(line, []byte("want ")) && bytes.Contains(line, []byte("include-tag")) {
+		fields := strings.Fields(string(line))
+		kept := slices.DeleteFunc(fields, func(f string) bool { return f == "include-tag" })
+		return []byte(strings.Join(kept, " ") + "\n"), ""
+	}
+	return line, ""
 }

@@ -89,7 +89,7 @@ func TestRequestGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var client bytes.Buffer
-		g := &requestGuard{r: iotestOneByte(tt.in), out: &client, refuse: refuseDeepenNot}
+		g := &requestGuard{r: iotestOneByte(tt.in), out: &client, vet: vetScopedFetch}
 		got, err := io.ReadAll(g)
 		if tt.refused {
 			require.ErrorIs(t, err, errRequestRefused, tt.name)
@@ -101,6 +101,12 @@ func TestRequestGuard(t *testing.T) {
 		assert.Equal(t, tt.in, got, "%s: the request changed on its way", tt.name)
 		assert.Empty(t, client.String(), tt.name)
 	}
+
+	// include-tag is dropped, even when the client asks for it unasked.
+	in := pkts(t, "want 1111 multi_ack include-tag ofs-delta\n", "want 2222\n", "", "done\n")
+	got, err := io.ReadAll(&requestGuard{r: iotestOneByte(in), out: io.Discard, vet: vetScopedFetch})
+	require.NoError(t, err)
+	assert.Equal(t, string(pkts(t, "want 1111 multi_ack ofs-delta\n", "want 2222\n", "", "done\n")), string(got))
 }
 
 // iotestOneByte reads data one byte at a time.
@@ -129,7 +135,14 @@ func FuzzRequestGuard(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var client bytes.Buffer
-		got, err := io.ReadAll(&requestGuard{r: bytes.NewReader(data), out: &client, refuse: refuseDeepenNot})
+		// A vet that only refuses, so the framing is what is tested.
+		vet := func(line []byte) ([]byte, string) {
+			if _, reason := vetScopedFetch(line); reason != "" {
+				return nil, reason
+			}
+			return line, ""
+		}
+		got, err := io.ReadAll(&requestGuard{r: bytes.NewReader(data), out: &client, vet: vet})
 		if errors.Is(err, errRequestRefused) {
 			if !strings.HasPrefix(client.String()[4:], "ERR ") {
 				t.Fatalf("refused without telling the client: %q", client.String())

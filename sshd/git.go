@@ -223,15 +223,23 @@ func (g *Git) uploadPack(ctx context.Context, d Decision, gitProtocol string, st
 		clientOut := stdio.Out
 		// git names HEAD's target in the capabilities even when both
 		// are hidden.
+		// include-tag would bring hidden annotated tags along (see
+		// vetScopedFetch, which also drops it should a client send it
+		// anyway).
 		stdio.Out = &advertWriter{w: stdio.Out, edit: func(caps []string) []string {
 			return slices.DeleteFunc(caps, func(c string) bool {
+				if c == "include-tag" {
+					return true
+				}
 				target, ok := strings.CutPrefix(c, "symref=HEAD:")
 				return ok && !d.Grants.Allows(d.Command.Repo, target, principals.Read)
 			})
 		}}
-		// deepen-not names a ref that git resolves among all refs, hidden
-		// or not, and answers differently when it exists.
-		stdio.In = &requestGuard{r: stdio.In, out: clientOut, refuse: refuseDeepenNot}
+		stdio.In = &requestGuard{r: stdio.In, out: clientOut, vet: vetScopedFetch}
+		// A partial clone fetches missing objects by id, which a scoped
+		// reader may not; without the filter capability the client
+		// fetches whole instead of failing at checkout.
+		cfg = append(cfg, "uploadpack.allowFilter=false")
 	}
 	env := g.env
 	if version != "" {

@@ -8,9 +8,11 @@ import (
 	"crypto/sha1"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -512,6 +514,8 @@ func TestServeHidesHeadTarget(t *testing.T) {
 				env = append(env, "GIT_TRACE_PACKET=1")
 				out, err := gitErr(f.work, env, "-c", "protocol.version="+proto, "ls-remote", "--symref", url)
 				require.NoError(t, err, out)
+				// include-tag would bring hidden annotated tags along.
+				assert.Equal(t, tt.grant == "git:read:demo/app:*", strings.Contains(out, "include-tag"), "include-tag advertised")
 				if tt.shown {
 					assert.Contains(t, out, "symref=HEAD:refs/heads/main")
 				} else {
@@ -521,4 +525,93 @@ func TestServeHidesHeadTarget(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestServeKeepsHiddenTagsOut: with include-tag, git sends every annotated
+// tag that points into the fetched history, hidden tags too. A ref-scoped
+// reader gets neither the capability nor, when it asks anyway, the tags.
+func TestServeKeepsHiddenTagsOut(t *testing.T) {
+	f := newFixture(t)
+	git(t, f.root, "--git-dir", f.bare, "tag", "-a", "hidden-tag", "-m", "the secret tag message", f.tips["feature/a"])
+	tag := git(t, f.root, "--git-dir", f.bare, "rev-parse", "refs/tags/hidden-tag")
+	scoped, all := "git:read:demo/app:refs/heads/feature/*", "git:read:demo/app:*"
+
+	t.Run("git fetch", func(t *testing.T) {
+		for _, proto := range []string{"0", "1", "2"} {
+			for grant, leaks := range map[string]bool{scoped: false, all: true} {
+				dir := t.TempDir()
+				git(t, dir, "init", "-q")
+				url, env := f.remote(proto, grant)
+				out, err := gitErr(dir, env, "-c", "protocol.version="+proto, "fetch", "-q", url, "refs/heads/feature/a:refs/remotes/x")
+				require.NoError(t, err, out)
+				_, err = gitErr(dir, nil, "cat-file", "-e", tag)
+				assert.Equal(t, leaks, err == nil, "v%s %s: tag object present = %v", proto, grant, err == nil)
+			}
+		}
+	})
+
+	t.Run("a client that asks for include-tag unasked", func(t *testing.T) {
+		for grant, leaks := range map[string]bool{scoped: false, all: true} {
+			pack := rawFetch(t, f, grant, "want "+f.tips["feature/a"]+" include-tag ofs-delta\n")
+			dir := t.TempDir()
+			git(t, dir, "init", "-q", "--bare")
+			cmd := exec.Command("git", "index-pack", "--stdin")
+			cmd.Dir, cmd.Stdin = dir, bytes.NewReader(pack)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			_, err = gitErr(dir, nil, "cat-file", "-e", tag)
+			assert.Equal(t, leaks, err == nil, "%s: tag object present = %v", grant, err == nil)
+		}
+	})
+}
+
+// rawFetch speaks protocol v0 to Serve by hand: it reads the ref
+// advertisement, sends want, a flush and done, and returns the pack that
+// follows the NAK.
+func rawFetch(t *testing.T, f *fixture, grant, want string) []byte {
+	t.Helper()
+	_, env := f.remote("", grant)
+	cmd := exec.Command(os.Args[0], "git-upload-pack", "demo/app")
+	cmd.Env = append(os.Environ(), env...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	r := bufio.NewReader(stdout)
+	for {
+		if _, err := readPkt(r); errors.Is(err, errFlush) {
+			break
+		} else {
+			require.NoError(t, err, "reading the advertisement")
+		}
+	}
+	require.NoError(t, writePkt(stdin, []byte(want)))
+	require.NoError(t, writeFlush(stdin))
+	require.NoError(t, writePkt(stdin, []byte("done\n")))
+	nak, err := readPkt(r)
+	require.NoError(t, err)
+	require.Equal(t, "NAK\n", string(nak))
+	pack, err := io.ReadAll(r)
+	require.NoError(t, err)
+	stdin.Close()
+	require.NoError(t, cmd.Wait())
+	return pack
+}
+
+// TestServeNoPartialCloneForScopedReaders: a partial clone fetches missing
+// objects by id later, which a ref-scoped reader may not do, so such a
+// reader is not offered filters even where the repository allows them,
+// and gets a whole clone that works.
+func TestServeNoPartialCloneForScopedReaders(t *testing.T) {
+	f := newFixture(t)
+	git(t, f.root, "--git-dir", f.bare, "config", "uploadpack.allowFilter", "true")
+	dir := t.TempDir()
+	url, env := f.remote("", "git:read:demo/app:refs/heads/feature/*")
+	out, err := gitErr(dir, env, "clone", "-q", "--filter=blob:none", "-b", "feature/a", url, "c")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "filtering not recognized")
+	assert.FileExists(t, filepath.Join(dir, "c", "feature.txt"))
+	out, err = gitErr(filepath.Join(dir, "c"), env, "log", "-p", "-q")
+	require.NoError(t, err, "history readable without lazy fetches: %s", out)
 }
