@@ -38,6 +38,7 @@ type inProcessDaemon struct {
 	dir        string
 	addrs      daemonAddrs
 	knownHosts string
+	stop       func() // stops the daemon; safe to call more than once
 }
 
 func startInProcessDaemon(t testing.TB, extra string) *inProcessDaemon {
@@ -89,7 +90,8 @@ people:
 	case err := <-done:
 		t.Fatalf("daemon did not start: %v", err)
 	}
-	t.Cleanup(func() { cancel(); <-done })
+	d.stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(d.stop)
 	d.knownHosts = filepath.Join(d.dir, "known_hosts")
 	line := fmt.Sprintf("[127.0.0.1]:%d %s", d.addrs.API.(*net.TCPAddr).Port, ssh.MarshalAuthorizedKey(d.addrs.HostKey))
 	require.NoError(t, os.WriteFile(d.knownHosts, []byte(line), 0o644))

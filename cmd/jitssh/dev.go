@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
@@ -375,57 +374,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// devAgents are the ssh-agents jitssh dev runs, one per person, for
-// shells that have none of their own, and the sockets they listen on.
-type devAgents struct {
-	cmds  []*exec.Cmd
-	socks []string
-}
-
-func startDevAgents(dir string) (*devAgents, error) {
-	a := &devAgents{}
-	bin, err := exec.LookPath("ssh-agent")
-	if err != nil {
-		return a, nil // env files then rely on the shell's own agent
-	}
-	agentDir := filepath.Join(dir, "agents")
-	if err := os.MkdirAll(agentDir, 0o700); err != nil {
-		return nil, err
-	}
-	for _, p := range devPeople {
-		sock := filepath.Join(agentDir, p.name+".sock")
-		os.Remove(sock)
-		cmd := exec.Command(bin, "-D", "-a", sock)
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-		if err := cmd.Start(); err != nil {
-			a.stop()
-			return nil, fmt.Errorf("start ssh-agent: %w", err)
-		}
-		a.cmds = append(a.cmds, cmd)
-		a.socks = append(a.socks, sock)
-		for i := 0; i < 100; i++ {
-			if _, err := os.Stat(sock); err == nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	return a, nil
-}
-
-// stop ends the agents and removes their sockets: a killed ssh-agent
-// leaves its socket behind, and a stale one would only mislead whoever
-// sources an env file next.
-func (a *devAgents) stop() {
-	for _, c := range a.cmds {
-		c.Process.Kill()
-		c.Wait()
-	}
-	for _, sock := range a.socks {
-		os.Remove(sock)
-	}
 }
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -183,7 +183,8 @@ func TestDevStory(t *testing.T) {
 	assert.Contains(t, listing, id)
 	assert.Contains(t, listing, "waiting")
 	d.ok("bob", bob, work, "jitssh", "approve", id, "--reason", "go ahead")
-	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	out = d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	assert.Contains(t, out, "note: replaced your grant", "the newer demo/app grant replaced the read grant without a word")
 	d.ok("alice", alice, app, "git", "checkout", "-q", "feature/login")
 	d.ok("alice", alice, app, "git", "commit", "-q", "--allow-empty", "-m", "work")
 	d.ok("alice", alice, app, "git", "push", "-q", "origin", "feature/login")
@@ -268,4 +269,19 @@ func TestDevPrintedStory(t *testing.T) {
 	// the two refusals are checked here.
 	assert.Contains(t, string(out), "! [remote rejected] HEAD -> main", "the push to main was not refused:\n%s", out)
 	assert.Contains(t, string(out), "Could not read from remote repository", "the push after the grant ended was not refused:\n%s", out)
+}
+
+// TestDevKilledLeavesNoAgent: even killed outright, jitssh dev takes its
+// ssh-agents, which hold grant keys, with it.
+func TestDevKilledLeavesNoAgent(t *testing.T) {
+	needTool(t, "ssh-agent")
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	require.NoError(t, d.cmd.Process.Kill())
+	_ = d.cmd.Wait()
+	agents := filepath.Join(dir, "agents")
+	require.Eventually(t, func() bool {
+		ps, _ := exec.Command("ps", "-eo", "args").CombinedOutput()
+		return !strings.Contains(string(ps), agents)
+	}, 10*time.Second, 50*time.Millisecond, "an ssh-agent outlived jitssh dev")
 }

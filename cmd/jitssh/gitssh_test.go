@@ -118,7 +118,7 @@ func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
 	caSigner, err := ssh.NewSignerFromKey(caPriv)
 	require.NoError(t, err)
 	now := time.Now()
-	add := func(keyID string, grants ...string) {
+	add := func(keyID string, grants ...string) []string {
 		t.Helper()
 		pub, priv, err := ed25519.GenerateKey(rand.Reader)
 		require.NoError(t, err)
@@ -127,7 +127,13 @@ func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
 		cert := testCert(keyID, now.Add(-time.Minute), now.Add(time.Hour), grants...)
 		cert.Key = sshPub
 		require.NoError(t, cert.SignCert(rand.Reader, caSigner))
-		require.NoError(t, installInAgent(ag, priv, cert))
+		replaced, err := installInAgent(ag, priv, cert)
+		require.NoError(t, err)
+		var ids []string
+		for _, r := range replaced {
+			ids = append(ids, r.KeyId)
+		}
+		return ids
 	}
 	held := func() []string {
 		t.Helper()
@@ -143,7 +149,7 @@ func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
 	add("alice/req-1", "git:read:demo/app:*")
 	add("alice/req-2", "git:read:team/tool:*")
 	assert.ElementsMatch(t, []string{"alice/req-1", "alice/req-2"}, held())
-	add("alice/req-3", "git:write:demo/app:refs/heads/feature/*")
+	assert.Equal(t, []string{"alice/req-1"}, add("alice/req-3", "git:write:demo/app:refs/heads/feature/*"), "what was replaced")
 	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3"}, held(), "the newer demo/app grant replaces the older")
 	add("bob/req-4", "git:read:demo/app:*")
 	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3", "bob/req-4"}, held(), "another person's grants stay")

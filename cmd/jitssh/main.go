@@ -79,6 +79,7 @@ func commands() []*cli.Command {
 		completionCommand(),
 
 		hookCommand(),
+		devAgentCommand(),
 	}
 }
 

@@ -579,6 +579,20 @@ func runRelease(c *cli.Context) error {
 		return err
 	}
 	defer client.Close()
+	// A request still waiting for approval has no grant to end yet; ending
+	// the task then means withdrawing it.
+	if got, err := client.call(methodGet, apiRequest{ID: id}); err == nil && got.Request.State == approvals.StatePending {
+		resp, err := client.call(methodCancel, apiRequest{ID: id})
+		if err != nil {
+			return err
+		}
+		removeStashedKey(id)
+		if c.Bool("json") {
+			return writeJSON(c.App.Writer, resp.Request)
+		}
+		fmt.Fprintf(c.App.Writer, "%s was still pending: cancelled\n", id)
+		return nil
+	}
 	resp, err := client.call(methodRelease, apiRequest{ID: id})
 	if err != nil {
 		return err

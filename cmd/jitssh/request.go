@@ -61,6 +61,12 @@ func requestCommand() *cli.Command {
 			Flags:  append(clientFlags(), jsonOutFlag()),
 			Action: runRequestAllowed,
 		}, {
+			Name:      "cancel",
+			Usage:     "withdraw a pending request (one made with --no-wait, say)",
+			ArgsUsage: "ID",
+			Flags:     append(clientFlags(), jsonOutFlag()),
+			Action:    runRequestCancel,
+		}, {
 			Name:      "wait",
 			Usage:     "wait for a request made with --no-wait and load its certificate",
 			ArgsUsage: "ID",
@@ -217,6 +223,28 @@ func runRequestWait(c *cli.Context) error {
 	return nil
 }
 
+func runRequestCancel(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("jitssh request cancel needs the request ID", exitUsage)
+	}
+	id := c.Args().First()
+	client, err := dialAPI(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	resp, err := client.call(methodCancel, apiRequest{ID: id})
+	if err != nil {
+		return err
+	}
+	removeStashedKey(id)
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, resp.Request)
+	}
+	fmt.Fprintf(c.App.Writer, "%s cancelled\n", id)
+	return nil
+}
+
 // waitAndInstall follows r until it ends; an issued certificate goes into
 // the agent (or --out). With cancelOnInterrupt, Ctrl-C cancels r.
 func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, canApprove []string, priv ed25519.PrivateKey, ag agent.ExtendedAgent, out string, cancelOnInterrupt bool) error {
@@ -232,6 +260,17 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 			return final.State == approvals.StatePending, nil
 		})
 		progress.done()
+		if ctx.Err() == nil && (err != nil || final.State == approvals.StatePending) {
+			// The daemon went away with the request still open there. Keep
+			// the key, so the certificate an approval brings is not lost.
+			if serr := stashKey(r.ID, priv); serr != nil {
+				return fmt.Errorf("lost the approval daemon while %s is pending (%v), and could not keep its key: %w", r.ID, err, serr)
+			}
+			if err == nil {
+				err = errors.New("the connection closed")
+			}
+			return fmt.Errorf("lost the approval daemon while %s is pending: %w; the request stays open there, and `jitssh request wait %s` picks it up", r.ID, err, r.ID)
+		}
 		if ctx.Err() != nil {
 			if cancelOnInterrupt {
 				if _, cerr := client.call(methodCancel, apiRequest{ID: r.ID}); cerr != nil {
@@ -244,6 +283,9 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 		if err != nil {
 			return err
 		}
+	}
+	if final.State != approvals.StateApproved {
+		removeStashedKey(final.ID) // it will never be used
 	}
 	switch final.State {
 	case approvals.StateApproved:
@@ -264,10 +306,20 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 		if err := writeKeyAndCert(out, priv, cert); err != nil {
 			return err
 		}
-	} else if err := installInAgent(ag, priv, cert); err != nil {
-		return err
-	} else if n := len(agentCerts()); n > 1 && !strings.Contains(os.Getenv("GIT_SSH_COMMAND"), "git-ssh") {
-		fmt.Fprintf(c.App.ErrWriter, "note: ssh-agent holds %d jitssh certificates; set GIT_SSH_COMMAND='jitssh git-ssh' so git offers each repository its own\n", n)
+	} else {
+		replaced, err := installInAgent(ag, priv, cert)
+		if err != nil {
+			return err
+		}
+		for _, old := range replaced {
+			if time.Now().Before(time.Unix(int64(old.ValidBefore), 0)) {
+				fmt.Fprintf(c.App.ErrWriter, "note: replaced your grant %s (%s) in ssh-agent with this one; it stays valid on the servers until %s unless you `jitssh release %s`\n",
+					requestOf(old.KeyId), strings.Join(old.ValidPrincipals, " "), time.Unix(int64(old.ValidBefore), 0).Format(time.RFC3339), requestOf(old.KeyId))
+			}
+		}
+		if n := len(agentCerts()); n > 1 && !strings.Contains(os.Getenv("GIT_SSH_COMMAND"), "git-ssh") {
+			fmt.Fprintf(c.App.ErrWriter, "note: ssh-agent holds %d jitssh certificates; set GIT_SSH_COMMAND='jitssh git-ssh' so git offers each repository its own\n", n)
+		}
 	}
 	if c.Bool("json") {
 		return writeJSON(c.App.Writer, final)
@@ -296,10 +348,10 @@ func parseCert(line string) (*ssh.Certificate, error) {
 // offers (git-ssh picks by repository, plain ssh in agent order) means the
 // same thing. Grants on other repositories stay. A removed grant stays
 // valid on the servers until it ends.
-func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
+func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) (replaced []*ssh.Certificate, err error) {
 	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
 	if left <= 0 {
-		return errors.New("the certificate has already expired")
+		return nil, errors.New("the certificate has already expired")
 	}
 	if keys, err := ag.List(); err == nil {
 		for _, k := range keys {
@@ -308,7 +360,9 @@ func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.C
 				continue
 			}
 			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && samePerson(oc, cert) && reposWithin(oc, cert) {
-				_ = ag.Remove(old)
+				if ag.Remove(old) == nil {
+					replaced = append(replaced, oc)
+				}
 			}
 		}
 	}
@@ -316,11 +370,11 @@ func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.C
 	if secs == 0 {
 		secs = 1
 	}
-	err := ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs})
+	err = ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs})
 	if err != nil {
-		return fmt.Errorf("add certificate to ssh-agent: %w", err)
+		return replaced, fmt.Errorf("add certificate to ssh-agent: %w", err)
 	}
-	return nil
+	return replaced, nil
 }
 
 // reposWithin reports whether every repository old grants is one that

@@ -129,15 +129,32 @@ func TestRequestExitCodes(t *testing.T) {
 	r = runJitssh(t, env, "request", "--no-wait", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "can approve: bob")
-	_, err := d.client(t, "alice").call(methodCancel, apiRequest{ID: strings.TrimSpace(r.stdout)})
+	// The requester withdraws it; its kept key goes with it.
+	cancelled := strings.TrimSpace(r.stdout)
+	stash := filepath.Join(d.dir, "state", "alice", "pending", cancelled+".key")
+	require.FileExists(t, stash)
+	r = runJitssh(t, env, "request", "cancel", cancelled)
+	require.Equal(t, 0, r.code, r.stderr)
+	got, err := bob.call(methodGet, apiRequest{ID: cancelled})
 	require.NoError(t, err)
-
-	// Denied: exit 3.
+	assert.Equal(t, approvals.StateCancelled, got.Request.State)
+	assert.NoFileExists(t, stash)
+	// release on a request still pending withdraws it too.
 	id := noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	r = runJitssh(t, env, "release", id)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "cancelled")
+	got, err = bob.call(methodGet, apiRequest{ID: id})
+	require.NoError(t, err)
+	assert.Equal(t, approvals.StateCancelled, got.Request.State)
+
+	// Denied: exit 3, and the kept key is gone.
+	id = noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
 	deny(t, d, bob, id)
 	r = runJitssh(t, env, "request", "wait", id)
 	assert.Equal(t, exitDenied, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "denied")
+	assert.NoFileExists(t, filepath.Join(d.dir, "state", "alice", "pending", id+".key"))
 
 	// Ctrl-C while waiting cancels the request on the daemon: exit 4.
 	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
@@ -158,7 +175,7 @@ func TestRequestExitCodes(t *testing.T) {
 	err = cmd.Wait()
 	require.Error(t, err)
 	assert.Equal(t, exitExpired, cmd.ProcessState.ExitCode(), stderr.String())
-	got, err := bob.call(methodGet, apiRequest{ID: pending.ID})
+	got, err = bob.call(methodGet, apiRequest{ID: pending.ID})
 	require.NoError(t, err)
 	assert.Equal(t, approvals.StateCancelled, got.Request.State)
 }
@@ -203,4 +220,34 @@ func TestCASignBreakGlassIsAudited(t *testing.T) {
 		"--ttl", "15m", "--key-id", "oncall/incident-8", "--audit-log", filepath.Join(dir, "notafile"))
 	assert.Equal(t, 1, r.code)
 	assert.Empty(t, r.stdout, "a certificate was printed although the audit log refused the entry")
+}
+
+// TestRequestKeepsKeyWhenDaemonGoes: if the daemon goes away while a
+// request waits, the request is still open there; the client keeps the
+// key for `request wait` instead of throwing it away.
+func TestRequestKeepsKeyWhenDaemonGoes(t *testing.T) {
+	needTool(t, "ssh-agent")
+	d := startInProcessDaemon(t, "")
+	bob := d.client(t, "bob")
+	env := append(d.env("alice"), "SSH_AUTH_SOCK="+newAgent(t))
+	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	cmd.Env = append(os.Environ(), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	var pending *approvals.Request
+	require.Eventually(t, func() bool {
+		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
+		if err == nil && len(resp.Requests) > 0 {
+			pending = resp.Requests[0]
+			return true
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond)
+	d.stop()
+	err := cmd.Wait()
+	require.Error(t, err)
+	assert.Equal(t, exitError, cmd.ProcessState.ExitCode(), stderr.String())
+	assert.Contains(t, stderr.String(), "jitssh request wait "+pending.ID)
+	assert.FileExists(t, filepath.Join(d.dir, "state", "alice", "pending", pending.ID+".key"))
 }
