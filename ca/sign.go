@@ -24,12 +24,17 @@ const minUserRSABits = 2048
 // SourceAddressOption is the one critical option jitssh certificates carry.
 const SourceAddressOption = "source-address"
 
+// MaxGrants is the most grants one certificate carries: OpenSSH refuses to
+// load a certificate with more than 256 principals.
+const MaxGrants = 256
+
 // Errors returned by Sign, wrapped with context; callers branch on them with
 // errors.Is. Every one of them except ErrBadSerial is returned before a
 // serial is taken.
 var (
 	ErrBadTTL           = errors.New("bad TTL")
 	ErrNoGrants         = errors.New("no grants")
+	ErrTooManyGrants    = errors.New("too many grants")
 	ErrBadGrant         = errors.New("bad grant")
 	ErrBadKeyID         = errors.New("bad key ID")
 	ErrBadPublicKey     = errors.New("public key not accepted")
@@ -170,6 +175,9 @@ func checkKeyID(id string) error {
 func grantPrincipals(grants []principals.Grant) ([]string, error) {
 	if len(grants) == 0 {
 		return nil, ErrNoGrants
+	}
+	if len(grants) > MaxGrants {
+		return nil, fmt.Errorf("%w: %d, OpenSSH reads at most %d principals", ErrTooManyGrants, len(grants), MaxGrants)
 	}
 	names := make([]string, 0, len(grants))
 	seen := make(map[string]bool, len(grants))

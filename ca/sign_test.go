@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -218,6 +219,12 @@ func TestSignRejects(t *testing.T) {
 		{"TTL over the cap", func(r *ca.CertRequest) { r.TTL = ca.DefaultMaxTTL + time.Second }, ca.ErrBadTTL},
 		{"no grants", func(r *ca.CertRequest) { r.Grants = nil }, ca.ErrNoGrants},
 		{"empty grants", func(r *ca.CertRequest) { r.Grants = []principals.Grant{} }, ca.ErrNoGrants},
+		{"more grants than OpenSSH reads", func(r *ca.CertRequest) {
+			r.Grants = nil
+			for i := range ca.MaxGrants + 1 {
+				r.Grants = append(r.Grants, principals.Grant{Access: principals.Read, Repo: fmt.Sprintf("demo/r%d", i), Ref: "*"})
+			}
+		}, ca.ErrTooManyGrants},
 		{"zero grant", func(r *ca.CertRequest) { r.Grants = append(r.Grants, principals.Grant{}) }, ca.ErrBadGrant},
 		{"grant with bad access", func(r *ca.CertRequest) {
 			r.Grants = []principals.Grant{{Access: 9, Repo: "demo/app", Ref: "*"}}
