@@ -75,6 +75,17 @@ type ruleSummary struct {
 	MaxTTL      string           `json:"max_ttl"`
 }
 
+// settled reports whether a request has reached what a waiting requester
+// waits for: a decision, and when approved, the certificate. Issuing
+// records the approval a moment before the certificate (and retries until
+// it is stored), so an approved request without one is still on its way.
+func settled(r *approvals.Request) bool {
+	if r.State == approvals.StatePending {
+		return false
+	}
+	return r.State != approvals.StateApproved || r.Certificate != "" || r.Revoked != nil
+}
+
 // codeBadRequest is the code of input the daemon refuses as malformed or
 // out of bounds; the CLI exits with exitUsage on it.
 const codeBadRequest = "bad_request"

@@ -372,7 +372,7 @@ func (a *apiServer) wait(ctx context.Context, who caller, req apiRequest, enc *j
 			}
 			after = r.Version
 		}
-		if r.State != approvals.StatePending {
+		if settled(r) {
 			return nil
 		}
 		r, err = a.svc.Wait(ctx, req.ID, after)

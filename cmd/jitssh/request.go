@@ -198,6 +198,11 @@ func runRequestWait(c *cli.Context) error {
 	id := c.Args().First()
 	priv, err := loadStashedKey(id)
 	if err != nil {
+		// A request that ended without a certificate took its key along;
+		// say how it ended rather than that the key is missing.
+		if ended := endedWithoutCertificate(c, id); ended != nil {
+			return ended
+		}
 		return err
 	}
 	out := c.String("out")
@@ -221,6 +226,24 @@ func runRequestWait(c *cli.Context) error {
 	}
 	removeStashedKey(id)
 	return nil
+}
+
+// endedWithoutCertificate returns the exit error for request id when the
+// daemon says it was denied, cancelled or expired, and nil otherwise.
+func endedWithoutCertificate(c *cli.Context, id string) error {
+	client, err := dialAPI(c)
+	if err != nil {
+		return nil
+	}
+	defer client.Close()
+	resp, err := client.call(methodGet, apiRequest{ID: id})
+	if err != nil || !settled(resp.Request) || resp.Request.State == approvals.StateApproved {
+		return nil
+	}
+	if resp.Request.State == approvals.StateDenied {
+		return cli.Exit(fmt.Sprintf("request %s denied", id), exitDenied)
+	}
+	return cli.Exit(fmt.Sprintf("request %s %s", id, resp.Request.State), exitExpired)
 }
 
 func runRequestCancel(c *cli.Context) error {
@@ -252,15 +275,15 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 	defer stop()
 	progress := newProgress(c.App.ErrWriter)
 	final := r
-	if r.State == approvals.StatePending {
+	if !settled(r) {
 		progress.update(r, canApprove)
 		err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
 			final = resp.Request
 			progress.update(final, resp.CanApprove)
-			return final.State == approvals.StatePending, nil
+			return !settled(final), nil
 		})
 		progress.done()
-		if ctx.Err() == nil && (err != nil || final.State == approvals.StatePending) {
+		if ctx.Err() == nil && (err != nil || !settled(final)) {
 			// The daemon went away with the request still open there. Keep
 			// the key, so the certificate an approval brings is not lost.
 			if serr := stashKey(r.ID, priv); serr != nil {

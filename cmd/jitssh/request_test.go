@@ -139,6 +139,9 @@ func TestRequestExitCodes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, approvals.StateCancelled, got.Request.State)
 	assert.NoFileExists(t, stash)
+	r = runJitssh(t, env, "request", "wait", cancelled)
+	assert.Equal(t, exitExpired, r.code, "waiting on a cancelled request: %s", r.stderr)
+	assert.Contains(t, r.stderr, "cancelled")
 	// release on a request still pending withdraws it too.
 	id := noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
 	r = runJitssh(t, env, "release", id)
@@ -250,4 +253,42 @@ func TestRequestKeepsKeyWhenDaemonGoes(t *testing.T) {
 	assert.Equal(t, exitError, cmd.ProcessState.ExitCode(), stderr.String())
 	assert.Contains(t, stderr.String(), "jitssh request wait "+pending.ID)
 	assert.FileExists(t, filepath.Join(d.dir, "state", "alice", "pending", pending.ID+".key"))
+}
+
+// TestRequestWaitsForApproval: a requester waiting in the foreground gets
+// the certificate once an approver approves, in ssh-agent. Issuing records
+// the approval a moment before the certificate, and waiting must not stop
+// in between.
+func TestRequestWaitsForApproval(t *testing.T) {
+	needTool(t, "ssh-agent")
+	d := startInProcessDaemon(t, "")
+	bob := d.client(t, "bob")
+	sock := newAgent(t)
+	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	cmd.Env = append(os.Environ(), append(d.env("alice"), "SSH_AUTH_SOCK="+sock)...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	var pending *approvals.Request
+	require.Eventually(t, func() bool {
+		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
+		if err == nil && len(resp.Requests) > 0 {
+			pending = resp.Requests[0]
+			return true
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond)
+	req := apiRequest{ID: pending.ID, Reason: "ok"}
+	var err error
+	req.Signature, err = bob.sign("jitssh-approve@jitssh", decisionStatement(methodApprove, "bob", pending, req).Message())
+	require.NoError(t, err)
+	_, err = bob.call(methodApprove, req)
+	require.NoError(t, err)
+	require.NoError(t, cmd.Wait(), "stdout: %s\nstderr: %s", &stdout, &stderr)
+	assert.Contains(t, stdout.String(), "issued "+pending.ID)
+	list := exec.Command("ssh-add", "-L")
+	list.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	keys, err := list.Output()
+	require.NoError(t, err)
+	assert.Contains(t, string(keys), "-cert-v01@openssh.com")
 }
