@@ -112,6 +112,14 @@ func (r *Request) CertState(now time.Time) CertState {
 	return CertActive
 }
 
+// Issuing reports whether the request is approved and its certificate not
+// yet stored. Issuing records the approval and the serial a moment before
+// the certificate, and retries until it is stored, so this is a passing
+// state: whoever waits for the request waits through it.
+func (r *Request) Issuing() bool {
+	return r.State == StateApproved && r.Certificate == "" && r.Revoked == nil
+}
+
 // Satisfied reports whether the approvals meet every step.
 func (r *Request) Satisfied() bool {
 	groups := make([][]string, len(r.Approvals))

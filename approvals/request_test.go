@@ -52,3 +52,22 @@ func TestCertState(t *testing.T) {
 	assert.Equal(t, CertRevoked, revoked.CertState(t0.Add(-time.Second)))
 	assert.Equal(t, CertState(""), (&Request{}).CertState(t0), "no certificate, no state")
 }
+
+func TestRequestIssuing(t *testing.T) {
+	tests := []struct {
+		name string
+		r    Request
+		want bool
+	}{
+		{"pending", Request{State: StatePending}, false},
+		{"approved, serial taken, no certificate yet", Request{State: StateApproved, Serial: 7}, true},
+		{"approved and issued", Request{State: StateApproved, Serial: 7, Certificate: "c"}, false},
+		{"approved, revoked before it was stored", Request{State: StateApproved, Revoked: &Decision{}}, false},
+		{"denied", Request{State: StateDenied}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.r.Issuing(); got != tt.want {
+			t.Errorf("%s: Issuing() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -73,9 +73,7 @@ func requestsTableSchema() *memdb.TableSchema {
 			indexUnissued: {
 				Name:         indexUnissued,
 				AllowMissing: true,
-				Indexer: flagIndex(func(r *Request) bool {
-					return r.State == StateApproved && r.Certificate == "" && r.Revoked == nil
-				}),
+				Indexer:      flagIndex((*Request).Issuing),
 			},
 		},
 	}

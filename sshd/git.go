@@ -333,17 +333,16 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 // that no hook reported: refs git refused before jitssh's hooks saw them
 // (a hidden ref), or all of them when the push was declined as a whole.
 func addUnreported(updates []RefUpdate, pushedFile string, d Decision) ([]RefUpdate, error) {
-	data, err := os.ReadFile(pushedFile)
+	pushed, err := readPushList(pushedFile)
 	if err != nil {
-		return updates, fmt.Errorf("read push list: %w", err)
+		return updates, err
 	}
 	reported := make(map[string]bool, len(updates))
 	for _, u := range updates {
 		reported[u.Ref] = true
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		c, err := parseRefCommand(line)
-		if err != nil || reported[c.ref] {
+	for _, c := range pushed {
+		if reported[c.ref] {
 			continue
 		}
 		reason := "push declined"

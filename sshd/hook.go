@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/jitssh/jitssh/principals"
@@ -310,13 +311,23 @@ func (h *hookEnv) refusedByGit(cmds []refCommand) ([]refCommand, error) {
 	if h.pushed == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(h.pushed)
+	pushed, err := readPushList(h.pushed)
 	if err != nil {
-		return nil, fmt.Errorf("read push list: %w", err)
+		return nil, err
 	}
 	handed := make(map[string]bool, len(cmds))
 	for _, c := range cmds {
 		handed[c.ref] = true
+	}
+	return slices.DeleteFunc(pushed, func(c refCommand) bool { return handed[c.ref] }), nil
+}
+
+// readPushList reads the updates pre-receive recorded, one "old new ref"
+// line each.
+func readPushList(path string) ([]refCommand, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read push list: %w", err)
 	}
 	var out []refCommand
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
@@ -327,9 +338,7 @@ func (h *hookEnv) refusedByGit(cmds []refCommand) ([]refCommand, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read push list: %w", err)
 		}
-		if !handed[c.ref] {
-			out = append(out, c)
-		}
+		out = append(out, c)
 	}
 	return out, nil
 }

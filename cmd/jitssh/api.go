@@ -76,14 +76,9 @@ type ruleSummary struct {
 }
 
 // settled reports whether a request has reached what a waiting requester
-// waits for: a decision, and when approved, the certificate. Issuing
-// records the approval a moment before the certificate (and retries until
-// it is stored), so an approved request without one is still on its way.
+// waits for: a decision, and when approved, the certificate.
 func settled(r *approvals.Request) bool {
-	if r.State == approvals.StatePending {
-		return false
-	}
-	return r.State != approvals.StateApproved || r.Certificate != "" || r.Revoked != nil
+	return r.State != approvals.StatePending && !r.Issuing()
 }
 
 // codeBadRequest is the code of input the daemon refuses as malformed or

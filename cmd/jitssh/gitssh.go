@@ -125,13 +125,20 @@ func parseGitCommand(words []string) (sshd.Command, bool) {
 // agentCerts lists the jitssh certificates in ssh-agent; none when there is
 // no agent, in which case ssh runs as it would have anyway.
 func agentCerts() []*ssh.Certificate {
+	certs, _ := jitsshCertsInAgent()
+	return certs
+}
+
+// jitsshCertsInAgent lists the jitssh certificates ssh-agent holds, live or
+// not.
+func jitsshCertsInAgent() ([]*ssh.Certificate, error) {
 	ag, err := connectAgent()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	keys, err := ag.List()
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("list ssh-agent keys: %w", err)
 	}
 	var out []*ssh.Certificate
 	for _, k := range keys {
@@ -143,7 +150,7 @@ func agentCerts() []*ssh.Certificate {
 			out = append(out, cert)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // certForCommand picks the certificate to offer for cmd: one inside its

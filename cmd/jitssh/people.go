@@ -485,25 +485,13 @@ func requestOf(keyID string) string {
 }
 
 func liveCerts() ([]liveCert, error) {
-	ag, err := connectAgent()
+	certs, err := jitsshCertsInAgent()
 	if err != nil {
 		return nil, err
 	}
-	keys, err := ag.List()
-	if err != nil {
-		return nil, fmt.Errorf("list ssh-agent keys: %w", err)
-	}
 	now := time.Now()
 	var out []liveCert
-	for _, k := range keys {
-		pub, err := ssh.ParsePublicKey(k.Blob)
-		if err != nil {
-			continue
-		}
-		cert, ok := pub.(*ssh.Certificate)
-		if !ok || !isJitsshCert(cert) {
-			continue
-		}
+	for _, cert := range certs {
 		until := time.Unix(int64(cert.ValidBefore), 0)
 		if !now.Before(until) {
 			continue

@@ -160,20 +160,7 @@ func TestRequestExitCodes(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(d.dir, "state", "alice", "pending", id+".key"))
 
 	// Ctrl-C while waiting cancels the request on the daemon: exit 4.
-	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
-	cmd.Env = append(os.Environ(), env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	var pending *approvals.Request
-	require.Eventually(t, func() bool {
-		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
-		if err == nil && len(resp.Requests) > 0 {
-			pending = resp.Requests[0]
-			return true
-		}
-		return false
-	}, 10*time.Second, 50*time.Millisecond)
+	cmd, _, stderr, pending := startWaitingRequest(t, bob, env)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
 	err = cmd.Wait()
 	require.Error(t, err)
@@ -233,20 +220,7 @@ func TestRequestKeepsKeyWhenDaemonGoes(t *testing.T) {
 	d := startInProcessDaemon(t, "")
 	bob := d.client(t, "bob")
 	env := append(d.env("alice"), "SSH_AUTH_SOCK="+newAgent(t))
-	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
-	cmd.Env = append(os.Environ(), env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	var pending *approvals.Request
-	require.Eventually(t, func() bool {
-		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
-		if err == nil && len(resp.Requests) > 0 {
-			pending = resp.Requests[0]
-			return true
-		}
-		return false
-	}, 10*time.Second, 50*time.Millisecond)
+	cmd, _, stderr, pending := startWaitingRequest(t, bob, env)
 	d.stop()
 	err := cmd.Wait()
 	require.Error(t, err)
@@ -264,31 +238,38 @@ func TestRequestWaitsForApproval(t *testing.T) {
 	d := startInProcessDaemon(t, "")
 	bob := d.client(t, "bob")
 	sock := newAgent(t)
-	cmd := exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
-	cmd.Env = append(os.Environ(), append(d.env("alice"), "SSH_AUTH_SOCK="+sock)...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	require.NoError(t, cmd.Start())
-	var pending *approvals.Request
-	require.Eventually(t, func() bool {
-		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
-		if err == nil && len(resp.Requests) > 0 {
-			pending = resp.Requests[0]
-			return true
-		}
-		return false
-	}, 10*time.Second, 50*time.Millisecond)
+	cmd, stdout, stderr, pending := startWaitingRequest(t, bob, append(d.env("alice"), "SSH_AUTH_SOCK="+sock))
 	req := apiRequest{ID: pending.ID, Reason: "ok"}
 	var err error
 	req.Signature, err = bob.sign("jitssh-approve@jitssh", decisionStatement(methodApprove, "bob", pending, req).Message())
 	require.NoError(t, err)
 	_, err = bob.call(methodApprove, req)
 	require.NoError(t, err)
-	require.NoError(t, cmd.Wait(), "stdout: %s\nstderr: %s", &stdout, &stderr)
+	require.NoError(t, cmd.Wait(), "stdout: %s\nstderr: %s", stdout, stderr)
 	assert.Contains(t, stdout.String(), "issued "+pending.ID)
 	list := exec.Command("ssh-add", "-L")
 	list.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
 	keys, err := list.Output()
 	require.NoError(t, err)
 	assert.Contains(t, string(keys), "-cert-v01@openssh.com")
+}
+
+// startWaitingRequest runs `jitssh request` for write on main, which needs
+// an approver, and returns once the daemon lists it as pending.
+func startWaitingRequest(t *testing.T, approver *apiClient, env []string) (cmd *exec.Cmd, stdout, stderr *strings.Builder, pending *approvals.Request) {
+	t.Helper()
+	cmd = exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+	cmd.Env = append(os.Environ(), env...)
+	stdout, stderr = &strings.Builder{}, &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool {
+		resp, err := approver.call(methodList, apiRequest{States: []string{"pending"}})
+		if err == nil && len(resp.Requests) > 0 {
+			pending = resp.Requests[0]
+			return true
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond)
+	return cmd, stdout, stderr, pending
 }
