@@ -222,9 +222,8 @@ func (g *Git) uploadPack(ctx context.Context, d Decision, gitProtocol string, st
 		// directly, never through the advertisement editor.
 		clientOut := stdio.Out
 		// git names HEAD's target in the capabilities even when both
-		// are hidden.
-		// include-tag would bring hidden annotated tags along (see
-		// vetScopedFetch, which also drops it should a client send it
+		// are hidden, and include-tag would bring hidden annotated tags
+		// along (vetScopedFetch also drops it should a client send it
 		// anyway).
 		stdio.Out = &advertWriter{w: stdio.Out, edit: func(caps []string) []string {
 			return slices.DeleteFunc(caps, func(c string) bool {
@@ -268,7 +267,8 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	defer os.Remove(report.Name())
 	defer report.Close()
 	// pre-receive writes here every update the client asked for, so that
-	// proc-receive can tell which ones git refused on its own.
+	// proc-receive and the audit record can tell which ones git refused
+	// on its own.
 	pushed, err := os.CreateTemp("", "jitssh-pushed-")
 	if err != nil {
 		return Result{}, fmt.Errorf("create push list: %w", err)

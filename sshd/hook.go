@@ -252,23 +252,16 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 	}
 	// git refuses some updates itself before this hook (a hidden ref, say)
 	// and leaves them out of cmds; it then goes on with the others even
-	// when the push is atomic. Those refusals are recorded here, and an
-	// atomic push ends with them.
+	// when the push is atomic, so an atomic push ends with them here. The
+	// server records them once the push is over (Git.receivePack).
 	var log []RefUpdate
 	refused := ""
 	gitRefused, err := h.refusedByGit(cmds)
 	if err != nil {
 		return err
 	}
-	for _, c := range gitRefused {
-		reason := h.refuseReason(c)
-		if reason == "" {
-			reason = "refused by git"
-		}
-		log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reason})
-		if refused == "" {
-			refused = c.ref
-		}
+	if len(gitRefused) > 0 {
+		refused = gitRefused[0].ref
 	}
 	reasons := make([]string, len(cmds))
 	for i, c := range cmds {
