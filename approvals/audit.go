@@ -1,19 +1,9 @@
 package approvals
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
-// Auditor puts the Service's actions on the audit log. Append must return
-// only once the entry is durable: the Service calls it before it reports
-// success, and before a certificate leaves it.
-type Auditor interface {
-	Append(kind, actor string, data any) error
-}
-
-// Kinds of the audit entries the Service writes. The data of each is an
-// AuditRecord.
+// Kinds of the audit entries the Service writes, through its state machine
+// (see journal). The data of each is an AuditRecord.
 const (
 	AuditRequest      = "request"
 	AuditApprove      = "approve"
@@ -57,9 +47,10 @@ type AuditRecord struct {
 	ValidAfter     time.Time         `json:"valid_after,omitzero"`
 	ValidBefore    time.Time         `json:"valid_before,omitzero"`
 	Approvers      []string          `json:"approvers,omitempty"`
-	People         int               `json:"people,omitempty"`     // policy.reload: people in the new policy
-	Rules          int               `json:"rules,omitempty"`      // policy.reload: rules in the new policy
-	Offboarded     map[string]string `json:"offboarded,omitempty"` // policy.reload: person → why
+	People         int               `json:"people,omitempty"`        // policy.reload: people in the new policy
+	Rules          int               `json:"rules,omitempty"`         // policy.reload: rules in the new policy
+	Offboarded     map[string]string `json:"offboarded,omitempty"`    // policy.reload: person → why
+	Policy         string            `json:"policy_sha256,omitempty"` // request, policy.reload: digest of the policy in force
 }
 
 // recordOf returns the audit data that describes r.
@@ -73,17 +64,4 @@ func recordOf(r *Request) AuditRecord {
 		State:     r.State,
 		Serial:    r.Serial,
 	}
-}
-
-type nopAuditor struct{}
-
-func (nopAuditor) Append(string, string, any) error { return nil }
-
-// record appends one audit entry.
-func (s *Service) record(kind, actor string, data AuditRecord) error {
-	if err := s.audit.Append(kind, actor, data); err != nil {
-		s.logger.Error("audit entry not written", "kind", kind, "actor", actor, "id", data.ID, "err", err)
-		return fmt.Errorf("audit %s of %s: %w", kind, data.ID, err)
-	}
-	return nil
 }

@@ -57,20 +57,14 @@ func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInp
 		}
 	}
 	a := Approval{By: person, At: s.clock(), Reason: in.Reason, TTL: Duration(in.TTL), Signature: in.Signature, Statement: in.Statement, Groups: groups}
-	res, err := s.apply(msgApprove, approveCmd{ID: id, Approval: a})
+	res, err := s.commit(msgApprove, approveCmd{ID: id, Approval: a})
 	if err != nil {
-		return nil, err
-	}
-	r := res.request
-	rec := recordOf(r)
-	rec.Reason, rec.TTL, rec.Signature = in.Reason, Duration(in.TTL), in.Signature
-	rec.By, rec.Statement = person, in.Statement
-	if err := s.record(AuditApprove, person, rec); err != nil {
-		if res.complete {
-			s.retryLater(r.ID, err) // the approval stands; its certificate must still come
+		if res != nil && res.complete {
+			s.retryLater(id, err) // the approval stands; its certificate must still come
 		}
 		return nil, err
 	}
+	r := res.request
 	if res.complete {
 		return s.issue(r)
 	}
@@ -103,14 +97,8 @@ func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput)
 		return nil, notFound(id)
 	}
 	d := Decision{By: person, At: s.clock(), Reason: in.Reason, Signature: in.Signature, Statement: in.Statement}
-	res, err := s.apply(msgDeny, denyCmd{ID: id, Decision: d, Groups: groups})
+	res, err := s.commit(msgDeny, denyCmd{ID: id, Decision: d, Groups: groups})
 	if err != nil {
-		return nil, err
-	}
-	rec := recordOf(res.request)
-	rec.Reason, rec.Signature = in.Reason, in.Signature
-	rec.By, rec.Statement = person, in.Statement
-	if err := s.record(AuditDeny, person, rec); err != nil {
 		return nil, err
 	}
 	return res.request.clone(), nil
@@ -129,11 +117,8 @@ func (s *Service) Cancel(ctx context.Context, person, id string) (*Request, erro
 	if !validID(id) {
 		return nil, notFound(id)
 	}
-	res, err := s.apply(msgCancel, cancelCmd{ID: id, Decision: Decision{By: person, At: s.clock()}})
+	res, err := s.commit(msgCancel, cancelCmd{ID: id, Decision: Decision{By: person, At: s.clock()}})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.record(AuditCancel, person, recordOf(res.request)); err != nil {
 		return nil, err
 	}
 	return res.request.clone(), nil
@@ -227,13 +212,8 @@ func mayRevoke(p *Policy, r *Request, groups []string) bool {
 }
 
 func (s *Service) revoke(id, kind string, d Decision) (*Request, error) {
-	res, err := s.apply(msgRevoke, revokeCmd{ID: id, Decision: d})
+	res, err := s.commit(msgRevoke, revokeCmd{ID: id, Decision: d, Kind: kind})
 	if err != nil {
-		return nil, err
-	}
-	rec := recordOf(res.request)
-	rec.Reason, rec.By = d.Reason, d.By
-	if err := s.record(kind, d.By, rec); err != nil {
 		return nil, err
 	}
 	return res.request.clone(), nil

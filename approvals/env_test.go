@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -17,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -62,40 +65,75 @@ type auditEntry struct {
 	Data        AuditRecord
 }
 
-// recordingAuditor keeps the audit entries in memory; failKind makes the
-// entries of one kind fail.
+// recordingAuditor is an AuditLog in memory that keeps each entry decoded;
+// failKind makes a write holding an entry of that kind fail, as a full disk
+// would.
 type recordingAuditor struct {
 	mu       sync.Mutex
+	head     audit.Chain
+	lines    [][]byte
 	entries  []auditEntry
 	failKind string
+	fails    int // writes refused so far
+	start    int // entries before this are the Service's start-up entries
 }
 
-func (a *recordingAuditor) Append(kind, actor string, data any) error {
+// mark makes kinds and of leave out every entry so far: what opening the
+// Service wrote (its policy record).
+func (a *recordingAuditor) mark() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if kind == a.failKind {
-		return io.ErrShortWrite
+	a.start = len(a.entries)
+}
+
+func (a *recordingAuditor) Head() (audit.Chain, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.head.IsZero() {
+		return audit.GenesisChain, nil
 	}
-	rec, ok := data.(AuditRecord)
-	if !ok {
-		// Data must be JSON the audit log can index.
-		b, err := json.Marshal(data)
-		if err != nil {
+	return a.head, nil
+}
+
+func (a *recordingAuditor) AppendLines(lines [][]byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var batch []auditEntry
+	head := a.head
+	for _, line := range lines {
+		var e audit.Entry
+		if err := json.Unmarshal(line, &e); err != nil {
 			return err
 		}
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return err
+		if e.Kind == a.failKind {
+			a.fails++
+			return io.ErrShortWrite
 		}
+		var rec AuditRecord
+		if len(e.Data) > 0 {
+			if err := json.Unmarshal(e.Data, &rec); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, auditEntry{e.Kind, e.Actor, rec})
+		head = audit.Chain{Seq: e.Seq, Hash: hashLine(line)}
 	}
-	a.entries = append(a.entries, auditEntry{kind, actor, rec})
+	a.head = head
+	a.lines = append(a.lines, lines...)
+	a.entries = append(a.entries, batch...)
 	return nil
+}
+
+func hashLine(line []byte) string {
+	sum := sha256.Sum256(line)
+	return hex.EncodeToString(sum[:])
 }
 
 func (a *recordingAuditor) kinds() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []string
-	for _, e := range a.entries {
+	for _, e := range a.entries[a.start:] {
 		out = append(out, e.Kind)
 	}
 	return out
@@ -105,7 +143,7 @@ func (a *recordingAuditor) of(kind string) []auditEntry {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []auditEntry
-	for _, e := range a.entries {
+	for _, e := range a.entries[a.start:] {
 		if e.Kind == kind {
 			out = append(out, e)
 		}
@@ -239,6 +277,7 @@ func newTestService(tb testing.TB, p *Policy) *testEnv {
 		noBackground: true,
 	}
 	env.open(tb)
+	env.audit.mark()
 	return env
 }
 

@@ -70,11 +70,6 @@ func (s *Service) expireDue(ws memdb.WatchSet) time.Time {
 
 func (s *Service) expire(r *Request, now time.Time) error {
 	reason := fmt.Sprintf("nobody decided within %v", r.ExpiresAt.Sub(r.CreatedAt))
-	res, err := s.apply(msgExpire, expireCmd{ID: r.ID, At: now, Reason: reason})
-	if err != nil {
-		return err
-	}
-	rec := recordOf(res.request)
-	rec.Reason = reason
-	return s.record(AuditExpire, SystemActor, rec)
+	_, err := s.commit(msgExpire, expireCmd{ID: r.ID, At: now, Reason: reason})
+	return err
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+
+	"github.com/jitssh/jitssh/audit"
 )
 
 // msgType is the first byte of every raft log entry the Service writes;
@@ -29,10 +31,17 @@ const (
 	msgStoreCertificate
 	msgRevoke
 	msgOffboard
+	msgAuditAnchor
+	msgSetPolicy
 )
 
+// msgAudited marks a command whose audit entries the state machine writes
+// itself (see journal). Commands logged before it existed are applied
+// without entries: their writers audited them directly.
+const msgAudited msgType = 0x40
+
 func (t msgType) String() string {
-	switch t {
+	switch t &^ msgAudited {
 	case msgSubmit:
 		return "submit"
 	case msgApprove:
@@ -51,6 +60,10 @@ func (t msgType) String() string {
 		return "revoke"
 	case msgOffboard:
 		return "offboard"
+	case msgAuditAnchor:
+		return "audit-anchor"
+	case msgSetPolicy:
+		return "set-policy"
 	}
 	return fmt.Sprintf("msgType(%d)", uint8(t))
 }
@@ -89,6 +102,23 @@ type (
 	revokeCmd struct {
 		ID       string   `json:"id"`
 		Decision Decision `json:"decision"`
+		// Kind is AuditRevoke or AuditRelease; empty in commands logged
+		// before it was recorded.
+		Kind string `json:"kind,omitempty"`
+	}
+	// auditAnchorCmd sets the audit chain position the state continues
+	// from, once: the end of the existing log when the state has none yet.
+	auditAnchorCmd struct {
+		Chain audit.Chain `json:"chain"`
+	}
+	// setPolicyCmd records a new policy and offboards, in the same change,
+	// the people it drops or whose keys it removed.
+	setPolicyCmd struct {
+		Digest   string            `json:"digest"`
+		People   int               `json:"people"`
+		Rules    int               `json:"rules"`
+		Offboard map[string]string `json:"offboard,omitempty"` // person → why
+		At       time.Time         `json:"at"`
 	}
 	offboardCmd struct {
 		People map[string]string `json:"people"` // person → why they were offboarded
@@ -109,6 +139,7 @@ func encodeCmd(t msgType, cmd any) ([]byte, error) {
 // result, not a failure of raft: every replica refuses the same command
 // the same way.
 type applyResult struct {
+	index    uint64 // the raft index the command was applied at
 	request  *Request
 	requests []*Request // offboarding changes many
 	complete bool       // an approval met the last step
@@ -119,12 +150,13 @@ type applyResult struct {
 type fsm struct {
 	state  atomic.Pointer[stateStore]
 	logger *slog.Logger
-	// changed is told about every request a command changed, after the
-	// change is committed. It must not block.
-	changed func([]*Request)
+	// journal takes every applied command's audit lines and changed
+	// requests, in raft order, and publishes the requests once the lines
+	// are durable.
+	journal *journal
 }
 
-func newFSM(logger *slog.Logger, changed func([]*Request)) (*fsm, error) {
+func newFSM(logger *slog.Logger, j *journal) (*fsm, error) {
 	st, err := newStateStore()
 	if err != nil {
 		return nil, err
@@ -132,7 +164,10 @@ func newFSM(logger *slog.Logger, changed func([]*Request)) (*fsm, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	f := &fsm{logger: logger, changed: changed}
+	if j == nil { // no audit log, nobody to tell: tests of the state alone
+		j = &journal{logger: logger, changed: make(chan struct{})}
+	}
+	f := &fsm{logger: logger, journal: j}
 	f.state.Store(st)
 	return f, nil
 }
@@ -143,28 +178,53 @@ func (f *fsm) State() *stateStore { return f.state.Load() }
 
 // Apply implements raft.FSM.
 func (f *fsm) Apply(l *raft.Log) any {
+	res := f.applyOne(l)
+	f.journal.flush()
+	return res
+}
+
+// ApplyBatch implements raft.BatchingFSM: the audit lines of a whole batch
+// go to the log with one write and one fsync.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		out[i] = f.applyOne(l)
+	}
+	f.journal.flush()
+	return out
+}
+
+func (f *fsm) applyOne(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
+		f.journal.add(l.Index, nil, nil)
 		return nil
 	}
 	if len(l.Data) == 0 {
-		return &applyResult{err: errors.New("empty raft log command")}
+		f.journal.add(l.Index, nil, nil)
+		return &applyResult{index: l.Index, err: errors.New("empty raft log command")}
 	}
 	t := msgType(l.Data[0])
-	res := f.apply(l.Index, t, l.Data[1:])
+	var res *applyResult
+	var lines []auditLine
+	if t&msgAudited != 0 {
+		res, lines = f.applyAudited(l.Index, t&^msgAudited, l.Data[1:])
+	} else {
+		res = f.apply(l.Index, t, l.Data[1:])
+	}
+	res.index = l.Index
 	if res.err != nil {
 		var decodeErr *decodeError
 		if errors.As(res.err, &decodeErr) {
 			f.logger.Error("raft log entry not applied", "index", l.Index, "type", t.String(), "err", res.err)
 		}
+		f.journal.add(l.Index, nil, nil)
 		return res
 	}
 	changed := res.requests
 	if res.request != nil {
 		changed = []*Request{res.request}
 	}
-	if f.changed != nil && len(changed) > 0 {
-		f.changed(changed)
-	}
+	f.journal.add(l.Index, lines, changed)
 	return res
 }
 
@@ -238,19 +298,30 @@ func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
 
 // snapshotFormat is the version of the snapshot layout: a header line,
 // then one request per line, all JSON.
-const snapshotFormat = 1
+// Format 2 adds the audit chain position and the policy digest.
+const snapshotFormat = 2
 
 type snapshotHeader struct {
-	Format     int    `json:"format"`
-	Index      uint64 `json:"index"`
-	LastSerial uint64 `json:"last_serial"`
-	Requests   int    `json:"requests"`
+	Format     int          `json:"format"`
+	Index      uint64       `json:"index"`
+	LastSerial uint64       `json:"last_serial"`
+	Requests   int          `json:"requests"`
+	Audit      *audit.Chain `json:"audit,omitempty"`
+	Policy     string       `json:"policy,omitempty"`
 }
+
+// errAuditBehind refuses a snapshot while audit lines of applied commands
+// are not durable: raft would then drop the commands that can write them
+// again.
+var errAuditBehind = errors.New("audit log behind the state; snapshot postponed")
 
 // Snapshot implements raft.FSM. It captures the state at once (a memdb
 // snapshot is an immutable view); the writing happens in Persist, off the
 // apply path.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.journal.behind() {
+		return nil, errAuditBehind
+	}
 	return &fsmSnapshot{db: f.State().db.Snapshot()}, nil
 }
 
@@ -274,6 +345,14 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	chain, err := auditChainTxn(tx)
+	if err != nil {
+		return err
+	}
+	policy, err := textTxn(tx, metaPolicy)
+	if err != nil {
+		return err
+	}
 	it, err := tx.Get(tableRequests, indexID)
 	if err != nil {
 		return err
@@ -284,7 +363,11 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
-	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Index: index, LastSerial: serial, Requests: len(reqs)}); err != nil {
+	h := snapshotHeader{Format: snapshotFormat, Index: index, LastSerial: serial, Requests: len(reqs), Policy: policy}
+	if !chain.IsZero() {
+		h.Audit = &chain
+	}
+	if err := enc.Encode(h); err != nil {
 		return err
 	}
 	for _, r := range reqs {
@@ -315,8 +398,8 @@ func readSnapshot(r io.Reader) (*stateStore, error) {
 	if err := dec.Decode(&h); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	if h.Format != snapshotFormat {
-		return nil, fmt.Errorf("snapshot format %d, want %d", h.Format, snapshotFormat)
+	if h.Format != 1 && h.Format != snapshotFormat {
+		return nil, fmt.Errorf("snapshot format %d, want 1 or %d", h.Format, snapshotFormat)
 	}
 	reqs := make([]*Request, 0, h.Requests)
 	for {
@@ -337,7 +420,11 @@ func readSnapshot(r io.Reader) (*stateStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := st.restore(h.Index, h.LastSerial, reqs); err != nil {
+	var chain audit.Chain
+	if h.Audit != nil {
+		chain = *h.Audit
+	}
+	if err := st.restore(h.Index, h.LastSerial, chain, h.Policy, reqs); err != nil {
 		return nil, err
 	}
 	return st, nil

@@ -1,6 +1,7 @@
 package approvals
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,20 +13,20 @@ import (
 	"github.com/jitssh/jitssh/principals"
 )
 
-// Issuing a certificate takes two commands around the signature:
+// Issuing a certificate is one command around the signature:
 //
-//  1. allocate-serial, applied from inside ca.Authority.Sign once the CA
-//     has checked the request, takes the next serial and records it on the
-//     request;
-//  2. the CA signs;
-//  3. the issue goes on the audit log;
-//  4. store-certificate records the certificate, if it carries the serial on
-//     record and the request has no certificate yet.
+//  1. the approval must be durable on the audit log (journal.await);
+//  2. the CA signs with the next serial the state holds, one signature at
+//     a time (issueMu);
+//  3. store-certificate takes that serial and records the certificate and
+//     its "issue" entry in one change, refusing a certificate whose serial
+//     is no longer the next one;
+//  4. once the entry is durable, the certificate leaves.
 //
-// Only then does the certificate leave, so every certificate that leaves
-// has its serial on disk and on the audit log. A crash anywhere before 4
-// leaves the request approved without a certificate; Open finds it and
-// issues it again, with a new serial.
+// So every certificate that leaves has its serial in the state and its
+// entry on the log, and no serial is on record for a certificate that did
+// not leave. A crash anywhere before 3 leaves the request approved without
+// a certificate; Open finds it and issues it.
 
 // Retry delays after a failed issue.
 const (
@@ -46,20 +47,15 @@ type refuseSerials struct{}
 
 func (refuseSerials) NextSerial() (uint64, error) { return 0, errDryRun }
 
-// serialSource allocates one serial for one request through raft.
-type serialSource struct {
-	s  *Service
-	id string
-	at time.Time // when the serial was taken: the moment of issue
-}
+// nextSerial is the SerialSource of one signature: the serial the state
+// says comes next. store-certificate refuses it if another took it first.
+type nextSerial struct{ serial uint64 }
 
-func (src *serialSource) NextSerial() (uint64, error) {
-	src.at = src.s.clock()
-	res, err := src.s.apply(msgAllocateSerial, allocateSerialCmd{ID: src.id, At: src.at})
-	if err != nil {
-		return 0, err
+func (n nextSerial) NextSerial() (uint64, error) {
+	if n.serial >= ca.BreakGlassBit {
+		return 0, fmt.Errorf("%w: %d serials issued", ca.ErrSerialsExhausted, n.serial-1)
 	}
-	return res.request.Serial, nil
+	return n.serial, nil
 }
 
 func certRequest(r *Request, key ssh.PublicKey, grant principals.Grant) ca.CertRequest {
@@ -125,6 +121,11 @@ func (s *Service) retryLater(id string, cause error) {
 }
 
 func (s *Service) sign(r *Request) (*Request, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+	defer cancel()
+	if err := s.journal.await(ctx, r.Version); err != nil {
+		return nil, fmt.Errorf("approval of %s not on the audit log: %w", r.ID, err)
+	}
 	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("public key of %s: %w", r.ID, err)
@@ -133,35 +134,25 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grant of %s: %w", r.ID, err)
 	}
-	src := &serialSource{s: s, id: r.ID}
-	cert, err := s.authority.Sign(certRequest(r, key, grant), src)
+	s.issueMu.Lock()
+	defer s.issueMu.Unlock()
+	last, err := s.fsm.State().counter(metaSerial)
 	if err != nil {
 		return nil, err
 	}
-	c := issuedCert{
+	issuedAt := s.clock()
+	cert, err := s.authority.Sign(certRequest(r, key, grant), nextSerial{last + 1})
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.commit(msgStoreCertificate, issuedCert{
 		ID:          r.ID,
 		Serial:      cert.Serial,
 		Certificate: strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(cert)), "\n"),
-		IssuedAt:    src.at,
+		IssuedAt:    issuedAt,
 		ValidAfter:  time.Unix(int64(cert.ValidAfter), 0).UTC(),
 		ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(),
-	}
-	rec := recordOf(r)
-	rec.State = StateApproved
-	rec.Serial = cert.Serial
-	rec.KeyID = cert.KeyId
-	rec.KeyFingerprint = ssh.FingerprintSHA256(key)
-	rec.Principals = cert.ValidPrincipals
-	rec.ValidAfter, rec.ValidBefore = c.ValidAfter, c.ValidBefore
-	rec.Certificate = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))
-	rec.TTL = r.GrantedTTL()
-	for _, a := range r.Approvals {
-		rec.Approvers = append(rec.Approvers, a.By)
-	}
-	if err := s.record(AuditIssue, SystemActor, rec); err != nil {
-		return nil, err
-	}
-	res, err := s.apply(msgStoreCertificate, c)
+	})
 	if err != nil {
 		return nil, err
 	}

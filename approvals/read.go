@@ -22,6 +22,7 @@ func (s *Service) Get(id string) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
+	r, _ = s.visible(r)
 	return r.clone(), nil
 }
 
@@ -46,6 +47,7 @@ func (s *Service) List(f ListFilter) []*Request {
 	}
 	out := make([]*Request, len(reqs))
 	for i, r := range reqs {
+		r, _ = s.visible(r)
 		out[i] = r.clone()
 	}
 	return out
@@ -72,7 +74,11 @@ func (s *Service) Wait(ctx context.Context, id string, afterVersion uint64) (*Re
 			return nil, notFound(id)
 		}
 		if r.Version > afterVersion {
-			return r.clone(), nil
+			v, notYet := s.visible(r)
+			if notYet == nil {
+				return v.clone(), nil
+			}
+			ws.Add(notYet) // its certificate leaves once its entry is durable
 		}
 		if s.closed() {
 			return nil, ErrClosed

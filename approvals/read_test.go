@@ -87,8 +87,7 @@ func TestEvents(t *testing.T) {
 	assert.Equal(t, []string{
 		"pending:0:false",  // submit
 		"approved:1:false", // approval that met the step
-		"approved:1:false", // serial allocated
-		"approved:1:true",  // certificate stored
+		"approved:1:true",  // certificate stored with its serial
 	}, states)
 	cancel()
 	for range events { // closed once ctx ends

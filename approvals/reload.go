@@ -10,8 +10,9 @@ import (
 
 // SetPolicy replaces the policy, as on SIGHUP. Anyone the new policy
 // drops, or who lost one of their keys, is offboarded first: their pending
-// requests are cancelled and their live certificates revoked, in one
-// command, and each is audited as "offboard". A key that was removed may
+// requests are cancelled and their live certificates revoked, in the one
+// command that records the new policy's digest, and each is audited as
+// "offboard", followed by one "policy.reload" entry. A key that was removed may
 // be a key that leaked, and any of the person's requests may have been
 // made with it, so losing one key offboards the whole person; they may
 // request again under the new policy. Requests in flight keep the steps
@@ -26,30 +27,18 @@ func (s *Service) SetPolicy(p *Policy) error {
 	s.policyMu.Lock()
 	defer s.policyMu.Unlock()
 	gone := offboarded(s.policy, p)
-	var changed []*Request
+	cmd := setPolicyCmd{Digest: p.digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: s.clock()}
 	if len(gone) > 0 {
-		res, err := s.apply(msgOffboard, offboardCmd{People: gone, At: s.clock()})
-		if err != nil {
-			return fmt.Errorf("set policy: offboard %d %s: %w; the old policy stays",
-				len(gone), plural(len(gone), "person", "people"), err)
-		}
-		changed = res.requests
+		cmd.Offboard = gone
+	}
+	// The policy is swapped only once its record and the offboarding are
+	// durable: a decision under the new policy never precedes them.
+	if _, err := s.commit(msgSetPolicy, cmd); err != nil {
+		return fmt.Errorf("set policy: offboard %d %s: %w; the old policy stays",
+			len(gone), plural(len(gone), "person", "people"), err)
 	}
 	s.policy = p
-
-	var firstErr error
-	for _, r := range changed {
-		rec := recordOf(r)
-		rec.Reason = gone[r.Requester]
-		if err := s.record(AuditOffboard, SystemActor, rec); err != nil && firstErr == nil {
-			firstErr = err
-		}
-	}
-	rec := AuditRecord{People: len(p.cfg.People), Rules: len(p.cfg.Rules), Offboarded: gone}
-	if err := s.record(AuditPolicyReload, SystemActor, rec); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	return firstErr
+	return nil
 }
 
 // offboarded returns the people of old whom p drops or who lost a key in

@@ -54,7 +54,8 @@ type Request struct {
 	Reason        string     `json:"reason"`
 	PublicKey     string     `json:"public_key"` // the key to certify, authorized_keys form
 	Rule          string     `json:"rule"`
-	Steps         []Step     `json:"steps"` // approvals required, copied from the rule at submit
+	Policy        string     `json:"policy,omitempty"` // digest of the policy the request was decided under
+	Steps         []Step     `json:"steps"`            // approvals required, copied from the rule at submit
 	SourceAddress string     `json:"source_address,omitempty"`
 	State         State      `json:"state"`
 	CreatedAt     time.Time  `json:"created_at"`

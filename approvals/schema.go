@@ -24,12 +24,15 @@ const (
 const (
 	metaIndex  = "index"  // raft index of the last change
 	metaSerial = "serial" // the last serial allocated; serials start at 1
+	metaAudit  = "audit"  // the audit chain position: Value the seq, Text the hash
+	metaPolicy = "policy" // Text: the digest of the policy in force
 )
 
-// metaEntry is one counter in the meta table.
+// metaEntry is one counter or text in the meta table.
 type metaEntry struct {
 	Key   string
 	Value uint64
+	Text  string
 }
 
 // stateSchema is the whole schema of the state store.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -33,7 +34,9 @@ type Options struct {
 	Authority *ca.Authority // signs certificates; their validity follows its clock
 	Now       func() time.Time
 	Logger    *slog.Logger
-	Audit     Auditor // nil writes no audit log (tests)
+	// Audit is the daemon's audit log, opened with audit.Options.Journal;
+	// nil writes none (tests). The Service is its only writer.
+	Audit AuditLog
 	// RaftTimeout is raft's heartbeat and election timeout; zero means
 	// DefaultRaftTimeout.
 	RaftTimeout time.Duration
@@ -50,7 +53,7 @@ type Service struct {
 	authority *ca.Authority
 	now       func() time.Time
 	logger    *slog.Logger
-	audit     Auditor
+	journal   *journal
 	ids       *idSource
 	fsm       *fsm
 	node      *raftNode
@@ -65,6 +68,7 @@ type Service struct {
 	policy   *Policy
 
 	mu      sync.Mutex
+	issueMu sync.Mutex            // one signature at a time: each takes the next serial
 	issuing map[string]bool       // requests being signed right now
 	retry   map[string]retryState // requests whose certificate could not be issued yet
 	wake    chan struct{}         // tells the background loop a retry was scheduled
@@ -92,7 +96,6 @@ func Open(o Options) (*Service, error) {
 		authority: o.Authority,
 		now:       o.Now,
 		logger:    o.Logger,
-		audit:     o.Audit,
 		ids:       newIDSource(),
 		events:    newBroker(),
 		policy:    o.Policy,
@@ -108,9 +111,6 @@ func Open(o Options) (*Service, error) {
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
-	if s.audit == nil {
-		s.audit = nopAuditor{}
-	}
 	timeout := o.RaftTimeout
 	if timeout <= 0 {
 		timeout = DefaultRaftTimeout
@@ -118,7 +118,12 @@ func Open(o Options) (*Service, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
-	f, err := newFSM(s.logger, s.events.publish)
+	var err error
+	s.journal, err = newJournal(o.Audit, s.logger, s.events.publish)
+	if err != nil {
+		return nil, fmt.Errorf("open approvals: %w", err)
+	}
+	f, err := newFSM(s.logger, s.journal)
 	if err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
@@ -130,6 +135,14 @@ func Open(o Options) (*Service, error) {
 		return nil, fmt.Errorf("open approvals in %s: %w", o.DataDir, err)
 	}
 	if err := s.ids.seed(f.State()); err != nil {
+		s.node.close()
+		return nil, fmt.Errorf("open approvals: %w", err)
+	}
+	if err := s.anchorAudit(); err != nil {
+		s.node.close()
+		return nil, fmt.Errorf("open approvals: %w", err)
+	}
+	if err := s.startPolicy(); err != nil {
 		s.node.close()
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
@@ -149,6 +162,7 @@ func (s *Service) Close() error {
 		close(s.stop)
 		<-s.done
 		s.closeErr = s.node.close()
+		s.journal.close()
 		s.events.close()
 	})
 	return s.closeErr
@@ -166,6 +180,26 @@ func (s *Service) closed() bool {
 // clock returns the time to record: UTC, without the monotonic reading,
 // so that it survives JSON unchanged.
 func (s *Service) clock() time.Time { return s.now().UTC().Round(0) }
+
+// commit applies a command through raft and returns what the FSM made of
+// it once the command's audit entries are durable: only then may the
+// caller acknowledge the change. A command the FSM refused comes back as
+// the refusal's error; one applied whose entries could not be written yet
+// as an error wrapping ErrAudit, together with the result.
+func (s *Service) commit(t msgType, cmd any) (*applyResult, error) {
+	res, err := s.apply(t|msgAudited, cmd)
+	if err != nil {
+		return nil, err
+	}
+	// Bounded like the apply itself: a log that takes writes again within
+	// it lets the caller's change through.
+	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+	defer cancel()
+	if err := s.journal.await(ctx, res.index); err != nil {
+		return res, fmt.Errorf("%s: %w", t, err)
+	}
+	return res, nil
+}
 
 // apply commits a command through raft and returns what the FSM made of
 // it. A command the FSM refused comes back as the refusal's error.
@@ -257,4 +291,79 @@ func (s *Service) lookup(id string) (*Request, error) {
 		return nil, notFound(id)
 	}
 	return r, nil
+}
+
+// anchorAudit gives the state its audit chain position when it has none
+// (a new data directory, or one from before the state kept it): the end of
+// the audit log as it is. Then it checks that log and state agree: a log
+// that lacks entries the state made cannot be written again, and a log
+// with entries beyond the state's was written by someone else.
+func (s *Service) anchorAudit() error {
+	st := s.fsm.State()
+	chain, err := st.auditChain()
+	if err != nil {
+		return err
+	}
+	file := s.journal.fileHead()
+	if chain.IsZero() {
+		at := file
+		if at.IsZero() {
+			at = audit.GenesisChain
+		}
+		if _, err := s.commit(msgAuditAnchor, auditAnchorCmd{Chain: at}); err != nil {
+			return fmt.Errorf("anchor audit chain: %w", err)
+		}
+		return nil
+	}
+	if err := s.journal.health(); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if !file.IsZero() && file.Seq > chain.Seq {
+		return fmt.Errorf("audit log has %d entries, but the state made only %d: another writer appended to it, or the state is not the log's", file.Seq, chain.Seq)
+	}
+	if !file.IsZero() && file.Seq < chain.Seq {
+		return fmt.Errorf("audit log ends at entry %d, but the state made %d: restore the log from a backup", file.Seq, chain.Seq)
+	}
+	return nil
+}
+
+// startPolicy records the policy the Service starts with when it is not
+// the one the state last recorded, offboarding first anyone who has
+// pending requests or live certificates and is no longer in it: a person
+// removed while the daemon was down is treated as on a reload. (A removed
+// key cannot be told from here: the state keeps names, not keys.)
+func (s *Service) startPolicy() error {
+	st := s.fsm.State()
+	recorded, err := textTxn(st.db.Txn(false), metaPolicy)
+	if err != nil {
+		return err
+	}
+	p := s.policy
+	if recorded == p.digest() {
+		return nil
+	}
+	gone := map[string]string{}
+	now := s.clock()
+	for _, state := range []State{StatePending, StateApproved} {
+		reqs, err := st.requestsInState(nil, state)
+		if err != nil {
+			return err
+		}
+		for _, r := range reqs {
+			if _, ok := p.people[r.Requester]; ok {
+				continue
+			}
+			if r.State == StatePending || (r.Revoked == nil && (r.Certificate == "" || now.Before(r.ValidBefore))) {
+				gone[r.Requester] = "removed from the policy"
+			}
+		}
+	}
+	cmd := setPolicyCmd{Digest: p.digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
+	if len(gone) > 0 {
+		cmd.Offboard = gone
+	}
+	if _, err := s.commit(msgSetPolicy, cmd); err != nil {
+		return fmt.Errorf("record policy: %w", err)
+	}
+	return nil
 }

@@ -132,43 +132,98 @@ func TestReopenKeepsEverything(t *testing.T) {
 	env.approve(t, "bob", pending.ID)
 }
 
-func TestIssueFailureRetriedWithNewSerial(t *testing.T) {
+// waitDurable waits until the Service's audit entries are all written, as
+// the journal's own retry does once the log takes writes again.
+func waitDurable(t *testing.T, env *testEnv) {
+	t.Helper()
+	for env.journal.behind() {
+		_, ch := env.journal.durableAt(^uint64(0))
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("audit entries still held after 10s")
+		}
+	}
+}
+
+func TestIssueHeldUntilItsEntryIsDurable(t *testing.T) {
 	env := newTestService(t, nil)
 	env.audit.setFail(AuditIssue)
 	r := env.submit(t, "alice", featureReq(t))
 	_, err := env.Approve(ctx, "bob", r.ID, DecisionInput{})
 	require.ErrorIs(t, err, ErrIssue)
+	require.ErrorIs(t, err, ErrAudit)
 
 	got, err := env.Get(r.ID)
 	require.NoError(t, err)
 	assert.Equal(t, StateApproved, got.State, "the approval stands")
 	assert.Empty(t, got.Certificate, "no certificate leaves without its audit entry")
-	assert.Equal(t, uint64(1), got.Serial)
+	assert.Zero(t, got.Serial)
+	assert.True(t, got.Issuing())
+	assert.Empty(t, env.audit.of(AuditIssue))
 
-	// A restart issues it, with a serial never handed out before.
+	// Once the log takes writes again, the held entry is written and the
+	// certificate, signed once, leaves with the serial on record.
 	env.audit.setFail("")
-	env.reopen(t)
+	waitDurable(t, env)
 	got, err = env.Get(r.ID)
 	require.NoError(t, err)
-	assert.NotEmpty(t, got.Certificate)
-	assert.Equal(t, uint64(2), got.Serial)
-	assert.Equal(t, uint64(2), parseCert(t, got).Serial)
+	require.NotEmpty(t, got.Certificate)
+	assert.Equal(t, uint64(1), got.Serial)
+	assert.Equal(t, uint64(1), parseCert(t, got).Serial)
+	issues := env.audit.of(AuditIssue)
+	require.Len(t, issues, 1)
+	assert.Equal(t, uint64(1), issues[0].Data.Serial)
 }
 
-func TestRevokedBeforeIssueIsNeverIssued(t *testing.T) {
+func TestHeldEntriesWrittenAfterRestart(t *testing.T) {
 	env := newTestService(t, nil)
 	env.audit.setFail(AuditIssue)
 	r := env.submit(t, "alice", featureReq(t))
 	_, err := env.Approve(ctx, "bob", r.ID, DecisionInput{})
-	require.ErrorIs(t, err, ErrIssue)
+	require.ErrorIs(t, err, ErrAudit)
+
+	// The daemon stops with the entry held; the raft log has the command,
+	// so the next start writes it, once.
+	require.NoError(t, env.Close())
+	env.audit.setFail("")
+	env.open(t)
+	got, err := env.Get(r.ID)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), parseCert(t, got).Serial)
+	assert.Equal(t, []string{AuditRequest, AuditApprove, AuditIssue}, env.audit.kinds())
+}
+
+func TestApprovalNotOnTheLogIssuesNothing(t *testing.T) {
+	env := newTestService(t, nil)
+	env.audit.setFail(AuditApprove)
+	r := env.submit(t, "alice", featureReq(t))
+	_, err := env.Approve(ctx, "bob", r.ID, DecisionInput{})
+	require.ErrorIs(t, err, ErrAudit)
+
+	// However often the issuer tries, it signs nothing while the approval
+	// is not on the log.
+	env.mu.Lock()
+	env.retry[r.ID] = retryState{next: time.Now().Add(-time.Second), delay: retryFirst}
+	env.mu.Unlock()
+	env.issueUnissued(true)
+	got, err := env.Get(r.ID)
+	require.NoError(t, err)
+	assert.Empty(t, got.Certificate)
+	last, err := env.fsm.State().counter(metaSerial)
+	require.NoError(t, err)
+	assert.Zero(t, last, "no serial taken")
+
+	// A revocation before it is written stops the certificate for good.
 	env.audit.setFail("")
 	_, err = env.Revoke(ctx, "carol", r.ID, 0, "changed my mind")
 	require.NoError(t, err)
 	env.reopen(t)
-	got, err := env.Get(r.ID)
+	got, err = env.Get(r.ID)
 	require.NoError(t, err)
 	assert.Empty(t, got.Certificate)
 	assert.Empty(t, env.RevokedSerials(), "no certificate, nothing to list")
+	assert.Equal(t, []string{AuditRequest, AuditApprove, AuditRevoke}, env.audit.kinds())
 }
 
 func TestOpenRefusesMissingOptions(t *testing.T) {
@@ -192,35 +247,32 @@ func TestOpenRefusesDataDirInUse(t *testing.T) {
 }
 
 func TestIssueRetriedInBackground(t *testing.T) {
-	for _, failing := range []string{AuditIssue, AuditApprove} {
-		t.Run(failing, func(t *testing.T) {
-			env := newTestService(t, nil)
-			env.audit.setFail(failing)
-			r := env.submit(t, "alice", featureReq(t))
-			_, err := env.Approve(ctx, "bob", r.ID, DecisionInput{})
-			require.Error(t, err)
+	env := newTestService(t, nil)
+	env.audit.setFail(AuditApprove)
+	r := env.submit(t, "alice", featureReq(t))
+	_, err := env.Approve(ctx, "bob", r.ID, DecisionInput{})
+	require.Error(t, err)
 
-			env.mu.Lock()
-			_, scheduled := env.retry[r.ID]
-			env.mu.Unlock()
-			require.True(t, scheduled, "a failed issue is retried")
+	env.mu.Lock()
+	_, scheduled := env.retry[r.ID]
+	env.mu.Unlock()
+	require.True(t, scheduled, "a failed issue is retried")
 
-			env.audit.setFail("")
-			env.issueUnissued(false)
-			got, err := env.Get(r.ID)
-			require.NoError(t, err)
-			assert.Empty(t, got.Certificate, "not before the retry is due")
+	env.audit.setFail("")
+	waitDurable(t, env)
+	env.issueUnissued(false)
+	got, err := env.Get(r.ID)
+	require.NoError(t, err)
+	assert.Empty(t, got.Certificate, "not before the retry is due")
 
-			env.mu.Lock()
-			env.retry[r.ID] = retryState{next: time.Now().Add(-time.Second), delay: retryFirst}
-			env.mu.Unlock()
-			env.issueUnissued(false)
-			got, err = env.Get(r.ID)
-			require.NoError(t, err)
-			assert.NotEmpty(t, got.Certificate)
-			env.mu.Lock()
-			assert.Empty(t, env.retry)
-			env.mu.Unlock()
-		})
-	}
+	env.mu.Lock()
+	env.retry[r.ID] = retryState{next: time.Now().Add(-time.Second), delay: retryFirst}
+	env.mu.Unlock()
+	env.issueUnissued(false)
+	got, err = env.Get(r.ID)
+	require.NoError(t, err)
+	assert.NotEmpty(t, got.Certificate)
+	env.mu.Lock()
+	assert.Empty(t, env.retry)
+	env.mu.Unlock()
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+
+	"github.com/jitssh/jitssh/audit"
 )
 
 // stateStore holds the daemon's state in go-memdb: every request ever made
@@ -207,4 +209,49 @@ func pendingCountTxn(tx *memdb.Txn, requester string, at time.Time) (int, error)
 		}
 	}
 	return n, nil
+}
+
+// textTxn returns a text of the meta table; "" when never set.
+func textTxn(tx *memdb.Txn, key string) (string, error) {
+	obj, err := tx.First(tableMeta, indexID, key)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	if obj == nil {
+		return "", nil
+	}
+	return obj.(*metaEntry).Text, nil
+}
+
+func setTextTxn(t *txn, key, text string) error {
+	if err := t.Insert(tableMeta, &metaEntry{Key: key, Text: text}); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
+}
+
+// auditChainTxn returns the audit chain position after the last entry the
+// state made, or the zero Chain when it has none yet.
+func auditChainTxn(tx *memdb.Txn) (audit.Chain, error) {
+	obj, err := tx.First(tableMeta, indexID, metaAudit)
+	if err != nil {
+		return audit.Chain{}, fmt.Errorf("read audit chain position: %w", err)
+	}
+	if obj == nil {
+		return audit.Chain{}, nil
+	}
+	m := obj.(*metaEntry)
+	return audit.Chain{Seq: m.Value, Hash: m.Text}, nil
+}
+
+func setAuditChainTxn(t *txn, c audit.Chain) error {
+	if err := t.Insert(tableMeta, &metaEntry{Key: metaAudit, Value: c.Seq, Text: c.Hash}); err != nil {
+		return fmt.Errorf("write audit chain position: %w", err)
+	}
+	return nil
+}
+
+// auditChain returns the audit chain position the state holds.
+func (s *stateStore) auditChain() (audit.Chain, error) {
+	return auditChainTxn(s.db.Txn(false))
 }

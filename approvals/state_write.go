@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -297,6 +298,50 @@ func storeCertificateTxn(t *txn, c issuedCert) (*Request, error) {
 	return n, nil
 }
 
+// issueCertificateTxn allocates the next serial and records the signed
+// certificate that carries it, in one change: the signer signed with the
+// serial it read as next from the state, and a certificate signed with any
+// other (a race, a stale leader) is refused, so serials stay unique and a
+// serial on record is always the serial of the certificate that left.
+func issueCertificateTxn(t *txn, c issuedCert) (*Request, error) {
+	r, err := mustRequestTxn(t, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkIssuable(r); err != nil {
+		return nil, err
+	}
+	last, err := counterTxn(t.Txn, metaSerial)
+	if err != nil {
+		return nil, err
+	}
+	if c.Serial != last+1 {
+		return nil, fmt.Errorf("%w: %s: certificate serial %d is not the next serial (%d)", errSerialTaken, c.ID, c.Serial, last+1)
+	}
+	if c.Serial >= ca.BreakGlassBit {
+		return nil, fmt.Errorf("issue %s: %w: %d serials issued", c.ID, ca.ErrSerialsExhausted, last)
+	}
+	if err := setCounterTxn(t, metaSerial, c.Serial); err != nil {
+		return nil, err
+	}
+	n := r.clone()
+	n.Serial = c.Serial
+	n.Certificate = c.Certificate
+	n.IssuedAt = c.IssuedAt
+	n.ValidAfter = c.ValidAfter
+	n.ValidBefore = c.ValidBefore
+	n.UpdatedAt = c.IssuedAt
+	n.Version = t.index
+	if err := t.Insert(tableRequests, n); err != nil {
+		return nil, fmt.Errorf("store certificate of %s: %w", c.ID, err)
+	}
+	return n, nil
+}
+
+// errSerialTaken refuses a certificate signed with a serial that is no
+// longer the next one; the signer signs again.
+var errSerialTaken = fmt.Errorf("%w: serial taken", ErrIssue)
+
 // checkIssuable refuses a request that must not get a certificate (any
 // more).
 func checkIssuable(r *Request) error {
@@ -404,7 +449,7 @@ func offboardTxn(t *txn, people map[string]string, at time.Time) ([]*Request, er
 }
 
 // restore loads a whole state, from a snapshot, into an empty store.
-func (s *stateStore) restore(index, lastSerial uint64, requests []*Request) error {
+func (s *stateStore) restore(index, lastSerial uint64, chain audit.Chain, policy string, requests []*Request) error {
 	t := s.writeTxn(index)
 	defer t.Abort()
 	for _, r := range requests {
@@ -414,6 +459,16 @@ func (s *stateStore) restore(index, lastSerial uint64, requests []*Request) erro
 	}
 	if err := setCounterTxn(t, metaSerial, lastSerial); err != nil {
 		return err
+	}
+	if !chain.IsZero() {
+		if err := setAuditChainTxn(t, chain); err != nil {
+			return err
+		}
+	}
+	if policy != "" {
+		if err := setTextTxn(t, metaPolicy, policy); err != nil {
+			return err
+		}
 	}
 	return t.Commit()
 }

@@ -60,20 +60,14 @@ func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*R
 	if req.ID, err = s.ids.next(now); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(msgSubmit, submitCmd{Request: req, MaxPending: p.MaxPendingPerUser()})
+	res, err := s.commit(msgSubmit, submitCmd{Request: req, MaxPending: p.MaxPendingPerUser()})
 	if err != nil {
-		return nil, err
-	}
-	r := res.request
-	rec := recordOf(r)
-	rec.TTL, rec.Reason, rec.Signature = r.TTL, r.Reason, r.Signature
-	rec.Ref, rec.Access, rec.Steps, rec.PublicKey, rec.Statement = r.Ref, r.Access, r.Steps, r.PublicKey, r.Statement
-	if err := s.record(AuditRequest, person, rec); err != nil {
-		if r.State == StateApproved {
-			s.retryLater(r.ID, err)
+		if res != nil && res.request != nil && res.request.State == StateApproved {
+			s.retryLater(req.ID, err) // auto-approved: its certificate must still come
 		}
 		return nil, err
 	}
+	r := res.request
 	if r.State == StateApproved {
 		return s.issue(r)
 	}
@@ -141,6 +135,7 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 		Reason:        in.Reason,
 		PublicKey:     strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(in.PublicKey)), "\n"),
 		Rule:          rule.Name,
+		Policy:        p.digest(),
 		Steps:         slices.Clone(rule.Approvals),
 		SourceAddress: rule.SourceAddress,
 		State:         StatePending,

@@ -112,6 +112,9 @@ func signHead(h *Head, signer ssh.Signer) error {
 // appended meanwhile come after the signed seq, and the checkpoint entry
 // itself is not covered by its own signature.
 func (l *Log) Checkpoint(signer ssh.Signer) (Entry, error) {
+	if l.opts.Journal {
+		return Entry{}, fmt.Errorf("%w: %s is a journal; sign its head with SignHead", ErrInvalidEntry, l.path)
+	}
 	h, err := l.durableHead()
 	if err != nil {
 		return Entry{}, fmt.Errorf("checkpoint audit log %s: %w", l.path, err)

@@ -17,7 +17,7 @@ func (l *Log) run() {
 	batch := make([]*op, 0, maxBatchOps)
 	for o := range l.ops {
 		batch = append(batch[:0], o)
-		size := len(o.data)
+		size := o.size()
 	fill:
 		for len(batch) < maxBatchOps && size < maxBatchBytes {
 			select {
@@ -26,7 +26,7 @@ func (l *Log) run() {
 					break fill
 				}
 				batch = append(batch, o)
-				size += len(o.data)
+				size += o.size()
 			default:
 				break fill
 			}
@@ -93,6 +93,11 @@ func (l *Log) refresh(ops []*op) ([]*op, error) {
 	}
 	l.head, l.end = t.head, t.goodEnd
 	l.repaired.Store(te)
+	if l.opts.Journal {
+		l.opts.Logger.Warn("audit log: torn tail moved aside; its writer writes those entries again", "log", l.path,
+			"sidecar", te.Sidecar, "after_seq", te.AfterSeq, "bytes", te.Bytes)
+		return ops, nil
+	}
 	data, err := json.Marshal(repairRecord{
 		Sidecar:  te.Sidecar,
 		Offset:   te.Offset,
@@ -125,6 +130,13 @@ func (l *Log) writeLocked(ops []*op) {
 	now := time.Now()
 	for _, o := range ops {
 		if o.headOnly {
+			continue
+		}
+		if o.lines != nil {
+			var err error
+			if h, buf, err = appendLines(h, buf, o.lines); err != nil {
+				o.err = err
+			}
 			continue
 		}
 		e, line, err := h.next(o.kind, o.actor, o.data, now)
@@ -173,8 +185,10 @@ func (l *Log) writeLocked(ops []*op) {
 	l.end += int64(len(buf))
 	for _, o := range ops {
 		switch {
-		case o.headOnly:
+		case o.headOnly && o.headFile == nil:
 			o.head = h
+		case o.headOnly && o.headFile != nil:
+			o.err = writeHeadFile(l.path+HeadSuffix, o.headFile, o.headSeq)
 		case o.err == nil && o.headFile != nil:
 			if err := writeHeadFile(l.path+HeadSuffix, o.headFile, o.headSeq); err != nil {
 				o.err = fmt.Errorf("checkpoint entry seq %d recorded, but: %w", o.entry.Seq, err)
@@ -211,4 +225,28 @@ func unlockFile(f *os.File) {
 	// Closing the file or ending the process releases the lock too, so a
 	// failure here cannot leave the log locked for long.
 	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
+
+// appendLines checks that lines continue h, each the one before, and adds
+// them to buf; on any error buf and h come back as they were.
+func appendLines(h head, buf []byte, lines [][]byte) (head, []byte, error) {
+	start, next := len(buf), h
+	for _, line := range lines {
+		var err error
+		if next, err = checkContinuation(next, line); err != nil {
+			return h, buf[:start], err
+		}
+		buf = append(buf, line...)
+		buf = append(buf, '\n')
+	}
+	return next, buf, nil
+}
+
+// size is roughly how many bytes o adds to the file.
+func (o *op) size() int {
+	n := len(o.data)
+	for _, line := range o.lines {
+		n += len(line) + 1
+	}
+	return n
 }

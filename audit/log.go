@@ -28,6 +28,14 @@ type Options struct {
 	CheckpointSigner   ssh.Signer
 	CheckpointInterval time.Duration
 
+	// Journal marks a log that only AppendLines writes, from a writer that
+	// can produce any entry again (the approval daemon's state machine,
+	// which replays its raft log after a crash). Append and Checkpoint are
+	// refused, so the file holds exactly the writer's chain; a torn tail is
+	// moved to its sidecar file without an "audit.repair" entry, since the
+	// writer writes the lost entries again. SignHead replaces checkpoints.
+	Journal bool
+
 	// Logger receives what the Log cannot return to a caller: failed periodic
 	// checkpoints. Nil means slog.Default().
 	Logger *slog.Logger
@@ -63,6 +71,8 @@ type op struct {
 	// An entry to append.
 	kind, actor string
 	data        json.RawMessage
+	// Or lines made with Chain.Next, to append all or none.
+	lines [][]byte
 	// headFile, when set, replaces PATH.head once the entry is durable,
 	// unless the file already holds a checkpoint at headSeq or later.
 	headFile []byte
@@ -111,7 +121,7 @@ func Open(path string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	go l.run()
-	if opts.CheckpointSigner != nil && opts.CheckpointInterval > 0 {
+	if opts.CheckpointSigner != nil && opts.CheckpointInterval > 0 && !opts.Journal {
 		l.wg.Add(1)
 		go l.checkpointEvery(opts.CheckpointSigner, opts.CheckpointInterval)
 	}
@@ -180,6 +190,9 @@ func (l *Log) Append(kind, actor string, data any) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: kind is empty", ErrInvalidEntry)
 	case KindCheckpoint, KindRepair:
 		return Entry{}, fmt.Errorf("%w: kind %q is reserved", ErrInvalidEntry, kind)
+	}
+	if l.opts.Journal {
+		return Entry{}, fmt.Errorf("%w: %s is a journal; only its writer appends to it", ErrInvalidEntry, l.path)
 	}
 	raw, err := encodeData(data)
 	if err != nil {

@@ -909,9 +909,9 @@ people:
 	require.NoError(t, err)
 	caPub := filepath.Join(dir, "ca.pub")
 	require.NoError(t, os.WriteFile(caPub, []byte(authority.AuthorizedKey()+"\n"), 0o644))
-	log, err := audit.Open(cfg.AuditLog, audit.Options{})
+	log, err := audit.Open(cfg.AuditLog, audit.Options{Journal: true})
 	require.NoError(t, err)
-	svc, err := approvals.Open(approvals.Options{DataDir: cfg.DataDir, Policy: policy, Authority: authority, Audit: auditAdapter{log: log},
+	svc, err := approvals.Open(approvals.Options{DataDir: cfg.DataDir, Policy: policy, Authority: authority, Audit: log,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 

@@ -45,14 +45,6 @@ type daemonAddrs struct {
 	CA        ssh.PublicKey
 }
 
-// auditAdapter lets the approvals engine write to the audit log.
-type auditAdapter struct{ log *audit.Log }
-
-func (a auditAdapter) Append(kind, actor string, data any) error {
-	_, err := a.log.Append(kind, actor, data)
-	return err
-}
-
 // runDaemon runs the approval daemon until ctx is done. ready, when not
 // nil, receives the addresses once both listeners accept.
 func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, ready chan<- daemonAddrs) error {
@@ -72,20 +64,20 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	var auditor approvals.Auditor
+	var auditLog approvals.AuditLog
 	if cfg.AuditLog != "" {
-		// The daemon's host key signs the chain head every minute, so a
-		// truncated tail is detectable by anyone who pinned that key.
-		log, err := audit.Open(cfg.AuditLog, audit.Options{RepairTornTail: true, Logger: logger,
-			CheckpointSigner: hostKey, CheckpointInterval: time.Minute})
+		// Only the daemon's state machine writes this log (a journal): its
+		// entries are exactly those of the applied commands.
+		log, err := audit.Open(cfg.AuditLog, audit.Options{Journal: true, RepairTornTail: true, Logger: logger})
 		if err != nil {
 			return fmt.Errorf("open audit log: %w", err)
 		}
 		defer log.Close()
-		auditor = auditAdapter{log: log}
+		auditLog = log
+		defer signAuditHead(ctx, log, hostKey, logger)()
 	}
 	svc, err := approvals.Open(approvals.Options{
-		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditor,
+		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditLog,
 	})
 	if err != nil {
 		return err
@@ -192,4 +184,39 @@ func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometh
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// auditHeadInterval is how often the daemon signs its audit log's head.
+const auditHeadInterval = time.Minute
+
+// signAuditHead signs the audit log's head with the daemon's host key into
+// LOG.head now and every auditHeadInterval, so that anyone who pinned that
+// key can tell a truncated or rewritten log. It returns a function that
+// stops it after signing a last time.
+func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	sign := func() {
+		if _, err := log.SignHead(key); err != nil {
+			logger.Error("sign audit log head", "log", log.Path(), "err", err)
+		}
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(auditHeadInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				sign()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		sign()
+	}
 }
