@@ -349,7 +349,7 @@ listen: 127.0.0.1:%d
 host_key: git_host_key
 trusted_ca_keys: [ca/%s]
 repos: repos
-audit_log: audit.log
+audit_log: git-audit.log
 revocation:
   krl_url: http://127.0.0.1:%d/v1/krl
   refresh: 1s
