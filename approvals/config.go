@@ -40,6 +40,10 @@ type Config struct {
 	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
 	People            []Person  `yaml:"people" json:"people"`
 	Rules             []Rule    `yaml:"rules" json:"rules"`
+
+	// Cluster makes the daemon one node of a raft cluster; nil runs it on
+	// its own.
+	Cluster *ClusterConfig `yaml:"cluster" json:"cluster,omitempty"`
 }
 
 // Webhook is an endpoint told about requests; the server posts to it.
@@ -110,6 +114,9 @@ func LoadConfig(path string) (*Config, error) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	if c.Cluster != nil {
+		c.Cluster.resolvePaths(dir)
+	}
 	return c, nil
 }
 
@@ -137,6 +144,7 @@ func parseConfig(file string, data []byte) (*Config, error) {
 	c := withDefaults(&raw)
 	chk := checker{file: file, root: &root}
 	chk.server(c)
+	chk.cluster(c)
 	chk.policy(c)
 	if err := chk.err(); err != nil {
 		return nil, err
@@ -148,6 +156,7 @@ func parseConfig(file string, data []byte) (*Config, error) {
 func withDefaults(c *Config) *Config {
 	out := *c
 	out.Webhooks = append([]Webhook(nil), c.Webhooks...)
+	out.Cluster = cloneCluster(c.Cluster)
 	out.People = make([]Person, len(c.People))
 	for i, p := range c.People {
 		out.People[i] = clonePerson(p)
