@@ -136,28 +136,47 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	}
 	s.issueMu.Lock()
 	defer s.issueMu.Unlock()
-	last, err := s.fsm.State().counter(metaSerial)
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		last, err := s.fsm.State().counter(metaSerial)
+		if err != nil {
+			return nil, err
+		}
+		issuedAt := s.clock()
+		cert, err := s.authority.Sign(certRequest(r, key, grant), nextSerial{last + 1})
+		if err != nil {
+			return nil, err
+		}
+		res, err := s.commit(msgStoreCertificate, issuedCert{
+			ID:          r.ID,
+			Serial:      cert.Serial,
+			Certificate: strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(cert)), "\n"),
+			IssuedAt:    issuedAt,
+			ValidAfter:  time.Unix(int64(cert.ValidAfter), 0).UTC(),
+			ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(),
+		})
+		// In a cluster another node may have taken the serial (sign again
+		// with the next one), or issued this very request (it has left
+		// once its entry is on this node's log too).
+		if errors.Is(err, errSerialTaken) && attempt < maxSignAttempts {
+			continue
+		}
+		if errors.Is(err, ErrIssue) && s.cluster != nil {
+			if cur, lerr := s.lookup(r.ID); lerr == nil && cur.Certificate != "" {
+				if aerr := s.journal.await(ctx, cur.Version); aerr == nil {
+					return cur, nil
+				}
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res.request, nil
 	}
-	issuedAt := s.clock()
-	cert, err := s.authority.Sign(certRequest(r, key, grant), nextSerial{last + 1})
-	if err != nil {
-		return nil, err
-	}
-	res, err := s.commit(msgStoreCertificate, issuedCert{
-		ID:          r.ID,
-		Serial:      cert.Serial,
-		Certificate: strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(cert)), "\n"),
-		IssuedAt:    issuedAt,
-		ValidAfter:  time.Unix(int64(cert.ValidAfter), 0).UTC(),
-		ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return res.request, nil
 }
+
+// maxSignAttempts bounds how often one issue signs again after another
+// node took the serial it signed with.
+const maxSignAttempts = 5
 
 // issueUnissued issues the certificates of approved requests that have
 // none: at start, those a crash interrupted (all is true); later, those

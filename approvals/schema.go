@@ -41,6 +41,7 @@ func stateSchema() *memdb.DBSchema {
 		Tables: map[string]*memdb.TableSchema{
 			tableRequests: requestsTableSchema(),
 			tableMeta:     metaTableSchema(),
+			tableOps:      opsTableSchema(),
 		},
 	}
 }

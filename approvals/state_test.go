@@ -258,12 +258,12 @@ func TestReadSnapshotRefusesDamage(t *testing.T) {
 
 	var h snapshotHeader
 	require.NoError(t, json.Unmarshal([]byte(header), &h))
-	assert.Equal(t, snapshotHeader{Format: 2, Index: 5, Requests: 1}, h)
+	assert.Equal(t, snapshotHeader{Format: 3, Index: 5, Requests: 1}, h)
 
 	for name, data := range map[string]string{
 		"empty":          "",
 		"truncated":      header + "\n",
-		"wrong format":   strings.Replace(good, `"format":2`, `"format":3`, 1),
+		"wrong format":   strings.Replace(good, `"format":3`, `"format":4`, 1),
 		"garbled record": header + "\n{\"id\":\n",
 	} {
 		_, err := readSnapshot(strings.NewReader(data))

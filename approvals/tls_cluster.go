@@ -74,6 +74,9 @@ func (t *ClusterTLS) serverConfig() *tls.Config {
 		Certificates: []tls.Certificate{t.cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    t.roots,
+		// Connections are long-lived and pooled; resuming sessions would
+		// only add tickets to protect.
+		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			_, err := verifyNodeCert(t.roots, cs.PeerCertificates[0], cs.PeerCertificates[1:])
 			return err
