@@ -134,6 +134,7 @@ func (s *Service) openCluster(o Options, timeout time.Duration) error {
 	s.journal.setFetch(s.fetchAuditLines)
 	go s.formCluster()
 	go s.startCluster()
+	go s.watchPolicy()
 	return nil
 }
 

@@ -112,6 +112,14 @@ func (j *journal) caughtUpLocked(from, target audit.Chain, lines [][]byte, err e
 		err = fmt.Errorf("the log moved from entry %d to %d meanwhile", from.Seq, j.file.Seq)
 	}
 	if err == nil {
+		// Only lines that chain from the file's end to exactly the
+		// position the state records are the state's.
+		var end audit.Chain
+		if end, err = checkLines(from, lines); err == nil && end != target {
+			err = fmt.Errorf("the entries end at %d (%.12s), not at %d (%.12s)", end.Seq, end.Hash, target.Seq, target.Hash)
+		}
+	}
+	if err == nil {
 		if err = j.log.AppendLines(lines); err == nil {
 			j.file = target
 		}

@@ -124,16 +124,23 @@ type testNode struct {
 	dir      string
 	log      *audit.Log
 	opts     Options
+	join     []string // for a node added later
+	expect   int      // bootstrap_expect; 0: all nodes, -1: none
 }
 
 // clusterRaftTimeout is raft's timeout in in-process cluster tests: short,
-// but long enough that a busy machine does not flap leadership.
-const clusterRaftTimeout = 100 * time.Millisecond
+// but long enough that a busy machine does not flap leadership; and how
+// long a write waits for a leader there.
+var (
+	clusterRaftTimeout = map[bool]time.Duration{false: 100 * time.Millisecond, true: 300 * time.Millisecond}[raceEnabled]
+	clusterApplyWait   = map[bool]time.Duration{false: 2 * time.Second, true: 6 * time.Second}[raceEnabled]
+)
 
 // newTestCluster starts n nodes that found a cluster together.
 func newTestCluster(tb testing.TB, n int, tune func(*raft.Config)) *testCluster {
 	tb.Helper()
-	c := &testCluster{net: newMemNet(), authority: newCAKey(tb), tls: testClusterTLS(tb, n), policy: devPolicy(tb), tune: tune}
+	// One identity more than nodes, for a node that joins later.
+	c := &testCluster{net: newMemNet(), authority: newCAKey(tb), tls: testClusterTLS(tb, n+1), policy: devPolicy(tb), tune: tune}
 	dir := tb.TempDir()
 	for i := range n {
 		id := fmt.Sprintf("node%d", i+1)
@@ -146,16 +153,32 @@ func newTestCluster(tb testing.TB, n int, tune func(*raft.Config)) *testCluster 
 	return c
 }
 
+// addNode starts one more node, with the spare identity, that founds
+// nothing and asks the peers in join (if any) to add it.
+func (c *testCluster) addNode(tb testing.TB, join []string) *testNode {
+	tb.Helper()
+	i := len(c.nodes)
+	id := fmt.Sprintf("node%d", i+1)
+	nd := &testNode{id: id, addr: id + ":7000", dir: filepath.Join(filepath.Dir(c.nodes[0].dir), id), join: join, expect: -1}
+	c.nodes = append(c.nodes, nd)
+	c.start(tb, i)
+	return nd
+}
+
 // start opens node i on its data dir.
 func (c *testCluster) start(tb testing.TB, i int) {
 	tb.Helper()
 	nd := c.nodes[i]
-	var join []string
-	for _, o := range c.nodes {
-		if o != nd {
-			join = append(join, o.addr)
+	join, expect := nd.join, nd.expect
+	if expect == 0 {
+		expect = len(c.nodes)
+		for _, o := range c.nodes {
+			if o != nd {
+				join = append(join, o.addr)
+			}
 		}
 	}
+	expect = max(expect, 0)
 	require.NoError(tb, os.MkdirAll(nd.dir, 0o700))
 	log, err := audit.Open(filepath.Join(nd.dir, "audit.log"), audit.Options{Journal: true, RepairTornTail: true, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(tb, err)
@@ -168,10 +191,10 @@ func (c *testCluster) start(tb testing.TB, i int) {
 		Audit:       log,
 		RaftTimeout: clusterRaftTimeout,
 		Cluster: &ClusterOptions{
-			NodeID: nd.id, Advertise: nd.addr, BootstrapExpect: len(c.nodes), Join: join,
+			NodeID: nd.id, Advertise: nd.addr, BootstrapExpect: expect, Join: join,
 			Listener: c.net.listen(tb, nd.addr), TLS: c.tls[i], dial: c.net.dialer(nd.addr), tune: c.tune,
 		},
-		applyWait: 1500 * time.Millisecond,
+		applyWait: clusterApplyWait,
 	}
 	if os.Getenv("JITSSH_TEST_CLUSTER_LOG") != "" {
 		nd.opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", nd.id)

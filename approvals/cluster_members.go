@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 )
 
@@ -186,14 +187,16 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 // onLeader runs a membership change on the leader: here when this node
 // leads, else by calling the leader.
 func (s *Service) onLeader(ctx context.Context, method string, a memberArgs, here func() error) error {
-	if s.node.isLeader() {
-		return here()
-	}
-	addr, _ := s.node.raft.LeaderWithID()
-	if addr == "" {
-		return fmt.Errorf("%w: none elected", ErrNoLeader)
-	}
-	return s.cluster.rpc.call(ctx, string(addr), method, a, nil)
+	return s.retryOnLeader(ctx, func(ctx context.Context) error {
+		if s.node.isLeader() {
+			return here()
+		}
+		addr, _ := s.node.raft.LeaderWithID()
+		if addr == "" {
+			return fmt.Errorf("%w: none elected", ErrNoLeader)
+		}
+		return s.cluster.rpc.call(ctx, string(addr), method, a, nil)
+	})
 }
 
 func (s *Service) addVoter(ctx context.Context, a memberArgs) error {
@@ -293,6 +296,55 @@ func (s *Service) adoptUnissued() {
 	for _, r := range reqs {
 		if _, ok := s.retry[r.ID]; !ok && !s.issuing[r.ID] {
 			s.retry[r.ID] = retryState{next: time.Now().Add(retryFirst)}
+		}
+	}
+}
+
+// outOfStep reports whether this node, in a cluster, decides under another
+// policy than the one the cluster last recorded, and returns that one.
+// The caller holds policyMu.
+func (s *Service) outOfStep() (recorded string, behind bool) {
+	if s.cluster == nil {
+		return "", false
+	}
+	recorded, err := textTxn(s.fsm.State().db.Txn(false), metaPolicy)
+	if err != nil || recorded == "" {
+		return recorded, false
+	}
+	return recorded, recorded != s.digestOf(s.policy)
+}
+
+// watchPolicy logs, at Error, whenever the cluster's recorded policy
+// becomes one this node does not run: its decisions are refused until its
+// file matches (or a reload here makes its file the cluster's).
+func (s *Service) watchPolicy() {
+	reported := ""
+	for {
+		st := s.fsm.State()
+		ws := memdb.NewWatchSet()
+		ws.Add(s.stop)
+		ws.Add(st.AbandonCh())
+		ch, obj, err := st.db.Txn(false).FirstWatch(tableMeta, indexID, metaPolicy)
+		if err != nil {
+			s.logger.Error("watch the cluster's policy", "err", err)
+			return
+		}
+		ws.Add(ch)
+		recorded := ""
+		if obj != nil {
+			recorded = obj.(*metaEntry).Text
+		}
+		s.policyMu.RLock()
+		mine := s.digestOf(s.policy)
+		s.policyMu.RUnlock()
+		if recorded != "" && recorded != mine && recorded != reported {
+			s.logger.Error(ErrPolicyChanged.Error()+": this node's decisions are refused until its policy file matches the cluster's, or a reload here makes it the cluster's",
+				"policy", mine, "cluster_policy", recorded)
+			reported = recorded
+		}
+		ws.Watch(nil)
+		if s.closed() {
+			return
 		}
 	}
 }

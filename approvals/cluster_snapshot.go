@@ -106,19 +106,23 @@ func (s *Service) SnapshotRestore(ctx context.Context, r io.Reader) (SnapshotInf
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("%w: restore: not a whole snapshot: %w", ErrBadRequest, err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return SnapshotInfo{}, fmt.Errorf("restore: %w", err)
-	}
-	if s.cluster != nil && !s.node.isLeader() {
+	var info SnapshotInfo
+	err = s.retryOnLeader(ctx, func(ctx context.Context) error {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if s.cluster == nil || s.node.isLeader() {
+			var err error
+			info, err = s.restoreHere(ctx, f, size, restored)
+			return err
+		}
 		addr, _ := s.node.raft.LeaderWithID()
 		if addr == "" {
-			return SnapshotInfo{}, fmt.Errorf("restore: %w", ErrNoLeader)
+			return fmt.Errorf("restore: %w", ErrNoLeader)
 		}
-		var info SnapshotInfo
-		err := s.cluster.rpc.stream(ctx, string(addr), rpcSnapshotRestore, nil, f, nil, &info)
-		return info, err
-	}
-	return s.restoreHere(ctx, f, size, restored)
+		return s.cluster.rpc.stream(ctx, string(addr), rpcSnapshotRestore, nil, f, nil, &info)
+	})
+	return info, err
 }
 
 // restoreHere restores the snapshot in f on this node, the leader.

@@ -19,6 +19,17 @@ func stateOf(tb testing.TB, s *Service) string {
 	return string(b)
 }
 
+// assertSameState checks that two nodes hold the same requests, without
+// printing them all when they do not.
+func assertSameState(tb testing.TB, want, got *Service, name string) {
+	tb.Helper()
+	w, g := stateOf(tb, want), stateOf(tb, got)
+	if w != g {
+		tb.Errorf("%s: state differs: %d requests (%d bytes), want %d (%d bytes)", name,
+			len(got.List(ListFilter{})), len(g), len(want.List(ListFilter{})), len(w))
+	}
+}
+
 // TestClusterWritesOnEveryNode makes changes on every node of a cluster of
 // three: each one reads its own write at once, and all end up with the
 // same state and byte-identical audit logs.
@@ -47,11 +58,10 @@ func TestClusterWritesOnEveryNode(t *testing.T) {
 
 	logs := c.converged(t)
 	for i := 1; i < len(logs); i++ {
-		assert.Equal(t, string(logs[0]), string(logs[i]))
+		assert.True(t, bytes.Equal(logs[0], logs[i]), "audit log of node %d differs", i+1)
 	}
-	want := stateOf(t, leader.Service)
 	for _, nd := range f {
-		assert.Equal(t, want, stateOf(t, nd.Service), nd.id)
+		assertSameState(t, leader.Service, nd.Service, nd.id)
 	}
 }
 
@@ -70,6 +80,8 @@ func TestClusterPartition(t *testing.T) {
 		rest = append(rest, nd.addr)
 	}
 	c.net.partition([]string{old.addr}, rest)
+	// It would wait for a leader as long as any node; it never gets one.
+	old.applyWait = 4 * clusterRaftTimeout
 
 	// The cut-off leader takes no write: not an approval, not a request.
 	_, err = old.Approve(ctx, "bob", before.ID, DecisionInput{Reason: "from the minority"})
@@ -99,11 +111,10 @@ func TestClusterPartition(t *testing.T) {
 	c.net.heal()
 	logs := c.converged(t)
 	for i := 1; i < len(logs); i++ {
-		assert.Equal(t, string(logs[0]), string(logs[i]), "audit log of node %d", i+1)
+		assert.True(t, bytes.Equal(logs[0], logs[i]), "audit log of node %d differs", i+1)
 	}
-	want := stateOf(t, leader.Service)
 	for _, nd := range c.nodes {
-		assert.Equal(t, want, stateOf(t, nd.Service), nd.id)
+		assertSameState(t, leader.Service, nd.Service, nd.id)
 	}
 	got, err = old.Get(before.ID)
 	require.NoError(t, err)
@@ -113,4 +124,50 @@ func TestClusterPartition(t *testing.T) {
 	sum, err := audit.Verify(bytes.NewReader(logs[0]))
 	require.NoError(t, err)
 	assert.Positive(t, sum.Entries)
+}
+
+// TestClusterPolicyReload changes the policy on one node: the cluster
+// records it, and nodes still on the old file have their decisions refused
+// until their file matches; one reloading a third file makes that the
+// cluster's.
+func TestClusterPolicyReload(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	withLimit := func(n int) *Policy {
+		cfg := devPolicy(t).Config()
+		cfg.MaxPendingPerUser = n
+		p, err := NewPolicy(cfg)
+		require.NoError(t, err)
+		return p
+	}
+	p2, p3 := withLimit(7), withLimit(9)
+
+	require.NoError(t, a.SetPolicy(p2))
+	_, err := a.Submit(ctx, "alice", featureReq(t))
+	require.NoError(t, err, "the node that reloaded decides under the new policy")
+	c.converged(t)
+	_, err = b.Submit(ctx, "alice", featureReq(t))
+	require.ErrorIs(t, err, ErrPolicyChanged, "a node on the old file is refused")
+	assert.Contains(t, b.Status().Problems, ErrPolicyChanged.Error())
+	assert.False(t, b.Status().Healthy)
+
+	reloads := func() int {
+		return bytes.Count(c.converged(t)[0], []byte(`"kind":"policy.reload"`))
+	}
+	before := reloads()
+	require.NoError(t, b.SetPolicy(withLimit(7)), "the file now matches")
+	_, err = b.Submit(ctx, "alice", featureReq(t))
+	require.NoError(t, err)
+	assert.True(t, b.Status().Healthy, "%v", b.Status().Problems)
+	assert.Equal(t, before, reloads(), "catching up with the cluster's policy records nothing")
+
+	require.NoError(t, cc.SetPolicy(p3), "a reload anywhere makes its file the cluster's")
+	c.converged(t)
+	assert.Equal(t, before+1, reloads())
+	for _, nd := range []*testNode{a, b} {
+		_, err = nd.Submit(ctx, "alice", featureReq(t))
+		require.ErrorIs(t, err, ErrPolicyChanged, nd.id)
+	}
+	_, err = cc.Submit(ctx, "alice", featureReq(t))
+	require.NoError(t, err)
 }

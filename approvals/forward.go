@@ -48,6 +48,11 @@ var wireSentinels = []struct {
 	err  error
 }{
 	{"unavailable", errUnavailable},
+	{"unavailable", raft.ErrNotLeader},
+	{"unavailable", raft.ErrLeadershipLost},
+	{"unavailable", raft.ErrLeadershipTransferInProgress},
+	{"unavailable", raft.ErrAbortedByRestore},
+	{"unavailable", raft.ErrEnqueueTimeout},
 	{"not_leader", errNotLeader},
 	{"no_leader", ErrNoLeader},
 	{"not_node", ErrNotNode},
@@ -336,4 +341,30 @@ func (s *Service) soleVoter() bool {
 		}
 	}
 	return voters == 1
+}
+
+// retryOnLeader runs f, a call that must reach the leader, again while it
+// fails for want of one, until ctx ends.
+func (s *Service) retryOnLeader(ctx context.Context, f func(context.Context) error) error {
+	delay := time.Duration(0)
+	for {
+		changed := s.node.watchLeader()
+		err := f(ctx)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		delay = min(max(2*delay, applyRetryFirst), applyRetryMax)
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		case <-s.stop:
+			timer.Stop()
+			return ErrClosed
+		case <-changed:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
 }

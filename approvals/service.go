@@ -291,6 +291,16 @@ func (s *Service) lookup(id string) (*Request, error) {
 		return nil, notFound(id)
 	}
 	r, err := s.fsm.State().requestByID(nil, id)
+	if err == nil && r == nil && s.cluster != nil {
+		// A follower may not have applied yet a request another node has
+		// just made: catch up with the leader once before saying there
+		// is no such request.
+		ctx, cancel := context.WithTimeout(context.Background(), s.applyWait)
+		if s.syncWithLeader(ctx) == nil {
+			r, err = s.fsm.State().requestByID(nil, id)
+		}
+		cancel()
+	}
 	if err != nil {
 		return nil, err
 	}

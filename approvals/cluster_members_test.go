@@ -1,0 +1,86 @@
+package approvals
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// memberIDs returns the IDs of members, and of the leader among them.
+func memberIDs(ms []Member) (ids []string, leader string) {
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+		if m.Leader {
+			leader = m.ID
+		}
+	}
+	return ids, leader
+}
+
+// awaitMembers waits until s lists exactly want as healthy voters.
+func awaitMembers(tb testing.TB, s *Service, want ...string) []Member {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ms, err := s.Members(ctx)
+		require.NoError(tb, err)
+		ids, leader := memberIDs(ms)
+		healthy := leader != ""
+		for _, m := range ms {
+			healthy = healthy && m.Healthy && m.Voter
+		}
+		if healthy && assert.ObjectsAreEqual(want, ids) {
+			return ms
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("members %v (leader %q, all healthy %v), want %v: %+v", ids, leader, healthy, want, ms)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClusterMembership lists, removes and joins members: a removed node
+// is out of the configuration, one added by Join from any member is in,
+// catches up, and takes writes.
+func TestClusterMembership(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	leader := c.leader(t)
+	f := c.followers(leader)
+	ms := awaitMembers(t, f[0].Service, "node1", "node2", "node3")
+	for _, m := range ms {
+		require.NotNil(t, m.Status, m.ID)
+		assert.Equal(t, m.Leader, m.Status.Role == "leader", m.ID)
+		assert.True(t, m.Status.Ready, m.ID)
+	}
+	r, err := leader.Submit(ctx, "alice", readReq(t))
+	require.NoError(t, err)
+
+	// Remove a follower, asking the other follower.
+	gone := f[1]
+	require.NoError(t, f[0].Remove(ctx, gone.id))
+	var rest []string
+	for _, nd := range c.nodes {
+		if nd != gone {
+			rest = append(rest, nd.id)
+		}
+	}
+	awaitMembers(t, leader.Service, rest...)
+	require.ErrorIs(t, f[0].Remove(ctx, "node9"), ErrNotFound)
+
+	// A new node that founds nothing waits; Join on a follower adds it.
+	added := c.addNode(t, nil)
+	jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, f[0].Join(jctx, added.addr))
+	c.awaitReady(t)
+	awaitMembers(t, added.Service, append(rest, added.id)...)
+	got, err := added.Get(r.ID)
+	require.NoError(t, err, "the new member holds what was there before it")
+	assert.Equal(t, r.Serial, got.Serial)
+	_, err = added.Submit(ctx, "alice", readReq(t))
+	require.NoError(t, err)
+	require.NoError(t, f[0].Join(jctx, added.addr), "joining a member again changes nothing")
+}
