@@ -67,6 +67,7 @@ func commands() []*cli.Command {
 		principalsCommand(),
 		gitServerCommand(),
 		serverCommand(),
+		operatorCommand(),
 		requestCommand(),
 		requestsCommand(),
 		decisionCommands()[0],

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,9 +77,17 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 		auditLog = log
 		defer signAuditHead(ctx, log, hostKey, logger)()
 	}
-	svc, err := approvals.Open(approvals.Options{
+	opts := approvals.Options{
 		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditLog,
-	})
+	}
+	if cfg.Cluster != nil {
+		// One listener for the node's peers and operators: raft and
+		// forwarded writes, over the cluster's mutual TLS.
+		if opts.Cluster, err = approvals.NewClusterOptions(cfg.Cluster); err != nil {
+			return err
+		}
+	}
+	svc, err := approvals.Open(opts)
 	if err != nil {
 		return err
 	}
@@ -129,6 +138,9 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	}
 	logger.Info("approval daemon listening", "api", addrs.API.String(), "http", cfg.HTTPListen,
 		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "ca", ssh.FingerprintSHA256(authority.PublicKey()))
+	if cfg.Cluster != nil {
+		logger.Info("cluster node", "node", cfg.Cluster.NodeID, "bind", cfg.Cluster.Bind, "advertise", cfg.Cluster.AdvertiseAddr())
+	}
 	if ready != nil {
 		ready <- addrs
 	}
@@ -180,8 +192,8 @@ func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometh
 		_ = writeJSON(w, map[string]any{"ca": authority.AuthorizedKey(), "serials": serials})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		serveHealth(w, r, svc.Status())
 	})
 	return mux
 }
@@ -219,4 +231,28 @@ func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *
 		<-done
 		sign()
 	}
+}
+
+// serveHealth answers /healthz: "ok" while the daemon takes writes, 503
+// with what stops it otherwise; the node's whole status as JSON when asked
+// with ?format=json or Accept: application/json (role, leader, last
+// contact with it, applied index, and any problems).
+func serveHealth(w http.ResponseWriter, r *http.Request, st approvals.NodeStatus) {
+	code := http.StatusOK
+	if !st.Healthy {
+		code = http.StatusServiceUnavailable
+	}
+	if r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json") {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = writeJSON(w, st)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	if st.Healthy {
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	fmt.Fprintln(w, "unhealthy: "+strings.Join(st.Problems, "; "))
 }
