@@ -29,9 +29,10 @@ import (
 //   - every decision carries the digest of the policy it was made under,
 //     and the state machine refuses one made under another policy than
 //     the cluster's (envelope);
-//   - every voter holds the CA key and signs the certificates of the
-//     approvals it handles; the state machine's serial check settles two
-//     nodes signing at once.
+//   - every voter holds the CA key, and the leader signs: a follower asks
+//     it to issue what the follower's calls approved (cluster_issue.go); the
+//     state machine's serial check settles two nodes signing at once
+//     around a change of leader.
 
 // ClusterOptions make the Service one node of a raft cluster.
 type ClusterOptions struct {
@@ -317,6 +318,12 @@ func (s *Service) dispatch(ctx context.Context, req rpcRequest, peer string) (an
 			return nil, err
 		}
 		return s.serveApply(ctx, a)
+	case rpcIssue:
+		a, err := decodeArgs[issueArgs](req.Body)
+		if err != nil {
+			return nil, err
+		}
+		return s.serveIssue(ctx, a)
 	case rpcAddVoter:
 		a, err := decodeArgs[memberArgs](req.Body)
 		if err != nil {

@@ -247,8 +247,9 @@ func freeLoopback(tb testing.TB) string {
 	return l.Addr().String()
 }
 
-// startProcessCluster writes the configs of n nodes and starts them.
-func startProcessCluster(tb testing.TB, n int) []*procNode {
+// startProcessCluster writes the configs of n nodes and starts them, with
+// raft timeout timeout.
+func startProcessCluster(tb testing.TB, n int, timeout time.Duration) []*procNode {
 	tb.Helper()
 	dir := tb.TempDir()
 	_, err := ca.Init(filepath.Join(dir, "ca"), ca.Ed25519)
@@ -262,7 +263,7 @@ func startProcessCluster(tb testing.TB, n int) []*procNode {
 		nodes[i] = &procNode{cfg: childConfig{
 			ID: id, Addr: freeLoopback(tb), Expect: n, Dir: filepath.Join(dir, id), CADir: filepath.Join(dir, "ca"),
 			TLS:     ClusterTLSFiles{CA: filepath.Join(tlsDir, ClusterCAFile), Cert: cert, Key: key},
-			Timeout: processRaftTimeout,
+			Timeout: timeout,
 		}}
 	}
 	for _, nd := range nodes {
@@ -325,7 +326,7 @@ func TestClusterProcessesSurviveLeaderKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	nodes := startProcessCluster(t, 3)
+	nodes := startProcessCluster(t, 3, processRaftTimeout)
 	acked := map[string]uint64{} // request ID → serial
 	issue := func(nd *procNode) {
 		t.Helper()

@@ -46,7 +46,7 @@ func TestClusterWritesOnEveryNode(t *testing.T) {
 
 	approved, err := f[1].Approve(ctx, "bob", r.ID, DecisionInput{Reason: "ok"})
 	require.NoError(t, err)
-	assert.NotEmpty(t, approved.Certificate, "the approving follower signs")
+	assert.NotEmpty(t, approved.Certificate, "the approving follower answers with the certificate the leader signed")
 	assert.Equal(t, uint64(1), approved.Serial)
 
 	auto, err := leader.Submit(ctx, "alice", readReq(t))

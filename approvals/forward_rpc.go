@@ -23,6 +23,7 @@ import (
 const (
 	rpcHello           = "hello"            // who are you, and are you in a cluster
 	rpcApply           = "apply"            // apply these command bytes (to the leader)
+	rpcIssue           = "issue"            // issue this approved request's certificate (to the leader)
 	rpcStatus          = "status"           // this node's raft status
 	rpcAddVoter        = "add-voter"        // add node ID at address (to the leader)
 	rpcRemoveServer    = "remove-server"    // remove node ID (to the leader)

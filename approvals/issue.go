@@ -126,6 +126,9 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	if err := s.journal.await(ctx, r.Version); err != nil {
 		return nil, fmt.Errorf("approval of %s not on the audit log: %w", r.ID, err)
 	}
+	if s.cluster != nil && !s.node.isLeader() {
+		return s.issueOnLeader(ctx, r) // see cluster_issue.go
+	}
 	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("public key of %s: %w", r.ID, err)
@@ -157,7 +160,7 @@ func (s *Service) sign(r *Request) (*Request, error) {
 		// In a cluster another node may have taken the serial (sign again
 		// with the next one), or issued this very request (it has left
 		// once its entry is on this node's log too).
-		if errors.Is(err, errSerialTaken) && attempt < maxSignAttempts {
+		if errors.Is(err, errSerialTaken) && attempt < maxSignAttempts && ctx.Err() == nil {
 			continue
 		}
 		if errors.Is(err, ErrIssue) && s.cluster != nil {
@@ -175,8 +178,8 @@ func (s *Service) sign(r *Request) (*Request, error) {
 }
 
 // maxSignAttempts bounds how often one issue signs again after another
-// node took the serial it signed with.
-const maxSignAttempts = 5
+// node took the serial it signed with; the apply timeout bounds it too.
+const maxSignAttempts = 100
 
 // issueUnissued issues the certificates of approved requests that have
 // none: at start, those a crash interrupted (all is true); later, those
