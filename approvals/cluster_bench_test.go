@@ -18,7 +18,7 @@ import (
 
 // benchClients is how many callers issue certificates at once in the
 // cluster benchmarks: enough to keep raft's batching busy.
-var benchClients = 8
+const benchClients = 8
 
 // issueOn issues b.N auto-approved certificates from benchClients callers,
 // spread over nodes round robin, and reports the rate and the latencies.
@@ -79,6 +79,7 @@ func issueOn(b *testing.B, nodes []*Service) {
 // once: on one node on its own (in-memory raft transport, as without a
 // cluster block), and on three nodes over loopback TCP and mutual TLS,
 // the callers spread over all three as clients trying each address would.
+// Both use the default raft timeout.
 func BenchmarkClusterIssue(b *testing.B) {
 	b.Run("nodes=1", func(b *testing.B) {
 		dir := b.TempDir()
@@ -94,7 +95,7 @@ func BenchmarkClusterIssue(b *testing.B) {
 		issueOn(b, []*Service{s})
 	})
 	b.Run("nodes=3", func(b *testing.B) {
-		c := newTestCluster(b, 3, nil)
+		c := newTestClusterTimed(b, 3, nil, DefaultRaftTimeout, applyTimeout)
 		var nodes []*Service
 		for _, nd := range c.nodes {
 			nodes = append(nodes, nd.Service)

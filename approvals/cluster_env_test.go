@@ -116,6 +116,8 @@ type testCluster struct {
 	nodes     []*testNode
 	policy    *Policy
 	tune      func(*raft.Config)
+	timeout   time.Duration // raft's
+	wait      time.Duration // how long writes wait for a leader
 }
 
 type testNode struct {
@@ -139,8 +141,16 @@ var (
 // newTestCluster starts n nodes that found a cluster together.
 func newTestCluster(tb testing.TB, n int, tune func(*raft.Config)) *testCluster {
 	tb.Helper()
+	return newTestClusterTimed(tb, n, tune, clusterRaftTimeout, clusterApplyWait)
+}
+
+// newTestClusterTimed is newTestCluster with raft timeout timeout, whose
+// writes wait up to wait for a leader.
+func newTestClusterTimed(tb testing.TB, n int, tune func(*raft.Config), timeout, wait time.Duration) *testCluster {
+	tb.Helper()
 	// One identity more than nodes, for a node that joins later.
-	c := &testCluster{net: newMemNet(), authority: newCAKey(tb), tls: testClusterTLS(tb, n+1), policy: devPolicy(tb), tune: tune}
+	c := &testCluster{net: newMemNet(), authority: newCAKey(tb), tls: testClusterTLS(tb, n+1), policy: devPolicy(tb), tune: tune,
+		timeout: timeout, wait: wait}
 	dir := tb.TempDir()
 	for i := range n {
 		id := fmt.Sprintf("node%d", i+1)
@@ -189,12 +199,12 @@ func (c *testCluster) start(tb testing.TB, i int) {
 		Authority:   c.authority,
 		Logger:      slog.New(slog.DiscardHandler),
 		Audit:       log,
-		RaftTimeout: clusterRaftTimeout,
+		RaftTimeout: c.timeout,
 		Cluster: &ClusterOptions{
 			NodeID: nd.id, Advertise: nd.addr, BootstrapExpect: expect, Join: join,
 			Listener: c.net.listen(tb, nd.addr), TLS: c.tls[i], dial: c.net.dialer(nd.addr), tune: c.tune,
 		},
-		applyWait: clusterApplyWait,
+		applyWait: c.wait,
 	}
 	if os.Getenv("JITSSH_TEST_CLUSTER_LOG") != "" {
 		nd.opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", nd.id)

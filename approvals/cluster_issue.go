@@ -17,6 +17,10 @@ import (
 // answers with it. Should the leader change meanwhile, the next one finds
 // the certificate if it was stored, or issues it.
 
+// errBeingIssued: the certificate is being issued by another call on this
+// node; wait for it.
+var errBeingIssued = fmt.Errorf("%w: being issued", ErrIssue)
+
 type issueArgs struct {
 	ID string `json:"id"`
 }
@@ -67,29 +71,34 @@ func (s *Service) serveIssue(ctx context.Context, a issueArgs) (*Request, error)
 	if err != nil {
 		return nil, err
 	}
-	if r.Certificate == "" {
+	for r.Certificate == "" {
 		s.policyMu.RLock()
 		_, err = s.issue(r)
 		s.policyMu.RUnlock()
-		if err != nil {
-			// Issued meanwhile by another call here (a retry, a request
-			// adopted on becoming leader)?
-			if cur, lerr := s.lookup(a.ID); lerr == nil && cur.Certificate != "" {
-				r, err = cur, nil
+		if errors.Is(err, errBeingIssued) {
+			// Another call here is issuing it (the follower's earlier try
+			// whose answer it never got, a retry): wait for that one.
+			if r, err = s.Wait(ctx, a.ID, r.Version); err != nil {
+				return nil, err
 			}
+			continue
 		}
 		if err != nil {
+			if cur, lerr := s.lookup(a.ID); lerr == nil && cur.Certificate != "" {
+				r = cur
+				break
+			}
 			return nil, err
 		}
 		if r, err = s.lookup(a.ID); err != nil {
 			return nil, err
 		}
+		if r.Certificate == "" {
+			return nil, fmt.Errorf("%w: %s has no certificate after it was issued", ErrIssue, a.ID)
+		}
 	}
 	if err := s.journal.await(ctx, r.Version); err != nil {
 		return nil, err
-	}
-	if r.Certificate == "" {
-		return nil, errors.New("no certificate")
 	}
 	return r, nil
 }

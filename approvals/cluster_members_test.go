@@ -1,12 +1,19 @@
 package approvals
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/jitssh/jitssh/audit"
 )
 
 // memberIDs returns the IDs of members, and of the leader among them.
@@ -83,4 +90,53 @@ func TestClusterMembership(t *testing.T) {
 	_, err = added.Submit(ctx, "alice", readReq(t))
 	require.NoError(t, err)
 	require.NoError(t, f[0].Join(jctx, added.addr), "joining a member again changes nothing")
+}
+
+// TestGrowFromOneNode adds a cluster block to a daemon that ran on its
+// own: it keeps its state as a cluster of one under its cluster name, and
+// its data directory is then refused without the block.
+func TestGrowFromOneNode(t *testing.T) {
+	dir := t.TempDir()
+	authority := newCAKey(t)
+	log, err := audit.Open(filepath.Join(dir, "audit.log"), audit.Options{Journal: true})
+	require.NoError(t, err)
+	defer log.Close()
+	opts := Options{
+		DataDir: filepath.Join(dir, "data"), Policy: devPolicy(t), Authority: authority,
+		Logger: slog.New(slog.DiscardHandler), Audit: log, RaftTimeout: clusterRaftTimeout,
+	}
+	alone, err := Open(opts)
+	require.NoError(t, err)
+	before, err := alone.Submit(ctx, "alice", readReq(t))
+	require.NoError(t, err)
+	require.NoError(t, alone.Close())
+
+	id := testClusterTLS(t, 1)[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	clustered := opts
+	clustered.Cluster = &ClusterOptions{NodeID: "node1", Advertise: ln.Addr().String(), BootstrapExpect: 1, Listener: ln, TLS: id}
+	s, err := Open(clustered)
+	require.NoError(t, err)
+	select {
+	case <-s.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("not ready: %+v", s.Status())
+	}
+	got, err := s.Get(before.ID)
+	require.NoError(t, err, "the state is kept")
+	assert.Equal(t, before.Serial, got.Serial)
+	after, err := s.Submit(ctx, "alice", readReq(t))
+	require.NoError(t, err)
+	assert.Equal(t, before.Serial+1, after.Serial)
+	ms := awaitMembers(t, s, "node1")
+	assert.Equal(t, ln.Addr().String(), ms[0].Address)
+	require.NoError(t, s.Close())
+
+	_, err = Open(opts)
+	require.ErrorContains(t, err, "belongs to a cluster", "a cluster's data dir without its block")
+	data, err := os.ReadFile(filepath.Join(dir, "audit.log"))
+	require.NoError(t, err)
+	_, err = audit.Verify(bytes.NewReader(data))
+	require.NoError(t, err)
 }

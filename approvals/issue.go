@@ -79,7 +79,7 @@ func (s *Service) issue(r *Request) (*Request, error) {
 	s.mu.Lock()
 	if s.issuing[r.ID] {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s is approved and its certificate is being issued; wait for it", ErrIssue, r.ID)
+		return nil, fmt.Errorf("%w: %s is approved and its certificate is being issued; wait for it", errBeingIssued, r.ID)
 	}
 	s.issuing[r.ID] = true
 	s.mu.Unlock()
@@ -126,9 +126,6 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	if err := s.journal.await(ctx, r.Version); err != nil {
 		return nil, fmt.Errorf("approval of %s not on the audit log: %w", r.ID, err)
 	}
-	if s.cluster != nil && !s.node.isLeader() {
-		return s.issueOnLeader(ctx, r) // see cluster_issue.go
-	}
 	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("public key of %s: %w", r.ID, err)
@@ -137,19 +134,45 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grant of %s: %w", r.ID, err)
 	}
+	for {
+		if s.cluster != nil && !s.node.isLeader() {
+			// In a cluster the leader signs (see cluster_issue.go).
+			return s.issueOnLeader(ctx, r)
+		}
+		res, handOff, err := s.signHere(ctx, r, key, grant)
+		if handOff {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		// The next signature may start as soon as the state holds this
+		// serial; this one leaves once its entry is on the audit log.
+		if err := s.journal.await(ctx, res.index); err != nil {
+			return nil, fmt.Errorf("%s: %w", msgStoreCertificate, err)
+		}
+		return res.request, nil
+	}
+}
+
+// signHere signs and stores the certificate on this node, one signature at
+// a time, and returns once the state holds it. It hands off (to the
+// leader) when this node stops leading while another node takes the
+// serials it signs with.
+func (s *Service) signHere(ctx context.Context, r *Request, key ssh.PublicKey, grant principals.Grant) (_ *applyResult, handOff bool, _ error) {
 	s.issueMu.Lock()
 	defer s.issueMu.Unlock()
 	for attempt := 1; ; attempt++ {
 		last, err := s.fsm.State().counter(metaSerial)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		issuedAt := s.clock()
 		cert, err := s.authority.Sign(certRequest(r, key, grant), nextSerial{last + 1})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		res, err := s.commit(msgStoreCertificate, issuedCert{
+		res, err := s.apply(msgStoreCertificate|msgAudited, issuedCert{
 			ID:          r.ID,
 			Serial:      cert.Serial,
 			Certificate: strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(cert)), "\n"),
@@ -158,22 +181,23 @@ func (s *Service) sign(r *Request) (*Request, error) {
 			ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(),
 		})
 		// In a cluster another node may have taken the serial (sign again
-		// with the next one), or issued this very request (it has left
-		// once its entry is on this node's log too).
+		// with the next one, or let the leader sign), or issued this very
+		// request (it has left once its entry is on this node's log too).
 		if errors.Is(err, errSerialTaken) && attempt < maxSignAttempts && ctx.Err() == nil {
+			if s.cluster != nil && !s.node.isLeader() {
+				return nil, true, err
+			}
 			continue
 		}
 		if errors.Is(err, ErrIssue) && s.cluster != nil {
 			if cur, lerr := s.lookup(r.ID); lerr == nil && cur.Certificate != "" {
-				if aerr := s.journal.await(ctx, cur.Version); aerr == nil {
-					return cur, nil
-				}
+				return &applyResult{index: cur.Version, request: cur}, false, nil
 			}
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return res.request, nil
+		return res, false, nil
 	}
 }
 
