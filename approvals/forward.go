@@ -368,3 +368,35 @@ func (s *Service) retryOnLeader(ctx context.Context, f func(context.Context) err
 		}
 	}
 }
+
+// enqueue hands data to this node's raft when it leads, and returns a
+// function that waits for its result; a command raft does not take then
+// (leadership lost) is committed the ordinary way, the same bytes, which
+// its key keeps from being applied twice. Commands handed over one after
+// another are applied in that order. It returns false when this node
+// does not lead.
+func (s *Service) enqueue(data []byte) (wait func(context.Context) (*applyResult, error), ok bool) {
+	s.applyGate.RLock()
+	if s.cluster != nil && !s.node.isLeader() {
+		s.applyGate.RUnlock()
+		return nil, false
+	}
+	f := s.node.raft.Apply(data, s.applyWait)
+	s.applyGate.RUnlock()
+	return func(ctx context.Context) (*applyResult, error) {
+		if err := f.Error(); err != nil {
+			if retryable(err) {
+				return s.applyBytes(data)
+			}
+			if errors.Is(err, raft.ErrRaftShutdown) {
+				return nil, ErrClosed
+			}
+			return nil, fmt.Errorf("raft: %w", err)
+		}
+		res, ok := f.Response().(*applyResult)
+		if !ok {
+			return nil, fmt.Errorf("unexpected state machine response %T", f.Response())
+		}
+		return res, nil
+	}, true
+}

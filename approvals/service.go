@@ -83,11 +83,12 @@ type Service struct {
 	policyMu sync.RWMutex
 	policy   *Policy
 
-	mu      sync.Mutex
-	issueMu sync.Mutex            // one signature at a time: each takes the next serial
-	issuing map[string]bool       // requests being signed right now
-	retry   map[string]retryState // requests whose certificate could not be issued yet
-	wake    chan struct{}         // tells the background loop a retry was scheduled
+	mu        sync.Mutex
+	issueMu   sync.Mutex            // one signature at a time: each takes the next serial
+	issueNext uint64                // guarded by issueMu: the last serial handed to raft, 0 when none is in flight
+	issuing   map[string]bool       // requests being signed right now
+	retry     map[string]retryState // requests whose certificate could not be issued yet
+	wake      chan struct{}         // tells the background loop a retry was scheduled
 
 	stop      chan struct{}
 	done      chan struct{}
