@@ -85,7 +85,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	issueMu   sync.Mutex            // one signature at a time: each takes the next serial
-	issueNext uint64                // guarded by issueMu: the last serial handed to raft, 0 when none is in flight
+	issueNext uint64                // guarded by issueMu: the last serial handed to raft (maybe not applied yet); 0 after a refusal
 	issuing   map[string]bool       // requests being signed right now
 	retry     map[string]retryState // requests whose certificate could not be issued yet
 	wake      chan struct{}         // tells the background loop a retry was scheduled
