@@ -199,6 +199,27 @@ people:
 	fi, err := os.Stat(snap)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	// Membership, from any node: out and back in.
+	r = runJitssh(t, nil, "operator", "remove", "--config", nodes[0].config, "node3")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runJitssh(t, nil, "operator", "members", "--json", "--config", nodes[0].config)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ms))
+	assert.Len(t, ms, 2)
+	r = runJitssh(t, nil, "operator", "join", "--config", nodes[1].config, binds[2])
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runJitssh(t, nil, "operator", "members", "--json", "--config", nodes[0].config)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ms))
+	assert.Len(t, ms, 3)
+
+	r = runJitssh(t, nil, "operator", "snapshot", "restore", "--config", nodes[2].config, snap)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "restored 1 requests")
+	assert.Contains(t, r.stdout, "epoch 1")
+	r = runJitssh(t, nil, "operator", "snapshot", "restore", "--config", nodes[2].config, nodes[0].config)
+	assertOneLineError(t, r, exitError, "not a whole snapshot")
 }
 
 // awaitHealthy polls /healthz as JSON until the node says it is healthy.
