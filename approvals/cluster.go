@@ -216,9 +216,9 @@ func (s *Service) syncWithLeader(ctx context.Context) error {
 		}
 		return nil
 	}
-	addr, _ := s.node.raft.LeaderWithID()
-	if addr == "" {
-		return fmt.Errorf("%w: none elected yet", ErrNoLeader)
+	addr, err := s.leaderAddr()
+	if err != nil {
+		return err
 	}
 	var st NodeStatus
 	if err := s.cluster.rpc.call(ctx, string(addr), rpcStatus, nil, &st); err != nil {
@@ -269,8 +269,8 @@ func (s *Service) serveRPC(conn net.Conn, peer string) {
 		case rpcSnapshotSave:
 			s.serveSnapshotSave(br, bw)
 			return
-		case rpcSnapshotRestore:
-			s.serveSnapshotRestore(br, bw)
+		case rpcSnapshotRestore, rpcRestoreOnLeader:
+			s.serveSnapshotRestore(br, bw, req.Method == rpcRestoreOnLeader)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
@@ -324,18 +324,27 @@ func (s *Service) dispatch(ctx context.Context, req rpcRequest, peer string) (an
 			return nil, err
 		}
 		return s.serveIssue(ctx, a)
-	case rpcAddVoter:
+	case rpcAddVoter, rpcRemoveServer:
 		a, err := decodeArgs[memberArgs](req.Body)
 		if err != nil {
 			return nil, err
 		}
-		return nil, s.addVoter(ctx, a)
-	case rpcRemoveServer:
+		if !s.node.isLeader() {
+			return nil, s.notLeader()
+		}
+		if req.Method == rpcAddVoter {
+			if !nameRE.MatchString(a.ID) || checkAddr(a.Addr) != nil {
+				return nil, fmt.Errorf("%w: add member %q at %q", ErrBadRequest, a.ID, a.Addr)
+			}
+			return nil, s.addVoterHere(a)
+		}
+		return nil, s.removeServerHere(a)
+	case rpcRemove:
 		a, err := decodeArgs[memberArgs](req.Body)
 		if err != nil {
 			return nil, err
 		}
-		return nil, s.removeServer(ctx, a)
+		return nil, s.Remove(ctx, a.ID)
 	case rpcAuditLines:
 		a, err := decodeArgs[linesArgs](req.Body)
 		if err != nil {

@@ -82,7 +82,8 @@ func (s *Service) formOnce() (done bool, err error) {
 		if p.reply.Servers == 0 {
 			continue
 		}
-		err := c.rpc.call(ctx, p.addr, rpcAddVoter, memberArgs{ID: c.id, Addr: c.addr}, nil)
+		// The peer asks this node who it is, and has the leader add it.
+		err := c.rpc.call(ctx, p.addr, rpcJoin, memberArgs{Addr: c.addr}, nil)
 		if err == nil {
 			s.logger.Info("joined the cluster", "node", c.id, "via", p.addr)
 			return true, nil

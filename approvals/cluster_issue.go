@@ -31,12 +31,12 @@ type issueArgs struct {
 func (s *Service) issueOnLeader(ctx context.Context, r *Request) (*Request, error) {
 	var version uint64
 	err := s.retryOnLeader(ctx, func(ctx context.Context) error {
-		addr, _ := s.node.raft.LeaderWithID()
-		if addr == "" || s.node.isLeader() {
-			return fmt.Errorf("%w: none elected", ErrNoLeader)
+		addr, err := s.leaderAddr()
+		if err != nil {
+			return err
 		}
 		var got Request
-		if err := s.cluster.rpc.call(ctx, string(addr), rpcIssue, issueArgs{ID: r.ID}, &got); err != nil {
+		if err := s.cluster.rpc.call(ctx, addr, rpcIssue, issueArgs{ID: r.ID}, &got); err != nil {
 			return err
 		}
 		version = got.Version

@@ -185,17 +185,19 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 }
 
 // onLeader runs a membership change on the leader: here when this node
-// leads, else by calling the leader.
+// leads, else by calling the leader, whose method runs it only if it
+// still leads (a node never passes on what was passed to it, so a stale
+// view of the leader costs a retry, not a chain of calls).
 func (s *Service) onLeader(ctx context.Context, method string, a memberArgs, here func() error) error {
 	return s.retryOnLeader(ctx, func(ctx context.Context) error {
 		if s.node.isLeader() {
 			return here()
 		}
-		addr, _ := s.node.raft.LeaderWithID()
-		if addr == "" {
-			return fmt.Errorf("%w: none elected", ErrNoLeader)
+		addr, err := s.leaderAddr()
+		if err != nil {
+			return err
 		}
-		return s.cluster.rpc.call(ctx, string(addr), method, a, nil)
+		return s.cluster.rpc.call(ctx, addr, method, a, nil)
 	})
 }
 
@@ -203,50 +205,56 @@ func (s *Service) addVoter(ctx context.Context, a memberArgs) error {
 	if !nameRE.MatchString(a.ID) || checkAddr(a.Addr) != nil {
 		return fmt.Errorf("%w: add member %q at %q", ErrBadRequest, a.ID, a.Addr)
 	}
-	return s.onLeader(ctx, rpcAddVoter, a, func() error {
-		f := s.node.raft.GetConfiguration()
-		if err := f.Error(); err != nil {
-			return err
+	return s.onLeader(ctx, rpcAddVoter, a, func() error { return s.addVoterHere(a) })
+}
+
+// addVoterHere adds a member; this node leads.
+func (s *Service) addVoterHere(a memberArgs) error {
+	f := s.node.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, sv := range f.Configuration().Servers {
+		switch {
+		case string(sv.ID) == a.ID && string(sv.Address) == a.Addr && sv.Suffrage == raft.Voter:
+			return nil // a member already
+		case string(sv.Address) == a.Addr && string(sv.ID) != a.ID:
+			return fmt.Errorf("%w: %s is the address of member %s; remove it first", ErrBadRequest, a.Addr, sv.ID)
 		}
-		for _, sv := range f.Configuration().Servers {
-			switch {
-			case string(sv.ID) == a.ID && string(sv.Address) == a.Addr && sv.Suffrage == raft.Voter:
-				return nil // a member already
-			case string(sv.Address) == a.Addr && string(sv.ID) != a.ID:
-				return fmt.Errorf("%w: %s is the address of member %s; remove it first", ErrBadRequest, a.Addr, sv.ID)
-			}
-		}
-		if err := s.node.raft.AddVoter(raft.ServerID(a.ID), raft.ServerAddress(a.Addr), 0, applyTimeout).Error(); err != nil {
-			return fmt.Errorf("add %s at %s: %w", a.ID, a.Addr, err)
-		}
-		s.logger.Info("member added", "id", a.ID, "address", a.Addr)
-		return nil
-	})
+	}
+	if err := s.node.raft.AddVoter(raft.ServerID(a.ID), raft.ServerAddress(a.Addr), 0, applyTimeout).Error(); err != nil {
+		return fmt.Errorf("add %s at %s: %w", a.ID, a.Addr, err)
+	}
+	s.logger.Info("member added", "id", a.ID, "address", a.Addr)
+	return nil
 }
 
 func (s *Service) removeServer(ctx context.Context, a memberArgs) error {
-	return s.onLeader(ctx, rpcRemoveServer, a, func() error {
-		f := s.node.raft.GetConfiguration()
-		if err := f.Error(); err != nil {
-			return err
-		}
-		servers := f.Configuration().Servers
-		found := false
-		for _, sv := range servers {
-			found = found || string(sv.ID) == a.ID
-		}
-		switch {
-		case !found:
-			return fmt.Errorf("%w: no member %q", ErrNotFound, a.ID)
-		case len(servers) == 1:
-			return fmt.Errorf("%w: %s is the only member", ErrBadRequest, a.ID)
-		}
-		if err := s.node.raft.RemoveServer(raft.ServerID(a.ID), 0, applyTimeout).Error(); err != nil {
-			return fmt.Errorf("remove %s: %w", a.ID, err)
-		}
-		s.logger.Info("member removed", "id", a.ID)
-		return nil
-	})
+	return s.onLeader(ctx, rpcRemoveServer, a, func() error { return s.removeServerHere(a) })
+}
+
+// removeServerHere removes a member; this node leads.
+func (s *Service) removeServerHere(a memberArgs) error {
+	f := s.node.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	servers := f.Configuration().Servers
+	found := false
+	for _, sv := range servers {
+		found = found || string(sv.ID) == a.ID
+	}
+	switch {
+	case !found:
+		return fmt.Errorf("%w: no member %q", ErrNotFound, a.ID)
+	case len(servers) == 1:
+		return fmt.Errorf("%w: %s is the only member", ErrBadRequest, a.ID)
+	}
+	if err := s.node.raft.RemoveServer(raft.ServerID(a.ID), 0, applyTimeout).Error(); err != nil {
+		return fmt.Errorf("remove %s: %w", a.ID, err)
+	}
+	s.logger.Info("member removed", "id", a.ID)
+	return nil
 }
 
 // leading waits until this node may do the background work only the

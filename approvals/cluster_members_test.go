@@ -140,3 +140,27 @@ func TestGrowFromOneNode(t *testing.T) {
 	_, err = audit.Verify(bytes.NewReader(data))
 	require.NoError(t, err)
 }
+
+// TestClusterRemoveLeaderAndRejoin removes the leader itself: the two
+// others elect a leader and go on; the removed node keeps running and is
+// joined back without a restart, catching up on what it missed.
+func TestClusterRemoveLeaderAndRejoin(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	old := c.leader(t)
+	f := c.followers(old)
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	require.NoError(t, f[0].Remove(rctx, old.id))
+	leader := c.leader(t, old)
+	awaitMembers(t, leader.Service, f[0].id, f[1].id)
+	missed, err := f[1].Submit(ctx, "alice", readReq(t))
+	require.NoError(t, err, "the two others go on")
+
+	require.NoError(t, f[1].Join(rctx, old.addr))
+	ids := []string{f[0].id, f[1].id, old.id}
+	awaitMembers(t, old.Service, ids...)
+	c.converged(t)
+	got, err := old.Get(missed.ID)
+	require.NoError(t, err)
+	assert.Equal(t, missed.Serial, got.Serial)
+}

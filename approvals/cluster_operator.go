@@ -51,7 +51,7 @@ func (o *OperatorClient) Join(ctx context.Context, addr string) error {
 
 // Remove takes the member named id out of the cluster.
 func (o *OperatorClient) Remove(ctx context.Context, id string) error {
-	return o.rpc.call(ctx, o.addr, rpcRemoveServer, memberArgs{ID: id}, nil)
+	return o.rpc.call(ctx, o.addr, rpcRemove, memberArgs{ID: id}, nil)
 }
 
 // SnapshotSave writes a snapshot of the cluster's state to w.

@@ -116,11 +116,11 @@ func (s *Service) SnapshotRestore(ctx context.Context, r io.Reader) (SnapshotInf
 			info, err = s.restoreHere(ctx, f, size, restored)
 			return err
 		}
-		addr, _ := s.node.raft.LeaderWithID()
-		if addr == "" {
-			return fmt.Errorf("restore: %w", ErrNoLeader)
+		addr, err := s.leaderAddr()
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
 		}
-		return s.cluster.rpc.stream(ctx, string(addr), rpcSnapshotRestore, nil, f, nil, &info)
+		return s.cluster.rpc.stream(ctx, addr, rpcRestoreOnLeader, nil, f, nil, &info)
 	})
 	return info, err
 }
@@ -237,13 +237,21 @@ func (s *Service) serveSnapshotSave(_ *bufio.Reader, bw *bufio.Writer) {
 	}
 }
 
-// serveSnapshotRestore takes a snapshot from an operator or a follower and
-// restores it.
-func (s *Service) serveSnapshotRestore(br *bufio.Reader, bw *bufio.Writer) {
+// serveSnapshotRestore takes a snapshot from an operator, or from a
+// follower when onLeader (then only the leader restores it), and restores
+// it.
+func (s *Service) serveSnapshotRestore(br *bufio.Reader, bw *bufio.Writer, onLeader bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*applyTimeout)
 	defer cancel()
 	cr := &chunkReader{r: br}
-	info, err := s.SnapshotRestore(ctx, cr)
+	var info SnapshotInfo
+	var err error
+	if onLeader && !s.node.isLeader() {
+		err = s.notLeader()
+		_, _ = io.Copy(io.Discard, cr)
+	} else {
+		info, err = s.SnapshotRestore(ctx, cr)
+	}
 	if err == nil && !cr.done {
 		err = errors.New("restore: snapshot stream not ended")
 	}

@@ -233,12 +233,12 @@ func (s *Service) applyOnce(ctx context.Context, data []byte) (*applyResult, err
 	if s.cluster == nil || s.node.raft.State() == raft.Leader {
 		return s.applyLocal(ctx, data)
 	}
-	addr, id := s.node.raft.LeaderWithID()
-	if addr == "" || string(id) == s.cluster.id {
-		return nil, fmt.Errorf("%w: none elected", ErrNoLeader)
+	addr, err := s.leaderAddr()
+	if err != nil {
+		return nil, err
 	}
 	var w wireResult
-	if err := s.cluster.rpc.call(ctx, string(addr), rpcApply, applyArgs{Data: data}, &w); err != nil {
+	if err := s.cluster.rpc.call(ctx, addr, rpcApply, applyArgs{Data: data}, &w); err != nil {
 		return nil, err
 	}
 	res := w.result()
@@ -322,6 +322,20 @@ func (s *Service) digestOf(p *Policy) string {
 	d := p.digest()
 	s.digest.Store(&policyDigest{p, d})
 	return d
+}
+
+// leaderAddr returns the address of the leader, for a node that does not
+// lead. A node that names itself (it is shutting down, or was removed while
+// it led) has none: calling itself would go round in circles.
+func (s *Service) leaderAddr() (string, error) {
+	addr, id := s.node.raft.LeaderWithID()
+	switch {
+	case addr == "":
+		return "", fmt.Errorf("%w: none elected", ErrNoLeader)
+	case string(id) == s.cluster.id || string(addr) == s.cluster.addr:
+		return "", fmt.Errorf("%w: this node does not lead, and knows no other leader", ErrNoLeader)
+	}
+	return string(addr), nil
 }
 
 // soleVoter reports whether this node is the only voter of its cluster,

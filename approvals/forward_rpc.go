@@ -27,9 +27,11 @@ const (
 	rpcStatus          = "status"           // this node's raft status
 	rpcAddVoter        = "add-voter"        // add node ID at address (to the leader)
 	rpcRemoveServer    = "remove-server"    // remove node ID (to the leader)
+	rpcRestoreOnLeader = "restore"          // restore this snapshot (to the leader)
 	rpcAuditLines      = "audit-lines"      // audit lines from seq to seq
 	rpcMembers         = "members"          // operator: the cluster's members
-	rpcJoin            = "join"             // operator: add the node at an address
+	rpcJoin            = "join"             // operator, joining node: add the node at an address
+	rpcRemove          = "remove"           // operator: remove node ID
 	rpcSnapshotSave    = "snapshot-save"    // operator: stream a snapshot of the state
 	rpcSnapshotRestore = "snapshot-restore" // operator: replace the state with a snapshot
 )

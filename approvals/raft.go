@@ -99,6 +99,9 @@ func openRaft(ctx context.Context, dir string, f raft.FSM, timeout time.Duration
 		// next append, at the latest after this: it is the extra wait of
 		// a write made on a follower.
 		conf.CommitTimeout = min(conf.CommitTimeout, 10*time.Millisecond)
+		// A removed node keeps running, out of the cluster, so that it can
+		// be joined again without a restart.
+		conf.ShutdownOnRemove = false
 		if peer.tune != nil {
 			peer.tune(conf)
 		}

@@ -123,7 +123,7 @@ people:
 			ctx, cancel := context.WithCancel(context.Background())
 			ready := make(chan daemonAddrs, 1)
 			done := make(chan error, 1)
-			go func() { done <- runDaemon(ctx, nd.config, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+			go func() { done <- runDaemon(ctx, nd.config, testDaemonLogger(nd.id), ready) }()
 			select {
 			case nd.addrs = <-ready:
 			case err := <-done:
@@ -243,4 +243,11 @@ func awaitHealthy(t *testing.T, base string) approvals.NodeStatus {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func testDaemonLogger(id string) *slog.Logger {
+	if os.Getenv("JITSSH_TEST_CLUSTER_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", id)
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
