@@ -356,3 +356,10 @@ func (s *Service) watchPolicy() {
 		}
 	}
 }
+
+// Leads reports whether this node does what only one node of a cluster
+// should do on its behalf (posting webhooks): it leads, or runs on its own.
+// Around a change of leader an event may be posted twice or not at all.
+func (s *Service) Leads() bool {
+	return s.cluster == nil || s.node.isLeader()
+}

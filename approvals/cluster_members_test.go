@@ -57,6 +57,8 @@ func TestClusterMembership(t *testing.T) {
 	leader := c.leader(t)
 	f := c.followers(leader)
 	ms := awaitMembers(t, f[0].Service, "node1", "node2", "node3")
+	assert.True(t, leader.Leads(), "the leader posts webhooks")
+	assert.False(t, f[0].Leads(), "a follower does not")
 	for _, m := range ms {
 		require.NotNil(t, m.Status, m.ID)
 		assert.Equal(t, m.Leader, m.Status.Role == "leader", m.ID)

@@ -92,6 +92,9 @@ func runWebhooks(ctx context.Context, svc *approvals.Service, hooks []approvals.
 	queue := make(chan webhookEvent, webhookQueue)
 	go func() {
 		for r := range svc.Events(ctx) {
+			if !svc.Leads() {
+				continue // in a cluster, the leader posts
+			}
 			ev := webhookEvent{Event: "request." + string(r.State), Request: r}
 			select {
 			case queue <- ev:
