@@ -23,8 +23,10 @@ import (
 // connection broke) is sent again, the same bytes, to whoever leads next:
 // its idempotency key makes a second application change nothing.
 
-// ErrNoLeader: the cluster has no leader to commit the change, or this
-// node cannot reach it, within the apply timeout; nothing was changed.
+// ErrNoLeader: the cluster had no leader this node could reach within the
+// apply timeout. The change was not acknowledged; if a try was under way
+// when the leader went away, it may still have been made, which reading
+// the request tells.
 var ErrNoLeader = errors.New("no cluster leader reachable")
 
 // errNotLeader: a call that only the leader answers reached a follower.
