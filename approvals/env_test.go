@@ -275,6 +275,7 @@ func newTestService(tb testing.TB, p *Policy) *testEnv {
 		RaftTimeout: testRaftTimeout,
 		// Expiry is driven by the tests, on the fake clock.
 		noBackground: true,
+		auditGrace:   10 * time.Millisecond,
 	}
 	env.open(tb)
 	env.audit.mark()

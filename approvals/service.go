@@ -44,6 +44,9 @@ type Options struct {
 	// noBackground leaves expiry and issue retries to the caller, for
 	// tests that move a fake clock.
 	noBackground bool
+	// auditGrace, when set, replaces how long a call waits for a failing
+	// audit log, for tests of a log that stays failed.
+	auditGrace time.Duration
 }
 
 // Service is the approval daemon's engine: it takes requests, applies the
@@ -123,6 +126,7 @@ func Open(o Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
+	s.journal.grace = o.auditGrace
 	f, err := newFSM(s.logger, s.journal)
 	if err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
