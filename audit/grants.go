@@ -79,114 +79,6 @@ type Person struct {
 	Groups []string
 }
 
-// CheckOptions are the trust anchors of CheckGrants.
-type CheckOptions struct {
-	// CAKeys are the trusted CA public keys. Every issued certificate must
-	// be signed by one of them.
-	CAKeys []ssh.PublicKey
-	// People by name. When nil, signatures, identities and group
-	// membership are not checked, and approval steps are checked by count
-	// only; CheckSummary.PeopleChecked is then false.
-	People map[string]Person
-	// Skew is how far before its issue entry a certificate may become
-	// valid; zero means DefaultSkew.
-	Skew time.Duration
-}
-
-// CheckSummary describes a log that passed CheckGrants, or the prefix of
-// one that passed before the first failing entry.
-type CheckSummary struct {
-	Summary
-	Requests   int // request entries
-	Approvals  int // approve entries
-	Denials    int // deny entries
-	Issued     int // certificates issued by the daemon
-	BreakGlass int // certificates signed with `ca sign`
-	// PeopleChecked is true when signatures and groups were checked
-	// against CheckOptions.People.
-	PeopleChecked bool
-}
-
-// CheckError names the first entry that fails CheckGrants. It wraps one of
-// the errors above, or ErrStatementSignature.
-type CheckError struct {
-	Line   int    // 1-based line number
-	Seq    uint64 // seq of the entry
-	Kind   string // kind of the entry
-	Reason string
-	Err    error
-}
-
-func (e *CheckError) Error() string {
-	return fmt.Sprintf("audit log line %d (seq %d, %s): %s: %v", e.Line, e.Seq, e.Kind, e.Reason, e.Err)
-}
-
-func (e *CheckError) Unwrap() error { return e.Err }
-
-// CheckGrants verifies the chain of the log read from r, as Verify does,
-// and in the same pass checks every request, decision and issued
-// certificate against the trust anchors in opts:
-//
-//   - a request is signed by its requester (namespace NamespaceRequest),
-//     its record agrees with the signed statement, its grant is the
-//     requested repo, ref and access, and its granted TTL is no longer
-//     than asked;
-//   - a decision is signed by its maker (NamespaceApprove, NamespaceDeny),
-//     names the request by the hash of the requester's statement, agrees
-//     with its record, and is not the requester approving themselves;
-//   - an issued certificate follows an undenied request that has not been
-//     issued before; its approvals, recorded before it, meet the request's
-//     steps, one person filling at most one place (no steps means the rule
-//     approves automatically); its principals are exactly the grant, its
-//     key the requested key; it is a user certificate signed by a trusted
-//     CA, with a serial never used before, whose serial, key ID, principals
-//     and validity are those of the entry; it becomes valid no earlier than
-//     opts.Skew before the last approval (the request, when the rule
-//     approves automatically) and expires no later than the granted TTL
-//     (the shortest among request and approvals) after the issue entry, to
-//     the second.
-//
-// Break-glass certificates (KindCASign) are counted, not judged: by
-// design nobody approved them. The first failing entry is returned as a
-// *CheckError, or as Verify's *VerifyError when the chain breaks first,
-// with the summary of the entries before it. Memory grows with the number
-// of requests, not of entries.
-func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
-	c := &checker{
-		opts:     opts,
-		requests: make(map[string]*pending),
-		serials:  make(map[uint64]uint64),
-	}
-	if c.opts.Skew <= 0 {
-		c.opts.Skew = DefaultSkew
-	}
-	c.sum.PeopleChecked = opts.People != nil
-	sum, err := verifyStream(r, func(e *Entry, _ []byte, line int) error {
-		if err := c.entry(e); err != nil {
-			var f *failure
-			if errors.As(err, &f) {
-				return &CheckError{Line: line, Seq: e.Seq, Kind: e.Kind, Reason: f.reason, Err: f.err}
-			}
-			return err
-		}
-		return nil
-	})
-	c.sum.Summary = sum
-	return c.sum, err
-}
-
-// failure is a failed check, before it is placed on a line.
-type failure struct {
-	err    error
-	reason string
-}
-
-func (f *failure) Error() string { return f.reason + ": " + f.err.Error() }
-
-func fail(err error, format string, args ...any) error {
-	return &failure{err: err, reason: fmt.Sprintf(format, args...)}
-}
-
 // pending is what CheckGrants remembers of one request.
 type pending struct {
 	seq       uint64
@@ -200,6 +92,7 @@ type pending struct {
 	approved  time.Time     // time of the request, then of each approval
 	deniedBy  string
 	issued    uint64 // serial, once issued
+	bad       uint64 // seq of the request entry when it failed its checks
 }
 
 type checker struct {
@@ -209,7 +102,31 @@ type checker struct {
 	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
 }
 
-func (c *checker) entry(e *Entry) error {
+func newChecker(opts CheckOptions) *checker {
+	c := &checker{
+		opts:     opts,
+		requests: make(map[string]*pending),
+		serials:  make(map[uint64]uint64),
+	}
+	if c.opts.Skew <= 0 {
+		c.opts.Skew = DefaultSkew
+	}
+	c.sum.PeopleChecked = opts.People != nil
+	return c
+}
+
+// entry checks one entry and returns its failure, if any. What the entry
+// records is remembered even when it fails, so that one bad entry is
+// reported once, where it is, and not again at every entry that refers to
+// it.
+func (c *checker) entry(e *Entry) *failure {
+	if err := c.check(e); err != nil {
+		return errFailure(err)
+	}
+	return nil
+}
+
+func (c *checker) check(e *Entry) error {
 	switch e.Kind {
 	case KindRequest:
 		c.sum.Requests++
@@ -253,6 +170,25 @@ func (c *checker) request(e *Entry) error {
 	if _, dup := c.requests[d.ID]; dup {
 		return fail(ErrRecord, "request %s recorded twice", d.ID)
 	}
+	p := &pending{
+		seq:       e.Seq,
+		requester: d.Requester,
+		grant:     d.Grant,
+		steps:     d.Steps,
+		hash:      StatementHash([]byte(d.Statement)),
+		approved:  e.Time,
+	}
+	c.requests[d.ID] = p
+	if err := c.checkRequest(&d, p); err != nil {
+		p.bad = e.Seq
+		return err
+	}
+	return nil
+}
+
+// checkRequest checks a request entry's data, and fills in p what it
+// parses.
+func (c *checker) checkRequest(d *RequestData, p *pending) error {
 	var st RequestStatement
 	if err := json.Unmarshal([]byte(d.Statement), &st); err != nil {
 		return fail(ErrStatementMismatch, "request %s: statement is not a request statement: %v", d.ID, err)
@@ -319,16 +255,7 @@ func (c *checker) request(e *Entry) error {
 			return fail(ErrRecord, "request %s: approval step %+v", d.ID, s)
 		}
 	}
-	c.requests[d.ID] = &pending{
-		seq:       e.Seq,
-		requester: d.Requester,
-		grant:     d.Grant,
-		publicKey: pub,
-		steps:     d.Steps,
-		ttl:       ttl,
-		hash:      StatementHash([]byte(d.Statement)),
-		approved:  e.Time,
-	}
+	p.publicKey, p.ttl = pub, ttl
 	return nil
 }
 
@@ -397,6 +324,19 @@ func (c *checker) issue(e *Entry) error {
 	if err := decodeData(e, &d); err != nil {
 		return err
 	}
+	err := c.checkIssue(e, &d)
+	// The certificate left the daemon whatever is wrong with it: its serial
+	// is taken, and its request issued.
+	if serr := c.claimSerial(d.Serial, e.Seq); err == nil {
+		err = serr
+	}
+	if p, ok := c.requests[d.ID]; ok && p.issued == 0 {
+		p.issued = d.Serial
+	}
+	return err
+}
+
+func (c *checker) checkIssue(e *Entry, d *IssueData) error {
 	p, ok := c.requests[d.ID]
 	switch {
 	case !ok:
@@ -405,6 +345,8 @@ func (c *checker) issue(e *Entry) error {
 		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, which %s denied", d.Serial, d.ID, p.deniedBy)
 	case p.issued != 0:
 		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, which already had serial %d", d.Serial, d.ID, p.issued)
+	case p.bad != 0:
+		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, whose request entry (seq %d) fails its checks", d.Serial, d.ID, p.bad)
 	case d.Requester != p.requester:
 		return fail(ErrUnapprovedIssue, "serial %d issued to %s, but request %s is %s's", d.Serial, d.Requester, d.ID, p.requester)
 	}
@@ -425,14 +367,7 @@ func (c *checker) issue(e *Entry) error {
 	if err := c.validity(p.approved, e.Time, d.ValidAfter, d.ValidBefore, p.ttl); err != nil {
 		return fail(ErrValidity, "serial %d for request %s: %v", d.Serial, d.ID, err)
 	}
-	if err := c.certificate(&d, p); err != nil {
-		return err
-	}
-	if err := c.claimSerial(d.Serial, e.Seq); err != nil {
-		return err
-	}
-	p.issued = d.Serial
-	return nil
+	return c.certificate(d, p)
 }
 
 // validity checks a certificate window against the granted ttl counted

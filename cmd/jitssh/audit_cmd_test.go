@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -301,12 +302,12 @@ func TestAuditVerify(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, "audit log line 4 (seq 4): prev is not the hash of line 3"},
+		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, " line 4 (seq 4): prev is not the hash of line 3: one of them was altered: hash chain broken"},
 		{"delete a line", func(*testing.T) string {
 			return writeLines(t, append(append([]string(nil), lines[:3]...), lines[4:]...))
 		}, nil,
-			"audit log line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
-		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, "audit log line 6 (seq 7)"},
+			" line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
+		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, " line 6 (seq 7): seq 7 follows seq 5: 1 entries missing: sequence broken"},
 		{"torn last line, as a crash mid-write leaves it", func(t *testing.T) string {
 			p := fx.copyLog(t)
 			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
@@ -315,7 +316,7 @@ func TestAuditVerify(t *testing.T) {
 			_, err = f.WriteString(torn)
 			require.NoError(t, err)
 			return p
-		}, nil, fmt.Sprintf("audit log line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
+		}, nil, fmt.Sprintf(" line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
 		{"truncate below the signed head", func(*testing.T) string { return writeLines(t, lines[:len(lines)-3]) },
 			[]string{"--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey}, "log truncated or rewritten"},
 		{"forge an approval with another key", func(t *testing.T) string {
@@ -346,13 +347,17 @@ func TestAuditVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"audit", "verify", "--log", tt.log(t), "--ca", fx.caPub, "--people", fx.people}, tt.args...)
-			assertOneLineError(t, runJitssh(t, nil, args...), 1, tt.want)
+			assertVerifyFailures(t, runJitssh(t, nil, args...), tt.want)
 		})
 	}
 
 	t.Run("certificates from another CA", func(t *testing.T) {
-		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA),
-			1, fmt.Sprintf("audit log line %d (seq %d, issue): serial 11: signed by", fx.seq["issue r1"], fx.seq["issue r1"]))
+		// Every certificate fails, each on its own line.
+		var want []string
+		for i, name := range []string{"issue r1", "issue r2", "issue r3"} {
+			want = append(want, fmt.Sprintf("%s line %d (seq %d, issue): serial %d: signed by", fx.log, fx.seq[name], fx.seq[name], 11+i))
+		}
+		assertVerifyFailures(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA), want...)
 	})
 	t.Run("json failure", func(t *testing.T) {
 		p := writeLines(t, edited)
@@ -363,8 +368,11 @@ func TestAuditVerify(t *testing.T) {
 		assert.False(t, res.OK)
 		require.NotNil(t, res.Failure)
 		assert.Equal(t, 4, res.Failure.Line)
-		assert.Equal(t, uint64(3), res.Entries)
-		assert.Contains(t, r.stderr, "hash chain broken")
+		assert.Equal(t, "hash chain broken", res.Failure.Cause)
+		assert.Equal(t, 1, res.FailureCount)
+		assert.Len(t, res.Failures, 1)
+		assert.Equal(t, n, res.Entries, "the whole log is read")
+		assert.Equal(t, "jitssh: audit verify: 1 failure in "+p+fmt.Sprintf(" (%d entries read)\n", n), r.stderr)
 	})
 	for _, tt := range []struct {
 		name string
@@ -383,6 +391,93 @@ func TestAuditVerify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assertOneLineError(t, runJitssh(t, nil, append([]string{"audit", "verify"}, tt.args...)...), tt.code, tt.want)
 		})
+	}
+}
+
+// TestAuditVerifyEveryFailure tampers with one log in six places and
+// checks that audit verify names every one of them, in log order, the later
+// ones as well as the first, and that --max-failures caps what is printed,
+// not what is checked.
+func TestAuditVerifyEveryFailure(t *testing.T) {
+	fx := newAuditFixture(t)
+	p := fx.copyLog(t)
+	// A request whose signature is not its requester's, and a certificate
+	// issued for a request nobody approved.
+	r5 := fx.request(t, "r5", "alice", "write", "demo/app", "refs/heads/main", "1h0m0s", "sneak", audit.Step{Group: "leads", Count: 1})
+	r5.Signature = fx.sign(t, "mallory", audit.NamespaceRequest, []byte(r5.Statement))
+	seqR5 := appendTo(t, p, audit.KindRequest, "alice", r5)
+	r6 := fx.request(t, "r6", "dave", "write", "infra/tf", "refs/heads/main", "1h0m0s", "quick fix", audit.Step{Group: "leads", Count: 1})
+	appendTo(t, p, audit.KindRequest, "dave", r6)
+	seqIssue6 := appendTo(t, p, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r6, 31, time.Hour))
+	seqGit := appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-upload-pack", Repo: "infra/tf"})
+	appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-receive-pack", Repo: "infra/tf"})
+	appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-upload-pack", Repo: "infra/tf"})
+
+	// Then the chain: line 2's reason edited, line 10 deleted, and the
+	// last two Git operations swapped.
+	lines := logLines(t, p)
+	lines[1] = strings.Replace(lines[1], `"ok"`, `"OK"`, 1)
+	last := len(lines) - 1
+	lines[last] += "\n"
+	lines[last-1], lines[last] = lines[last], lines[last-1]
+	lines = slices.Delete(lines, 9, 10)
+	tampered := writeLines(t, lines)
+
+	at := func(line int, seq uint64, kind string) string {
+		if kind == "" {
+			return fmt.Sprintf("%s line %d (seq %d): ", tampered, line, seq)
+		}
+		return fmt.Sprintf("%s line %d (seq %d, %s): ", tampered, line, seq, kind)
+	}
+	want := []string{
+		at(2, 2, "approve") + "approve of r1: reason is \"OK\", but bob signed \"ok\": record disagrees with its signed statement",
+		at(3, 3, "") + "prev is not the hash of line 2: one of them was altered: hash chain broken",
+		// The approval no longer verifies, so the certificate lacks it.
+		at(3, 3, "issue") + "serial 11 lists bob as approver of r1, but no valid approval by bob is recorded before it: certificate issued without approval",
+		at(10, 11, "") + "seq 11 follows seq 9: 1 entries missing: sequence broken",
+		at(int(seqR5)-1, seqR5, "request") + "request r5 by alice: not signed by any key of alice: bad statement signature: public key does not match",
+		at(int(seqIssue6)-1, seqIssue6, "issue") + "serial 31 for request r6: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval",
+		at(int(seqGit), seqGit+2, "") + fmt.Sprintf("seq %d follows seq %d: 1 entries missing: sequence broken", seqGit+2, seqGit),
+		at(int(seqGit)+1, seqGit+1, "") + fmt.Sprintf("seq %d follows seq %d: out of order, seq %d came before: sequence broken", seqGit+1, seqGit+2, seqGit+2),
+	}
+	r := runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people)
+	assertVerifyFailures(t, r, want...)
+	assert.Equal(t, strings.Join(want, "\n")+"\n"+fmt.Sprintf("jitssh: audit verify: 8 failures in %s (%d entries read)\n", tampered, len(lines)), r.stderr)
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people, "--max-failures", "2")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, want[0]+"\n"+want[1]+"\n... and 6 more failures (--max-failures 0 prints them all)\n"+
+		fmt.Sprintf("jitssh: audit verify: 8 failures in %s (%d entries read)\n", tampered, len(lines)), r.stderr)
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people, "--max-failures", "3", "--json")
+	assert.Equal(t, 1, r.code)
+	var res verifyResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &res), r.stdout)
+	assert.Equal(t, 8, res.FailureCount)
+	require.Len(t, res.Failures, 3)
+	assert.Equal(t, []int{2, 3, 3}, []int{res.Failures[0].Line, res.Failures[1].Line, res.Failures[2].Line})
+	assert.Equal(t, "certificate issued without approval", res.Failures[2].Cause)
+	assert.Equal(t, uint64(len(lines)), res.Entries)
+
+	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--max-failures", "-1"), 2, "--max-failures -1")
+}
+
+// assertVerifyFailures checks that audit verify failed and printed each of
+// want, in order, on a line of its own, then the count of failures.
+func assertVerifyFailures(t *testing.T, r cliResult, want ...string) {
+	t.Helper()
+	assert.Equal(t, 1, r.code, "exit code; stderr: %s", r.stderr)
+	assert.Empty(t, r.stdout, "stdout on failure")
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	require.NotEmpty(t, lines)
+	assert.Regexp(t, `^jitssh: audit verify: \d+ failures? in `, lines[len(lines)-1])
+	lines = lines[:len(lines)-1]
+	for _, w := range want {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, w) })
+		if !assert.GreaterOrEqual(t, i, 0, "want a line with %q in:\n%s", w, r.stderr) {
+			return
+		}
+		lines = lines[i+1:]
 	}
 }
 
@@ -981,6 +1076,6 @@ people:
 			e.Data = json.RawMessage(strings.Replace(string(e.Data), "half an hour", "a whole day", 1))
 		}
 	})
-	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config), 1,
+	assertVerifyFailures(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config),
 		`approve of `+feature.ID+`: reason is "a whole day", but bob signed "half an hour": record disagrees with its signed statement`)
 }

@@ -1,0 +1,195 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// found is one failure as a test compares it: where and which error.
+type found struct {
+	Line int
+	Seq  uint64
+	Err  error
+}
+
+// checkAll runs a Checker over the log at path and returns every failure.
+func checkAll(t *testing.T, path string, opts CheckOptions) ([]found, Summary) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var out []found
+	sum, err := NewChecker(opts).Check(f, func(err error) {
+		var ve *VerifyError
+		var ce *CheckError
+		switch {
+		case errors.As(err, &ve):
+			out = append(out, found{ve.Line, ve.Seq, ve.Err})
+		case errors.As(err, &ce):
+			out = append(out, found{ce.Line, ce.Seq, sentinel(t, ce.Err)})
+		default:
+			t.Fatalf("failure of unknown type %T: %v", err, err)
+		}
+	})
+	require.NoError(t, err)
+	return out, sum
+}
+
+// sentinel returns the sentinel error err wraps.
+func sentinel(t *testing.T, err error) error {
+	t.Helper()
+	for _, s := range []error{ErrUnapprovedIssue, ErrSelfApproval, ErrScope, ErrValidity, ErrUnknownPerson, ErrCA,
+		ErrStatementMismatch, ErrRecord, ErrStatementSignature, ErrBadSignature, ErrTruncated} {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	t.Fatalf("no sentinel in %v", err)
+	return nil
+}
+
+// TestCheckerFindsEveryFailure tampers with one log in several places, far
+// apart, and checks that every tamper is found where it is, the later ones
+// as well as the first.
+func TestCheckerFindsEveryFailure(t *testing.T) {
+	f := newGrantsFixture(t)
+	good, reqs := goodStory(f)
+	r5 := f.request("r5", "dave", "write", "demo/app", "refs/heads/feature/x", "1h0m0s", "sneak", Step{Group: "leads", Count: 1})
+	story := append(good.set("request r2", func() RequestData {
+		d := reqs["r2"]
+		d.Signature = f.sign("mallory", NamespaceRequest, []byte(d.Statement))
+		return d
+	}()),
+		rec{"git a", KindGit, "dave/r3", map[string]any{"serial": 3, "repo": "demo/app", "decision": "allow"}},
+		rec{"git b", KindGit, "dave/r3", map[string]any{"serial": 3, "repo": "demo/app", "decision": "allow"}},
+		rec{"request r5", KindRequest, "dave", r5},
+		rec{"issue r5", KindIssue, "jitssh", later(func(now time.Time) IssueData { return f.issue(r5, 5, time.Hour, now, "bob") })},
+		rec{"git c", KindGit, "dave/r5", map[string]any{"serial": 5, "repo": "demo/app", "decision": "allow"}},
+		rec{"git d", KindGit, "dave/r5", map[string]any{"serial": 5, "repo": "demo/app", "decision": "allow"}},
+	)
+	path := story.write(t)
+	intact, sum := checkAll(t, path, f.opts())
+	require.Equal(t, []found{
+		{int(story.seq("request r2")), story.seq("request r2"), ErrStatementSignature},
+		{int(story.seq("issue r2")), story.seq("issue r2"), ErrUnapprovedIssue},
+		{int(story.seq("issue r5")), story.seq("issue r5"), ErrUnapprovedIssue},
+	}, intact, "the grants failures of the story itself")
+	assert.Equal(t, uint64(len(story)), sum.Entries)
+
+	// Then the chain: a byte edited in "git 1", "break-glass" deleted, and
+	// "git a" and "git b" swapped. Line numbers after the deletion are one
+	// less than seqs.
+	lines := fileLines(t, path)
+	idx := func(name string) int { return story.index(name) }
+	edited := slices.Clone(lines[idx("git 1")])
+	edited[bytes.Index(edited, []byte("allow"))+2] = 'r'
+	lines[idx("git 1")] = edited
+	lines[idx("git a")], lines[idx("git b")] = lines[idx("git b")], lines[idx("git a")]
+	lines = slices.Delete(lines, idx("break-glass"), idx("break-glass")+1)
+	tampered := filepath.Join(t.TempDir(), "audit.log")
+	require.NoError(t, os.WriteFile(tampered, joinLines(lines), 0o600))
+
+	got, sum := checkAll(t, tampered, f.opts())
+	line := func(name string) int { // line number after the deletion
+		if i := idx(name); i > idx("break-glass") {
+			return i
+		}
+		return idx(name) + 1
+	}
+	assert.Equal(t, []found{
+		{line("request r2"), story.seq("request r2"), ErrChain}, // its prev is the hash of the edited "git 1"
+		{line("request r2"), story.seq("request r2"), ErrStatementSignature},
+		{line("issue r2"), story.seq("issue r2"), ErrUnapprovedIssue},
+		{line("revoke r2"), story.seq("revoke r2"), ErrSeq},
+		{line("git a"), story.seq("git b"), ErrSeq}, // git b now stands where git a was
+		{line("git b"), story.seq("git a"), ErrSeq},
+		{line("issue r5"), story.seq("issue r5"), ErrUnapprovedIssue},
+	}, got)
+	assert.Equal(t, uint64(len(story)-1), sum.Entries, "every entry read")
+}
+
+// TestCheckerTakesUpTheChain: after each kind of break, the lines that
+// follow are checked against the line that broke the chain, so a single
+// tamper is reported once.
+func TestCheckerTakesUpTheChain(t *testing.T) {
+	const n = 12
+	plain := func() [][]byte {
+		var out [][]byte
+		h := genesis
+		for i := range n {
+			e, line, err := h.next(KindGit, "alice", json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), reportBase.Add(time.Duration(i)*time.Second))
+			require.NoError(t, err)
+			out = append(out, line)
+			h = advance(e.Seq, line)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name   string
+		tamper func(lines [][]byte) [][]byte
+		want   []found
+	}{
+		{"intact", func(l [][]byte) [][]byte { return l }, nil},
+		{"edit a line", func(l [][]byte) [][]byte {
+			l[4] = reencode(t, l[4], func(e *Entry) { e.Actor = "mallory" })
+			return l
+		}, []found{{6, 6, ErrChain}}},
+		{"delete a line", func(l [][]byte) [][]byte { return slices.Delete(l, 4, 5) }, []found{{5, 6, ErrSeq}}},
+		{"delete two lines apart", func(l [][]byte) [][]byte { return slices.Delete(slices.Delete(l, 8, 9), 2, 3) },
+			[]found{{3, 4, ErrSeq}, {8, 10, ErrSeq}}},
+		{"swap two lines", func(l [][]byte) [][]byte { l[3], l[4] = l[4], l[3]; return l }, []found{{4, 5, ErrSeq}, {5, 4, ErrSeq}}},
+		{"move a line far back", func(l [][]byte) [][]byte {
+			moved := l[2]
+			return slices.Insert(slices.Delete(l, 2, 3), 8, moved)
+		}, []found{{3, 4, ErrSeq}, {9, 3, ErrSeq}}},
+		{"renumber one line", func(l [][]byte) [][]byte {
+			l[4] = reencode(t, l[4], func(e *Entry) { e.Seq = 99 })
+			return l
+		}, []found{{5, 99, ErrSeq}, {6, 6, ErrSeq}}},
+		{"insert a forged line that chains", func(l [][]byte) [][]byte {
+			forged := reencode(t, l[4], func(e *Entry) { e.Actor = "mallory"; e.Prev = lineHash(l[3]) })
+			return slices.Insert(l, 4, forged)
+		}, []found{{6, 5, ErrSeq}}},
+		{"garbage in place of a line", func(l [][]byte) [][]byte { l[4] = []byte("garbage"); return l }, []found{{5, 0, ErrSyntax}}},
+		{"garbage line inserted", func(l [][]byte) [][]byte { return slices.Insert(l, 4, []byte("garbage")) }, []found{{5, 0, ErrSyntax}}},
+		{"line longer than MaxLineSize", func(l [][]byte) [][]byte {
+			return slices.Insert(l, 2, bytes.Repeat([]byte("x"), MaxLineSize+10))
+		}, []found{{3, 0, ErrSyntax}}},
+		{"first line deleted", func(l [][]byte) [][]byte { return l[1:] }, []found{{1, 2, ErrSeq}}},
+		{"torn tail after a break", func(l [][]byte) [][]byte {
+			l[1] = reencode(t, l[1], func(e *Entry) { e.Actor = "mallory" })
+			return append(l, []byte("{\"seq\":13,\"ti"))
+		}, []found{{3, 3, ErrChain}, {n + 1, 0, ErrTornTail}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log := joinLines(tt.tamper(plain()))
+			if tt.name == "torn tail after a break" {
+				log = bytes.TrimSuffix(log, []byte("\n"))
+			}
+			p := filepath.Join(t.TempDir(), "audit.log")
+			require.NoError(t, os.WriteFile(p, log, 0o600))
+			got, _ := checkAll(t, p, CheckOptions{})
+			assert.Equal(t, tt.want, got)
+
+			// Verify stops at the first of them.
+			_, err := Verify(bytes.NewReader(log))
+			if tt.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			var ve *VerifyError
+			require.ErrorAs(t, err, &ve)
+			assert.Equal(t, tt.want[0].Line, ve.Line)
+		})
+	}
+}

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/audit"
+)
+
+// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
+const maxTrustFileSize = 1 << 20
+
+// defaultMaxFailures is how many failures `audit verify` prints unless told
+// otherwise; the rest are counted.
+const defaultMaxFailures = 50
+
+func auditVerifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
+		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head FILE --head-key PUBKEYFILE] [--max-failures N] [--json]",
+		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
+			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
+			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
+			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
+			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
+			"is valid no longer than granted. With --head, also that the log still holds the entry a\n" +
+			"signed head names (a PATH.head file kept elsewhere), signed by the key in --head-key.\n" +
+			"Prints \"ok: N entries, head H\"; otherwise names every entry that fails, with its line and\n" +
+			"seq (at most --max-failures of them, and how many more), checks the rest of the log all the\n" +
+			"same, and exits 1.",
+		Flags: []cli.Flag{
+			auditLogFlag(),
+			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
+			&cli.StringFlag{Name: "people", Usage: "YAML config whose people: section lists names, keys and groups", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			&cli.StringFlag{Name: "head", Usage: "a signed head file (PATH.head) to check the log against", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
+			&cli.StringFlag{Name: "head-key", Usage: "public key that signs heads (required with --head)", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
+			&cli.IntFlag{Name: "max-failures", Value: defaultMaxFailures, Usage: "print at most N failures (0: all); every failure is counted"},
+			auditJSONFlag(),
+		},
+		Action: cliAction(auditVerify),
+	}
+}
+
+// verifyResult is what `audit verify --json` prints.
+type verifyResult struct {
+	OK            bool        `json:"ok"`
+	Entries       uint64      `json:"entries"`
+	Head          string      `json:"head"`
+	Requests      int         `json:"requests"`
+	Approvals     int         `json:"approvals"`
+	Denials       int         `json:"denials"`
+	Issued        int         `json:"issued"`
+	BreakGlass    int         `json:"break_glass"`
+	PeopleChecked bool        `json:"people_checked"`
+	CheckpointSeq *uint64     `json:"checkpoint_seq,omitempty"`
+	Failure       *failureAt  `json:"failure,omitempty"`  // the first failure
+	Failures      []failureAt `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount  int         `json:"failure_count"`      // all of them
+}
+
+// failureAt is one failure, where it is.
+type failureAt struct {
+	Log    string `json:"log"`
+	Line   int    `json:"line"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason"`
+	Cause  string `json:"cause"` // what kind of failure, e.g. "hash chain broken"
+	Error  string `json:"error"`
+}
+
+func (f *failureAt) String() string {
+	where := fmt.Sprintf("%s line %d", f.Log, f.Line)
+	switch {
+	case f.Seq != 0 && f.Kind != "":
+		where += fmt.Sprintf(" (seq %d, %s)", f.Seq, f.Kind)
+	case f.Seq != 0:
+		where += fmt.Sprintf(" (seq %d)", f.Seq)
+	}
+	return where + ": " + f.Reason + ": " + f.Cause
+}
+
+func failureOf(log string, err error) failureAt {
+	f := failureAt{Log: log, Error: err.Error(), Reason: err.Error(), Cause: err.Error()}
+	var ce *audit.CheckError
+	var ve *audit.VerifyError
+	switch {
+	case errors.As(err, &ce):
+		f.Line, f.Seq, f.Kind, f.Reason, f.Cause = ce.Line, ce.Seq, ce.Kind, ce.Reason, ce.Err.Error()
+	case errors.As(err, &ve):
+		f.Line, f.Seq, f.Reason, f.Cause = ve.Line, ve.Seq, ve.Reason, ve.Err.Error()
+	}
+	return f
+}
+
+// failures keeps the first max failures and counts them all.
+type failures struct {
+	max   int // 0: keep all
+	kept  []failureAt
+	total int
+}
+
+func (fs *failures) add(f failureAt) {
+	fs.total++
+	if fs.max == 0 || len(fs.kept) < fs.max {
+		fs.kept = append(fs.kept, f)
+	}
+}
+
+// write prints the failures kept, one a line, and how many more there were.
+func (fs *failures) write(w io.Writer) {
+	for i := range fs.kept {
+		fmt.Fprintln(w, terminalSafe(fs.kept[i].String()))
+	}
+	if more := fs.total - len(fs.kept); more > 0 {
+		fmt.Fprintf(w, "... and %d more %s (--max-failures 0 prints them all)\n", more, plural(more, "failure", "failures"))
+	}
+}
+
+func auditVerify(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	logPath, err := requiredString(c, "log")
+	if err != nil {
+		return err
+	}
+	caPath, err := requiredString(c, "ca")
+	if err != nil {
+		return err
+	}
+	fails := &failures{max: c.Int("max-failures")}
+	if fails.max < 0 {
+		return usageError("--max-failures %d: want 0 or more", fails.max)
+	}
+	headPath, headKeyPath := c.String("head"), c.String("head-key")
+	if (headPath == "") != (headKeyPath == "") {
+		return usageError("--head and --head-key go together")
+	}
+	opts := audit.CheckOptions{}
+	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
+		return err
+	}
+	if p := c.String("people"); p != "" {
+		if opts.People, err = audit.LoadPeople(p); err != nil {
+			return err
+		}
+	}
+	var head []byte
+	var headKey ssh.PublicKey
+	if headPath != "" {
+		if head, err = readSmallFile(headPath); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		keys, err := readPublicKeys(headKeyPath)
+		if err != nil {
+			return err
+		}
+		if len(keys) != 1 {
+			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
+		}
+		headKey = keys[0]
+	}
+
+	snap, err := audit.OpenSnapshot(logPath)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	checker := audit.NewChecker(opts)
+	sum, err := checker.Check(snap, func(err error) { fails.add(failureOf(logPath, err)) })
+	if err != nil {
+		return fmt.Errorf("audit log %s: %w", logPath, err)
+	}
+	cs := checker.Summary()
+	res := verifyResult{Entries: sum.Entries, Head: sum.Head, Requests: cs.Requests, Approvals: cs.Approvals,
+		Denials: cs.Denials, Issued: cs.Issued, BreakGlass: cs.BreakGlass, PeopleChecked: cs.PeopleChecked}
+	if fails.total == 0 && head != nil {
+		if _, err := snap.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("read audit log %s: %w", logPath, err)
+		}
+		var ve *audit.VerifyError
+		if _, err := audit.VerifyCheckpoint(snap, head, headKey); errors.As(err, &ve) {
+			fails.add(failureOf(logPath, err))
+		} else if err != nil {
+			return err
+		} else {
+			h, _ := audit.ParseHead(head)
+			res.CheckpointSeq = &h.Seq
+		}
+	}
+	res.OK, res.FailureCount = fails.total == 0, fails.total
+	if !res.OK {
+		res.Failure, res.Failures = &fails.kept[0], fails.kept
+	}
+	if c.Bool("json") {
+		if err := writeJSON(c.App.Writer, res); err != nil {
+			return err
+		}
+	}
+	if !res.OK {
+		if !c.Bool("json") {
+			fails.write(c.App.ErrWriter)
+		}
+		return fmt.Errorf("audit verify: %d %s in %s (%d entries read)", fails.total, plural(fails.total, "failure", "failures"), logPath, res.Entries)
+	}
+	if c.Bool("json") {
+		return nil
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
+	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
+		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
+	if res.CheckpointSeq != nil {
+		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d\n", *res.CheckpointSeq)
+	}
+	if !res.PeopleChecked {
+		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
+	}
+	return nil
+}
+
+// readPublicKeys reads every key in an authorized_keys-style file; blank
+// lines and comments are skipped.
+func readPublicKeys(path string) ([]ssh.PublicKey, error) {
+	data, err := readSmallFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read public keys: %w", err)
+	}
+	var keys []ssh.PublicKey
+	for rest := data; len(strings.TrimSpace(string(rest))) > 0; {
+		var k ssh.PublicKey
+		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			return nil, fmt.Errorf("read public keys %s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
+	}
+	return keys, nil
+}
+
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxTrustFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxTrustFileSize)
+	}
+	return data, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
