@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,11 @@ type CheckOptions struct {
 	// Skew is how far before its issue entry a certificate may become
 	// valid; zero means DefaultSkew.
 	Skew time.Duration
+	// HeadKey is the public key that signs checkpoints (the daemon's host
+	// key). When set, a Checker verifies every checkpoint entry with it,
+	// and a head file given to Check; when nil, checkpoints are counted as
+	// not checked.
+	HeadKey ssh.PublicKey
 }
 
 // CheckSummary describes the logs a Checker read, or for CheckGrants a log
@@ -36,7 +42,32 @@ type CheckSummary struct {
 	// PeopleChecked is true when signatures and groups were checked
 	// against CheckOptions.People.
 	PeopleChecked bool
+	// Checkpoints counts the checkpoint entries verified with
+	// CheckOptions.HeadKey (whether or not they passed); Unchecked the
+	// ones read without a head key.
+	Checkpoints, CheckpointsUnchecked int
 }
+
+// LogSummary describes one log a Checker read.
+type LogSummary struct {
+	Summary         // Entries counts the entries read
+	Checkpoints int // checkpoint entries verified with the head key
+	// HeadSeq is the seq of the head file given to Check, when it was
+	// checked: signed by the head key, and the log holds that entry.
+	HeadChecked bool
+	HeadSeq     uint64
+}
+
+// HeadError says that a head file cannot be read or is not signed by the
+// head key. It wraps ErrBadSignature or ErrSyntax.
+type HeadError struct {
+	Reason string
+	Err    error
+}
+
+func (e *HeadError) Error() string { return "signed head: " + e.Reason + ": " + e.Err.Error() }
+
+func (e *HeadError) Unwrap() error { return e.Err }
 
 // CheckError names an entry that fails a check beyond the chain. It wraps
 // one of the errors of grants.go, or ErrStatementSignature.
@@ -62,7 +93,8 @@ func (e *CheckError) Unwrap() error { return e.Err }
 // Memory grows with the number of requests, not of entries.
 func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
 	c := newChecker(opts)
-	s := newScanner(r, 0)
+	s := newScanner(r, c.window())
+	c.scan = s
 	sum, err := s.run(func(e *Entry, _ []byte, line int) error {
 		if f := c.entry(e); f != nil {
 			return f.at(e, line)
@@ -105,6 +137,12 @@ func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
 //     expires no later than the granted TTL (the shortest among request and
 //     approvals) after the issue entry, to the second.
 //
+// With CheckOptions.HeadKey, a Checker also checks every checkpoint entry:
+// signed by that key, for an entry before it, whose line hashes to what it
+// signs. A log rewritten from some entry on, chain and all, fails at the
+// first checkpoint after that entry, unless the checkpoints were dropped
+// too; a head file kept apart (see Check) catches that, and a cut tail.
+//
 // Break-glass certificates (KindCASign) are counted, not judged: by design
 // nobody approved them; their serials must still be unique.
 type Checker struct {
@@ -118,25 +156,132 @@ func NewChecker(opts CheckOptions) *Checker {
 
 // Check reads one log from r to its end and passes every failure to
 // report: a *VerifyError for the chain (ErrSyntax, ErrSeq, ErrChain,
-// ErrTornTail), a *CheckError for the rest. It returns the log's summary,
-// whose Entries counts the entries read, and an error only when the log
-// could not be read.
-func (k *Checker) Check(r io.Reader, report func(error)) (Summary, error) {
+// ErrTornTail) and for a log that was cut or rewritten below a signed head
+// (ErrTruncated), a *CheckError for the rest, a *HeadError for a head file
+// that does not verify. It returns the log's summary, and an error only
+// when the log could not be read.
+//
+// head, when not nil, is the content of a head file (PATH.head) kept for
+// this log; it needs CheckOptions.HeadKey. The log must hold the entry the
+// head names, with the hash it signs: a log cut below it, or rewritten up
+// to it, fails with ErrTruncated.
+func (k *Checker) Check(r io.Reader, head []byte, report func(error)) (LogSummary, error) {
 	c := k.c
-	s := newScanner(r, 0)
-	sum, err := s.run(func(e *Entry, _ []byte, line int) error {
+	var hd *Head
+	if head != nil {
+		h, err := c.head(head)
+		if err != nil {
+			report(err)
+		} else {
+			hd = &h
+		}
+	}
+	s := newScanner(r, c.window())
+	c.scan = s
+	defer func() { c.scan = nil }()
+	var out LogSummary
+	checkpoints := c.sum.Checkpoints
+	headOK := hd != nil
+	sum, err := s.run(func(e *Entry, line []byte, lineNo int) error {
+		if hd != nil && e.Seq == hd.Seq && lineHash(line) != hd.Hash {
+			headOK = false
+			report(&VerifyError{Line: lineNo, Seq: e.Seq, Err: ErrTruncated,
+				Reason: fmt.Sprintf("entry does not hash to the head signed at %s: the log was rewritten", hd.Time.Format(time.RFC3339))})
+		}
 		if f := c.entry(e); f != nil {
-			report(f.at(e, line))
+			report(f.at(e, lineNo))
 		}
 		return nil
 	}, func(v *VerifyError) error {
 		report(v)
 		return nil
 	})
-	sum.Entries = s.count
+	if err != nil {
+		return out, err
+	}
+	if hd != nil && s.maxSeq < hd.Seq {
+		headOK = false
+		report(&VerifyError{Line: s.lineNo + 1, Seq: s.maxSeq + 1, Err: ErrTruncated,
+			Reason: fmt.Sprintf("log ends at seq %d, but a head signed at %s has seq %d", s.maxSeq, hd.Time.Format(time.RFC3339), hd.Seq)})
+	}
+	if headOK {
+		out.HeadChecked, out.HeadSeq = true, hd.Seq
+	}
+	out.Summary = sum
+	out.Entries = s.count
+	out.Checkpoints = c.sum.Checkpoints - checkpoints
 	c.sum.Summary.Entries += s.count
 	c.sum.Summary.Head, c.sum.Summary.LastTime = sum.Head, sum.LastTime
-	return sum, err
+	return out, nil
+}
+
+// checkpointWindow is how far back a checkpoint entry may sign: the
+// entries appended while one checkpoint was being signed come between the
+// entry it signs and itself.
+const checkpointWindow = 1 << 16
+
+// window is how many line hashes the scanner keeps: enough for
+// checkpoints when they are checked.
+func (c *checker) window() int {
+	if c.opts.HeadKey != nil {
+		return checkpointWindow
+	}
+	return 0
+}
+
+// head parses a head file and checks its signature.
+func (c *checker) head(b []byte) (Head, error) {
+	if c.opts.HeadKey == nil {
+		return Head{}, &HeadError{Reason: "no head key to check it with", Err: ErrBadSignature}
+	}
+	h, err := ParseHead(b)
+	if err != nil {
+		return Head{}, &HeadError{Reason: err.Error(), Err: ErrSyntax}
+	}
+	if h.Seq == 0 && h.Hash != GenesisHash {
+		return Head{}, &HeadError{Reason: "a head signed at seq 0 must have the genesis hash", Err: ErrBadSignature}
+	}
+	if err := VerifyHead(h, c.opts.HeadKey); err != nil {
+		return Head{}, &HeadError{Reason: fmt.Sprintf("head at seq %d is not signed by the head key %s", h.Seq, ssh.FingerprintSHA256(c.opts.HeadKey)), Err: err}
+	}
+	return h, nil
+}
+
+// checkpoint checks a checkpoint entry: signed by the head key, for an
+// entry before it, whose line hashes to what it signs.
+func (c *checker) checkpoint(e *Entry) error {
+	if c.opts.HeadKey == nil {
+		c.sum.CheckpointsUnchecked++
+		return nil
+	}
+	c.sum.Checkpoints++
+	h, err := ParseHead(e.Data)
+	if err != nil {
+		return fail(ErrRecord, "%v", err)
+	}
+	if err := VerifyHead(h, c.opts.HeadKey); err != nil {
+		return fail(err, "not signed by the head key %s", ssh.FingerprintSHA256(c.opts.HeadKey))
+	}
+	switch {
+	case h.Seq >= e.Seq:
+		return fail(ErrTruncated, "signs seq %d, which is not before it: entries before it were removed", h.Seq)
+	case h.Seq == 0:
+		if h.Hash != GenesisHash {
+			return fail(ErrTruncated, "signs seq 0 with a hash other than the genesis hash")
+		}
+		return nil
+	}
+	if c.scan == nil {
+		return nil
+	}
+	want, ok := c.scan.hashOf(h.Seq)
+	if !ok {
+		return fail(ErrTruncated, "signs seq %d, which is not among the %d entries before it", h.Seq, checkpointWindow)
+	}
+	if hex.EncodeToString(want[:]) != h.Hash {
+		return fail(ErrTruncated, "signs hash %.16s… for seq %d, but that entry hashes to %x…: the log was rewritten up to there", h.Hash, h.Seq, want[:8])
+	}
+	return nil
 }
 
 // Summary returns the counts over every log checked so far.

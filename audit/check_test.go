@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
 )
 
 // found is one failure as a test compares it: where and which error.
@@ -29,7 +30,7 @@ func checkAll(t *testing.T, path string, opts CheckOptions) ([]found, Summary) {
 	require.NoError(t, err)
 	defer f.Close()
 	var out []found
-	sum, err := NewChecker(opts).Check(f, func(err error) {
+	sum, err := NewChecker(opts).Check(f, nil, func(err error) {
 		var ve *VerifyError
 		var ce *CheckError
 		switch {
@@ -42,7 +43,7 @@ func checkAll(t *testing.T, path string, opts CheckOptions) ([]found, Summary) {
 		}
 	})
 	require.NoError(t, err)
-	return out, sum
+	return out, sum.Summary
 }
 
 // sentinel returns the sentinel error err wraps.
@@ -192,4 +193,155 @@ func TestCheckerTakesUpTheChain(t *testing.T) {
 			assert.Equal(t, tt.want[0].Line, ve.Line)
 		})
 	}
+}
+
+// checkpointStory writes 4 entries, a checkpoint, 4 more, a checkpoint,
+// and 2 more: 12 entries, checkpoints at seq 5 (signing seq 4) and 10
+// (signing seq 9). The head file signs seq 9.
+func checkpointStory(t *testing.T, signer ssh.Signer) (path string, lines [][]byte) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "audit.log")
+	l := openLog(t, path, Options{})
+	for round := range 3 {
+		n := 4
+		if round == 2 {
+			n = 2
+		}
+		for i := range n {
+			_, err := l.Append(KindGit, "alice", map[string]int{"round": round, "i": i})
+			require.NoError(t, err)
+		}
+		if round < 2 {
+			_, err := l.Checkpoint(signer)
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, l.Close())
+	return path, fileLines(t, path)
+}
+
+// rewrite changes the entry at index i with edit and hashes the chain anew
+// from there on, as someone who can rewrite the file would; the checkpoint
+// entries keep the data they had.
+func rewrite(t *testing.T, lines [][]byte, i int, edit func(e *Entry)) [][]byte {
+	t.Helper()
+	return rewriteEach(t, lines, i, func(j int, e *Entry) {
+		if j == i {
+			edit(e)
+		}
+	})
+}
+
+// rewriteEach is rewrite with edit called for each entry from index i on.
+func rewriteEach(t *testing.T, lines [][]byte, i int, edit func(j int, e *Entry)) [][]byte {
+	t.Helper()
+	out := slices.Clone(lines)
+	h := genesis
+	for j, line := range out {
+		e, err := parseLine(line)
+		require.NoError(t, err)
+		if j >= i {
+			edit(j, &e)
+			e.Prev = h.hash
+			out[j], err = appendEntry(nil, &e)
+			require.NoError(t, err)
+		}
+		h = advance(e.Seq, out[j])
+	}
+	return out
+}
+
+func TestCheckerCheckpoints(t *testing.T) {
+	signer, other := newSigner(t), newSigner(t)
+	path, lines := checkpointStory(t, signer)
+	headFile, err := os.ReadFile(path + HeadSuffix)
+	require.NoError(t, err)
+	otherPath, _ := checkpointStory(t, other)
+	otherHead, err := os.ReadFile(otherPath + HeadSuffix)
+	require.NoError(t, err)
+	otherLines := fileLines(t, otherPath)
+
+	tests := []struct {
+		name        string
+		lines       [][]byte
+		head        []byte
+		key         ssh.PublicKey
+		want        []found
+		headChecked bool
+	}{
+		{name: "intact", lines: lines, head: headFile, key: signer.PublicKey(), headChecked: true},
+		{name: "intact, no head file", lines: lines, key: signer.PublicKey()},
+		{name: "rewritten from seq 2 with its chain", head: headFile, key: signer.PublicKey(),
+			lines: rewrite(t, lines, 1, func(e *Entry) { e.Actor = "mallory" }),
+			want:  []found{{5, 5, ErrTruncated}, {9, 9, ErrTruncated}, {10, 10, ErrTruncated}}},
+		{name: "rewritten from seq 2, no head file", key: signer.PublicKey(),
+			lines: rewrite(t, lines, 1, func(e *Entry) { e.Actor = "mallory" }),
+			want:  []found{{5, 5, ErrTruncated}, {10, 10, ErrTruncated}}},
+		{name: "rewritten after the last checkpoint", head: headFile, key: signer.PublicKey(), headChecked: true,
+			lines: rewrite(t, lines, 10, func(e *Entry) { e.Actor = "mallory" })},
+		{name: "cut below the head", lines: lines[:8], head: headFile, key: signer.PublicKey(),
+			want: []found{{9, 9, ErrTruncated}}},
+		{name: "cut below the head and regrown", head: headFile, key: signer.PublicKey(),
+			lines: append(slices.Clone(lines[:8]), rewrite(t, lines, 8, func(e *Entry) { e.Kind = KindRelease })[8:9]...),
+			want:  []found{{9, 9, ErrTruncated}}},
+		{name: "a checkpoint signed by another key", head: headFile, key: signer.PublicKey(), headChecked: true,
+			lines: rewrite(t, lines, 9, func(e *Entry) {
+				o, err := parseLine(otherLines[9])
+				require.NoError(t, err)
+				e.Data = o.Data
+			}),
+			want: []found{{10, 10, ErrBadSignature}}},
+		{name: "entries before a checkpoint removed, the rest renumbered", head: headFile, key: signer.PublicKey(),
+			lines: func() [][]byte {
+				cut := slices.Delete(slices.Clone(lines), 1, 3)
+				return rewriteEach(t, cut, 1, func(j int, e *Entry) { e.Seq = uint64(j + 1) })
+			}(),
+			// The checkpoints, now at seq 3 and 8, sign seq 4 and 9; the head
+			// file signs seq 9, now a Git operation.
+			want: []found{{3, 3, ErrTruncated}, {8, 8, ErrTruncated}, {9, 9, ErrTruncated}}},
+		{name: "head file signed by another key", head: otherHead, key: signer.PublicKey(),
+			lines: lines, want: []found{{0, 0, ErrBadSignature}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []found
+			var res LogSummary
+			k := NewChecker(CheckOptions{HeadKey: tt.key})
+			res, err := k.Check(bytes.NewReader(joinLines(tt.lines)), tt.head, func(err error) {
+				var ve *VerifyError
+				var ce *CheckError
+				var he *HeadError
+				switch {
+				case errors.As(err, &ve):
+					got = append(got, found{ve.Line, ve.Seq, ve.Err})
+				case errors.As(err, &ce):
+					got = append(got, found{ce.Line, ce.Seq, sentinel(t, ce.Err)})
+				case errors.As(err, &he):
+					got = append(got, found{0, 0, sentinel(t, he.Err)})
+				}
+			})
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.headChecked, res.HeadChecked)
+			if tt.headChecked {
+				assert.Equal(t, uint64(9), res.HeadSeq)
+			}
+			assert.Equal(t, bytes.Count(joinLines(tt.lines), []byte(`"kind":"checkpoint"`)), res.Checkpoints)
+		})
+	}
+
+	t.Run("without a head key", func(t *testing.T) {
+		k := NewChecker(CheckOptions{})
+		var got []error
+		res, err := k.Check(bytes.NewReader(joinLines(rewrite(t, lines, 1, func(e *Entry) { e.Actor = "mallory" }))), nil, func(err error) { got = append(got, err) })
+		require.NoError(t, err)
+		assert.Empty(t, got, "a rewritten chain verifies without the key that signs checkpoints")
+		assert.Zero(t, res.Checkpoints)
+		assert.Equal(t, 2, k.Summary().CheckpointsUnchecked)
+
+		_, err = k.Check(bytes.NewReader(joinLines(lines)), headFile, func(err error) { got = append(got, err) })
+		require.NoError(t, err)
+		require.Len(t, got, 1)
+		assert.ErrorIs(t, got[0], ErrBadSignature, "a head file cannot be checked without the key")
+	})
 }

@@ -97,6 +97,7 @@ type pending struct {
 
 type checker struct {
 	opts     CheckOptions
+	scan     *scanner // the log being read, for the hashes of its lines
 	sum      CheckSummary
 	requests map[string]*pending
 	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
@@ -141,6 +142,8 @@ func (c *checker) check(e *Entry) error {
 	case KindIssue:
 		c.sum.Issued++
 		return c.issue(e)
+	case KindCheckpoint:
+		return c.checkpoint(e)
 	case KindCASign:
 		c.sum.BreakGlass++
 		var d CASignData

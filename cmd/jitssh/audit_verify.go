@@ -24,14 +24,16 @@ func auditVerifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
 		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
-		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head FILE --head-key PUBKEYFILE] [--max-failures N] [--json]",
+		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
 		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
 			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
 			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
 			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
 			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
-			"is valid no longer than granted. With --head, also that the log still holds the entry a\n" +
-			"signed head names (a PATH.head file kept elsewhere), signed by the key in --head-key.\n" +
+			"is valid no longer than granted. With --head-key (the daemon's host public key), also that\n" +
+			"every checkpoint entry is signed by that key and matches the chain at the seq it signs, and\n" +
+			"that the log still holds the entry its signed head names: FILE.head beside the log unless\n" +
+			"--head names another copy (keep one where the daemon cannot write) or --no-head skips it.\n" +
 			"Prints \"ok: N entries, head H\"; otherwise names every entry that fails, with its line and\n" +
 			"seq (at most --max-failures of them, and how many more), checks the rest of the log all the\n" +
 			"same, and exits 1.",
@@ -39,8 +41,9 @@ func auditVerifyCommand() *cli.Command {
 			auditLogFlag(),
 			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
 			&cli.StringFlag{Name: "people", Usage: "YAML config whose people: section lists names, keys and groups", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
-			&cli.StringFlag{Name: "head", Usage: "a signed head file (PATH.head) to check the log against", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
-			&cli.StringFlag{Name: "head-key", Usage: "public key that signs heads (required with --head)", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
+			&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
+			&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
+			&cli.BoolFlag{Name: "no-head", Usage: "do not check the log against a signed head file"},
 			&cli.IntFlag{Name: "max-failures", Value: defaultMaxFailures, Usage: "print at most N failures (0: all); every failure is counted"},
 			auditJSONFlag(),
 		},
@@ -50,19 +53,24 @@ func auditVerifyCommand() *cli.Command {
 
 // verifyResult is what `audit verify --json` prints.
 type verifyResult struct {
-	OK            bool        `json:"ok"`
-	Entries       uint64      `json:"entries"`
-	Head          string      `json:"head"`
-	Requests      int         `json:"requests"`
-	Approvals     int         `json:"approvals"`
-	Denials       int         `json:"denials"`
-	Issued        int         `json:"issued"`
-	BreakGlass    int         `json:"break_glass"`
-	PeopleChecked bool        `json:"people_checked"`
-	CheckpointSeq *uint64     `json:"checkpoint_seq,omitempty"`
-	Failure       *failureAt  `json:"failure,omitempty"`  // the first failure
-	Failures      []failureAt `json:"failures,omitempty"` // the first --max-failures of them
-	FailureCount  int         `json:"failure_count"`      // all of them
+	OK            bool   `json:"ok"`
+	Entries       uint64 `json:"entries"`
+	Head          string `json:"head"`
+	Requests      int    `json:"requests"`
+	Approvals     int    `json:"approvals"`
+	Denials       int    `json:"denials"`
+	Issued        int    `json:"issued"`
+	BreakGlass    int    `json:"break_glass"`
+	PeopleChecked bool   `json:"people_checked"`
+	// The signed head the log was checked against, and the seq it names.
+	HeadFile      string  `json:"head_file,omitempty"`
+	CheckpointSeq *uint64 `json:"checkpoint_seq,omitempty"`
+	// Checkpoint entries verified with --head-key, and read without one.
+	Checkpoints          int         `json:"checkpoints"`
+	CheckpointsUnchecked int         `json:"checkpoints_unchecked"`
+	Failure              *failureAt  `json:"failure,omitempty"`  // the first failure
+	Failures             []failureAt `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount         int         `json:"failure_count"`      // all of them
 }
 
 // failureAt is one failure, where it is.
@@ -77,6 +85,9 @@ type failureAt struct {
 }
 
 func (f *failureAt) String() string {
+	if f.Line == 0 {
+		return f.Log + ": " + f.Reason + ": " + f.Cause
+	}
 	where := fmt.Sprintf("%s line %d", f.Log, f.Line)
 	switch {
 	case f.Seq != 0 && f.Kind != "":
@@ -91,7 +102,10 @@ func failureOf(log string, err error) failureAt {
 	f := failureAt{Log: log, Error: err.Error(), Reason: err.Error(), Cause: err.Error()}
 	var ce *audit.CheckError
 	var ve *audit.VerifyError
+	var he *audit.HeadError
 	switch {
+	case errors.As(err, &he):
+		f.Reason, f.Cause = he.Reason, he.Err.Error()
 	case errors.As(err, &ce):
 		f.Line, f.Seq, f.Kind, f.Reason, f.Cause = ce.Line, ce.Seq, ce.Kind, ce.Reason, ce.Err.Error()
 	case errors.As(err, &ve):
@@ -141,8 +155,11 @@ func auditVerify(c *cli.Context) error {
 		return usageError("--max-failures %d: want 0 or more", fails.max)
 	}
 	headPath, headKeyPath := c.String("head"), c.String("head-key")
-	if (headPath == "") != (headKeyPath == "") {
-		return usageError("--head and --head-key go together")
+	switch {
+	case headPath != "" && headKeyPath == "":
+		return usageError("--head needs --head-key, the key that signed it")
+	case headPath != "" && c.Bool("no-head"):
+		return usageError("--head and --no-head contradict each other")
 	}
 	opts := audit.CheckOptions{}
 	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
@@ -153,12 +170,7 @@ func auditVerify(c *cli.Context) error {
 			return err
 		}
 	}
-	var head []byte
-	var headKey ssh.PublicKey
-	if headPath != "" {
-		if head, err = readSmallFile(headPath); err != nil {
-			return fmt.Errorf("read head: %w", err)
-		}
+	if headKeyPath != "" {
 		keys, err := readPublicKeys(headKeyPath)
 		if err != nil {
 			return err
@@ -166,7 +178,34 @@ func auditVerify(c *cli.Context) error {
 		if len(keys) != 1 {
 			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
 		}
-		headKey = keys[0]
+		opts.HeadKey = keys[0]
+	}
+	// The head file beside the log is checked unless told otherwise; one
+	// without the key to check it is only mentioned.
+	var res verifyResult
+	var head []byte
+	var notes []string
+	switch {
+	case headPath != "":
+		if head, err = readSmallFile(headPath); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		res.HeadFile = headPath
+	case !c.Bool("no-head"):
+		beside := logPath + audit.HeadSuffix
+		b, err := readSmallFile(beside)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			if opts.HeadKey != nil {
+				notes = append(notes, "not checked: that the log was not cut short (no signed head "+beside+")")
+			}
+		case err != nil:
+			return fmt.Errorf("read head: %w", err)
+		case opts.HeadKey == nil:
+			notes = append(notes, "not checked: the signed head "+beside+" (no --head-key)")
+		default:
+			head, res.HeadFile = b, beside
+		}
 	}
 
 	snap, err := audit.OpenSnapshot(logPath)
@@ -175,26 +214,26 @@ func auditVerify(c *cli.Context) error {
 	}
 	defer snap.Close()
 	checker := audit.NewChecker(opts)
-	sum, err := checker.Check(snap, func(err error) { fails.add(failureOf(logPath, err)) })
+	sum, err := checker.Check(snap, head, func(err error) {
+		f := failureOf(logPath, err)
+		var he *audit.HeadError
+		if errors.As(err, &he) {
+			f.Log = res.HeadFile
+		}
+		fails.add(f)
+	})
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w", logPath, err)
 	}
 	cs := checker.Summary()
-	res := verifyResult{Entries: sum.Entries, Head: sum.Head, Requests: cs.Requests, Approvals: cs.Approvals,
-		Denials: cs.Denials, Issued: cs.Issued, BreakGlass: cs.BreakGlass, PeopleChecked: cs.PeopleChecked}
-	if fails.total == 0 && head != nil {
-		if _, err := snap.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("read audit log %s: %w", logPath, err)
-		}
-		var ve *audit.VerifyError
-		if _, err := audit.VerifyCheckpoint(snap, head, headKey); errors.As(err, &ve) {
-			fails.add(failureOf(logPath, err))
-		} else if err != nil {
-			return err
-		} else {
-			h, _ := audit.ParseHead(head)
-			res.CheckpointSeq = &h.Seq
-		}
+	res.Entries, res.Head, res.Requests, res.Approvals = sum.Entries, sum.Head, cs.Requests, cs.Approvals
+	res.Denials, res.Issued, res.BreakGlass, res.PeopleChecked = cs.Denials, cs.Issued, cs.BreakGlass, cs.PeopleChecked
+	res.Checkpoints, res.CheckpointsUnchecked = cs.Checkpoints, cs.CheckpointsUnchecked
+	if sum.HeadChecked {
+		res.CheckpointSeq = &sum.HeadSeq
+	}
+	if cs.CheckpointsUnchecked > 0 {
+		notes = append(notes, fmt.Sprintf("not checked: %d checkpoint %s (no --head-key)", cs.CheckpointsUnchecked, plural(cs.CheckpointsUnchecked, "entry", "entries")))
 	}
 	res.OK, res.FailureCount = fails.total == 0, fails.total
 	if !res.OK {
@@ -218,11 +257,17 @@ func auditVerify(c *cli.Context) error {
 	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
 	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
 		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
+	if res.Checkpoints > 0 {
+		fmt.Fprintf(w, "checkpoints: %d signed with the head key, each matching the chain\n", res.Checkpoints)
+	}
 	if res.CheckpointSeq != nil {
-		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d\n", *res.CheckpointSeq)
+		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d (%s)\n", *res.CheckpointSeq, res.HeadFile)
 	}
 	if !res.PeopleChecked {
 		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, terminalSafe(n))
 	}
 	return nil
 }
