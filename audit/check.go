@@ -22,6 +22,20 @@ type CheckOptions struct {
 	// Skew is how far before its issue entry a certificate may become
 	// valid; zero means DefaultSkew.
 	Skew time.Duration
+	// Policies are the versions of the policy the auditor holds. A request
+	// recorded with a policy version is judged against that version: its
+	// requester and approvers must be its people (or, for an approval, the
+	// people of the version in force when it was given), its rule the one
+	// the version picks, with the steps and TTL range the version gives
+	// it, and its certificate must meet those steps. People must then be
+	// set too: it judges requests recorded without a version, and should
+	// hold everyone of every version.
+	Policies []PolicyVersion
+	// AllowUnknownPolicy makes a request whose version is not among
+	// Policies a gap in the evidence rather than a failure: it is counted
+	// in CheckSummary.UnknownPolicy, judged by the entry's own steps, and a
+	// person known to no version supplied is not held against the log.
+	AllowUnknownPolicy bool
 	// HeadKey is the public key that signs checkpoints (the daemon's host
 	// key). When set, a Checker verifies every checkpoint entry with it,
 	// and a head file given to Check; when nil, checkpoints are counted as
@@ -42,6 +56,14 @@ type CheckSummary struct {
 	// PeopleChecked is true when signatures and groups were checked
 	// against CheckOptions.People.
 	PeopleChecked bool
+	// PolicyRequests counts requests by the policy version that decided
+	// them; PolicyChecked those judged against a version supplied,
+	// UnknownPolicy those whose version was not supplied. NotChecked
+	// counts signatures and approvers that could not be checked because
+	// the person is in no version supplied while the one that decided was
+	// not supplied (with AllowUnknownPolicy).
+	PolicyRequests                           map[string]int
+	PolicyChecked, UnknownPolicy, NotChecked int
 	// Checkpoints counts the checkpoint entries verified with
 	// CheckOptions.HeadKey (whether or not they passed); Unchecked the
 	// ones read without a head key.

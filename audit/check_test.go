@@ -50,7 +50,7 @@ func checkAll(t *testing.T, path string, opts CheckOptions) ([]found, Summary) {
 func sentinel(t *testing.T, err error) error {
 	t.Helper()
 	for _, s := range []error{ErrUnapprovedIssue, ErrSelfApproval, ErrScope, ErrValidity, ErrUnknownPerson, ErrCA,
-		ErrStatementMismatch, ErrRecord, ErrStatementSignature, ErrBadSignature, ErrTruncated} {
+		ErrStatementMismatch, ErrRecord, ErrStatementSignature, ErrBadSignature, ErrTruncated, ErrPolicy, ErrPolicyUnknown} {
 		if errors.Is(err, s) {
 			return s
 		}
@@ -344,4 +344,13 @@ func TestCheckerCheckpoints(t *testing.T) {
 		require.Len(t, got, 1)
 		assert.ErrorIs(t, got[0], ErrBadSignature, "a head file cannot be checked without the key")
 	})
+}
+
+// mustOpen opens a file the test closes at its end.
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
 }

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/principals"
@@ -93,6 +90,11 @@ type pending struct {
 	deniedBy  string
 	issued    uint64 // serial, once issued
 	bad       uint64 // seq of the request entry when it failed its checks
+	digest    string // the policy version that decided it; "" before versions were recorded
+	// groups of each approver, as the people known at their approval have
+	// them; groupsUnknown when some approver is known to none of them.
+	groups        map[string][]string
+	groupsUnknown bool
 }
 
 type checker struct {
@@ -101,6 +103,8 @@ type checker struct {
 	sum      CheckSummary
 	requests map[string]*pending
 	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
+	versions map[string]*PolicyVersion
+	current  string // the policy version in force, as far as the log says
 }
 
 func newChecker(opts CheckOptions) *checker {
@@ -108,6 +112,10 @@ func newChecker(opts CheckOptions) *checker {
 		opts:     opts,
 		requests: make(map[string]*pending),
 		serials:  make(map[uint64]uint64),
+		versions: make(map[string]*PolicyVersion),
+	}
+	for i := range opts.Policies {
+		c.versions[opts.Policies[i].Digest] = &opts.Policies[i]
 	}
 	if c.opts.Skew <= 0 {
 		c.opts.Skew = DefaultSkew
@@ -144,6 +152,8 @@ func (c *checker) check(e *Entry) error {
 		return c.issue(e)
 	case KindCheckpoint:
 		return c.checkpoint(e)
+	case KindPolicyReload:
+		return c.policyReload(e)
 	case KindCASign:
 		c.sum.BreakGlass++
 		var d CASignData
@@ -180,13 +190,18 @@ func (c *checker) request(e *Entry) error {
 		steps:     d.Steps,
 		hash:      StatementHash([]byte(d.Statement)),
 		approved:  e.Time,
+		groups:    make(map[string][]string),
 	}
 	c.requests[d.ID] = p
+	unknown := c.requestPolicy(&d, p)
 	if err := c.checkRequest(&d, p); err != nil {
 		p.bad = e.Seq
 		return err
 	}
-	return nil
+	if err := c.checkPolicy(&d, p); err != nil {
+		return err
+	}
+	return unknown
 }
 
 // checkRequest checks a request entry's data, and fills in p what it
@@ -196,7 +211,7 @@ func (c *checker) checkRequest(d *RequestData, p *pending) error {
 	if err := json.Unmarshal([]byte(d.Statement), &st); err != nil {
 		return fail(ErrStatementMismatch, "request %s: statement is not a request statement: %v", d.ID, err)
 	}
-	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature); err != nil {
+	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature, c.viewFor(p, false)); err != nil {
 		return fail(err, "request %s by %s", d.ID, d.Requester)
 	}
 	// The daemon records the repo, access and key in canonical form; the
@@ -279,7 +294,8 @@ func (c *checker) decision(e *Entry) error {
 	if e.Kind == KindDeny {
 		namespace = NamespaceDeny
 	}
-	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature); err != nil {
+	v := c.viewFor(p, true)
+	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature, v); err != nil {
 		return fail(err, "%s of %s by %s", e.Kind, d.ID, d.By)
 	}
 	for _, f := range [...]struct {
@@ -317,6 +333,11 @@ func (c *checker) decision(e *Entry) error {
 	}
 	if !slices.Contains(p.approvers, d.By) {
 		p.approvers = append(p.approvers, d.By)
+		if person, ok := v.lookup(d.By); ok {
+			p.groups[d.By] = person.Groups
+		} else {
+			p.groupsUnknown = true
+		}
 	}
 	p.approved = e.Time
 	return nil
@@ -454,14 +475,18 @@ func (c *checker) claimSerial(serial, seq uint64) error {
 	return nil
 }
 
-// verifySigner checks a statement's signature with the keys of the person
-// named, when people are known.
-func (c *checker) verifySigner(name, namespace, statement, signature string) error {
+// verifySigner checks a statement's signature with the keys the view
+// knows for the person named, when people are known at all.
+func (c *checker) verifySigner(name, namespace, statement, signature string, v view) error {
 	if c.opts.People == nil {
 		return nil
 	}
-	person, ok := c.opts.People[name]
+	person, ok := v.lookup(name)
 	if !ok {
+		if v.lenient {
+			c.sum.NotChecked++
+			return nil
+		}
 		return fmt.Errorf("%w %q", ErrUnknownPerson, name)
 	}
 	var last error = fmt.Errorf("%w: %s has no keys", ErrStatementSignature, name)
@@ -483,7 +508,7 @@ func (c *checker) stepsMet(p *pending) error {
 	if need > len(p.approvers) {
 		return fmt.Errorf("%d approvals required (%s), %d recorded", need, stepsString(p.steps), len(p.approvers))
 	}
-	if c.opts.People == nil {
+	if c.opts.People == nil || p.groupsUnknown {
 		return nil // groups unknown: the count is all that can be checked
 	}
 	// Places to fill, one per required approval, matched to approvers
@@ -497,7 +522,7 @@ func (c *checker) stepsMet(p *pending) error {
 	holder := make([]int, len(places)) // place -> approver index + 1
 	var try func(a int, seen []bool) bool
 	try = func(a int, seen []bool) bool {
-		groups := c.opts.People[p.approvers[a]].Groups
+		groups := p.groups[p.approvers[a]]
 		for i, g := range places {
 			if seen[i] || !slices.Contains(groups, g) {
 				continue
@@ -521,14 +546,6 @@ func (c *checker) stepsMet(p *pending) error {
 	return nil
 }
 
-func stepsString(steps []Step) string {
-	parts := make([]string, len(steps))
-	for i, s := range steps {
-		parts[i] = fmt.Sprintf("%d from %s", s.Count, s.Group)
-	}
-	return strings.Join(parts, " and ")
-}
-
 // sameTTL reports whether two TTLs are both absent or the same duration,
 // however spelled ("30m", "30m0s").
 func sameTTL(a, b string) bool {
@@ -550,58 +567,4 @@ func parseTTL(s string) (time.Duration, error) {
 		return 0, errors.New("not positive")
 	}
 	return d, nil
-}
-
-// maxPeopleFileSize bounds the config LoadPeople reads.
-const maxPeopleFileSize = 4 << 20
-
-// LoadPeople reads the people of an approval daemon config file: the
-// top-level "people" list of {name, keys, groups}, where keys are
-// authorized_keys lines. Everything else in the file is ignored, so an
-// auditor can be handed the people alone.
-func LoadPeople(path string) (map[string]Person, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("load people: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxPeopleFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("load people %s: %w", path, err)
-	}
-	if len(data) > maxPeopleFileSize {
-		return nil, fmt.Errorf("load people %s: larger than %d bytes", path, maxPeopleFileSize)
-	}
-	var doc struct {
-		People []struct {
-			Name   string   `yaml:"name"`
-			Keys   []string `yaml:"keys"`
-			Groups []string `yaml:"groups"`
-		} `yaml:"people"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("load people %s: %w", path, err)
-	}
-	if len(doc.People) == 0 {
-		return nil, fmt.Errorf("load people %s: no people listed", path)
-	}
-	people := make(map[string]Person, len(doc.People))
-	for i, p := range doc.People {
-		if p.Name == "" {
-			return nil, fmt.Errorf("load people %s: person %d has no name", path, i+1)
-		}
-		if _, dup := people[p.Name]; dup {
-			return nil, fmt.Errorf("load people %s: %s is listed twice", path, p.Name)
-		}
-		person := Person{Groups: p.Groups}
-		for j, line := range p.Keys {
-			k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-			if err != nil {
-				return nil, fmt.Errorf("load people %s: %s key %d: %w", path, p.Name, j+1, err)
-			}
-			person.Keys = append(person.Keys, k)
-		}
-		people[p.Name] = person
-	}
-	return people, nil
 }

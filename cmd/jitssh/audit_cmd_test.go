@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +52,14 @@ type auditFixture struct {
 	headSigner                ssh.Signer
 	activeSerial, breakSerial uint64
 }
+
+// auditRules are the rules of the fixture's config: reads are approved
+// automatically, writes need a lead.
+const auditRules = `listen: 127.0.0.1:2200
+rules:
+  - {name: auto, groups: [dev, ops], repos: ["*/*"], refs: ["*"], access: [read], auto_approve: true}
+  - {name: reviewed, groups: [dev], repos: ["*/*"], refs: ["*"], access: [write, force], approvals: [{group: leads, count: 1}]}
+`
 
 var auditGroups = map[string][]string{"alice": {"dev"}, "bob": {"dev", "leads"}, "carol": {"leads"}, "dave": {"dev"}, "erin": {"ops"}}
 
@@ -92,7 +101,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 	require.NoError(t, os.WriteFile(fx.headKey, ssh.MarshalAuthorizedKey(fx.headSigner.PublicKey()), 0o644))
 
 	var people strings.Builder
-	people.WriteString("listen: 127.0.0.1:2200\nrules:\n  - name: main\n    approvals: [{group: leads, count: 2}]\npeople:\n")
+	people.WriteString(auditRules + "people:\n")
 	for _, name := range []string{"alice", "bob", "carol", "dave", "erin"} {
 		fx.signers[name] = auditSigner(t)
 		fmt.Fprintf(&people, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", name, authorizedLine(fx.signers[name].PublicKey()), strings.Join(auditGroups[name], ", "))
@@ -555,6 +564,137 @@ func TestAuditVerifySignedHead(t *testing.T) {
 		elsewhere := filepath.Join(t.TempDir(), "kept-safe.head")
 		require.NoError(t, os.WriteFile(elsewhere, headFile, 0o600))
 		assertVerifyFailures(t, verify(withHead(t, cut, nil), "--head", elsewhere), "log truncated or rewritten")
+	})
+}
+
+// rebuild rewrites a log as someone who can rewrite the whole file would:
+// edit changes each entry or drops it (returning false), and the rest are
+// numbered and chained anew.
+func rebuild(t *testing.T, lines []string, edit func(e *audit.Entry) bool) string {
+	t.Helper()
+	prev, seq := audit.GenesisHash, uint64(0)
+	var out []string
+	for _, line := range lines {
+		var e audit.Entry
+		require.NoError(t, json.Unmarshal([]byte(line), &e))
+		if !edit(&e) {
+			continue
+		}
+		seq++
+		e.Seq, e.Prev = seq, prev
+		b, err := json.Marshal(e)
+		require.NoError(t, err)
+		sum := sha256.Sum256(b)
+		prev = hex.EncodeToString(sum[:])
+		out = append(out, string(b)+"\n")
+	}
+	return writeLines(t, out)
+}
+
+// editData rewrites an entry's data through a map.
+func editData(t *testing.T, e *audit.Entry, edit func(m map[string]any)) {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(e.Data, &m))
+	edit(m)
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	e.Data = b
+}
+
+// TestAuditVerifyPolicyVersions: each request is judged by the policy
+// version that decided it, given as one --people file among several.
+func TestAuditVerifyPolicyVersions(t *testing.T) {
+	fx := newAuditFixture(t)
+	v1Data, err := os.ReadFile(fx.people)
+	require.NoError(t, err)
+	// v2: bob is offboarded.
+	v2Data := regexp.MustCompile(`(?m)^  - name: bob\n(    .*\n)*?(    groups: .*\n)`).ReplaceAll(v1Data, nil)
+	require.NotEqual(t, v1Data, v2Data)
+	require.NotContains(t, string(v2Data), "name: bob")
+	v1, v2 := filepath.Join(fx.dir, "v1.yaml"), filepath.Join(fx.dir, "v2.yaml")
+	require.NoError(t, os.WriteFile(v1, v1Data, 0o600))
+	require.NoError(t, os.WriteFile(v2, v2Data, 0o600))
+	digest := func(data []byte) string {
+		p, err := approvals.ParsePolicy("x", data)
+		require.NoError(t, err)
+		return p.Digest()
+	}
+	d1, d2 := digest(v1Data), digest(v2Data)
+
+	// alice's write, approved by bob under v1; bob offboarded; dave's
+	// write, approved by carol under v2.
+	log := filepath.Join(t.TempDir(), "audit.log")
+	l, err := audit.Open(log, audit.Options{})
+	require.NoError(t, err)
+	add := func(kind, actor string, data any) {
+		_, err := l.Append(kind, actor, data)
+		require.NoError(t, err)
+	}
+	leads := audit.Step{Group: "leads", Count: 1}
+	r1 := fx.request(t, "r1", "alice", "write", "demo/app", "refs/heads/feature/*", "1h0m0s", "login form", leads)
+	r1.PolicySHA256 = d1
+	add(audit.KindRequest, "alice", r1)
+	add(audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r1, "bob", "", "ok"))
+	add(audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
+	add(audit.KindPolicyReload, "jitssh", audit.PolicyReloadData{PolicySHA256: d2, People: 4, Rules: 2, Offboarded: map[string]string{"bob": "removed from the policy"}})
+	r2 := fx.request(t, "r2", "dave", "write", "demo/app", "refs/heads/main", "1h0m0s", "fix", leads)
+	r2.PolicySHA256 = d2
+	add(audit.KindRequest, "dave", r2)
+	add(audit.KindApprove, "carol", fx.decide(t, audit.KindApprove, r2, "carol", "", "ok"))
+	add(audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r2, 12, time.Hour, "carol"))
+	require.NoError(t, l.Close())
+
+	verify := func(log string, args ...string) cliResult {
+		return runJitssh(t, nil, append([]string{"audit", "verify", "--log", log, "--ca", fx.caPub}, args...)...)
+	}
+	t.Run("every version given", func(t *testing.T) {
+		r := verify(log, "--people", v1, "--people", v2)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, fmt.Sprintf("policy version %s (%s): 1 request judged by it\n", d1, v1))
+		assert.Contains(t, r.stdout, fmt.Sprintf("policy version %s (%s): 1 request judged by it\n", d2, v2))
+		assert.NotContains(t, r.stdout, "not checked")
+	})
+	t.Run("the offboarded approver's version missing", func(t *testing.T) {
+		assertVerifyFailures(t, verify(log, "--people", v2), fmt.Sprintf(" line 1 (seq 1, request): request r1: policy version %s not supplied: policy version not supplied", d1))
+		r := verify(log, "--people", v2, "--allow-unknown-policy", "--json")
+		require.Equal(t, 0, r.code, r.stderr)
+		var res verifyResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+		assert.Equal(t, []policyVersionView{{Digest: d2, Source: v2, Requests: 1}, {Digest: d1, Requests: 1}}, res.PolicyVersions)
+		assert.Equal(t, 1, res.UnknownPolicy)
+		assert.Equal(t, 1, res.NotChecked, "bob's approval: bob is in no version given")
+		r = verify(log, "--people", v2, "--allow-unknown-policy")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: 1 request decided by policy versions not given (--allow-unknown-policy)\n")
+		assert.Contains(t, r.stdout, "not checked: 1 signature by people in no policy version given\n")
+	})
+	t.Run("steps stripped and the approval removed", func(t *testing.T) {
+		strip := func(keepVersion bool) string {
+			return rebuild(t, logLines(t, log), func(e *audit.Entry) bool {
+				switch {
+				case e.Kind == audit.KindApprove && e.Actor == "bob":
+					return false
+				case e.Kind == audit.KindRequest && e.Actor == "alice":
+					editData(t, e, func(m map[string]any) {
+						m["steps"] = []any{}
+						if !keepVersion {
+							delete(m, "policy_sha256")
+						}
+					})
+				case e.Kind == audit.KindIssue && strings.Contains(string(e.Data), `"id":"r1"`):
+					editData(t, e, func(m map[string]any) { m["approvers"] = []any{} })
+				}
+				return true
+			})
+		}
+		// Without versions the entries agree with each other, and nothing
+		// says the rule wanted a lead.
+		r := verify(strip(false), "--people", v1, "--people", v2)
+		require.Equal(t, 0, r.code, r.stderr)
+		assertVerifyFailures(t, verify(strip(true), "--people", v1, "--people", v2),
+			" line 1 (seq 1, request): request r1 records approval steps none (approved automatically), but rule reviewed of policy version ",
+			" line 2 (seq 2, issue): serial 11 for request r1: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval")
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -40,7 +41,8 @@ func auditVerifyCommand() *cli.Command {
 		Flags: []cli.Flag{
 			auditLogFlag(),
 			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
-			&cli.StringFlag{Name: "people", Usage: "YAML config whose people: section lists names, keys and groups", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			&cli.StringSliceFlag{Name: "people", Usage: "the daemon's config, one version of it each time it is given (or a YAML file of people: alone)", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			&cli.BoolFlag{Name: "allow-unknown-policy", Usage: "count requests decided by a policy version not given with --people, instead of failing them"},
 			&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
 			&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
 			&cli.BoolFlag{Name: "no-head", Usage: "do not check the log against a signed head file"},
@@ -66,11 +68,26 @@ type verifyResult struct {
 	HeadFile      string  `json:"head_file,omitempty"`
 	CheckpointSeq *uint64 `json:"checkpoint_seq,omitempty"`
 	// Checkpoint entries verified with --head-key, and read without one.
-	Checkpoints          int         `json:"checkpoints"`
-	CheckpointsUnchecked int         `json:"checkpoints_unchecked"`
-	Failure              *failureAt  `json:"failure,omitempty"`  // the first failure
-	Failures             []failureAt `json:"failures,omitempty"` // the first --max-failures of them
-	FailureCount         int         `json:"failure_count"`      // all of them
+	Checkpoints          int `json:"checkpoints"`
+	CheckpointsUnchecked int `json:"checkpoints_unchecked"`
+	// The policy versions given, with the requests each decided; requests
+	// judged by their version, decided by versions not given, and
+	// signatures of people in no version given that could not be checked.
+	PolicyVersions []policyVersionView `json:"policy_versions"`
+	PolicyChecked  int                 `json:"policy_checked"`
+	UnknownPolicy  int                 `json:"unknown_policy"`
+	NotChecked     int                 `json:"not_checked"`
+	Failure        *failureAt          `json:"failure,omitempty"`  // the first failure
+	Failures       []failureAt         `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount   int                 `json:"failure_count"`      // all of them
+}
+
+// policyVersionView is a policy version as verify reports it; Source is
+// empty for a version the log names but nobody supplied.
+type policyVersionView struct {
+	Digest   string `json:"digest"`
+	Source   string `json:"source,omitempty"`
+	Requests int    `json:"requests"`
 }
 
 // failureAt is one failure, where it is.
@@ -165,11 +182,11 @@ func auditVerify(c *cli.Context) error {
 	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
 		return err
 	}
-	if p := c.String("people"); p != "" {
-		if opts.People, err = audit.LoadPeople(p); err != nil {
-			return err
-		}
+	trust, err := loadPolicies(c.StringSlice("people"))
+	if err != nil {
+		return err
 	}
+	opts.People, opts.Policies, opts.AllowUnknownPolicy = trust.people, trust.versions, c.Bool("allow-unknown-policy")
 	if headKeyPath != "" {
 		keys, err := readPublicKeys(headKeyPath)
 		if err != nil {
@@ -232,6 +249,16 @@ func auditVerify(c *cli.Context) error {
 	if sum.HeadChecked {
 		res.CheckpointSeq = &sum.HeadSeq
 	}
+	res.PolicyChecked, res.UnknownPolicy, res.NotChecked = cs.PolicyChecked, cs.UnknownPolicy, cs.NotChecked
+	res.PolicyVersions = policyVersionViews(trust.versions, cs.PolicyRequests)
+	if cs.UnknownPolicy > 0 && opts.AllowUnknownPolicy {
+		notes = append(notes, fmt.Sprintf("not checked: %d %s decided by policy versions not given (--allow-unknown-policy)",
+			cs.UnknownPolicy, plural(cs.UnknownPolicy, "request", "requests")))
+	}
+	if cs.NotChecked > 0 {
+		notes = append(notes, fmt.Sprintf("not checked: %d %s by people in no policy version given",
+			cs.NotChecked, plural(cs.NotChecked, "signature", "signatures")))
+	}
 	if cs.CheckpointsUnchecked > 0 {
 		notes = append(notes, fmt.Sprintf("not checked: %d checkpoint %s (no --head-key)", cs.CheckpointsUnchecked, plural(cs.CheckpointsUnchecked, "entry", "entries")))
 	}
@@ -257,6 +284,13 @@ func auditVerify(c *cli.Context) error {
 	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
 	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
 		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
+	for _, v := range res.PolicyVersions {
+		if v.Source != "" {
+			fmt.Fprintf(w, "policy version %s (%s): %d %s judged by it\n", v.Digest, terminalSafe(v.Source), v.Requests, plural(v.Requests, "request", "requests"))
+		} else {
+			fmt.Fprintf(w, "policy version %s (not given): %d %s\n", terminalSafe(v.Digest), v.Requests, plural(v.Requests, "request", "requests"))
+		}
+	}
 	if res.Checkpoints > 0 {
 		fmt.Fprintf(w, "checkpoints: %d signed with the head key, each matching the chain\n", res.Checkpoints)
 	}
@@ -315,4 +349,24 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// policyVersionViews lists the versions given, in the order given, then
+// those the log names that nobody gave, by digest.
+func policyVersionViews(versions []audit.PolicyVersion, requests map[string]int) []policyVersionView {
+	out := []policyVersionView{}
+	for _, v := range versions {
+		out = append(out, policyVersionView{Digest: v.Digest, Source: v.Source, Requests: requests[v.Digest]})
+	}
+	var unknown []string
+	for d := range requests {
+		if !slices.ContainsFunc(versions, func(v audit.PolicyVersion) bool { return v.Digest == d }) {
+			unknown = append(unknown, d)
+		}
+	}
+	slices.Sort(unknown)
+	for _, d := range unknown {
+		out = append(out, policyVersionView{Digest: d, Requests: requests[d]})
+	}
+	return out
 }
