@@ -22,6 +22,10 @@ type RequestData struct {
 	Statement string    `json:"statement"` // RequestStatement message, as signed
 	Signature string    `json:"signature"` // armored SSHSIG by the requester
 	At        time.Time `json:"at,omitzero"`
+	// PolicySHA256 is the version of the policy that decided the request
+	// (approvals.Policy.Digest); empty in entries written before versions
+	// were recorded.
+	PolicySHA256 string `json:"policy_sha256,omitempty"`
 }
 
 // Step is one required group of approvals.

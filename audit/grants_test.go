@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -454,54 +453,6 @@ func TestStoredDecisionSignatureInterop(t *testing.T) {
 	}
 }
 
-func TestLoadPeople(t *testing.T) {
-	f := newGrantsFixture(t)
-	line := func(name string) string {
-		return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(f.signers[name].PublicKey())))
-	}
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
-		return p
-	}
-	good := write("good.yaml", `listen: 127.0.0.1:2200
-rules:
-  - name: main
-    approvals: [{group: leads, count: 2}]
-people:
-  - name: alice
-    keys: ["`+line("alice")+` alice@laptop"]
-    groups: [dev]
-  - name: bob
-    keys:
-      - `+line("bob")+`
-      - `+line("carol")+`
-    groups: [dev, leads]
-`)
-	people, err := LoadPeople(good)
-	require.NoError(t, err)
-	require.Len(t, people, 2)
-	assert.Equal(t, []string{"dev", "leads"}, people["bob"].Groups)
-	require.Len(t, people["bob"].Keys, 2)
-	assert.Equal(t, f.signers["carol"].PublicKey().Marshal(), people["bob"].Keys[1].Marshal())
-	assert.Equal(t, f.signers["alice"].PublicKey().Marshal(), people["alice"].Keys[0].Marshal())
-
-	for _, tt := range []struct{ name, content, want string }{
-		{"no people", "listen: x\n", "no people"},
-		{"bad key", "people: [{name: a, keys: [\"ssh-ed25519 AAAA\"]}]\n", "a key 1"},
-		{"twice", "people: [{name: a}, {name: a}]\n", "listed twice"},
-		{"no name", "people: [{groups: [x]}]\n", "no name"},
-		{"not yaml", "people: [\n", "yaml"},
-	} {
-		_, err := LoadPeople(write(tt.name+".yaml", tt.content))
-		require.Error(t, err, tt.name)
-		assert.Contains(t, err.Error(), tt.want, tt.name)
-	}
-	_, err = LoadPeople(filepath.Join(dir, "missing.yaml"))
-	assert.True(t, errors.Is(err, os.ErrNotExist), "%v", err)
-}
-
 func TestStepsMet(t *testing.T) {
 	c := &checker{opts: CheckOptions{People: map[string]Person{
 		"bob":   {Groups: []string{"leads"}},
@@ -524,7 +475,11 @@ func TestStepsMet(t *testing.T) {
 		{[]Step{{Group: "leads", Count: 2}}, []string{"bob", "dave"}, false},
 		{[]Step{{Group: "leads", Count: 1 << 40}}, []string{"bob"}, false},
 	} {
-		err := c.stepsMet(&pending{steps: tt.steps, approvers: tt.approvers})
+		groups := map[string][]string{}
+		for _, a := range tt.approvers {
+			groups[a] = c.opts.People[a].Groups
+		}
+		err := c.stepsMet(&pending{steps: tt.steps, approvers: tt.approvers, groups: groups})
 		assert.Equal(t, tt.ok, err == nil, "stepsMet(%v, %v) = %v", tt.steps, tt.approvers, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -177,8 +178,20 @@ func TestReportGolden(t *testing.T) {
 // TestReportFixtureChecks keeps the fixture honest: it passes the checks an
 // auditor runs, with the anchors beside it.
 func TestReportFixtureChecks(t *testing.T) {
-	people, err := LoadPeople(filepath.Join(reportDir, "people.yaml"))
+	data, err := os.ReadFile(filepath.Join(reportDir, "people.yaml"))
 	require.NoError(t, err)
+	list, err := approvals.ParsePeople("people.yaml", data)
+	require.NoError(t, err)
+	people := map[string]Person{}
+	for _, p := range list {
+		person := Person{Groups: p.Groups}
+		for _, line := range p.Keys {
+			k, err := approvals.ParseIdentityKey(line)
+			require.NoError(t, err)
+			person.Keys = append(person.Keys, k)
+		}
+		people[p.Name] = person
+	}
 	caLine, err := os.ReadFile(filepath.Join(reportDir, "ca.pub"))
 	require.NoError(t, err)
 	caKey, _, _, _, err := ssh.ParseAuthorizedKey(caLine)

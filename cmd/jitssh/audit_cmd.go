@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"unicode"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/sshd"
@@ -30,9 +28,6 @@ import (
 // or the live log, which they read as a snapshot of whole entries. Every
 // command that reads entries verifies the hash chain as it loads them, and
 // refuses a log that does not verify; `audit verify` checks everything else.
-
-// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
-const maxTrustFileSize = 1 << 20
 
 func auditCommand() *cli.Command {
 	return &cli.Command{
@@ -455,193 +450,6 @@ func findByID(ix *audit.Index, kind, actor, id string, since, until time.Time, a
 		return nil
 	}
 	return match(audit.Filter{Kind: kind, Since: since, Until: until})
-}
-
-// --- verify ---
-
-func auditVerifyCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "verify",
-		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
-		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head FILE --head-key PUBKEYFILE] [--json]",
-		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
-			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
-			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
-			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
-			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
-			"is valid no longer than granted. With --head, also that the log still holds the entry a\n" +
-			"signed head names (a PATH.head file kept elsewhere), signed by the key in --head-key.\n" +
-			"Prints \"ok: N entries, head H\", or names the first entry that fails and exits 1.",
-		Flags: []cli.Flag{
-			auditLogFlag(),
-			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
-			&cli.StringFlag{Name: "people", Usage: "YAML config whose people: section lists names, keys and groups", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
-			&cli.StringFlag{Name: "head", Usage: "a signed head file (PATH.head) to check the log against", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
-			&cli.StringFlag{Name: "head-key", Usage: "public key that signs heads (required with --head)", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
-			auditJSONFlag(),
-		},
-		Action: cliAction(auditVerify),
-	}
-}
-
-// verifyResult is what `audit verify --json` prints.
-type verifyResult struct {
-	OK            bool       `json:"ok"`
-	Entries       uint64     `json:"entries"`
-	Head          string     `json:"head"`
-	Requests      int        `json:"requests"`
-	Approvals     int        `json:"approvals"`
-	Denials       int        `json:"denials"`
-	Issued        int        `json:"issued"`
-	BreakGlass    int        `json:"break_glass"`
-	PeopleChecked bool       `json:"people_checked"`
-	CheckpointSeq *uint64    `json:"checkpoint_seq,omitempty"`
-	Failure       *failureAt `json:"failure,omitempty"`
-}
-
-type failureAt struct {
-	Line   int    `json:"line"`
-	Seq    uint64 `json:"seq,omitempty"`
-	Kind   string `json:"kind,omitempty"`
-	Reason string `json:"reason"`
-	Error  string `json:"error"`
-}
-
-func auditVerify(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	logPath, err := requiredString(c, "log")
-	if err != nil {
-		return err
-	}
-	caPath, err := requiredString(c, "ca")
-	if err != nil {
-		return err
-	}
-	headPath, headKeyPath := c.String("head"), c.String("head-key")
-	if (headPath == "") != (headKeyPath == "") {
-		return usageError("--head and --head-key go together")
-	}
-	opts := audit.CheckOptions{}
-	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
-		return err
-	}
-	if p := c.String("people"); p != "" {
-		if opts.People, err = audit.LoadPeople(p); err != nil {
-			return err
-		}
-	}
-	var head []byte
-	var headKey ssh.PublicKey
-	if headPath != "" {
-		if head, err = readSmallFile(headPath); err != nil {
-			return fmt.Errorf("read head: %w", err)
-		}
-		keys, err := readPublicKeys(headKeyPath)
-		if err != nil {
-			return err
-		}
-		if len(keys) != 1 {
-			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
-		}
-		headKey = keys[0]
-	}
-
-	snap, err := audit.OpenSnapshot(logPath)
-	if err != nil {
-		return err
-	}
-	defer snap.Close()
-	sum, verr := audit.CheckGrants(snap, opts)
-	res := verifyResult{OK: verr == nil, Entries: sum.Entries, Head: sum.Head, Requests: sum.Requests, Approvals: sum.Approvals,
-		Denials: sum.Denials, Issued: sum.Issued, BreakGlass: sum.BreakGlass, PeopleChecked: sum.PeopleChecked}
-	if verr == nil && head != nil {
-		if _, err := snap.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("read audit log %s: %w", logPath, err)
-		}
-		if _, verr = audit.VerifyCheckpoint(snap, head, headKey); verr == nil {
-			h, _ := audit.ParseHead(head)
-			res.CheckpointSeq = &h.Seq
-		}
-		res.OK = verr == nil
-	}
-	if verr != nil {
-		if c.Bool("json") {
-			res.Failure = failureOf(verr)
-			if err := writeJSON(c.App.Writer, res); err != nil {
-				return err
-			}
-		}
-		return verr
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, res)
-	}
-	w := c.App.Writer
-	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
-	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
-		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
-	if res.CheckpointSeq != nil {
-		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d\n", *res.CheckpointSeq)
-	}
-	if !res.PeopleChecked {
-		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
-	}
-	return nil
-}
-
-func failureOf(err error) *failureAt {
-	f := &failureAt{Error: err.Error()}
-	var ce *audit.CheckError
-	var ve *audit.VerifyError
-	switch {
-	case errors.As(err, &ce):
-		f.Line, f.Seq, f.Kind, f.Reason = ce.Line, ce.Seq, ce.Kind, ce.Reason
-	case errors.As(err, &ve):
-		f.Line, f.Seq, f.Reason = ve.Line, ve.Seq, ve.Reason
-	default:
-		f.Reason = err.Error()
-	}
-	return f
-}
-
-// readPublicKeys reads every key in an authorized_keys-style file; blank
-// lines and comments are skipped.
-func readPublicKeys(path string) ([]ssh.PublicKey, error) {
-	data, err := readSmallFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read public keys: %w", err)
-	}
-	var keys []ssh.PublicKey
-	for rest := data; len(bytes.TrimSpace(rest)) > 0; {
-		var k ssh.PublicKey
-		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
-		if err != nil {
-			return nil, fmt.Errorf("read public keys %s: %w", path, err)
-		}
-		keys = append(keys, k)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
-	}
-	return keys, nil
-}
-
-func readSmallFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(data) > maxTrustFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxTrustFileSize)
-	}
-	return data, nil
 }
 
 // --- export ---

@@ -18,12 +18,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hiddeco/sshsig"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
@@ -49,6 +52,14 @@ type auditFixture struct {
 	headSigner                ssh.Signer
 	activeSerial, breakSerial uint64
 }
+
+// auditRules are the rules of the fixture's config: reads are approved
+// automatically, writes need a lead.
+const auditRules = `listen: 127.0.0.1:2200
+rules:
+  - {name: auto, groups: [dev, ops], repos: ["*/*"], refs: ["*"], access: [read], auto_approve: true}
+  - {name: reviewed, groups: [dev], repos: ["*/*"], refs: ["*"], access: [write, force], approvals: [{group: leads, count: 1}]}
+`
 
 var auditGroups = map[string][]string{"alice": {"dev"}, "bob": {"dev", "leads"}, "carol": {"leads"}, "dave": {"dev"}, "erin": {"ops"}}
 
@@ -90,7 +101,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 	require.NoError(t, os.WriteFile(fx.headKey, ssh.MarshalAuthorizedKey(fx.headSigner.PublicKey()), 0o644))
 
 	var people strings.Builder
-	people.WriteString("listen: 127.0.0.1:2200\nrules:\n  - name: main\n    approvals: [{group: leads, count: 2}]\npeople:\n")
+	people.WriteString(auditRules + "people:\n")
 	for _, name := range []string{"alice", "bob", "carol", "dave", "erin"} {
 		fx.signers[name] = auditSigner(t)
 		fmt.Fprintf(&people, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", name, authorizedLine(fx.signers[name].PublicKey()), strings.Join(auditGroups[name], ", "))
@@ -266,7 +277,7 @@ func TestAuditVerify(t *testing.T) {
 	fx := newAuditFixture(t)
 	n := fx.seq["checkpoint"]
 
-	r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", fx.people)
+	r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", fx.people, "--head-key", fx.headKey)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Empty(t, r.stderr)
 	assert.True(t, strings.HasPrefix(r.stdout, fmt.Sprintf("ok: %d entries, head %s\n", n, lastLineHash(t, fx.log))), r.stdout)
@@ -301,12 +312,12 @@ func TestAuditVerify(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, "audit log line 4 (seq 4): prev is not the hash of line 3"},
+		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, " line 4 (seq 4): prev is not the hash of line 3: one of them was altered: hash chain broken"},
 		{"delete a line", func(*testing.T) string {
 			return writeLines(t, append(append([]string(nil), lines[:3]...), lines[4:]...))
 		}, nil,
-			"audit log line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
-		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, "audit log line 6 (seq 7)"},
+			" line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
+		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, " line 6 (seq 7): seq 7 follows seq 5: 1 entries missing: sequence broken"},
 		{"torn last line, as a crash mid-write leaves it", func(t *testing.T) string {
 			p := fx.copyLog(t)
 			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
@@ -315,7 +326,7 @@ func TestAuditVerify(t *testing.T) {
 			_, err = f.WriteString(torn)
 			require.NoError(t, err)
 			return p
-		}, nil, fmt.Sprintf("audit log line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
+		}, nil, fmt.Sprintf(" line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
 		{"truncate below the signed head", func(*testing.T) string { return writeLines(t, lines[:len(lines)-3]) },
 			[]string{"--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey}, "log truncated or rewritten"},
 		{"forge an approval with another key", func(t *testing.T) string {
@@ -346,13 +357,17 @@ func TestAuditVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"audit", "verify", "--log", tt.log(t), "--ca", fx.caPub, "--people", fx.people}, tt.args...)
-			assertOneLineError(t, runJitssh(t, nil, args...), 1, tt.want)
+			assertVerifyFailures(t, runJitssh(t, nil, args...), tt.want)
 		})
 	}
 
 	t.Run("certificates from another CA", func(t *testing.T) {
-		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA),
-			1, fmt.Sprintf("audit log line %d (seq %d, issue): serial 11: signed by", fx.seq["issue r1"], fx.seq["issue r1"]))
+		// Every certificate fails, each on its own line.
+		var want []string
+		for i, name := range []string{"issue r1", "issue r2", "issue r3"} {
+			want = append(want, fmt.Sprintf("%s line %d (seq %d, issue): serial %d: signed by", fx.log, fx.seq[name], fx.seq[name], 11+i))
+		}
+		assertVerifyFailures(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA), want...)
 	})
 	t.Run("json failure", func(t *testing.T) {
 		p := writeLines(t, edited)
@@ -363,8 +378,11 @@ func TestAuditVerify(t *testing.T) {
 		assert.False(t, res.OK)
 		require.NotNil(t, res.Failure)
 		assert.Equal(t, 4, res.Failure.Line)
-		assert.Equal(t, uint64(3), res.Entries)
-		assert.Contains(t, r.stderr, "hash chain broken")
+		assert.Equal(t, "hash chain broken", res.Failure.Cause)
+		assert.Equal(t, 1, res.FailureCount)
+		assert.Len(t, res.Failures, 1)
+		assert.Equal(t, n, res.Entries, "the whole log is read")
+		assert.Equal(t, "jitssh: audit verify: 1 failure in "+p+fmt.Sprintf(" (%d entries read)\n", n), r.stderr)
 	})
 	for _, tt := range []struct {
 		name string
@@ -374,15 +392,328 @@ func TestAuditVerify(t *testing.T) {
 	}{
 		{"no --ca", []string{"--log", fx.log}, 2, "missing --ca"},
 		{"no --log", []string{"--ca", fx.caPub}, 2, "missing --log"},
-		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head and --head-key go together"},
+		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head needs --head-key"},
+		{"--head and --no-head", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey, "--no-head"}, 2, "--head and --no-head contradict"},
 		{"missing log", []string{"--log", filepath.Join(fx.dir, "nope"), "--ca", fx.caPub}, 1, "no such file"},
 		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "read public keys"},
 		{"bad people file", []string{"--log", fx.log, "--ca", fx.caPub, "--people", fx.caPub}, 1, "load people"},
-		{"head signed by another key", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.caPub}, 1, "bad checkpoint signature"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			assertOneLineError(t, runJitssh(t, nil, append([]string{"audit", "verify"}, tt.args...)...), tt.code, tt.want)
 		})
+	}
+}
+
+// TestAuditVerifyEveryFailure tampers with one log in six places and
+// checks that audit verify names every one of them, in log order, the later
+// ones as well as the first, and that --max-failures caps what is printed,
+// not what is checked.
+func TestAuditVerifyEveryFailure(t *testing.T) {
+	fx := newAuditFixture(t)
+	p := fx.copyLog(t)
+	// A request whose signature is not its requester's, and a certificate
+	// issued for a request nobody approved.
+	r5 := fx.request(t, "r5", "alice", "write", "demo/app", "refs/heads/main", "1h0m0s", "sneak", audit.Step{Group: "leads", Count: 1})
+	r5.Signature = fx.sign(t, "mallory", audit.NamespaceRequest, []byte(r5.Statement))
+	seqR5 := appendTo(t, p, audit.KindRequest, "alice", r5)
+	r6 := fx.request(t, "r6", "dave", "write", "infra/tf", "refs/heads/main", "1h0m0s", "quick fix", audit.Step{Group: "leads", Count: 1})
+	appendTo(t, p, audit.KindRequest, "dave", r6)
+	seqIssue6 := appendTo(t, p, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r6, 31, time.Hour))
+	seqGit := appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-upload-pack", Repo: "infra/tf"})
+	appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-receive-pack", Repo: "infra/tf"})
+	appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-upload-pack", Repo: "infra/tf"})
+
+	// Then the chain: line 2's reason edited, line 10 deleted, and the
+	// last two Git operations swapped.
+	lines := logLines(t, p)
+	lines[1] = strings.Replace(lines[1], `"ok"`, `"OK"`, 1)
+	last := len(lines) - 1
+	lines[last] += "\n"
+	lines[last-1], lines[last] = lines[last], lines[last-1]
+	lines = slices.Delete(lines, 9, 10)
+	tampered := writeLines(t, lines)
+
+	at := func(line int, seq uint64, kind string) string {
+		if kind == "" {
+			return fmt.Sprintf("%s line %d (seq %d): ", tampered, line, seq)
+		}
+		return fmt.Sprintf("%s line %d (seq %d, %s): ", tampered, line, seq, kind)
+	}
+	want := []string{
+		at(2, 2, "approve") + "approve of r1: reason is \"OK\", but bob signed \"ok\": record disagrees with its signed statement",
+		at(3, 3, "") + "prev is not the hash of line 2: one of them was altered: hash chain broken",
+		// The approval no longer verifies, so the certificate lacks it.
+		at(3, 3, "issue") + "serial 11 lists bob as approver of r1, but no valid approval by bob is recorded before it: certificate issued without approval",
+		at(10, 11, "") + "seq 11 follows seq 9: 1 entries missing: sequence broken",
+		at(int(seqR5)-1, seqR5, "request") + "request r5 by alice: not signed by any key of alice: bad statement signature: public key does not match",
+		at(int(seqIssue6)-1, seqIssue6, "issue") + "serial 31 for request r6: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval",
+		at(int(seqGit), seqGit+2, "") + fmt.Sprintf("seq %d follows seq %d: 1 entries missing: sequence broken", seqGit+2, seqGit),
+		at(int(seqGit)+1, seqGit+1, "") + fmt.Sprintf("seq %d follows seq %d: out of order, seq %d came before: sequence broken", seqGit+1, seqGit+2, seqGit+2),
+	}
+	r := runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people)
+	assertVerifyFailures(t, r, want...)
+	assert.Equal(t, strings.Join(want, "\n")+"\n"+fmt.Sprintf("jitssh: audit verify: 8 failures in %s (%d entries read)\n", tampered, len(lines)), r.stderr)
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people, "--max-failures", "2")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, want[0]+"\n"+want[1]+"\n... and 6 more failures (--max-failures 0 prints them all)\n"+
+		fmt.Sprintf("jitssh: audit verify: 8 failures in %s (%d entries read)\n", tampered, len(lines)), r.stderr)
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people, "--max-failures", "3", "--json")
+	assert.Equal(t, 1, r.code)
+	var res verifyResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &res), r.stdout)
+	assert.Equal(t, 8, res.FailureCount)
+	require.Len(t, res.Failures, 3)
+	assert.Equal(t, []int{2, 3, 3}, []int{res.Failures[0].Line, res.Failures[1].Line, res.Failures[2].Line})
+	assert.Equal(t, "certificate issued without approval", res.Failures[2].Cause)
+	assert.Equal(t, uint64(len(lines)), res.Entries)
+
+	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--max-failures", "-1"), 2, "--max-failures -1")
+}
+
+// TestAuditVerifySignedHead: with the key that signs checkpoints known,
+// verify checks every checkpoint entry and, without being asked, the head
+// file beside the log, so a cut tail or a chain rewritten with its hashes
+// is caught by the plain invocation.
+func TestAuditVerifySignedHead(t *testing.T) {
+	fx := newAuditFixture(t)
+	n := fx.seq["checkpoint"]
+	lines := logLines(t, fx.log)
+	headFile, err := os.ReadFile(fx.log + audit.HeadSuffix)
+	require.NoError(t, err)
+	// withHead puts lines in a new directory, with the fixture's head file
+	// beside them unless head is nil.
+	withHead := func(t *testing.T, lines []string, head []byte) string {
+		p := writeLines(t, lines)
+		if head != nil {
+			require.NoError(t, os.WriteFile(p+audit.HeadSuffix, head, 0o600))
+		}
+		return p
+	}
+	env := []string{"JITSSH_AUDIT_CA=" + fx.caPub, "JITSSH_AUDIT_PEOPLE=" + fx.people, "JITSSH_AUDIT_HEAD_KEY=" + fx.headKey}
+	verify := func(log string, args ...string) cliResult {
+		return runJitssh(t, env, append([]string{"audit", "verify", "--log", log}, args...)...)
+	}
+
+	r := verify(fx.log)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "checkpoints: 1 signed with the head key, each matching the chain\n")
+	assert.Contains(t, r.stdout, fmt.Sprintf("checkpoint: the log holds the signed head at seq %d (%s)\n", n-1, fx.log+audit.HeadSuffix))
+	assert.NotContains(t, r.stdout, "not checked")
+
+	// Someone with write access to the log, but not to the daemon's key.
+	edit := func(e *audit.Entry) {
+		if e.Kind == audit.KindRelease {
+			e.Data = json.RawMessage(strings.Replace(string(e.Data), `"done"`, `"never used it"`, 1))
+		}
+	}
+	cut := lines[:n-3]
+	rewritten := logLines(t, rechain(t, lines, edit))
+	t.Run("tail cut", func(t *testing.T) {
+		assertVerifyFailures(t, verify(withHead(t, cut, headFile)),
+			fmt.Sprintf(" line %d (seq %d): log ends at seq %d, but a head signed at ", n-2, n-2, n-3))
+	})
+	t.Run("tail cut, head not checked", func(t *testing.T) {
+		r := verify(withHead(t, cut, headFile), "--no-head")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.NotContains(t, r.stdout, "checkpoint: the log holds")
+	})
+	t.Run("rewritten with its chain", func(t *testing.T) {
+		assertVerifyFailures(t, verify(withHead(t, rewritten, headFile)),
+			fmt.Sprintf(" line %d (seq %d): entry does not hash to the head signed at ", n-1, n-1),
+			fmt.Sprintf(" line %d (seq %d, checkpoint): signs hash ", n, n))
+	})
+	t.Run("rewritten with its chain, head file gone", func(t *testing.T) {
+		// The checkpoint entry in the log still catches it.
+		assertVerifyFailures(t, verify(withHead(t, rewritten, nil)),
+			fmt.Sprintf(" line %d (seq %d, checkpoint): signs hash ", n, n))
+	})
+	t.Run("rewritten and cut before the checkpoint", func(t *testing.T) {
+		// The head file catches what leaves no checkpoint entry behind.
+		assertVerifyFailures(t, verify(withHead(t, rewritten[:n-1], headFile)),
+			fmt.Sprintf(" line %d (seq %d): entry does not hash to the head signed at ", n-1, n-1))
+	})
+	t.Run("head file signed by another key", func(t *testing.T) {
+		other := auditSigner(t)
+		var h audit.Head
+		require.NoError(t, json.Unmarshal(headFile, &h))
+		sig, err := sshsig.Sign(bytes.NewReader(h.Message()), other, sshsig.HashSHA512, audit.CheckpointNamespace)
+		require.NoError(t, err)
+		h.Signature = string(sshsig.Armor(sig))
+		forged, err := json.Marshal(h)
+		require.NoError(t, err)
+		p := withHead(t, lines, forged)
+		assertVerifyFailures(t, verify(p), p+audit.HeadSuffix+": head at seq "+strconv.FormatUint(n-1, 10)+" is not signed by the head key")
+	})
+	t.Run("no head key", func(t *testing.T) {
+		p := withHead(t, cut, headFile)
+		r := runJitssh(t, env[:2], "audit", "verify", "--log", p)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: the signed head "+p+audit.HeadSuffix+" (no --head-key)\n")
+		r = runJitssh(t, env[:2], "audit", "verify", "--log", fx.log)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: 1 checkpoint entry (no --head-key)\n")
+	})
+	t.Run("no head file", func(t *testing.T) {
+		r := verify(withHead(t, lines, nil))
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: that the log was not cut short (no signed head ")
+	})
+	t.Run("head named", func(t *testing.T) {
+		elsewhere := filepath.Join(t.TempDir(), "kept-safe.head")
+		require.NoError(t, os.WriteFile(elsewhere, headFile, 0o600))
+		assertVerifyFailures(t, verify(withHead(t, cut, nil), "--head", elsewhere), "log truncated or rewritten")
+	})
+}
+
+// rebuild rewrites a log as someone who can rewrite the whole file would:
+// edit changes each entry or drops it (returning false), and the rest are
+// numbered and chained anew.
+func rebuild(t *testing.T, lines []string, edit func(e *audit.Entry) bool) string {
+	t.Helper()
+	prev, seq := audit.GenesisHash, uint64(0)
+	var out []string
+	for _, line := range lines {
+		var e audit.Entry
+		require.NoError(t, json.Unmarshal([]byte(line), &e))
+		if !edit(&e) {
+			continue
+		}
+		seq++
+		e.Seq, e.Prev = seq, prev
+		b, err := json.Marshal(e)
+		require.NoError(t, err)
+		sum := sha256.Sum256(b)
+		prev = hex.EncodeToString(sum[:])
+		out = append(out, string(b)+"\n")
+	}
+	return writeLines(t, out)
+}
+
+// editData rewrites an entry's data through a map.
+func editData(t *testing.T, e *audit.Entry, edit func(m map[string]any)) {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(e.Data, &m))
+	edit(m)
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	e.Data = b
+}
+
+// TestAuditVerifyPolicyVersions: each request is judged by the policy
+// version that decided it, given as one --people file among several.
+func TestAuditVerifyPolicyVersions(t *testing.T) {
+	fx := newAuditFixture(t)
+	v1Data, err := os.ReadFile(fx.people)
+	require.NoError(t, err)
+	// v2: bob is offboarded.
+	v2Data := regexp.MustCompile(`(?m)^  - name: bob\n(    .*\n)*?(    groups: .*\n)`).ReplaceAll(v1Data, nil)
+	require.NotEqual(t, v1Data, v2Data)
+	require.NotContains(t, string(v2Data), "name: bob")
+	v1, v2 := filepath.Join(fx.dir, "v1.yaml"), filepath.Join(fx.dir, "v2.yaml")
+	require.NoError(t, os.WriteFile(v1, v1Data, 0o600))
+	require.NoError(t, os.WriteFile(v2, v2Data, 0o600))
+	digest := func(data []byte) string {
+		p, err := approvals.ParsePolicy("x", data)
+		require.NoError(t, err)
+		return p.Digest()
+	}
+	d1, d2 := digest(v1Data), digest(v2Data)
+
+	// alice's write, approved by bob under v1; bob offboarded; dave's
+	// write, approved by carol under v2.
+	log := filepath.Join(t.TempDir(), "audit.log")
+	l, err := audit.Open(log, audit.Options{})
+	require.NoError(t, err)
+	add := func(kind, actor string, data any) {
+		_, err := l.Append(kind, actor, data)
+		require.NoError(t, err)
+	}
+	leads := audit.Step{Group: "leads", Count: 1}
+	r1 := fx.request(t, "r1", "alice", "write", "demo/app", "refs/heads/feature/*", "1h0m0s", "login form", leads)
+	r1.PolicySHA256 = d1
+	add(audit.KindRequest, "alice", r1)
+	add(audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r1, "bob", "", "ok"))
+	add(audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
+	add(audit.KindPolicyReload, "jitssh", audit.PolicyReloadData{PolicySHA256: d2, People: 4, Rules: 2, Offboarded: map[string]string{"bob": "removed from the policy"}})
+	r2 := fx.request(t, "r2", "dave", "write", "demo/app", "refs/heads/main", "1h0m0s", "fix", leads)
+	r2.PolicySHA256 = d2
+	add(audit.KindRequest, "dave", r2)
+	add(audit.KindApprove, "carol", fx.decide(t, audit.KindApprove, r2, "carol", "", "ok"))
+	add(audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r2, 12, time.Hour, "carol"))
+	require.NoError(t, l.Close())
+
+	verify := func(log string, args ...string) cliResult {
+		return runJitssh(t, nil, append([]string{"audit", "verify", "--log", log, "--ca", fx.caPub}, args...)...)
+	}
+	t.Run("every version given", func(t *testing.T) {
+		r := verify(log, "--people", v1, "--people", v2)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, fmt.Sprintf("policy version %s (%s): 1 request judged by it\n", d1, v1))
+		assert.Contains(t, r.stdout, fmt.Sprintf("policy version %s (%s): 1 request judged by it\n", d2, v2))
+		assert.NotContains(t, r.stdout, "not checked")
+	})
+	t.Run("the offboarded approver's version missing", func(t *testing.T) {
+		assertVerifyFailures(t, verify(log, "--people", v2), fmt.Sprintf(" line 1 (seq 1, request): request r1: policy version %s not supplied: policy version not supplied", d1))
+		r := verify(log, "--people", v2, "--allow-unknown-policy", "--json")
+		require.Equal(t, 0, r.code, r.stderr)
+		var res verifyResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+		assert.Equal(t, []policyVersionView{{Digest: d2, Source: v2, Requests: 1}, {Digest: d1, Requests: 1}}, res.PolicyVersions)
+		assert.Equal(t, 1, res.UnknownPolicy)
+		assert.Equal(t, 1, res.NotChecked, "bob's approval: bob is in no version given")
+		r = verify(log, "--people", v2, "--allow-unknown-policy")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: 1 request decided by policy versions not given (--allow-unknown-policy)\n")
+		assert.Contains(t, r.stdout, "not checked: 1 signature by people in no policy version given\n")
+	})
+	t.Run("steps stripped and the approval removed", func(t *testing.T) {
+		strip := func(keepVersion bool) string {
+			return rebuild(t, logLines(t, log), func(e *audit.Entry) bool {
+				switch {
+				case e.Kind == audit.KindApprove && e.Actor == "bob":
+					return false
+				case e.Kind == audit.KindRequest && e.Actor == "alice":
+					editData(t, e, func(m map[string]any) {
+						m["steps"] = []any{}
+						if !keepVersion {
+							delete(m, "policy_sha256")
+						}
+					})
+				case e.Kind == audit.KindIssue && strings.Contains(string(e.Data), `"id":"r1"`):
+					editData(t, e, func(m map[string]any) { m["approvers"] = []any{} })
+				}
+				return true
+			})
+		}
+		// Without versions the entries agree with each other, and nothing
+		// says the rule wanted a lead.
+		r := verify(strip(false), "--people", v1, "--people", v2)
+		require.Equal(t, 0, r.code, r.stderr)
+		assertVerifyFailures(t, verify(strip(true), "--people", v1, "--people", v2),
+			" line 1 (seq 1, request): request r1 records approval steps none (approved automatically), but rule reviewed of policy version ",
+			" line 2 (seq 2, issue): serial 11 for request r1: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval")
+	})
+}
+
+// assertVerifyFailures checks that audit verify failed and printed each of
+// want, in order, on a line of its own, then the count of failures.
+func assertVerifyFailures(t *testing.T, r cliResult, want ...string) {
+	t.Helper()
+	assert.Equal(t, 1, r.code, "exit code; stderr: %s", r.stderr)
+	assert.Empty(t, r.stdout, "stdout on failure")
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	require.NotEmpty(t, lines)
+	assert.Regexp(t, `^jitssh: audit verify: \d+ failures? in `, lines[len(lines)-1])
+	lines = lines[:len(lines)-1]
+	for _, w := range want {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, w) })
+		if !assert.GreaterOrEqual(t, i, 0, "want a line with %q in:\n%s", w, r.stderr) {
+			return
+		}
+		lines = lines[i+1:]
 	}
 }
 
@@ -658,7 +989,7 @@ func TestAuditHelp(t *testing.T) {
 		"list":   {"--user", "--repo", "--serial", "--kind", "--since", "--until", "--limit", "--json"},
 		"certs":  {"--json"},
 		"show":   {"SERIAL", "--json"},
-		"verify": {"--ca", "--people", "--head", "--head-key", "--json", "JITSSH_AUDIT_CA"},
+		"verify": {"--ca", "--people", "--head", "--head-key", "--no-head", "--max-failures", "--json", "JITSSH_AUDIT_CA", "JITSSH_AUDIT_HEAD_KEY"},
 		"export": {"--format", "--since", "--until"},
 		"report": {"--since", "--format", "--out"},
 	} {
@@ -981,6 +1312,6 @@ people:
 			e.Data = json.RawMessage(strings.Replace(string(e.Data), "half an hour", "a whole day", 1))
 		}
 	})
-	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config), 1,
+	assertVerifyFailures(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config),
 		`approve of `+feature.ID+`: reason is "a whole day", but bob signed "half an hour": record disagrees with its signed statement`)
 }

@@ -1,0 +1,372 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/audit"
+)
+
+// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
+const maxTrustFileSize = 1 << 20
+
+// defaultMaxFailures is how many failures `audit verify` prints unless told
+// otherwise; the rest are counted.
+const defaultMaxFailures = 50
+
+func auditVerifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
+		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
+		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
+			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
+			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
+			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
+			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
+			"is valid no longer than granted. With --head-key (the daemon's host public key), also that\n" +
+			"every checkpoint entry is signed by that key and matches the chain at the seq it signs, and\n" +
+			"that the log still holds the entry its signed head names: FILE.head beside the log unless\n" +
+			"--head names another copy (keep one where the daemon cannot write) or --no-head skips it.\n" +
+			"Prints \"ok: N entries, head H\"; otherwise names every entry that fails, with its line and\n" +
+			"seq (at most --max-failures of them, and how many more), checks the rest of the log all the\n" +
+			"same, and exits 1.",
+		Flags: []cli.Flag{
+			auditLogFlag(),
+			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
+			&cli.StringSliceFlag{Name: "people", Usage: "the daemon's config, one version of it each time it is given (or a YAML file of people: alone)", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			&cli.BoolFlag{Name: "allow-unknown-policy", Usage: "count requests decided by a policy version not given with --people, instead of failing them"},
+			&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
+			&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
+			&cli.BoolFlag{Name: "no-head", Usage: "do not check the log against a signed head file"},
+			&cli.IntFlag{Name: "max-failures", Value: defaultMaxFailures, Usage: "print at most N failures (0: all); every failure is counted"},
+			auditJSONFlag(),
+		},
+		Action: cliAction(auditVerify),
+	}
+}
+
+// verifyResult is what `audit verify --json` prints.
+type verifyResult struct {
+	OK            bool   `json:"ok"`
+	Entries       uint64 `json:"entries"`
+	Head          string `json:"head"`
+	Requests      int    `json:"requests"`
+	Approvals     int    `json:"approvals"`
+	Denials       int    `json:"denials"`
+	Issued        int    `json:"issued"`
+	BreakGlass    int    `json:"break_glass"`
+	PeopleChecked bool   `json:"people_checked"`
+	// The signed head the log was checked against, and the seq it names.
+	HeadFile      string  `json:"head_file,omitempty"`
+	CheckpointSeq *uint64 `json:"checkpoint_seq,omitempty"`
+	// Checkpoint entries verified with --head-key, and read without one.
+	Checkpoints          int `json:"checkpoints"`
+	CheckpointsUnchecked int `json:"checkpoints_unchecked"`
+	// The policy versions given, with the requests each decided; requests
+	// judged by their version, decided by versions not given, and
+	// signatures of people in no version given that could not be checked.
+	PolicyVersions []policyVersionView `json:"policy_versions"`
+	PolicyChecked  int                 `json:"policy_checked"`
+	UnknownPolicy  int                 `json:"unknown_policy"`
+	NotChecked     int                 `json:"not_checked"`
+	Failure        *failureAt          `json:"failure,omitempty"`  // the first failure
+	Failures       []failureAt         `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount   int                 `json:"failure_count"`      // all of them
+}
+
+// policyVersionView is a policy version as verify reports it; Source is
+// empty for a version the log names but nobody supplied.
+type policyVersionView struct {
+	Digest   string `json:"digest"`
+	Source   string `json:"source,omitempty"`
+	Requests int    `json:"requests"`
+}
+
+// failureAt is one failure, where it is.
+type failureAt struct {
+	Log    string `json:"log"`
+	Line   int    `json:"line"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason"`
+	Cause  string `json:"cause"` // what kind of failure, e.g. "hash chain broken"
+	Error  string `json:"error"`
+}
+
+func (f *failureAt) String() string {
+	if f.Line == 0 {
+		return f.Log + ": " + f.Reason + ": " + f.Cause
+	}
+	where := fmt.Sprintf("%s line %d", f.Log, f.Line)
+	switch {
+	case f.Seq != 0 && f.Kind != "":
+		where += fmt.Sprintf(" (seq %d, %s)", f.Seq, f.Kind)
+	case f.Seq != 0:
+		where += fmt.Sprintf(" (seq %d)", f.Seq)
+	}
+	return where + ": " + f.Reason + ": " + f.Cause
+}
+
+func failureOf(log string, err error) failureAt {
+	f := failureAt{Log: log, Error: err.Error(), Reason: err.Error(), Cause: err.Error()}
+	var ce *audit.CheckError
+	var ve *audit.VerifyError
+	var he *audit.HeadError
+	switch {
+	case errors.As(err, &he):
+		f.Reason, f.Cause = he.Reason, he.Err.Error()
+	case errors.As(err, &ce):
+		f.Line, f.Seq, f.Kind, f.Reason, f.Cause = ce.Line, ce.Seq, ce.Kind, ce.Reason, ce.Err.Error()
+	case errors.As(err, &ve):
+		f.Line, f.Seq, f.Reason, f.Cause = ve.Line, ve.Seq, ve.Reason, ve.Err.Error()
+	}
+	return f
+}
+
+// failures keeps the first max failures and counts them all.
+type failures struct {
+	max   int // 0: keep all
+	kept  []failureAt
+	total int
+}
+
+func (fs *failures) add(f failureAt) {
+	fs.total++
+	if fs.max == 0 || len(fs.kept) < fs.max {
+		fs.kept = append(fs.kept, f)
+	}
+}
+
+// write prints the failures kept, one a line, and how many more there were.
+func (fs *failures) write(w io.Writer) {
+	for i := range fs.kept {
+		fmt.Fprintln(w, terminalSafe(fs.kept[i].String()))
+	}
+	if more := fs.total - len(fs.kept); more > 0 {
+		fmt.Fprintf(w, "... and %d more %s (--max-failures 0 prints them all)\n", more, plural(more, "failure", "failures"))
+	}
+}
+
+func auditVerify(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	logPath, err := requiredString(c, "log")
+	if err != nil {
+		return err
+	}
+	caPath, err := requiredString(c, "ca")
+	if err != nil {
+		return err
+	}
+	fails := &failures{max: c.Int("max-failures")}
+	if fails.max < 0 {
+		return usageError("--max-failures %d: want 0 or more", fails.max)
+	}
+	headPath, headKeyPath := c.String("head"), c.String("head-key")
+	switch {
+	case headPath != "" && headKeyPath == "":
+		return usageError("--head needs --head-key, the key that signed it")
+	case headPath != "" && c.Bool("no-head"):
+		return usageError("--head and --no-head contradict each other")
+	}
+	opts := audit.CheckOptions{}
+	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
+		return err
+	}
+	trust, err := loadPolicies(c.StringSlice("people"))
+	if err != nil {
+		return err
+	}
+	opts.People, opts.Policies, opts.AllowUnknownPolicy = trust.people, trust.versions, c.Bool("allow-unknown-policy")
+	if headKeyPath != "" {
+		keys, err := readPublicKeys(headKeyPath)
+		if err != nil {
+			return err
+		}
+		if len(keys) != 1 {
+			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
+		}
+		opts.HeadKey = keys[0]
+	}
+	// The head file beside the log is checked unless told otherwise; one
+	// without the key to check it is only mentioned.
+	var res verifyResult
+	var head []byte
+	var notes []string
+	switch {
+	case headPath != "":
+		if head, err = readSmallFile(headPath); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		res.HeadFile = headPath
+	case !c.Bool("no-head"):
+		beside := logPath + audit.HeadSuffix
+		b, err := readSmallFile(beside)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			if opts.HeadKey != nil {
+				notes = append(notes, "not checked: that the log was not cut short (no signed head "+beside+")")
+			}
+		case err != nil:
+			return fmt.Errorf("read head: %w", err)
+		case opts.HeadKey == nil:
+			notes = append(notes, "not checked: the signed head "+beside+" (no --head-key)")
+		default:
+			head, res.HeadFile = b, beside
+		}
+	}
+
+	snap, err := audit.OpenSnapshot(logPath)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	checker := audit.NewChecker(opts)
+	sum, err := checker.Check(snap, head, func(err error) {
+		f := failureOf(logPath, err)
+		var he *audit.HeadError
+		if errors.As(err, &he) {
+			f.Log = res.HeadFile
+		}
+		fails.add(f)
+	})
+	if err != nil {
+		return fmt.Errorf("audit log %s: %w", logPath, err)
+	}
+	cs := checker.Summary()
+	res.Entries, res.Head, res.Requests, res.Approvals = sum.Entries, sum.Head, cs.Requests, cs.Approvals
+	res.Denials, res.Issued, res.BreakGlass, res.PeopleChecked = cs.Denials, cs.Issued, cs.BreakGlass, cs.PeopleChecked
+	res.Checkpoints, res.CheckpointsUnchecked = cs.Checkpoints, cs.CheckpointsUnchecked
+	if sum.HeadChecked {
+		res.CheckpointSeq = &sum.HeadSeq
+	}
+	res.PolicyChecked, res.UnknownPolicy, res.NotChecked = cs.PolicyChecked, cs.UnknownPolicy, cs.NotChecked
+	res.PolicyVersions = policyVersionViews(trust.versions, cs.PolicyRequests)
+	if cs.UnknownPolicy > 0 && opts.AllowUnknownPolicy {
+		notes = append(notes, fmt.Sprintf("not checked: %d %s decided by policy versions not given (--allow-unknown-policy)",
+			cs.UnknownPolicy, plural(cs.UnknownPolicy, "request", "requests")))
+	}
+	if cs.NotChecked > 0 {
+		notes = append(notes, fmt.Sprintf("not checked: %d %s by people in no policy version given",
+			cs.NotChecked, plural(cs.NotChecked, "signature", "signatures")))
+	}
+	if cs.CheckpointsUnchecked > 0 {
+		notes = append(notes, fmt.Sprintf("not checked: %d checkpoint %s (no --head-key)", cs.CheckpointsUnchecked, plural(cs.CheckpointsUnchecked, "entry", "entries")))
+	}
+	res.OK, res.FailureCount = fails.total == 0, fails.total
+	if !res.OK {
+		res.Failure, res.Failures = &fails.kept[0], fails.kept
+	}
+	if c.Bool("json") {
+		if err := writeJSON(c.App.Writer, res); err != nil {
+			return err
+		}
+	}
+	if !res.OK {
+		if !c.Bool("json") {
+			fails.write(c.App.ErrWriter)
+		}
+		return fmt.Errorf("audit verify: %d %s in %s (%d entries read)", fails.total, plural(fails.total, "failure", "failures"), logPath, res.Entries)
+	}
+	if c.Bool("json") {
+		return nil
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
+	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
+		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
+	for _, v := range res.PolicyVersions {
+		if v.Source != "" {
+			fmt.Fprintf(w, "policy version %s (%s): %d %s judged by it\n", v.Digest, terminalSafe(v.Source), v.Requests, plural(v.Requests, "request", "requests"))
+		} else {
+			fmt.Fprintf(w, "policy version %s (not given): %d %s\n", terminalSafe(v.Digest), v.Requests, plural(v.Requests, "request", "requests"))
+		}
+	}
+	if res.Checkpoints > 0 {
+		fmt.Fprintf(w, "checkpoints: %d signed with the head key, each matching the chain\n", res.Checkpoints)
+	}
+	if res.CheckpointSeq != nil {
+		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d (%s)\n", *res.CheckpointSeq, res.HeadFile)
+	}
+	if !res.PeopleChecked {
+		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, terminalSafe(n))
+	}
+	return nil
+}
+
+// readPublicKeys reads every key in an authorized_keys-style file; blank
+// lines and comments are skipped.
+func readPublicKeys(path string) ([]ssh.PublicKey, error) {
+	data, err := readSmallFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read public keys: %w", err)
+	}
+	var keys []ssh.PublicKey
+	for rest := data; len(strings.TrimSpace(string(rest))) > 0; {
+		var k ssh.PublicKey
+		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			return nil, fmt.Errorf("read public keys %s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
+	}
+	return keys, nil
+}
+
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxTrustFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxTrustFileSize)
+	}
+	return data, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// policyVersionViews lists the versions given, in the order given, then
+// those the log names that nobody gave, by digest.
+func policyVersionViews(versions []audit.PolicyVersion, requests map[string]int) []policyVersionView {
+	out := []policyVersionView{}
+	for _, v := range versions {
+		out = append(out, policyVersionView{Digest: v.Digest, Source: v.Source, Requests: requests[v.Digest]})
+	}
+	var unknown []string
+	for d := range requests {
+		if !slices.ContainsFunc(versions, func(v audit.PolicyVersion) bool { return v.Digest == d }) {
+			unknown = append(unknown, d)
+		}
+	}
+	slices.Sort(unknown)
+	for _, d := range unknown {
+		out = append(out, policyVersionView{Digest: d, Requests: requests[d]})
+	}
+	return out
+}
