@@ -27,7 +27,7 @@ func (s *Service) SetPolicy(p *Policy) error {
 	s.policyMu.Lock()
 	defer s.policyMu.Unlock()
 	gone := offboarded(s.policy, p)
-	cmd := setPolicyCmd{Digest: p.digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: s.clock()}
+	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: s.clock()}
 	if len(gone) > 0 {
 		cmd.Offboard = gone
 	}

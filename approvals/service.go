@@ -343,7 +343,7 @@ func (s *Service) startPolicy() error {
 		return err
 	}
 	p := s.policy
-	if recorded == p.digest() {
+	if recorded == p.Digest() {
 		return nil
 	}
 	gone := map[string]string{}
@@ -362,7 +362,7 @@ func (s *Service) startPolicy() error {
 			}
 		}
 	}
-	cmd := setPolicyCmd{Digest: p.digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
+	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
 	if len(gone) > 0 {
 		cmd.Offboard = gone
 	}

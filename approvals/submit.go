@@ -135,7 +135,7 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 		Reason:        in.Reason,
 		PublicKey:     strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(in.PublicKey)), "\n"),
 		Rule:          rule.Name,
-		Policy:        p.digest(),
+		Policy:        p.Digest(),
 		Steps:         slices.Clone(rule.Approvals),
 		SourceAddress: rule.SourceAddress,
 		State:         StatePending,
