@@ -276,7 +276,7 @@ func checkCrashAudit(t *testing.T, dir string, s *Service, cycle int) {
 	for line := range bytes.Lines(data) {
 		var e audit.Entry
 		require.NoError(t, json.Unmarshal(line, &e))
-		var rec AuditRecord
+		var rec recordedData
 		if len(e.Data) > 0 {
 			require.NoError(t, json.Unmarshal(e.Data, &rec))
 		}

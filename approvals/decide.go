@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -57,6 +58,9 @@ func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInp
 		}
 	}
 	a := Approval{By: person, At: s.clock(), Reason: in.Reason, TTL: Duration(in.TTL), Signature: in.Signature, Statement: in.Statement, Groups: groups}
+	if err := checkDecision(AuditApprove, cur, person, in); err != nil {
+		return nil, err
+	}
 	res, err := s.commit(msgApprove, approveCmd{ID: id, Approval: a})
 	if err != nil {
 		if res != nil && res.complete {
@@ -95,6 +99,11 @@ func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput)
 	}
 	if !validID(id) {
 		return nil, notFound(id)
+	}
+	if cur, err := s.lookup(id); err == nil {
+		if err := checkDecision(AuditDeny, cur, person, in); err != nil {
+			return nil, err
+		}
 	}
 	d := Decision{By: person, At: s.clock(), Reason: in.Reason, Signature: in.Signature, Statement: in.Statement}
 	res, err := s.commit(msgDeny, denyCmd{ID: id, Decision: d, Groups: groups})
@@ -217,4 +226,17 @@ func (s *Service) revoke(id, kind string, d Decision) (*Request, error) {
 		return nil, err
 	}
 	return res.request.clone(), nil
+}
+
+// checkDecision refuses a signed decision whose record the auditor's
+// verifier would reject: one that says other than what its maker signed.
+func checkDecision(kind string, r *Request, person string, in DecisionInput) error {
+	if in.Statement == "" {
+		return nil
+	}
+	d := decisionData(r, person, in.Reason, Duration(in.TTL), in.Statement, in.Signature)
+	if err := audit.CheckDecisionRecord(kind, &d); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -59,6 +60,14 @@ func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*R
 	}
 	if req.ID, err = s.ids.next(now); err != nil {
 		return nil, err
+	}
+	if req.Statement != "" {
+		// Refuse what the auditor's verifier would reject: the record must
+		// say what the requester signed.
+		d := requestData(req)
+		if err := audit.CheckRequestRecord(&d); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
 	}
 	res, err := s.commit(msgSubmit, submitCmd{Request: req, MaxPending: p.MaxPendingPerUser()})
 	if err != nil {

@@ -22,6 +22,9 @@ type RequestData struct {
 	Statement string    `json:"statement"` // RequestStatement message, as signed
 	Signature string    `json:"signature"` // armored SSHSIG by the requester
 	At        time.Time `json:"at,omitzero"`
+	// State is the request's state once submitted: pending, or approved
+	// when its rule approves automatically.
+	State string `json:"state,omitempty"`
 	// PolicySHA256 is the version of the policy that decided the request
 	// (approvals.Policy.Digest); empty in entries written before versions
 	// were recorded.
@@ -34,9 +37,22 @@ type Step struct {
 	Count int    `json:"count"`
 }
 
+// Subject names the request an entry is about, and where it stands after
+// the entry. It is embedded in the data of every entry about a request, so
+// that queries find them by repo and serial.
+type Subject struct {
+	ID        string `json:"id"`
+	Requester string `json:"requester,omitempty"`
+	Repo      string `json:"repo,omitempty"`
+	Grant     string `json:"grant,omitempty"`
+	Rule      string `json:"rule,omitempty"`
+	State     string `json:"state,omitempty"`
+	Serial    uint64 `json:"serial,omitempty"`
+}
+
 // DecisionData is the data of KindApprove and KindDeny entries.
 type DecisionData struct {
-	ID        string `json:"id"`
+	Subject
 	By        string `json:"by"`
 	TTL       string `json:"ttl,omitempty"`
 	Reason    string `json:"reason"`
@@ -44,10 +60,10 @@ type DecisionData struct {
 	Signature string `json:"signature"` // armored SSHSIG by the approver
 }
 
-// EndData is the data of cancel, expire and release entries.
+// EndData is the data of cancel, expire, release, revoke and offboard
+// entries.
 type EndData struct {
-	ID     string `json:"id"`
-	Serial uint64 `json:"serial,omitempty"`
+	Subject
 	By     string `json:"by,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
@@ -65,15 +81,17 @@ type IssueData struct {
 	Approvers   []string  `json:"approvers"`
 	Rule        string    `json:"rule"`
 	Certificate string    `json:"certificate"` // authorized_keys form
+	// Repo, Grant and TTL restate the request; KeyFingerprint is the
+	// SHA256 fingerprint of the certified key.
+	Repo           string `json:"repo,omitempty"`
+	Grant          string `json:"grant,omitempty"`
+	State          string `json:"state,omitempty"`
+	TTL            string `json:"ttl,omitempty"`
+	KeyFingerprint string `json:"key_fingerprint,omitempty"`
 }
 
 // RevokeData is the data of a KindRevoke entry.
-type RevokeData struct {
-	ID     string `json:"id"`
-	Serial uint64 `json:"serial"`
-	By     string `json:"by"`
-	Reason string `json:"reason"`
-}
+type RevokeData = EndData
 
 // Kinds beyond those in entry.go.
 const (

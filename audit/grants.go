@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-
-	"github.com/jitssh/jitssh/principals"
 )
 
 // CheckGrants answers the auditor's question that the chain alone cannot:
@@ -214,64 +212,9 @@ func (c *checker) checkRequest(d *RequestData, p *pending) error {
 	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature, c.viewFor(p, false)); err != nil {
 		return fail(err, "request %s by %s", d.ID, d.Requester)
 	}
-	// The daemon records the repo, access and key in canonical form; the
-	// statement has them as the requester typed them.
-	repo, access, samekey := st.Repo, st.Access, st.PublicKey == d.PublicKey
-	if r, err := principals.NormalizeRepo(st.Repo); err == nil {
-		repo = r
-	}
-	if a, err := principals.ParseAccess(st.Access); err == nil {
-		access = a.String()
-	}
-	if !samekey {
-		signed, _, _, _, err1 := ssh.ParseAuthorizedKey([]byte(st.PublicKey))
-		recorded, _, _, _, err2 := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
-		samekey = err1 == nil && err2 == nil && bytes.Equal(signed.Marshal(), recorded.Marshal())
-	}
-	for _, f := range [...]struct {
-		name, signed, recorded string
-		same                   bool
-	}{
-		{"kind", st.Kind, KindRequest, st.Kind == KindRequest},
-		{"requester", st.Requester, d.Requester, st.Requester == d.Requester},
-		{"repo", st.Repo, d.Repo, repo == d.Repo},
-		{"ref", st.Ref, d.Ref, st.Ref == d.Ref},
-		{"access", st.Access, d.Access, access == d.Access},
-		{"reason", st.Reason, d.Reason, st.Reason == d.Reason},
-		{"public key", st.PublicKey, d.PublicKey, samekey},
-	} {
-		if !f.same {
-			return fail(ErrStatementMismatch, "request %s: %s is %q, but %s signed %q", d.ID, f.name, f.recorded, d.Requester, f.signed)
-		}
-	}
-	g, err := principals.Parse(d.Grant)
+	pub, ttl, err := checkRequestRecord(d, &st)
 	if err != nil {
-		return fail(ErrScope, "request %s: grant %q: %v", d.ID, d.Grant, err)
-	}
-	if g.Access.String() != d.Access || g.Repo != d.Repo || g.Ref != d.Ref {
-		return fail(ErrScope, "request %s: grant %s is not %s on %s %s as requested", d.ID, d.Grant, d.Access, d.Repo, d.Ref)
-	}
-	ttl, err := parseTTL(d.TTL)
-	if err != nil {
-		return fail(ErrRecord, "request %s: ttl %q: %v", d.ID, d.TTL, err)
-	}
-	if st.TTL != "" {
-		asked, err := parseTTL(st.TTL)
-		if err != nil {
-			return fail(ErrStatementMismatch, "request %s: signed ttl %q: %v", d.ID, st.TTL, err)
-		}
-		if ttl > asked {
-			return fail(ErrStatementMismatch, "request %s: granted ttl %v is longer than the %v asked", d.ID, ttl, asked)
-		}
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
-	if err != nil {
-		return fail(ErrRecord, "request %s: public key: %v", d.ID, err)
-	}
-	for _, s := range d.Steps {
-		if s.Count < 1 || s.Group == "" {
-			return fail(ErrRecord, "request %s: approval step %+v", d.ID, s)
-		}
+		return err
 	}
 	p.publicKey, p.ttl = pub, ttl
 	return nil
@@ -298,19 +241,9 @@ func (c *checker) decision(e *Entry) error {
 	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature, v); err != nil {
 		return fail(err, "%s of %s by %s", e.Kind, d.ID, d.By)
 	}
-	for _, f := range [...]struct {
-		name, signed, recorded string
-		same                   bool
-	}{
-		{"kind", st.Kind, e.Kind, st.Kind == e.Kind},
-		{"request", st.Request, d.ID, st.Request == d.ID},
-		{"by", st.By, d.By, st.By == d.By},
-		{"ttl", st.TTL, d.TTL, sameTTL(st.TTL, d.TTL)},
-		{"reason", st.Reason, d.Reason, st.Reason == d.Reason},
-	} {
-		if !f.same {
-			return fail(ErrStatementMismatch, "%s of %s: %s is %q, but %s signed %q", e.Kind, d.ID, f.name, f.recorded, d.By, f.signed)
-		}
+	ttl, err := checkDecisionRecord(e.Kind, &d, &st)
+	if err != nil {
+		return err
 	}
 	if st.RequestSHA256 != p.hash {
 		return fail(ErrStatementMismatch, "%s of %s by %s signs request hash %.16s…, not the hash of the request at seq %d", e.Kind, d.ID, d.By, st.RequestSHA256, p.seq)
@@ -324,11 +257,7 @@ func (c *checker) decision(e *Entry) error {
 	if d.By == p.requester {
 		return fail(ErrSelfApproval, "%s approved their own request %s", d.By, d.ID)
 	}
-	if d.TTL != "" {
-		ttl, err := parseTTL(d.TTL)
-		if err != nil {
-			return fail(ErrRecord, "approval of %s: ttl %q: %v", d.ID, d.TTL, err)
-		}
+	if ttl > 0 {
 		p.ttl = min(p.ttl, ttl)
 	}
 	if !slices.Contains(p.approvers, d.By) {

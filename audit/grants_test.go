@@ -110,7 +110,7 @@ func (f *grantsFixture) decide(kind string, req RequestData, by, ttl, reason str
 	if kind == KindDeny {
 		ns = NamespaceDeny
 	}
-	return DecisionData{ID: req.ID, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: f.sign(by, ns, st.Message())}
+	return DecisionData{Subject: Subject{ID: req.ID}, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: f.sign(by, ns, st.Message())}
 }
 
 // issue certifies req's key for its grant with the fixture's CA, its clock
@@ -227,8 +227,8 @@ func goodStory(f *grantsFixture) (story, map[string]RequestData) {
 		{"deny r4", KindDeny, "bob", f.decide(KindDeny, reqs["r4"], "bob", "", "use the change process")},
 		{"break-glass", KindCASign, "erin", CASignData{Serial: ca.BreakGlassBit | 1, KeyID: "erin/incident-1",
 			Principals: []string{"git:force:infra/tf:*"}, ValidAfter: now.Add(-time.Minute).UTC(), ValidBefore: now.Add(time.Hour).UTC()}},
-		{"revoke r2", KindRevoke, "carol", RevokeData{ID: "r2", Serial: 2, By: "carol", Reason: "done"}},
-		{"release r1", KindRelease, "alice", EndData{ID: "r1", Serial: 1, By: "alice"}},
+		{"revoke r2", KindRevoke, "carol", RevokeData{Subject: Subject{ID: "r2", Serial: 2}, By: "carol", Reason: "done"}},
+		{"release r1", KindRelease, "alice", EndData{Subject: Subject{ID: "r1", Serial: 1}, By: "alice"}},
 	}
 	return s, reqs
 }

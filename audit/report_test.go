@@ -82,7 +82,7 @@ func writeReportFixture(t *testing.T) {
 			upd("refs/heads/feature/login", c1, c2, "updated", ""))}},
 		{at(0, 35, 0), rec{"", KindGit, "alice/req-02", git(2, "alice/req-02", "demo/app", "git-receive-pack", "allow", "",
 			upd("refs/heads/main", c1, c2, "refused", "not covered by the certificate's grants"))}},
-		{at(0, 55, 0), rec{"", KindRelease, "alice", EndData{ID: "req-02", Serial: 2, By: "alice", Reason: "merged"}}},
+		{at(0, 55, 0), rec{"", KindRelease, "alice", EndData{Subject: Subject{ID: "req-02", Serial: 2}, By: "alice", Reason: "merged"}}},
 		{at(1, 0, 0), rec{"", KindRequest, "dave", r3}},
 		{at(1, 5, 0), rec{"", KindGit, "alice/req-02", git(2, "alice/req-02", "demo/app", "git-upload-pack", "deny", "certificate revoked")}},
 		{at(1, 12, 0), rec{"", KindApprove, "bob", f.decide(KindApprove, r3, "bob", "", "")}},
@@ -90,7 +90,7 @@ func writeReportFixture(t *testing.T) {
 		{at(1, 41, 1), rec{"", KindIssue, "jitssh", f.issue(r3, 3, 30*time.Minute, at(1, 41, 1), "bob", "carol")}},
 		{at(1, 45, 0), rec{"", KindGit, "dave/req-03", git(3, "dave/req-03", "demo/app", "git-receive-pack", "allow", "",
 			upd("refs/heads/main", c2, c3, "updated", ""))}},
-		{at(1, 58, 0), rec{"", KindRevoke, "carol", RevokeData{ID: "req-03", Serial: 3, By: "carol", Reason: "done, closing early"}}},
+		{at(1, 58, 0), rec{"", KindRevoke, "carol", RevokeData{Subject: Subject{ID: "req-03", Serial: 3}, By: "carol", Reason: "done, closing early"}}},
 		{at(2, 0, 0), rec{"", KindRequest, "dave", r4}},
 		{at(2, 20, 0), rec{"", KindDeny, "carol", f.decide(KindDeny, r4, "carol", "", "use the change process")}},
 		{at(2, 30, 0), rec{"", KindCASign, "erin", CASignData{Serial: bgSerial, KeyID: "erin/incident-4711",
@@ -284,7 +284,7 @@ func TestReportEscapes(t *testing.T) {
 	}
 	entries := []Entry{
 		{Seq: 1, Time: reportBase, Kind: KindRequest, Actor: "alice", Data: data(RequestData{ID: "r1", Requester: "alice", Grant: "git:read:demo/app:*", Reason: evil})},
-		{Seq: 2, Time: reportBase.Add(time.Minute), Kind: KindDeny, Actor: "bob", Data: data(DecisionData{ID: "r1", By: "bob<i>", Reason: evil})},
+		{Seq: 2, Time: reportBase.Add(time.Minute), Kind: KindDeny, Actor: "bob", Data: data(DecisionData{Subject: Subject{ID: "r1"}, By: "bob<i>", Reason: evil})},
 		{Seq: 3, Time: reportBase.Add(2 * time.Minute), Kind: KindCASign, Actor: "erin", Data: data(CASignData{Serial: 5, KeyID: "<b>erin</b>/x",
 			Principals: []string{"git:read:demo/app:*"}, ValidAfter: reportBase, ValidBefore: reportBase.Add(time.Hour)})},
 	}

@@ -126,7 +126,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 		Service: "git-receive-pack", Repo: "demo/app", Updates: []sshd.RefUpdate{
 			{Ref: "refs/heads/feature/login", Old: strings.Repeat("1", 40), New: strings.Repeat("2", 40), Result: "updated"},
 			{Ref: "refs/heads/main", Old: strings.Repeat("1", 40), New: strings.Repeat("3", 40), Result: "refused", Reason: "not granted"}}})
-	add("release r1", audit.KindRelease, "alice", audit.EndData{ID: "r1", Serial: 11, By: "alice", Reason: "done"})
+	add("release r1", audit.KindRelease, "alice", audit.EndData{Subject: audit.Subject{ID: "r1", Serial: 11}, By: "alice", Reason: "done"})
 
 	r2 := fx.request(t, "r2", "dave", "force", "demo/app", "refs/heads/main", "1h0m0s", "revert", audit.Step{Group: "leads", Count: 2})
 	add("request r2", audit.KindRequest, "dave", r2)
@@ -136,7 +136,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 	add("git r2", audit.KindGit, "dave/r2", sshd.Event{Time: time.Now().UTC(), Decision: sshd.Allow, Serial: 12, KeyID: "dave/r2",
 		Service: "git-receive-pack", Repo: "demo/app", Updates: []sshd.RefUpdate{
 			{Ref: "refs/heads/main", Old: strings.Repeat("2", 40), New: strings.Repeat("4", 40), Result: "updated"}}})
-	add("revoke r2", audit.KindRevoke, "carol", audit.RevokeData{ID: "r2", Serial: 12, By: "carol", Reason: "rolled back"})
+	add("revoke r2", audit.KindRevoke, "carol", audit.RevokeData{Subject: audit.Subject{ID: "r2", Serial: 12}, By: "carol", Reason: "rolled back"})
 
 	r3 := fx.request(t, "r3", "alice", "read", "docs/handbook", "*", "2h0m0s", "reading")
 	add("request r3", audit.KindRequest, "alice", r3)
@@ -187,7 +187,7 @@ func (fx *auditFixture) decide(t *testing.T, kind string, req audit.RequestData,
 	if kind == audit.KindDeny {
 		ns = audit.NamespaceDeny
 	}
-	return audit.DecisionData{ID: req.ID, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: fx.sign(t, by, ns, st.Message())}
+	return audit.DecisionData{Subject: audit.Subject{ID: req.ID}, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: fx.sign(t, by, ns, st.Message())}
 }
 
 func (fx *auditFixture) issue(t *testing.T, a *ca.Authority, req audit.RequestData, serial uint64, ttl time.Duration, approvers ...string) audit.IssueData {
@@ -1135,7 +1135,7 @@ func writeMillionAuditLog(b *testing.B, path string, n int) int {
 		put(audit.KindRequest, user, audit.RequestData{ID: id, Requester: user, Repo: repo, Ref: "refs/heads/feature/*", Access: "write", Grant: grant,
 			TTL: "1h0m0s", Reason: "work", Rule: "feature", Steps: []audit.Step{{Group: "leads", Count: 1}}, PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq",
 			Statement: st, Signature: sig})
-		put(audit.KindApprove, approver, audit.DecisionData{ID: id, By: approver, Statement: `{"kind":"approve","request":"` + id + `"}` + "\n", Signature: sig})
+		put(audit.KindApprove, approver, audit.DecisionData{Subject: audit.Subject{ID: id}, By: approver, Statement: `{"kind":"approve","request":"` + id + `"}` + "\n", Signature: sig})
 		t0 := base.Add(time.Duration(seq) * 5 * time.Second)
 		put(audit.KindIssue, "jitssh", audit.IssueData{ID: id, Serial: serial, KeyID: user + "/" + id, Requester: user, Principals: []string{grant},
 			ValidAfter: t0.Add(-time.Minute), ValidBefore: t0.Add(time.Hour), Approvers: []string{approver}, Rule: "feature", Certificate: cert})
@@ -1148,7 +1148,7 @@ func writeMillionAuditLog(b *testing.B, path string, n int) int {
 			}
 			put(audit.KindGit, user+"/"+id, ev)
 		}
-		put(audit.KindRelease, user, audit.EndData{ID: id, Serial: serial, By: user})
+		put(audit.KindRelease, user, audit.EndData{Subject: audit.Subject{ID: id, Serial: serial}, By: user})
 	}
 	for int(seq) < n {
 		put(audit.KindPolicyReload, "jitssh", map[string]any{"rules": 3})
