@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"sync"
@@ -126,9 +127,24 @@ func (g *connGate) limitSessions(next gliderssh.ChannelHandler) gliderssh.Channe
 			return
 		}
 		defer gc.sessions.Add(-1)
-		next(srv, conn, newChan, ctx)
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		next(srv, conn, newChan, sessionCtx{Context: ctx, session: sctx})
 	}
 }
+
+// sessionCtx is the context a call runs in: the connection's, but done
+// as soon as the session's channel closes. gliderlabs/ssh hands every
+// session the connection's context, so without it a wait the client gave
+// up on would hold its place until the connection closed.
+type sessionCtx struct {
+	gliderssh.Context
+	session context.Context
+}
+
+func (c sessionCtx) Done() <-chan struct{}       { return c.session.Done() }
+func (c sessionCtx) Err() error                  { return c.session.Err() }
+func (c sessionCtx) Deadline() (time.Time, bool) { return c.session.Deadline() }
 
 // revalidate closes every connection whose key no longer identifies the
 // person it authenticated as, with the calls and watches running on it.

@@ -39,11 +39,13 @@ func serverCommand() *cli.Command {
 }
 
 // daemonAddrs are where a running daemon listens; Metrics is nil when
-// /metrics is served on HTTP.
+// /metrics is served on HTTP. Reload does what SIGHUP does and reports
+// whether the new policy took.
 type daemonAddrs struct {
 	API, HTTP, Metrics net.Addr
 	HostKey            ssh.PublicKey
 	CA                 ssh.PublicKey
+	Reload             func() bool
 }
 
 // auditAdapter lets the approvals engine write to the audit log.
@@ -140,11 +142,14 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	}()
 	defer api.Close()
 
-	onHangup(runCtx, func() {
-		if reloadPolicy(configPath, svc, logger) {
-			api.policyChanged()
+	addrs.Reload = func() bool {
+		if !reloadPolicy(configPath, svc, logger) {
+			return false
 		}
-	})
+		api.policyChanged()
+		return true
+	}
+	onHangup(runCtx, func() { addrs.Reload() })
 
 	logger.Info("approval daemon listening", "api", addrs.API.String(), "http", cfg.HTTPListen, "metrics", cfg.MetricsListen,
 		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "ca", ssh.FingerprintSHA256(authority.PublicKey()))
@@ -193,7 +198,7 @@ func serveHTTP(addr string, h http.Handler, logger *slog.Logger) (net.Listener, 
 // authenticating: nothing in it is secret. Both revocation lists fail
 // closed: when the state cannot be read, they answer 503 rather than an
 // empty list.
-func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometheus.Registry, withMetrics bool, logger *slog.Logger) http.Handler {
+func publicHandler(svc revocations, authority *ca.Authority, reg *prometheus.Registry, withMetrics bool, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ca.pub", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -228,6 +233,12 @@ func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometh
 	}
 	mux.HandleFunc("GET /healthz", healthz)
 	return mux
+}
+
+// revocations is what the public endpoints read from the Service.
+type revocations interface {
+	KRL() ([]byte, error)
+	Revoked() ([]uint64, error)
 }
 
 // metricsHandler serves /metrics and /healthz on metrics_listen.
