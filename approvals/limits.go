@@ -189,7 +189,7 @@ func (s *Service) admitSubmit(p *Policy, who Actor, in SubmitInput, now time.Tim
 		return "", fmt.Errorf("%w: the key to certify is the daemon's own host key; use a fresh key", ErrBadRequest)
 	}
 	lim := p.Limits()
-	n, err := s.liveCertificates(p, a.Person, now)
+	n, err := s.liveCertificates(p, a.Person, now, lim.MaxLiveCertificates)
 	if err != nil {
 		return "", err
 	}
@@ -219,11 +219,12 @@ func (s *Service) admitSubmit(p *Policy, who Actor, in SubmitInput, now time.Tim
 }
 
 // liveCertificates counts the person's certificates that are issued, or
-// being issued, and neither expired nor revoked at now. It reads their
-// requests newest first and stops where none could still be live: a
-// request waits at most the request timeout and a certificate lasts at
-// most the CA's longest TTL.
-func (s *Service) liveCertificates(p *Policy, person string, now time.Time) (int, error) {
+// being issued, and neither expired nor revoked at now, up to limit. It
+// reads their requests newest first and stops at limit, or where none
+// could still be live: a request waits at most the request timeout and a
+// certificate lasts at most the CA's longest TTL. The requests it reads
+// are thus bounded by the person's request rate.
+func (s *Service) liveCertificates(p *Policy, person string, now time.Time, limit int) (int, error) {
 	horizon := now.Add(-p.RequestTimeout() - ca.DefaultMaxTTL)
 	it, err := s.fsm.State().db.Txn(false).GetReverse(tableRequests, indexRequester, person)
 	if err != nil {
@@ -236,7 +237,9 @@ func (s *Service) liveCertificates(p *Policy, person string, now time.Time) (int
 			break
 		}
 		if r.Issuing() || r.CertState(now) == CertActive {
-			n++
+			if n++; n >= limit {
+				break
+			}
 		}
 	}
 	return n, nil
