@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,10 @@ const (
 	DefaultMaxTTL            = 8 * time.Hour
 )
 
+// DefaultAuditorGroups is the auditor_groups of a config that leaves it
+// out.
+var DefaultAuditorGroups = []string{"auditors"}
+
 // maxConfigSize bounds the config file; a policy is hand-written text.
 const maxConfigSize = 4 << 20
 
@@ -31,6 +36,7 @@ const maxConfigSize = 4 << 20
 type Config struct {
 	Listen            string    `yaml:"listen" json:"listen"`                             // SSH API address, e.g. 127.0.0.1:2200
 	HTTPListen        string    `yaml:"http_listen" json:"http_listen,omitempty"`         // public HTTP endpoints
+	MetricsListen     string    `yaml:"metrics_listen" json:"metrics_listen,omitempty"`   // /metrics on its own address; empty serves it on http_listen
 	HostKey           string    `yaml:"host_key" json:"host_key"`                         // the daemon's SSH host key file
 	DataDir           string    `yaml:"data_dir" json:"data_dir"`                         // raft log, snapshots and state
 	CADir             string    `yaml:"ca_dir" json:"ca_dir"`                             // read with ca.Load
@@ -38,6 +44,8 @@ type Config struct {
 	RequestTimeout    Duration  `yaml:"request_timeout" json:"request_timeout"`           // a pending request nobody acted on expires after this
 	MaxPendingPerUser int       `yaml:"max_pending_per_user" json:"max_pending_per_user"` // pending requests one person may have at once
 	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
+	AuditorGroups     []string  `yaml:"auditor_groups" json:"auditor_groups"` // see every request; left out: DefaultAuditorGroups
+	Limits            Limits    `yaml:"limits" json:"limits"`                 // see Limits; zero means the default
 	People            []Person  `yaml:"people" json:"people"`
 	Rules             []Rule    `yaml:"rules" json:"rules"`
 }
@@ -163,6 +171,12 @@ func withDefaults(c *Config) *Config {
 	if out.MaxPendingPerUser == 0 {
 		out.MaxPendingPerUser = DefaultMaxPendingPerUser
 	}
+	if out.AuditorGroups == nil {
+		out.AuditorGroups = slices.Clone(DefaultAuditorGroups)
+	} else {
+		out.AuditorGroups = slices.Clone(c.AuditorGroups)
+	}
+	out.Limits = c.Limits.withDefaults()
 	return &out
 }
 

@@ -19,7 +19,7 @@ type DecisionInput struct {
 	Statement string        // the exact message Signature signs, stored as given
 }
 
-// Approve records person's approval of a pending request. It refuses an
+// Approve records who's approval of a pending request. It refuses an
 // unknown ID (ErrNotFound), a request that has ended (ErrNotPending), the
 // requester (ErrSelfApproval), someone in none of the groups the request
 // needs (ErrNotApprover), a second approval by the same person
@@ -27,14 +27,14 @@ type DecisionInput struct {
 // the rule's minimum (ErrBadRequest). The approval that meets the last step
 // issues the certificate before Approve returns; its lifetime is the
 // shortest TTL asked for, counted from the moment of issue.
-func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInput) (*Request, error) {
+func (s *Service) Approve(ctx context.Context, who Actor, id string, in DecisionInput) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
 	p := s.policy
-	groups, err := actor(p, person)
+	person, groups, err := s.caller(p, who, id)
 	if err != nil {
 		return nil, err
 	}
@@ -78,13 +78,13 @@ func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInp
 // Deny ends a pending request with a denial. Only someone whose approval
 // the request needs may deny it, never the requester, and only with a
 // reason.
-func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput) (*Request, error) {
+func (s *Service) Deny(ctx context.Context, who Actor, id string, in DecisionInput) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	groups, err := actor(s.policy, person)
+	person, groups, err := s.caller(s.policy, who, id)
 	if err != nil {
 		return nil, err
 	}
@@ -114,13 +114,14 @@ func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput)
 }
 
 // Cancel ends a pending request at its requester's wish.
-func (s *Service) Cancel(ctx context.Context, person, id string) (*Request, error) {
+func (s *Service) Cancel(ctx context.Context, who Actor, id string) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	if _, err := actor(s.policy, person); err != nil {
+	person, _, err := s.caller(s.policy, who, id)
+	if err != nil {
 		return nil, err
 	}
 	if !validID(id) {
@@ -139,14 +140,14 @@ func (s *Service) Cancel(ctx context.Context, person, id string) (*Request, erro
 // release, and recorded as one); otherwise only people in a group of the
 // request's approval steps may, with a reason (for an auto-approved
 // request, people in any rule's approval groups).
-func (s *Service) Revoke(ctx context.Context, person string, id string, serial uint64, reason string) (*Request, error) {
+func (s *Service) Revoke(ctx context.Context, who Actor, id string, serial uint64, reason string) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
 	p := s.policy
-	groups, err := actor(p, person)
+	person, groups, err := s.revoker(p, who, id, serial)
 	if err != nil {
 		return nil, err
 	}
@@ -183,13 +184,14 @@ func (s *Service) Revoke(ctx context.Context, person string, id string, serial u
 
 // Release ends the requester's own live grant early, when the task is
 // done: the certificate is revoked, and recorded as released.
-func (s *Service) Release(ctx context.Context, person, id string) (*Request, error) {
+func (s *Service) Release(ctx context.Context, who Actor, id string) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	if _, err := actor(s.policy, person); err != nil {
+	person, _, err := s.caller(s.policy, who, id)
+	if err != nil {
 		return nil, err
 	}
 	cur, err := s.lookup(id)

@@ -152,7 +152,10 @@ func TestPolicyDigestCoversEveryField(t *testing.T) {
 		"Step": {"Group", "Count"},
 	}
 	daemonOnly := map[string][]string{
-		"Config": {"Listen", "HTTPListen", "HostKey", "DataDir", "CADir", "AuditLog", "Webhooks"},
+		// Who may read requests, and how fast one person may make them, are
+		// the daemon's to enforce; neither changes what a request needs.
+		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "DataDir", "CADir", "AuditLog", "Webhooks",
+			"AuditorGroups", "Limits"},
 	}
 	for _, v := range []any{Config{}, Person{}, Rule{}, Step{}} {
 		typ := reflect.TypeOf(v)

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
@@ -40,6 +41,9 @@ type Options struct {
 	// RaftTimeout is raft's heartbeat and election timeout; zero means
 	// DefaultRaftTimeout.
 	RaftTimeout time.Duration
+	// HostKey is the daemon's own SSH host key, which is never certified
+	// as a person's key; nil when there is none.
+	HostKey ssh.PublicKey
 
 	// noBackground leaves expiry and issue retries to the caller, for
 	// tests that move a fake clock.
@@ -61,6 +65,7 @@ type Service struct {
 	fsm       *fsm
 	node      *raftNode
 	events    *broker
+	guard     guard // what the per-person limits count (limits.go)
 
 	// policyMu orders a policy reload against the calls that decide
 	// under the policy: a call holds it for reading from its decision
@@ -108,6 +113,7 @@ func Open(o Options) (*Service, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	s.guard.hostKey = o.HostKey
 	if s.now == nil {
 		s.now = time.Now
 	}

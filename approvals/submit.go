@@ -27,13 +27,14 @@ type SubmitInput struct {
 	DryRun    bool          // check and answer, store nothing
 }
 
-// Submit makes a request. It checks the input and the policy, and refuses
-// with ErrBadRequest, ErrNoRule, ErrForbidden or ErrTooManyPending. A
+// Submit makes a request as who. It checks the input, the policy and the
+// limits, and refuses with ErrBadRequest, ErrNoRule, ErrForbidden,
+// ErrTooManyPending or ErrRateLimited. A
 // request under an auto-approving rule comes back with its certificate;
 // any other comes back pending. With DryRun, nothing is stored: the answer
 // is the request as it would be (no ID, State pending or approved, Rule
 // set) or the refusal.
-func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*Request, error) {
+func (s *Service) Submit(ctx context.Context, who Actor, in SubmitInput) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -41,6 +42,10 @@ func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*R
 	defer s.policyMu.RUnlock()
 	p := s.policy
 	now := s.clock()
+	person, err := s.admitSubmit(p, who, in, now)
+	if err != nil {
+		return nil, err
+	}
 	req, err := s.newRequest(p, person, in, now)
 	if err != nil {
 		return nil, err

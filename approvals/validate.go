@@ -55,6 +55,11 @@ func (c *checker) server(cfg *Config) {
 			c.bad(at("http_listen"), "http_listen: %v", err)
 		}
 	}
+	if cfg.MetricsListen != "" {
+		if err := checkAddr(cfg.MetricsListen); err != nil {
+			c.bad(at("metrics_listen"), "metrics_listen: %v", err)
+		}
+	}
 	for _, f := range []struct{ key, val string }{
 		{"host_key", cfg.HostKey}, {"data_dir", cfg.DataDir}, {"ca_dir", cfg.CADir}, {"audit_log", cfg.AuditLog},
 	} {
@@ -95,7 +100,18 @@ func (c *checker) policy(cfg *Config) {
 	if cfg.MaxPendingPerUser < 0 {
 		c.bad(at("max_pending_per_user"), "max_pending_per_user: %d is negative", cfg.MaxPendingPerUser)
 	}
+	cfg.Limits.check(c)
 	members := c.people(cfg.People)
+	seenGroup := map[string]bool{}
+	for i, g := range cfg.AuditorGroups {
+		switch {
+		case !nameRE.MatchString(g):
+			c.bad(at("auditor_groups", i), "auditor_groups: %q: use letters, digits, '.', '_' and '-' (at most 64)", g)
+		case seenGroup[g]:
+			c.bad(at("auditor_groups", i), "auditor_groups: %q listed twice", g)
+		}
+		seenGroup[g] = true
+	}
 	if len(cfg.Rules) == 0 {
 		c.bad(at("rules"), "rules: none listed, so nothing could be requested")
 	}

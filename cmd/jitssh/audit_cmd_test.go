@@ -1247,6 +1247,12 @@ people:
 	require.NoError(t, err)
 
 	ctx := context.Background()
+	as := func(person string) approvals.Actor {
+		t.Helper()
+		who, err := svc.Authenticate(signers[person].PublicKey())
+		require.NoError(t, err)
+		return who
+	}
 	submit := func(req apiRequest) *approvals.Request {
 		t.Helper()
 		key := auditSigner(t).PublicKey()
@@ -1255,7 +1261,7 @@ people:
 		sig, err := audit.SignStatement(signers["alice"], audit.NamespaceRequest, st.Message())
 		require.NoError(t, err)
 		ttl, _ := time.ParseDuration(req.TTL)
-		r, err := svc.Submit(ctx, "alice", approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
+		r, err := svc.Submit(ctx, as("alice"), approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
 			PublicKey: key, Signature: sig, Statement: string(st.Message())})
 		require.NoError(t, err)
 		return r
@@ -1272,9 +1278,9 @@ people:
 		ttl, _ := time.ParseDuration(req.TTL)
 		in := approvals.DecisionInput{Reason: req.Reason, TTL: ttl, Signature: sig, Statement: string(st.Message())}
 		if method == methodDeny {
-			r, err = svc.Deny(ctx, person, r.ID, in)
+			r, err = svc.Deny(ctx, as(person), r.ID, in)
 		} else {
-			r, err = svc.Approve(ctx, person, r.ID, in)
+			r, err = svc.Approve(ctx, as(person), r.ID, in)
 		}
 		require.NoError(t, err)
 		return r
@@ -1285,7 +1291,7 @@ people:
 	feature := submit(apiRequest{Repo: "/demo/app", Ref: "refs/heads/feature/*", Access: "write", TTL: "90m", Reason: "login form"})
 	feature = decide(methodApprove, "bob", feature, apiRequest{TTL: "30m", Reason: "half an hour"})
 	require.NotZero(t, feature.Serial)
-	_, err = svc.Release(ctx, "alice", feature.ID)
+	_, err = svc.Release(ctx, as("alice"), feature.ID)
 	require.NoError(t, err)
 	denied := submit(apiRequest{Repo: "demo/app", Ref: "refs/heads/feature/x", Access: "write", Reason: "again"})
 	decide(methodDeny, "carol", denied, apiRequest{Reason: "not today"})

@@ -164,18 +164,27 @@ func (s *auditStory) settle(t *testing.T, r *approvals.Request, err error, id st
 	}
 	require.ErrorIs(t, err, approvals.ErrAudit)
 	if id == "" { // the submit itself failed: the newest request is it
-		all := s.svc.List(approvals.ListFilter{Limit: 1})
-		require.Len(t, all, 1)
-		id = all[0].ID
+		page, err := s.svc.List(s.as(t, "bob"), approvals.ListFilter{Limit: 1})
+		require.NoError(t, err)
+		require.Len(t, page.Requests, 1)
+		id = page.Requests[0].ID
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got, err := s.svc.Get(id)
+	got, err := s.svc.Get(s.as(t, "bob"), id)
 	require.NoError(t, err)
 	// Wait returns a change once its certificate, if any, may leave.
-	got, err = s.svc.Wait(ctx, id, got.Version-1)
+	got, err = s.svc.Wait(ctx, s.as(t, "bob"), id, got.Version-1)
 	require.NoError(t, err)
 	return got
+}
+
+// as is the person name speaking with their own key.
+func (s *auditStory) as(t *testing.T, person string) approvals.Actor {
+	t.Helper()
+	who, err := s.svc.Authenticate(s.signers[person].PublicKey())
+	require.NoError(t, err)
+	return who
 }
 
 func (s *auditStory) submit(t *testing.T, req apiRequest) *approvals.Request {
@@ -187,7 +196,7 @@ func (s *auditStory) submit(t *testing.T, req apiRequest) *approvals.Request {
 	sig, err := audit.SignStatement(s.signers["alice"], audit.NamespaceRequest, st.Message())
 	require.NoError(t, err)
 	ttl, _ := time.ParseDuration(req.TTL)
-	r, err := s.svc.Submit(ctx, "alice", approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
+	r, err := s.svc.Submit(ctx, s.as(t, "alice"), approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
 		PublicKey: key, Signature: sig, Statement: string(st.Message())})
 	return s.settle(t, r, err, "")
 }
@@ -204,9 +213,9 @@ func (s *auditStory) decide(t *testing.T, method, person string, r *approvals.Re
 	in := approvals.DecisionInput{Reason: req.Reason, Signature: sig, Statement: string(st.Message())}
 	var out *approvals.Request
 	if method == methodDeny {
-		out, err = s.svc.Deny(context.Background(), person, r.ID, in)
+		out, err = s.svc.Deny(context.Background(), s.as(t, person), r.ID, in)
 	} else {
-		out, err = s.svc.Approve(context.Background(), person, r.ID, in)
+		out, err = s.svc.Approve(context.Background(), s.as(t, person), r.ID, in)
 	}
 	if err != nil && errors.Is(err, approvals.ErrIssue) && !errors.Is(err, approvals.ErrAudit) {
 		require.NoError(t, err)
@@ -222,7 +231,7 @@ func (s *auditStory) run(t *testing.T) {
 	feature := s.submit(t, apiRequest{Repo: "demo/app", Ref: "refs/heads/feature/*", Access: "write", TTL: "90m", Reason: "login form"})
 	feature = s.decide(t, methodApprove, "bob", feature, apiRequest{Reason: "ok"})
 	require.NotEmpty(t, feature.Certificate)
-	released, err := s.svc.Release(ctx, "alice", feature.ID)
+	released, err := s.svc.Release(ctx, s.as(t, "alice"), feature.ID)
 	released = s.settle(t, released, err, feature.ID)
 	require.NotNil(t, released.Revoked)
 
@@ -230,7 +239,7 @@ func (s *auditStory) run(t *testing.T) {
 	denied = s.decide(t, methodDeny, "carol", denied, apiRequest{Reason: "not today"})
 	require.Equal(t, approvals.StateDenied, denied.State)
 
-	revoked, err := s.svc.Revoke(ctx, "bob", read.ID, 0, "done reading")
+	revoked, err := s.svc.Revoke(ctx, s.as(t, "bob"), read.ID, 0, "done reading")
 	revoked = s.settle(t, revoked, err, read.ID)
 	require.NotNil(t, revoked.Revoked)
 
@@ -245,7 +254,7 @@ func (s *auditStory) run(t *testing.T) {
 	defer cancel()
 	var got *approvals.Request
 	for got == nil || got.State == approvals.StatePending {
-		if got, err = s.svc.Wait(waitCtx, stale.ID, stale.Version); err != nil {
+		if got, err = s.svc.Wait(waitCtx, s.as(t, "bob"), stale.ID, stale.Version); err != nil {
 			require.ErrorIs(t, err, context.DeadlineExceeded, "expiry")
 			require.FailNow(t, "the request never expired")
 		}
