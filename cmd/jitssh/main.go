@@ -25,6 +25,10 @@ func main() {
 
 func run(args []string) int {
 	app := newApp()
+	if len(args) > 1 && args[len(args)-1] == completionFlag {
+		writeCompletions(app.Writer, app.Commands, args[1:len(args)-1])
+		return exitOK
+	}
 	if err := app.Run(flagsFirst(app, args)); err != nil {
 		var coder cli.ExitCoder
 		if errors.As(err, &coder) {
@@ -41,10 +45,12 @@ func run(args []string) int {
 
 func newApp() *cli.App {
 	app := &cli.App{
-		Name:                 "jitssh",
-		Usage:                "just-in-time SSH certificates for Git",
-		HideVersion:          true,
-		EnableBashCompletion: true,
+		Name:        "jitssh",
+		Usage:       "just-in-time SSH certificates for Git",
+		HideVersion: true,
+		// Completion is answered in run, before urfave/cli could parse
+		// flags or run an action.
+		EnableBashCompletion: false,
 		Writer:               os.Stdout,
 		ErrWriter:            os.Stderr,
 		Commands:             commands(),
