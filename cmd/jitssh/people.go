@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
@@ -62,16 +65,69 @@ func newProgress(w io.Writer) *progress {
 }
 
 func (p *progress) line() string {
-	r := p.r
-	if r == nil {
+	if p.r == nil {
 		return ""
 	}
-	who := ""
-	if len(p.who) > 0 {
-		who = " (" + strings.Join(p.who, ", ") + " can approve)"
+	return waitingLine(p.r, p.who, time.Now(), 0)
+}
+
+// waitingLine says where a pending request stands, in at most width
+// columns when width is positive: the spinner redraws it in place, and a
+// line longer than the terminal wraps and leaves a copy behind on every
+// redraw. It drops detail before it cuts: who can approve first, then the
+// wording.
+func waitingLine(r *approvals.Request, who []string, now time.Time, width int) string {
+	waited := now.Sub(r.CreatedAt).Round(time.Second)
+	needs := describeSteps(r.Steps)
+	variants := []string{
+		fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s%s; waited %s",
+			r.ID, len(r.Approvals), needs, canApproveNote(who), waited),
+		fmt.Sprintf("%s waiting for approval: %d so far, needs %s; waited %s", r.ID, len(r.Approvals), needs, waited),
+		fmt.Sprintf("%s: %d/%d approvals; %s", r.ID, len(r.Approvals), needed(r.Steps), waited),
 	}
-	return fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s%s; waited %s",
-		r.ID, len(r.Approvals), describeSteps(r.Steps), who, time.Since(r.CreatedAt).Round(time.Second))
+	if width <= 0 {
+		return variants[0]
+	}
+	for _, v := range variants {
+		if utf8.RuneCountInString(v) <= width {
+			return v
+		}
+	}
+	return cutToWidth(variants[len(variants)-1], width)
+}
+
+func canApproveNote(who []string) string {
+	if len(who) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(who, ", ") + " can approve)"
+}
+
+// cutToWidth keeps the first width characters of s, the last of them an
+// ellipsis when s was longer.
+func cutToWidth(s string, width int) string {
+	if width <= 0 {
+		return ""
+	}
+	if utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	runes := []rune(s)
+	return string(runes[:width-1]) + "…"
+}
+
+// terminalWidth is the width of the terminal w writes to: the terminal's
+// own word, else $COLUMNS, else 80.
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	if cols, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && cols > 0 {
+		return cols
+	}
+	return 80
 }
 
 func (p *progress) update(r *approvals.Request, canApprove []string) {
@@ -100,7 +156,10 @@ func (p *progress) spin() {
 		}
 		p.mu.Lock()
 		if p.r != nil && p.r.State == approvals.StatePending {
-			fmt.Fprintf(p.w, "\r\033[K%c %s", frames[i%len(frames)], p.line())
+			// One column less than the width: a line that fills the last
+			// column makes some terminals wrap before the next \r.
+			width := terminalWidth(p.w) - 3
+			fmt.Fprintf(p.w, "\r\033[K%c %s", frames[i%len(frames)], waitingLine(p.r, p.who, time.Now(), width))
 		}
 		p.mu.Unlock()
 	}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 
@@ -29,6 +32,51 @@ func TestRequestStateWords(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.state, displayState(&tt.r, now))
 			assert.Equal(t, tt.when, relativeWhen(&tt.r, now))
+		})
+	}
+}
+
+func TestWaitingLineFitsTheWidth(t *testing.T) {
+	created := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	r := &approvals.Request{ID: "req-01JTESTAAAAAAAAAAAAAAAAAAA", State: approvals.StatePending, CreatedAt: created,
+		Steps: []approvals.Step{{Group: "approvers", Count: 2}}, Approvals: []approvals.Approval{{By: "bob"}}}
+	who := []string{"bob", "carol", "dave"}
+	now := created.Add(75 * time.Second)
+	full := "req-01JTESTAAAAAAAAAAAAAAAAAAA waiting for approval: 1 approval(s) so far, needs 2 from approvers (bob, carol, dave can approve); waited 1m15s"
+	for _, tt := range []struct {
+		width int
+		want  string
+	}{
+		{0, full}, // not a terminal: the whole line
+		{200, full},
+		{utf8.RuneCountInString(full), full},
+		{120, "req-01JTESTAAAAAAAAAAAAAAAAAAA waiting for approval: 1 so far, needs 2 from approvers; waited 1m15s"},
+		{77, "req-01JTESTAAAAAAAAAAAAAAAAAAA: 1/2 approvals; 1m15s"},
+		{40, "req-01JTESTAAAAAAAAAAAAAAAAAAA: 1/2 app…"},
+		{1, "…"},
+		{-3, full},
+	} {
+		t.Run(strconv.Itoa(tt.width), func(t *testing.T) {
+			got := waitingLine(r, who, now, tt.width)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+	for width := 1; width <= 200; width++ {
+		got := waitingLine(r, who, now, width)
+		assert.LessOrEqual(t, utf8.RuneCountInString(got), width, "width %d: %q", width, got)
+	}
+}
+
+func TestTerminalWidth(t *testing.T) {
+	for _, tt := range []struct {
+		columns string
+		want    int
+	}{
+		{"", 80}, {"132", 132}, {"abc", 80}, {"-5", 80}, {"0", 80},
+	} {
+		t.Run(tt.columns, func(t *testing.T) {
+			t.Setenv("COLUMNS", tt.columns)
+			assert.Equal(t, tt.want, terminalWidth(&strings.Builder{}))
 		})
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -272,4 +274,48 @@ func startWaitingRequest(t *testing.T, approver *apiClient, env []string) (cmd *
 		return false
 	}, 10*time.Second, 50*time.Millisecond)
 	return cmd, stdout, stderr, pending
+}
+
+// TestWaitingLineOnATerminal runs jitssh request on a 60-column terminal
+// (a pty made by script(1)) until it is approved: every redraw of the
+// waiting line fits, so none leaves a wrapped copy behind.
+func TestWaitingLineOnATerminal(t *testing.T) {
+	needTool(t, "ssh-agent")
+	scriptProg := needTool(t, "script")
+	d := startInProcessDaemon(t, "")
+	bob := d.client(t, "bob")
+	const cols = 60
+	shell := fmt.Sprintf("stty cols %d rows 24; exec %s request --repo demo/app --branch main --access write --ttl 10m --reason 'a reason long enough'", cols, jitsshBin)
+	cmd := exec.Command(scriptProg, "-q", "-e", "-c", shell, "/dev/null")
+	cmd.Env = append(os.Environ(), append(d.env("alice"), "SSH_AUTH_SOCK="+newAgent(t), "SHELL=/bin/sh", "TERM=xterm", "NO_COLOR=")...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	var pending *approvals.Request
+	require.Eventually(t, func() bool {
+		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
+		if err != nil || len(resp.Requests) == 0 {
+			return false
+		}
+		pending = resp.Requests[0]
+		// Two frames drawn: at least one redraw over the first.
+		return strings.Count(out.String(), pending.ID) >= 2
+	}, 20*time.Second, 50*time.Millisecond, "no waiting line: %q", out)
+	req := apiRequest{ID: pending.ID, Reason: "ok"}
+	var err error
+	req.Signature, err = bob.sign("jitssh-approve@jitssh", decisionStatement(methodApprove, "bob", pending, req).Message())
+	require.NoError(t, err)
+	_, err = bob.call(methodApprove, req)
+	require.NoError(t, err)
+	require.NoError(t, cmd.Wait(), "%q", out)
+	assert.Contains(t, out.String(), "issued "+pending.ID)
+	redraws := 0
+	for _, line := range strings.FieldsFunc(out.String(), func(r rune) bool { return r == '\r' || r == '\n' }) {
+		line = strings.ReplaceAll(line, "\033[K", "")
+		if strings.Contains(line, pending.ID) && !strings.HasPrefix(line, "issued") {
+			redraws++
+			assert.LessOrEqual(t, utf8.RuneCountInString(line), cols-1, "a redraw wider than the terminal: %q", line)
+		}
+	}
+	assert.GreaterOrEqual(t, redraws, 2)
 }
