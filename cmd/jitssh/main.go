@@ -16,7 +16,7 @@ import (
 const (
 	exitOK    = 0
 	exitError = 1
-	exitUsage = 2
+	exitUsage = 2 // bad usage: unknown command or flag, wrong arguments
 )
 
 func main() {
@@ -29,7 +29,11 @@ func run(args []string) int {
 		writeCompletions(app.Writer, app.Commands, args[1:len(args)-1])
 		return exitOK
 	}
-	if err := app.Run(flagsFirst(app, args)); err != nil {
+	err := helpTopicError(app.Commands, args)
+	if err == nil {
+		err = app.Run(flagsFirst(app, args))
+	}
+	if err != nil {
 		var coder cli.ExitCoder
 		if errors.As(err, &coder) {
 			if msg := err.Error(); msg != "" {
@@ -38,6 +42,11 @@ func run(args []string) int {
 			return coder.ExitCode()
 		}
 		fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", err)
+		// urfave/cli reports a missing required flag with a plain error
+		// of an unexported type; it is bad usage all the same.
+		if strings.HasPrefix(err.Error(), "Required flag") {
+			return exitUsage
+		}
 		return exitError
 	}
 	return exitOK
@@ -54,6 +63,12 @@ func newApp() *cli.App {
 		Writer:               os.Stdout,
 		ErrWriter:            os.Stderr,
 		Commands:             commands(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return unknownCommand("jitssh", c.Args().First(), c.App.Commands)
+			}
+			return cli.ShowAppHelp(c)
+		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return cli.Exit(err.Error(), exitUsage)
 		},
@@ -61,6 +76,7 @@ func newApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 	setUsageErrors(app.Commands)
+	checkArgs(app.Commands)
 	return app
 }
 
@@ -177,7 +193,7 @@ func takesValue(cmd *cli.Command, name string) bool {
 func commandGroup(name string) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.NArg() > 0 {
-			return cli.Exit(fmt.Sprintf("%s: unknown command %q", name, c.Args().First()), exitUsage)
+			return unknownCommand("jitssh "+name, c.Args().First(), c.Command.Subcommands)
 		}
 		return cli.ShowSubcommandHelp(c)
 	}

@@ -27,6 +27,9 @@ import (
 const (
 	exitDenied  = 3 // an approver denied the request
 	exitExpired = 4 // nobody acted in time, or it was cancelled
+	// exitStillPending: request wait was interrupted; the request is still
+	// open on the daemon and another request wait picks it up.
+	exitStillPending = 5
 )
 
 func requestCommand() *cli.Command {
@@ -52,7 +55,8 @@ func requestCommand() *cli.Command {
 			"(it stays valid until it ends). Use 'jitssh git-ssh' as GIT_SSH_COMMAND when you\n" +
 			"hold grants on several repositories.\n" +
 			"Ctrl-C cancels the request.\n\n" +
-			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 1 error, 2 bad usage.",
+			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 5 still pending\n" +
+			"(request wait interrupted), 1 error, 2 bad usage.",
 		Flags:  flags,
 		Action: runRequest,
 		Subcommands: []*cli.Command{{
@@ -67,8 +71,10 @@ func requestCommand() *cli.Command {
 			Flags:     append(clientFlags(), jsonOutFlag()),
 			Action:    runRequestCancel,
 		}, {
-			Name:      "wait",
-			Usage:     "wait for a request made with --no-wait and load its certificate",
+			Name:  "wait",
+			Usage: "wait for a request made with --no-wait and load its certificate",
+			Description: "Ctrl-C stops waiting and leaves the request pending (exit status 5); run\n" +
+				"request wait again to pick it up, or request cancel to withdraw it.",
 			ArgsUsage: "ID",
 			Flags:     append(clientFlags(), &cli.StringFlag{Name: "out", Usage: "write key and certificate to FILE and FILE-cert.pub"}, jsonOutFlag()),
 			Action:    runRequestWait,
@@ -90,9 +96,6 @@ func requestedRef(c *cli.Context) (string, error) {
 }
 
 func runRequest(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return cli.Exit(fmt.Sprintf("unexpected argument %q (did you mean `jitssh request wait ID`?)", c.Args().First()), exitUsage)
-	}
 	repo := c.String("repo")
 	if repo == "" {
 		return cli.Exit("say which repository: --repo R", exitUsage)
@@ -301,7 +304,7 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 				}
 				return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
 			}
-			return cli.Exit("interrupted: request "+r.ID+" is still pending; `jitssh request wait "+r.ID+"` picks it up", exitExpired)
+			return cli.Exit(fmt.Sprintf("stopped waiting; request %s is still pending: `jitssh request wait %s` picks it up, `jitssh request cancel %s` withdraws it", r.ID, r.ID, r.ID), exitStillPending)
 		}
 		if err != nil {
 			return err

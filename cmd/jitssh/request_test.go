@@ -319,3 +319,42 @@ func TestWaitingLineOnATerminal(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, redraws, 2)
 }
+
+// TestRequestWaitInterruptedStaysPending: Ctrl-C on request wait only
+// stops waiting. The request stays pending with its key kept, the exit
+// status says so (5, not 4 "cancelled"), and a later wait picks it up.
+func TestRequestWaitInterruptedStaysPending(t *testing.T) {
+	needTool(t, "ssh-agent")
+	d := startInProcessDaemon(t, "")
+	bob := d.client(t, "bob")
+	env := append(d.env("alice"), "SSH_AUTH_SOCK="+newAgent(t))
+	id := noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+
+	cmd := exec.Command(jitsshBin, "request", "wait", id)
+	cmd.Env = append(os.Environ(), env...)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), id+" waiting for approval") },
+		10*time.Second, 20*time.Millisecond, "request wait did not start waiting: %s", stderr)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	_ = cmd.Wait()
+	assert.Equal(t, exitStillPending, cmd.ProcessState.ExitCode(), stderr.String())
+	assert.Contains(t, stderr.String(), "still pending")
+	assert.Contains(t, stderr.String(), "jitssh request wait "+id)
+	assert.NotContains(t, stderr.String(), "cancelled")
+	got, err := bob.call(methodGet, apiRequest{ID: id})
+	require.NoError(t, err)
+	assert.Equal(t, approvals.StatePending, got.Request.State)
+	assert.FileExists(t, filepath.Join(d.dir, "state", "alice", "pending", id+".key"))
+
+	// It is picked up where it was left.
+	req := apiRequest{ID: id, Reason: "ok"}
+	req.Signature, err = bob.sign("jitssh-approve@jitssh", decisionStatement(methodApprove, "bob", got.Request, req).Message())
+	require.NoError(t, err)
+	_, err = bob.call(methodApprove, req)
+	require.NoError(t, err)
+	r := runJitssh(t, env, "request", "wait", id)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "issued "+id)
+}
