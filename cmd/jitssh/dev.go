@@ -52,7 +52,7 @@ func devCommand() *cli.Command {
 			"sourcing one makes jitssh and git act as that person. Restarting on the same\n" +
 			"--dir keeps all state. Ctrl-C stops everything.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Usage: "keep everything here", EnvVars: []string{"JITSSH_DEV_DIR"}},
+			&cli.StringFlag{Name: "dir", Usage: "keep everything in `DIR` (kept across restarts)", EnvVars: []string{"JITSSH_DEV_DIR"}},
 		},
 		Action: runDev,
 	}

@@ -77,7 +77,21 @@ func newApp() *cli.App {
 	}
 	setUsageErrors(app.Commands)
 	checkArgs(app.Commands)
+	quietSwitches(app.Commands)
 	return app
+}
+
+// quietSwitches drops "(default: false)" from the help of every switch:
+// a switch is off unless given.
+func quietSwitches(cmds []*cli.Command) {
+	for _, c := range cmds {
+		for _, f := range c.Flags {
+			if b, ok := f.(*cli.BoolFlag); ok && !b.Value {
+				b.DisableDefaultText = true
+			}
+		}
+		quietSwitches(c.Subcommands)
+	}
 }
 
 // commands lists every top-level command. Each lives in its own file.

@@ -184,9 +184,9 @@ func requestsCommand() *cli.Command {
 				Name:  "list",
 				Usage: "requests you may see, newest first (approvers see everyone's)",
 				Flags: append(clientFlags(),
-					&cli.StringSliceFlag{Name: "state", Usage: "only these states (pending, approved, denied, expired, cancelled)"},
+					&cli.StringSliceFlag{Name: "state", Usage: "only requests in this `STATE` (pending, approved, denied, expired, cancelled); repeatable"},
 					&cli.BoolFlag{Name: "mine", Usage: "only your own requests"},
-					&cli.IntFlag{Name: "limit", Usage: "at most this many"},
+					&cli.IntFlag{Name: "limit", Usage: "at most `N` requests", DefaultText: "all"},
 					jsonOutFlag()),
 				Action: runRequestsList,
 			},
@@ -227,14 +227,20 @@ func runRequestsList(c *cli.Context) error {
 		fmt.Fprintln(c.App.Writer, "no requests")
 		return nil
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREQUESTER\tGRANT\tSTATE\tAPPROVALS\tWHEN")
-	now := time.Now()
-	for _, r := range resp.Requests {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", r.ID, r.Requester, r.Grant, colourState(c.App.Writer, displayState(r, now)),
-			len(r.Approvals), needed(r.Steps), relativeWhen(r, now))
+	return requestsTable(resp.Requests, time.Now()).write(c.App.Writer, isTerminal(c.App.Writer))
+}
+
+// requestsTable is the listing of requests list, its STATE column
+// coloured on a terminal.
+func requestsTable(requests []*approvals.Request, now time.Time) *grid {
+	t := &grid{}
+	t.addText("ID", "REQUESTER", "GRANT", "STATE", "APPROVALS", "WHEN")
+	for _, r := range requests {
+		state := displayState(r, now)
+		t.add(cell{text: r.ID}, cell{text: r.Requester}, cell{text: r.Grant}, cell{text: state, colour: stateColour(state)},
+			cell{text: fmt.Sprintf("%d/%d", len(r.Approvals), needed(r.Steps))}, cell{text: relativeWhen(r, now)})
 	}
-	return tw.Flush()
+	return t
 }
 
 func needed(steps []approvals.Step) int {
@@ -255,20 +261,18 @@ func displayState(r *approvals.Request, now time.Time) string {
 	return string(r.State)
 }
 
-func colourState(w io.Writer, s string) string {
-	if !isTerminal(w) {
-		return s
-	}
-	code := "0"
+// stateColour is the SGR colour of a state word: green for a live grant,
+// yellow for waiting, red for a refusal or a revocation.
+func stateColour(s string) string {
 	switch {
 	case strings.HasSuffix(s, "active"):
-		code = "32"
+		return "32"
 	case s == "pending":
-		code = "33"
+		return "33"
 	case s == "denied", strings.HasSuffix(s, "revoked"):
-		code = "31"
+		return "31"
 	}
-	return "\033[" + code + "m" + s + "\033[0m"
+	return ""
 }
 
 // relativeWhen says how long a request has waited, or how long its
@@ -327,29 +331,29 @@ func showRequest(w io.Writer, r *approvals.Request) {
 	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
-	fmt.Fprintf(tw, "requester:\t%s\n", r.Requester)
+	fmt.Fprintf(tw, "requester:\t%s\n", terminalSafe(r.Requester))
 	fmt.Fprintf(tw, "grant:\t%s\n", r.Grant)
 	fmt.Fprintf(tw, "ttl asked:\t%s\n", time.Duration(r.TTL))
-	fmt.Fprintf(tw, "reason:\t%s\n", r.Reason)
+	fmt.Fprintf(tw, "reason:\t%s\n", terminalSafe(r.Reason))
 	fmt.Fprintf(tw, "rule:\t%s (needs %s)\n", r.Rule, describeSteps(r.Steps))
 	fmt.Fprintf(tw, "state:\t%s (%s)\n", displayState(r, now), relativeWhen(r, now))
 	fmt.Fprintf(tw, "created:\t%s\n", r.CreatedAt.Format(time.RFC3339))
 	for _, a := range r.Approvals {
 		line := fmt.Sprintf("%s at %s", a.By, a.At.Format(time.RFC3339))
 		if a.Reason != "" {
-			line += ": " + a.Reason
+			line += ": " + terminalSafe(a.Reason)
 		}
 		fmt.Fprintf(tw, "approved by:\t%s\n", line)
 	}
 	if d := r.Decision; d != nil {
-		fmt.Fprintf(tw, "%s by:\t%s at %s: %s\n", r.State, d.By, d.At.Format(time.RFC3339), d.Reason)
+		fmt.Fprintf(tw, "%s by:\t%s at %s: %s\n", r.State, d.By, d.At.Format(time.RFC3339), terminalSafe(d.Reason))
 	}
 	if r.Serial != 0 {
 		fmt.Fprintf(tw, "serial:\t%d\n", r.Serial)
 		fmt.Fprintf(tw, "valid:\t%s to %s\n", r.ValidAfter.Format(time.RFC3339), r.ValidBefore.Format(time.RFC3339))
 	}
 	if d := r.Revoked; d != nil {
-		fmt.Fprintf(tw, "revoked by:\t%s at %s: %s\n", d.By, d.At.Format(time.RFC3339), d.Reason)
+		fmt.Fprintf(tw, "revoked by:\t%s at %s: %s\n", d.By, d.At.Format(time.RFC3339), terminalSafe(d.Reason))
 	}
 	tw.Flush()
 }
@@ -377,7 +381,7 @@ func runRequestsWatch(c *cli.Context) error {
 			return true, nil
 		}
 		shown[r.ID] = state
-		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", now.Format("15:04:05"), r.ID, r.Requester, r.Grant, state)
+		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", now.Format("15:04:05"), r.ID, terminalSafe(r.Requester), terminalSafe(r.Grant), state)
 		return true, nil
 	})
 	if ctx.Err() != nil {
@@ -393,8 +397,8 @@ func decisionCommands() []*cli.Command {
 			Usage:     "approve a request (your own key identifies you)",
 			ArgsUsage: "ID",
 			Flags: append(clientFlags(),
-				&cli.StringFlag{Name: "reason", Usage: "why", EnvVars: []string{"JITSSH_REASON"}},
-				&cli.DurationFlag{Name: "ttl", Usage: "shorten the grant to this (never longer than asked)"},
+				&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.DurationFlag{Name: "ttl", Usage: "shorten the grant to this `DURATION` (never longer than asked)", DefaultText: "as asked"},
 				jsonOutFlag()),
 			Action: func(c *cli.Context) error { return decide(c, methodApprove) },
 		},
@@ -403,7 +407,7 @@ func decisionCommands() []*cli.Command {
 			Usage:     "deny a request",
 			ArgsUsage: "ID",
 			Flags: append(clientFlags(),
-				&cli.StringFlag{Name: "reason", Usage: "why (required)", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why (required)", EnvVars: []string{"JITSSH_REASON"}},
 				jsonOutFlag()),
 			Action: func(c *cli.Context) error { return decide(c, methodDeny) },
 		},
@@ -412,8 +416,8 @@ func decisionCommands() []*cli.Command {
 			Usage:     "revoke an issued certificate now, by request ID or --serial",
 			ArgsUsage: "[ID]",
 			Flags: append(clientFlags(),
-				&cli.Uint64Flag{Name: "serial", Usage: "certificate serial"},
-				&cli.StringFlag{Name: "reason", Usage: "why (required)", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.Uint64Flag{Name: "serial", Usage: "certificate serial `N`", DefaultText: "none"},
+				&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why (required)", EnvVars: []string{"JITSSH_REASON"}},
 				jsonOutFlag()),
 			Action: runRevoke,
 		},
@@ -581,12 +585,12 @@ func statusCommand() *cli.Command {
 				fmt.Fprintln(c.App.Writer, "no live jitssh certificates in ssh-agent")
 				return nil
 			}
-			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REQUEST\tSERIAL\tGRANTS\tLEFT")
+			t := &grid{}
+			t.addText("REQUEST", "SERIAL", "GRANTS", "LEFT")
 			for _, lc := range certs {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", lc.Request, lc.Serial, strings.Join(lc.Grants, " "), lc.Left)
+				t.addText(lc.Request, strconv.FormatUint(lc.Serial, 10), strings.Join(lc.Grants, " "), lc.Left)
 			}
-			return tw.Flush()
+			return t.write(c.App.Writer, false)
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/jitssh/jitssh/approvals"
 )
@@ -78,5 +80,44 @@ func TestTerminalWidth(t *testing.T) {
 			t.Setenv("COLUMNS", tt.columns)
 			assert.Equal(t, tt.want, terminalWidth(&strings.Builder{}))
 		})
+	}
+}
+
+var ansi = regexp.MustCompile("\033\\[[0-9;]*m")
+
+// TestRequestsTableAlignsWithColour: on a terminal the STATE column is
+// coloured, and every column still starts where it does without colour.
+func TestRequestsTableAlignsWithColour(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	steps := []approvals.Step{{Group: "approvers", Count: 2}}
+	requests := []*approvals.Request{
+		{ID: "req-1", Requester: "alice", Grant: "git:write:demo/app:refs/heads/main", State: approvals.StatePending, CreatedAt: now.Add(-time.Minute), Steps: steps},
+		{ID: "req-2", Requester: "bob", Grant: "git:read:demo/app:*", State: approvals.StateApproved, Serial: 3, Certificate: "c",
+			ValidBefore: now.Add(time.Hour), UpdatedAt: now},
+		{ID: "req-3", Requester: "carol", Grant: "git:read:demo/app:*", State: approvals.StateDenied, UpdatedAt: now.Add(-time.Hour)},
+		{ID: "req-4", Requester: "dave", Grant: "git:read:x:*", State: approvals.StateCancelled, UpdatedAt: now.Add(-time.Hour)},
+		{ID: "req-5", Requester: "eve\033[2J", Grant: "git:read:x:*", State: approvals.StateExpired, UpdatedAt: now.Add(-time.Hour)},
+	}
+	var plain, coloured strings.Builder
+	tab := requestsTable(requests, now)
+	require.NoError(t, tab.write(&plain, false))
+	require.NoError(t, tab.write(&coloured, true))
+	assert.Contains(t, coloured.String(), "\033[32mapproved/active\033[0m")
+	assert.Contains(t, coloured.String(), "\033[33mpending\033[0m")
+	assert.Contains(t, coloured.String(), "\033[31mdenied\033[0m")
+	assert.NotContains(t, plain.String(), "\033")
+	assert.Equal(t, plain.String(), ansi.ReplaceAllString(coloured.String(), ""), "colour moved the columns")
+	assert.Contains(t, plain.String(), `eve\u001b[2J`, "a requester's control characters reached the terminal")
+
+	// Each column starts at the same place on every line.
+	lines := strings.Split(strings.TrimSuffix(plain.String(), "\n"), "\n")
+	head := lines[0]
+	for _, col := range []string{"REQUESTER", "GRANT", "STATE", "APPROVALS", "WHEN"} {
+		at := strings.Index(head, col)
+		for _, line := range lines[1:] {
+			require.Greater(t, len(line), at, line)
+			assert.Equal(t, byte(' '), line[at-1], "%s: %q", col, line)
+			assert.NotEqual(t, byte(' '), line[at], "%s: %q", col, line)
+		}
 	}
 }

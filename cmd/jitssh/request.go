@@ -34,21 +34,21 @@ const (
 
 func requestCommand() *cli.Command {
 	flags := append(clientFlags(),
-		&cli.StringFlag{Name: "repo", Usage: "repository, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
-		&cli.StringFlag{Name: "branch", Usage: "branch name (refs/heads/BRANCH)", EnvVars: []string{"JITSSH_BRANCH"}},
-		&cli.StringFlag{Name: "ref", Usage: "full ref or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
-		&cli.StringFlag{Name: "access", Usage: "read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
-		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last (default: the policy's)", EnvVars: []string{"JITSSH_TTL"}},
-		&cli.StringFlag{Name: "reason", Usage: "why you need it", EnvVars: []string{"JITSSH_REASON"}},
-		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with `jitssh request wait ID`"},
+		&cli.StringFlag{Name: "repo", Usage: "repository `REPO`, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
+		&cli.StringFlag{Name: "branch", Usage: "branch `NAME`, meaning refs/heads/NAME", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "ref", Usage: "full `REF` or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
+		&cli.StringFlag{Name: "access", Usage: "`ACCESS`: read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
+		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last, a `DURATION` such as 30m or 2h", DefaultText: "the policy's", EnvVars: []string{"JITSSH_TTL"}},
+		&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why you need it", EnvVars: []string{"JITSSH_REASON"}},
+		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with 'jitssh request wait ID'"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "only say whether the request would be allowed, and under which rule"},
-		&cli.StringFlag{Name: "out", Usage: "write the key (FILE, 0600) and certificate (FILE-cert.pub) instead of using ssh-agent"},
+		&cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"},
 		jsonOutFlag(),
 	)
 	return &cli.Command{
 		Name:      "request",
 		Usage:     "ask for access to one repository and ref for a while",
-		UsageText: "jitssh request --repo R --branch B|--ref REF --access read|write|force --ttl D --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
+		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
 			"lifetime, replacing your older jitssh certificate for the same repository there\n" +
@@ -76,7 +76,7 @@ func requestCommand() *cli.Command {
 			Description: "Ctrl-C stops waiting and leaves the request pending (exit status 5); run\n" +
 				"request wait again to pick it up, or request cancel to withdraw it.",
 			ArgsUsage: "ID",
-			Flags:     append(clientFlags(), &cli.StringFlag{Name: "out", Usage: "write key and certificate to FILE and FILE-cert.pub"}, jsonOutFlag()),
+			Flags:     append(clientFlags(), &cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"}, jsonOutFlag()),
 			Action:    runRequestWait,
 		}},
 	}
