@@ -78,6 +78,7 @@ func newApp() *cli.App {
 	setUsageErrors(app.Commands)
 	checkArgs(app.Commands)
 	quietSwitches(app.Commands)
+	needCA(app.Commands)
 	return app
 }
 
@@ -124,7 +125,7 @@ func commands() []*cli.Command {
 func setUsageErrors(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
-			return cli.Exit(err.Error(), exitUsage)
+			return cli.Exit(explainFlagError(c, err), exitUsage)
 		}
 		setUsageErrors(c.Subcommands)
 	}

@@ -208,7 +208,7 @@ func requestsCommand() *cli.Command {
 }
 
 func runRequestsList(c *cli.Context) error {
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -311,7 +311,7 @@ func runRequestsShow(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("jitssh requests show needs the request ID", exitUsage)
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -359,7 +359,7 @@ func showRequest(w io.Writer, r *approvals.Request) {
 }
 
 func runRequestsWatch(c *cli.Context) error {
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -441,7 +441,7 @@ func decide(c *cli.Context, method string) error {
 			req.TTL = ttl.String()
 		}
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -491,7 +491,7 @@ func runRevoke(c *cli.Context) error {
 	if c.String("reason") == "" {
 		return cli.Exit("jitssh revoke needs --reason", exitUsage)
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -625,7 +625,7 @@ func runRelease(c *cli.Context) error {
 			return cli.Exit("several live grants; say which: jitssh release "+strings.Join(ids, " | "), exitUsage)
 		}
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}

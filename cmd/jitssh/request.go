@@ -119,7 +119,7 @@ func runRequest(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func runRequestWait(c *cli.Context) error {
 			return fmt.Errorf("%w; start one with `eval $(ssh-agent)`, or use --out FILE", err)
 		}
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ func runRequestCancel(c *cli.Context) error {
 		return cli.Exit("jitssh request cancel needs the request ID", exitUsage)
 	}
 	id := c.Args().First()
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -533,7 +533,7 @@ func removeStashedKey(id string) {
 }
 
 func runRequestAllowed(c *cli.Context) error {
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
