@@ -114,6 +114,7 @@ func commands() []*cli.Command {
 		devCommand(),
 		auditCommand(),
 		completionCommand(),
+		versionCommand(),
 
 		hookCommand(),
 		devAgentCommand(),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -593,76 +592,4 @@ func statusCommand() *cli.Command {
 			return t.write(c.App.Writer, false)
 		},
 	}
-}
-
-func releaseCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "release",
-		Usage:     "the task is done: end a grant now (revoked on the daemon, removed from ssh-agent)",
-		ArgsUsage: "[ID]",
-		Flags:     append(clientFlags(), jsonOutFlag()),
-		Action:    runRelease,
-	}
-}
-
-func runRelease(c *cli.Context) error {
-	id := c.Args().First()
-	certs, agentErr := liveCerts()
-	if id == "" {
-		if agentErr != nil {
-			return agentErr
-		}
-		switch len(certs) {
-		case 0:
-			return errors.New("no live jitssh certificate in ssh-agent; name the request: jitssh release ID")
-		case 1:
-			id = certs[0].Request
-		default:
-			var ids []string
-			for _, lc := range certs {
-				ids = append(ids, lc.Request)
-			}
-			return cli.Exit("several live grants; say which: jitssh release "+strings.Join(ids, " | "), exitUsage)
-		}
-	}
-	client, err := dialDaemon(c)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	// A request still waiting for approval has no grant to end yet; ending
-	// the task then means withdrawing it.
-	if got, err := client.call(methodGet, apiRequest{ID: id}); err == nil && got.Request.State == approvals.StatePending {
-		resp, err := client.call(methodCancel, apiRequest{ID: id})
-		if err != nil {
-			return err
-		}
-		removeStashedKey(id)
-		if c.Bool("json") {
-			return writeJSON(c.App.Writer, resp.Request)
-		}
-		fmt.Fprintf(c.App.Writer, "%s was still pending: cancelled\n", id)
-		return nil
-	}
-	resp, err := client.call(methodRelease, apiRequest{ID: id})
-	if err != nil {
-		return err
-	}
-	removed := 0
-	if ag, err := connectAgent(); err == nil {
-		for _, lc := range certs {
-			if lc.Request == id && ag.Remove(lc.cert) == nil {
-				removed++
-			}
-		}
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, resp.Request)
-	}
-	fmt.Fprintf(c.App.Writer, "%s released: certificate serial %d revoked", id, resp.Request.Serial)
-	if removed > 0 {
-		fmt.Fprint(c.App.Writer, " and removed from ssh-agent")
-	}
-	fmt.Fprintln(c.App.Writer)
-	return nil
 }
