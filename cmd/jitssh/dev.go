@@ -471,6 +471,7 @@ jitssh request wait "$ID"
 git checkout -q feature/login && git commit -q --allow-empty -m "wip" && git push -q origin feature/login
 ! git push origin HEAD:main              # refused: main needs two approvers (bob and carol)
 jitssh status
+jitssh release "$ID"                     # the feature work is done: end that grant now
 ID=$(jitssh request --repo demo/app --branch feature/login --access write --ttl 5s --reason "quick fix" --no-wait)
 (. %[1]s/bob.env && jitssh approve "$ID") && jitssh request wait "$ID"
 git commit -q --allow-empty -m "quick" && git push -q origin feature/login

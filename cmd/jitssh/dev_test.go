@@ -183,8 +183,12 @@ func TestDevStory(t *testing.T) {
 	assert.Contains(t, listing, id)
 	assert.Contains(t, listing, "waiting")
 	d.ok("bob", bob, work, "jitssh", "approve", id, "--reason", "go ahead")
-	out = d.ok("alice", alice, work, "jitssh", "request", "wait", id)
-	assert.Contains(t, out, "note: replaced your grant", "the newer demo/app grant replaced the read grant without a word")
+	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
+	featureID := id
+	// Grants add up: the read grant on demo/app stays beside the write one.
+	var three []liveCert
+	require.NoError(t, json.Unmarshal([]byte(d.ok("alice", alice, work, "jitssh", "status", "--json")), &three))
+	require.Len(t, three, 3)
 	d.ok("alice", alice, app, "git", "checkout", "-q", "feature/login")
 	d.ok("alice", alice, app, "git", "commit", "-q", "--allow-empty", "-m", "work")
 	d.ok("alice", alice, app, "git", "push", "-q", "origin", "feature/login")
@@ -203,7 +207,9 @@ func TestDevStory(t *testing.T) {
 	d.ok("alice", alice, work, "jitssh", "request", "wait", id)
 	d.ok("alice", alice, app, "git", "push", "-q", "origin", "HEAD:main")
 
-	// A 5-second grant stops working when it ends.
+	// A 5-second grant stops working when it ends. The task on the
+	// 10-minute feature grant is done first, so nothing else covers it.
+	assert.Contains(t, d.ok("alice", alice, work, "jitssh", "release", featureID), featureID+" released: git:write:demo/app:refs/heads/feature/*")
 	id = d.requestID("alice", alice, "--repo", "demo/app", "--ref", "refs/heads/feature/*", "--access", "write", "--ttl", "5s")
 	d.ok("bob", bob, work, "jitssh", "approve", id)
 	d.ok("alice", alice, work, "jitssh", "request", "wait", id)

@@ -530,13 +530,6 @@ func isJitsshCert(c *ssh.Certificate) bool {
 	return true
 }
 
-// samePerson: both key IDs name the same person ("alice/req-...").
-func samePerson(a, b *ssh.Certificate) bool {
-	pa, _, okA := strings.Cut(a.KeyId, "/")
-	pb, _, okB := strings.Cut(b.KeyId, "/")
-	return okA && okB && pa == pb
-}
-
 // requestOf takes the request ID from a key ID "user/req-...".
 func requestOf(keyID string) string {
 	_, id, ok := strings.Cut(keyID, "/")

@@ -20,7 +20,6 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
-	"github.com/jitssh/jitssh/principals"
 )
 
 // Exit codes of jitssh request and jitssh request wait.
@@ -51,9 +50,9 @@ func requestCommand() *cli.Command {
 		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
-			"lifetime, replacing your older jitssh certificate for the same repository there\n" +
-			"(it stays valid until it ends). Use 'jitssh git-ssh' as GIT_SSH_COMMAND when you\n" +
-			"hold grants on several repositories.\n" +
+			"lifetime. Grants add up: your other grants stay there, each until its own end.\n" +
+			"Use 'jitssh git-ssh' as GIT_SSH_COMMAND so that each Git operation is offered\n" +
+			"the grant that covers it.\n" +
 			"Ctrl-C cancels the request.\n\n" +
 			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 5 still pending\n" +
 			"(request wait interrupted), 1 error, 2 bad usage.",
@@ -333,15 +332,8 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 			return err
 		}
 	} else {
-		replaced, err := installInAgent(ag, priv, cert)
-		if err != nil {
+		if err := installInAgent(ag, priv, cert); err != nil {
 			return err
-		}
-		for _, old := range replaced {
-			if time.Now().Before(time.Unix(int64(old.ValidBefore), 0)) {
-				fmt.Fprintf(c.App.ErrWriter, "note: replaced your grant %s (%s) in ssh-agent with this one; it stays valid on the servers until %s unless you `jitssh release %s`\n",
-					requestOf(old.KeyId), strings.Join(old.ValidPrincipals, " "), time.Unix(int64(old.ValidBefore), 0).Format(time.RFC3339), requestOf(old.KeyId))
-			}
 		}
 		if n := len(agentCerts()); n > 1 && !strings.Contains(os.Getenv("GIT_SSH_COMMAND"), "git-ssh") {
 			fmt.Fprintf(c.App.ErrWriter, "note: ssh-agent holds %d jitssh certificates; set GIT_SSH_COMMAND='jitssh git-ssh' so git offers each repository its own\n", n)
@@ -368,57 +360,24 @@ func parseCert(line string) (*ssh.Certificate, error) {
 
 // installInAgent adds key and certificate with the agent lifetime set to
 // what is left of the certificate, so the key vanishes with the grant.
-// The person's older jitssh certificates for the same repositories are
-// removed first: the newest grant on a repository is the one meant for
-// it now, and the agent keeps one per repository so that whatever ssh
-// offers (git-ssh picks by repository, plain ssh in agent order) means the
-// same thing. Grants on other repositories stay. A removed grant stays
-// valid on the servers until it ends.
-func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) (replaced []*ssh.Certificate, err error) {
+// Grants add up: the person's other certificates stay, each until its own
+// end, even on the same repository. A newer grant may be narrower or
+// shorter than an older one, and replacing would leave nothing once it
+// ended; jitssh git-ssh offers each Git operation the certificate that
+// covers it.
+func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
 	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
 	if left <= 0 {
-		return nil, errors.New("the certificate has already expired")
-	}
-	if keys, err := ag.List(); err == nil {
-		for _, k := range keys {
-			old, err := ssh.ParsePublicKey(k.Blob)
-			if err != nil {
-				continue
-			}
-			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && samePerson(oc, cert) && reposWithin(oc, cert) {
-				if ag.Remove(old) == nil {
-					replaced = append(replaced, oc)
-				}
-			}
-		}
+		return errors.New("the certificate has already expired")
 	}
 	secs := uint32(left / time.Second)
 	if secs == 0 {
 		secs = 1
 	}
-	err = ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs})
-	if err != nil {
-		return replaced, fmt.Errorf("add certificate to ssh-agent: %w", err)
+	if err := ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs}); err != nil {
+		return fmt.Errorf("add certificate to ssh-agent: %w", err)
 	}
-	return replaced, nil
-}
-
-// reposWithin reports whether every repository old grants is one that
-// cert grants too.
-func reposWithin(old, cert *ssh.Certificate) bool {
-	repos := make(map[string]bool)
-	for _, p := range cert.ValidPrincipals {
-		if g, err := principals.Parse(p); err == nil {
-			repos[g.Repo] = true
-		}
-	}
-	for _, p := range old.ValidPrincipals {
-		g, err := principals.Parse(p)
-		if err != nil || !repos[g.Repo] {
-			return false
-		}
-	}
-	return true
+	return nil
 }
 
 func writeKeyAndCert(path string, priv ed25519.PrivateKey, cert *ssh.Certificate) error {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/sshd"
 )
 
 func TestRequestOutDryRunAndRelease(t *testing.T) {
@@ -357,4 +361,73 @@ func TestRequestWaitInterruptedStaysPending(t *testing.T) {
 	r := runJitssh(t, env, "request", "wait", id)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "issued "+id)
+}
+
+// TestInstallInAgentKeepsEveryGrant checks, against a real ssh-agent,
+// that grants add up: a newer, narrower and shorter grant on a repository
+// does not push out the older one, and when it ends the older one is still
+// there to use.
+func TestInstallInAgentKeepsEveryGrant(t *testing.T) {
+	needTool(t, "ssh-agent")
+	sock := newAgent(t)
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	ag, err := connectAgent()
+	require.NoError(t, err)
+
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	caSigner, err := ssh.NewSignerFromKey(caPriv)
+	require.NoError(t, err)
+	now := time.Now()
+	add := func(keyID string, until time.Time, grants ...string) {
+		t.Helper()
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		sshPub, err := ssh.NewPublicKey(pub)
+		require.NoError(t, err)
+		cert := testCert(keyID, now.Add(-time.Minute), until, grants...)
+		cert.Key = sshPub
+		require.NoError(t, cert.SignCert(rand.Reader, caSigner))
+		require.NoError(t, installInAgent(ag, priv, cert))
+	}
+	held := func() []string {
+		t.Helper()
+		certs, err := jitsshCertsInAgent()
+		require.NoError(t, err)
+		var ids []string
+		for _, c := range certs {
+			ids = append(ids, c.KeyId)
+		}
+		return ids
+	}
+	fetch := sshd.Command{Service: sshd.UploadPack, Repo: "demo/app"}
+	push := sshd.Command{Service: sshd.ReceivePack, Repo: "demo/app"}
+	offered := func(cmd sshd.Command) string {
+		t.Helper()
+		c := certForCommand(agentCerts(), cmd, time.Now())
+		require.NotNil(t, c)
+		return c.KeyId
+	}
+
+	add("alice/req-read", now.Add(30*time.Minute), "git:read:demo/app:*")
+	add("alice/req-tool", now.Add(30*time.Minute), "git:read:team/tool:*")
+	// ssh-agent counts lifetimes in whole seconds: three seconds of
+	// validity leave it at least one before it drops the key.
+	add("alice/req-write", now.Add(3*time.Second), "git:write:demo/app:refs/heads/feature/*")
+	assert.ElementsMatch(t, []string{"alice/req-read", "alice/req-tool", "alice/req-write"}, held(), "a newer grant on demo/app pushed out an older one")
+	assert.Equal(t, "alice/req-write", offered(push))
+	assert.Equal(t, "alice/req-read", offered(fetch))
+
+	// The short grant leaves the agent with its own lifetime; the others
+	// keep theirs.
+	require.Eventually(t, func() bool { return !slices.Contains(held(), "alice/req-write") }, 10*time.Second, 100*time.Millisecond,
+		"the short grant outlived its lifetime in the agent")
+	assert.ElementsMatch(t, []string{"alice/req-read", "alice/req-tool"}, held())
+	assert.Equal(t, "alice/req-read", offered(fetch))
+
+	// A certificate that has ended is not added at all.
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	past := time.Now().Add(-time.Minute)
+	assert.ErrorContains(t, installInAgent(ag, priv, testCert("alice/req-old", past.Add(-time.Hour), past, "git:read:demo/app:*")), "already expired")
 }
