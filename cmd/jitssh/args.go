@@ -133,8 +133,8 @@ func usageLine(cmd *cli.Command, spec argSpec) string {
 // unknownCommand is the error for a word that names no command of parent.
 func unknownCommand(parent, word string, cmds []*cli.Command) error {
 	msg := fmt.Sprintf("unknown command %q", word)
-	if parent != "jitssh" {
-		msg = fmt.Sprintf("unknown command %q for %q", word, parent)
+	if sub, ok := strings.CutPrefix(parent, "jitssh "); ok {
+		msg = sub + ": " + msg
 	}
 	if near := nearestNames(word, cmds); len(near) > 0 {
 		msg += fmt.Sprintf("; did you mean %s?", quotedOr(near))

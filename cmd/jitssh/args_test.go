@@ -91,11 +91,11 @@ func TestUnknownCommands(t *testing.T) {
 		{[]string{"reqeust"}, `did you mean "request"?`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate" (jitssh --help lists them)`},
 		{[]string{"help", "stauts"}, `unknown command "stauts"; did you mean "status"?`},
-		{[]string{"requests", "lst"}, `unknown command "lst" for "jitssh requests"; did you mean "list"?`},
-		{[]string{"request", "wiat"}, `unknown command "wiat" for "jitssh request"; did you mean "wait"?`},
+		{[]string{"requests", "lst"}, `requests: unknown command "lst"; did you mean "list"? (jitssh requests --help lists them)`},
+		{[]string{"request", "wiat"}, `request: unknown command "wiat"; did you mean "wait"?`},
 		{[]string{"request", "req-01ABC"}, `"jitssh request wait req-01ABC"`},
 		{[]string{"ca", "int"}, `did you mean "init"?`},
-		{[]string{"audit", "help", "lsit"}, `unknown command "lsit" for "jitssh audit"; did you mean "list"?`},
+		{[]string{"audit", "help", "lsit"}, `audit: unknown command "lsit"; did you mean "list"?`},
 		{[]string{"--json", "x"}, `flag provided but not defined`},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -80,7 +80,7 @@ func needCA(cmds []*cli.Command) {
 				if dir := c.String("dir"); dir != "" {
 					key := filepath.Join(dir, ca.PrivateKeyFile)
 					if _, err := os.Stat(key); errors.Is(err, os.ErrNotExist) {
-						return cli.Exit(fmt.Sprintf("no CA in %s (no %s there): create one with `jitssh ca init --dir %s`, or give --dir the directory of an existing CA",
+						return cli.Exit(fmt.Sprintf("load CA key: no CA in %s (no %s there): create one with `jitssh ca init --dir %s`, or give --dir the directory of an existing CA",
 							dir, ca.PrivateKeyFile, shWord(dir)), exitError)
 					}
 				}
