@@ -135,7 +135,7 @@ func newAgent(t *testing.T) string {
 	return sock
 }
 
-// TestDevStory drives the whole PRODUCT.md story through jitssh dev.
+// TestDevStory drives the whole story the README tells through jitssh dev.
 func TestDevStory(t *testing.T) {
 	needTool(t, "ssh-agent")
 	dir := t.TempDir()
