@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +8,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/jitssh/jitssh/principals"
 	"github.com/jitssh/jitssh/sshd"
@@ -101,63 +97,6 @@ func TestCertForCommand(t *testing.T) {
 			assert.Equal(t, tt.want, got.KeyId)
 		})
 	}
-}
-
-// TestInstallInAgentKeepsOnePerRepository checks, against a real
-// ssh-agent, that a new grant replaces the person's older grants on the
-// same repository and leaves the rest.
-func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
-	needTool(t, "ssh-agent")
-	conn, err := net.Dial("unix", newAgent(t))
-	require.NoError(t, err)
-	defer conn.Close()
-	ag := agent.NewClient(conn)
-
-	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	caSigner, err := ssh.NewSignerFromKey(caPriv)
-	require.NoError(t, err)
-	now := time.Now()
-	add := func(keyID string, grants ...string) []string {
-		t.Helper()
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		require.NoError(t, err)
-		sshPub, err := ssh.NewPublicKey(pub)
-		require.NoError(t, err)
-		cert := testCert(keyID, now.Add(-time.Minute), now.Add(time.Hour), grants...)
-		cert.Key = sshPub
-		require.NoError(t, cert.SignCert(rand.Reader, caSigner))
-		replaced, err := installInAgent(ag, priv, cert)
-		require.NoError(t, err)
-		var ids []string
-		for _, r := range replaced {
-			ids = append(ids, r.KeyId)
-		}
-		return ids
-	}
-	held := func() []string {
-		t.Helper()
-		keys, err := ag.List()
-		require.NoError(t, err)
-		var ids []string
-		for _, k := range keys {
-			ids = append(ids, k.Comment)
-		}
-		return ids
-	}
-
-	add("alice/req-1", "git:read:demo/app:*")
-	add("alice/req-2", "git:read:team/tool:*")
-	assert.ElementsMatch(t, []string{"alice/req-1", "alice/req-2"}, held())
-	assert.Equal(t, []string{"alice/req-1"}, add("alice/req-3", "git:write:demo/app:refs/heads/feature/*"), "what was replaced")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3"}, held(), "the newer demo/app grant replaces the older")
-	add("bob/req-4", "git:read:demo/app:*")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3", "bob/req-4"}, held(), "another person's grants stay")
-	add("alice/req-5", "git:read:demo/app:*", "git:read:other/repo:*")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "bob/req-4"}, held())
-	add("alice/req-6", "git:read:other/repo:*")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "alice/req-6", "bob/req-4"}, held(),
-		"a grant that covers only part of an older certificate's repositories leaves it")
 }
 
 // FuzzRemoteGitCommand: any ssh command line either yields a Git service
