@@ -311,9 +311,11 @@ type Report struct {
 	Since time.Time // zero: from the first entry
 	Until time.Time // time of the last entry given; "now" for the report
 
-	// Set by the caller when it knows them: the whole log's size and head.
+	// Set by the caller when it knows them: the whole log's size and head,
+	// or for a report over several logs, each log's.
 	LogEntries uint64
 	Head       string
+	Logs       []ReportLog
 
 	Certs        []CertRecord // issued from Since on, in issue order
 	Requests     int          // requests from Since on
@@ -330,6 +332,13 @@ type Report struct {
 	GitOps       int          // Git operations from Since on
 
 	marks map[uint64][]gitMark // Git operations by serial, for the timeline
+}
+
+// ReportLog is one of the logs a report covers: its name, size and head.
+type ReportLog struct {
+	Name    string
+	Entries uint64
+	Head    string
 }
 
 // gitMark is one Git operation on the timeline.
@@ -398,7 +407,8 @@ type GitRefusal struct {
 // maxListed bounds the refused Git operations a report lists one by one.
 const maxListed = 100
 
-// BuildReport reviews entries (in seq order) from since on. Entries before
+// BuildReport reviews entries (in seq order; the entries of several logs
+// merged by time) from since on. Entries before
 // since still link what happens after it to its request. The report's
 // clock is the time of the last entry, so certificates valid beyond it
 // count as active and held until then.
@@ -722,6 +732,13 @@ func (r *Report) view() *reportView {
 	v.Period = fmt.Sprintf("From %s to %s (UTC). Certificates still valid at %s count as active.", from, fmtTime(r.Until), fmtTime(r.Until))
 	if r.LogEntries > 0 {
 		v.LogLine = fmt.Sprintf("Hash chain verified: %d entries, head %s.", r.LogEntries, r.Head)
+	}
+	if len(r.Logs) > 0 {
+		parts := make([]string, len(r.Logs))
+		for i, l := range r.Logs {
+			parts[i] = fmt.Sprintf("%s, %d entries, head %s", l.Name, l.Entries, l.Head)
+		}
+		v.LogLine = "Hash chains verified, each on its own: " + strings.Join(parts, "; ") + "."
 	}
 
 	var issued, breakGlass, held, asked = 0, 0, time.Duration(0), time.Duration(0)
