@@ -395,7 +395,7 @@ func TestAuditVerify(t *testing.T) {
 		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head needs --head-key"},
 		{"--head and --no-head", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey, "--no-head"}, 2, "--head and --no-head contradict"},
 		{"missing log", []string{"--log", filepath.Join(fx.dir, "nope"), "--ca", fx.caPub}, 1, "no such file"},
-		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "read public keys"},
+		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "load CA public keys"},
 		{"bad people file", []string{"--log", fx.log, "--ca", fx.caPub, "--people", fx.caPub}, 1, "load people"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -885,6 +885,80 @@ func TestAuditFlagsOnce(t *testing.T) {
 	assert.Equal(t, 0, r.code, r.stderr)
 	r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + filepath.Join(fx.dir, "nope")}, "audit", "list", "--log", fx.log)
 	assert.Equal(t, 0, r.code, r.stderr)
+}
+
+// TestAuditTrustedKeysParse: the auditor reads every key it trusts with
+// the parser of the program that trusts it: people's keys and the head key
+// as the daemon reads a person's key, CA keys as the Git servers read
+// them. A key file one accepts and the other refuses would make the
+// auditor vouch for something the servers never trusted, or the reverse.
+func TestAuditTrustedKeysParse(t *testing.T) {
+	fx := newAuditFixture(t)
+	plain := authorizedLine(fx.headSigner.PublicKey())
+	cert := fx.issue(t, fx.ca, fx.request(t, "rk", "alice", "read", "demo/app", "*", "1h0m0s", "x"), 99, time.Hour).Certificate
+	lines := []struct {
+		name, line string
+	}{
+		{"plain key", plain},
+		{"plain key with comment", plain + " daemon@host"},
+		{"options", `from="10.0.0.1" ` + plain},
+		{"cert-authority option", "cert-authority " + plain},
+		{"certificate", cert},
+		{"garbage", "ssh-ed25519 AAAAnope"},
+		{"two keys on one line", plain + "\n" + plain},
+	}
+	dir := t.TempDir()
+	for _, tt := range lines {
+		t.Run(tt.name, func(t *testing.T) {
+			// The head key, as the daemon reads a key.
+			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".pub")
+			require.NoError(t, os.WriteFile(p, []byte(tt.line+"\n"), 0o600))
+			_, daemonErr := approvals.ParseIdentityKey(tt.line)
+			_, err := readHeadKey(p)
+			if daemonErr == nil {
+				assert.NoError(t, err)
+			} else if assert.Error(t, err) && !strings.Contains(tt.line, "\n") {
+				assert.Contains(t, err.Error(), daemonErr.Error(), "the daemon's own words")
+			}
+
+			// CA keys, as the Git servers read them.
+			_, serverErr := ca.LoadPublicKeys(p)
+			r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", p)
+			if serverErr == nil {
+				assert.NotContains(t, r.stderr, "load CA public keys", "accepted by the Git servers")
+			} else {
+				assertOneLineError(t, r, 1, serverErr.Error())
+			}
+
+			// A person's key in a --people file, as the daemon reads its
+			// config.
+			people := strings.Replace(string(mustRead(t, fx.people)), authorizedLine(fx.signers["erin"].PublicKey()), strings.ReplaceAll(tt.line, "\n", "\\n"), 1)
+			pp := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".yaml")
+			require.NoError(t, os.WriteFile(pp, []byte(people), 0o600))
+			_, policyErr := approvals.ParsePolicy(pp, []byte(people))
+			r = runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", pp)
+			if policyErr == nil {
+				assert.NotContains(t, r.stderr, "load people", "accepted by the daemon")
+			} else {
+				assertOneLineError(t, r, 1, "load people: "+oneLine(policyErr.Error()))
+			}
+		})
+	}
+	// Both parsers accept the plain key, and refuse at least options and
+	// certificates: the cases above are not all one way.
+	_, err := approvals.ParseIdentityKey(plain)
+	require.NoError(t, err)
+	_, err = approvals.ParseIdentityKey("cert-authority " + plain)
+	require.Error(t, err)
+	_, err = approvals.ParseIdentityKey(cert)
+	require.Error(t, err)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
 }
 
 // assertVerifyFailures checks that audit verify failed and printed each of

@@ -11,10 +11,12 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
 )
 
-// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
+// maxTrustFileSize bounds the head key and head files `audit verify` reads.
 const maxTrustFileSize = 1 << 20
 
 // defaultMaxFailures is how many failures `audit verify` prints unless told
@@ -40,7 +42,7 @@ func auditVerifyCommand() *cli.Command {
 			"same, and exits 1.",
 		Flags: []cli.Flag{
 			auditLogFlag(),
-			onceString{&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true}},
+			onceString{&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, as the Git servers read them: one key a line, no options (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true}},
 			newFilesFlag("people", "JITSSH_AUDIT_PEOPLE", "the daemon's config (or a YAML file of people: alone); repeat it to give several versions of it"),
 			&cli.BoolFlag{Name: "allow-unknown-policy", Usage: "count requests decided by a policy version not given with --people, instead of failing them"},
 			onceString{&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true}},
@@ -193,7 +195,9 @@ func auditVerify(c *cli.Context) error {
 		return usageError("--head is the head of one log; with several --log, each log's FILE.head is used")
 	}
 	opts := audit.CheckOptions{}
-	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
+	// The CA keys as the Git servers read them (TrustedUserCAKeys form), so
+	// the auditor trusts exactly what they trust.
+	if opts.CAKeys, err = ca.LoadPublicKeys(caPath); err != nil {
 		return err
 	}
 	trust, err := loadPolicies(files(c, "people"))
@@ -202,14 +206,9 @@ func auditVerify(c *cli.Context) error {
 	}
 	opts.People, opts.Policies, opts.AllowUnknownPolicy = trust.people, trust.versions, c.Bool("allow-unknown-policy")
 	if headKeyPath != "" {
-		keys, err := readPublicKeys(headKeyPath)
-		if err != nil {
+		if opts.HeadKey, err = readHeadKey(headKeyPath); err != nil {
 			return err
 		}
-		if len(keys) != 1 {
-			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
-		}
-		opts.HeadKey = keys[0]
 	}
 
 	// Each log on its own chain, with its own head; what is learnt of
@@ -371,26 +370,31 @@ func verifyLog(c *cli.Context, checker *audit.Checker, path, headPath string, fa
 	return lr, notes, nil
 }
 
-// readPublicKeys reads every key in an authorized_keys-style file; blank
-// lines and comments are skipped.
-func readPublicKeys(path string) ([]ssh.PublicKey, error) {
+// readHeadKey reads the key that signs checkpoints, the daemon's host key,
+// the way the daemon reads a person's key: one authorized_keys line without
+// options, not a certificate. Blank lines and comments around it are
+// skipped.
+func readHeadKey(path string) (ssh.PublicKey, error) {
 	data, err := readSmallFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read public keys: %w", err)
+		return nil, fmt.Errorf("read head key: %w", err)
 	}
 	var keys []ssh.PublicKey
-	for rest := data; len(strings.TrimSpace(string(rest))) > 0; {
-		var k ssh.PublicKey
-		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := approvals.ParseIdentityKey(line)
 		if err != nil {
-			return nil, fmt.Errorf("read public keys %s: %w", path, err)
+			return nil, fmt.Errorf("read head key %s:%d: %w", path, i+1, err)
 		}
 		keys = append(keys, k)
 	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
+	if len(keys) != 1 {
+		return nil, fmt.Errorf("read head key %s: want one key, found %d", path, len(keys))
 	}
-	return keys, nil
+	return keys[0], nil
 }
 
 func readSmallFile(path string) ([]byte, error) {
