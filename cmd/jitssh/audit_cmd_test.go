@@ -1252,7 +1252,7 @@ func TestAuditHelp(t *testing.T) {
 		"list":   {"--user", "--repo", "--serial", "--kind", "--since", "--until", "--limit", "--json"},
 		"certs":  {"--json"},
 		"show":   {"SERIAL", "--json"},
-		"verify": {"--ca", "--people", "--head", "--head-key", "--no-head", "--max-failures", "--json", "JITSSH_AUDIT_CA", "JITSSH_AUDIT_HEAD_KEY"},
+		"verify": {"--ca", "--people", "--allow-unknown-policy", "--head", "--head-key", "--no-head", "--max-failures", "--json", "JITSSH_AUDIT_CA", "JITSSH_AUDIT_PEOPLE", "JITSSH_AUDIT_HEAD_KEY"},
 		"export": {"--format", "--since", "--until"},
 		"report": {"--since", "--format", "--out"},
 	} {
