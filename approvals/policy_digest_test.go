@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 )
 
 // digestBase is the policy the digest tests vary: every field that decides
@@ -53,7 +54,7 @@ rules:
 `
 
 // edit applies replacements to the base policy, each old string once.
-func edit(t *testing.T, pairs ...string) string {
+func edit(t testing.TB, pairs ...string) string {
 	t.Helper()
 	y := digestBase
 	for i := 0; i < len(pairs); i += 2 {
@@ -228,4 +229,31 @@ func TestParsePeople(t *testing.T) {
 		require.Error(t, err, tt.yml)
 		assert.Contains(t, err.Error(), tt.want, tt.yml)
 	}
+}
+
+// FuzzPolicyDigest: a policy ParsePolicy accepts has one digest, which it
+// keeps when its config is written out again, in another YAML layout.
+func FuzzPolicyDigest(f *testing.F) {
+	f.Add(withKeys(f, digestBase))
+	f.Add(withKeys(f, edit(f, "access: [write, force]", "access: [force]")))
+	data, err := os.ReadFile(filepath.Join("testdata", "dev-policy.yaml"))
+	require.NoError(f, err)
+	f.Add(string(data))
+	f.Fuzz(func(t *testing.T, yml string) {
+		p, err := ParsePolicy("fuzz.yaml", []byte(yml))
+		if err != nil {
+			return
+		}
+		d := p.Digest()
+		if d != p.Digest() {
+			t.Fatal("two digests for one policy")
+		}
+		again, err := yaml.Marshal(p.Config())
+		require.NoError(t, err)
+		q, err := ParsePolicy("again.yaml", again)
+		require.NoError(t, err, "%s", again)
+		if q.Digest() != d {
+			t.Fatalf("the same policy written out again has another digest:\n%s\n---\n%s", yml, again)
+		}
+	})
 }

@@ -159,6 +159,10 @@ func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
 //     expires no later than the granted TTL (the shortest among request and
 //     approvals) after the issue entry, to the second.
 //
+// With CheckOptions.Policies, a request that names the policy version that
+// decided it is judged by that version (see CheckOptions.Policies), and its
+// certificate must meet that version's steps, not merely those recorded.
+//
 // With CheckOptions.HeadKey, a Checker also checks every checkpoint entry:
 // signed by that key, for an entry before it, whose line hashes to what it
 // signs. A log rewritten from some entry on, chain and all, fails at the

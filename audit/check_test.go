@@ -354,3 +354,48 @@ func mustOpen(t *testing.T, path string) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
+
+// FuzzChecker feeds arbitrary logs to a Checker: it never fails to read a
+// log it can read, it agrees with Verify on whether the chain holds, and
+// its first chain failure is the one Verify names.
+func FuzzChecker(f *testing.F) {
+	golden, err := os.ReadFile(goldenPath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(golden)
+	f.Add(golden[:len(golden)/2])
+	lines := bytes.SplitAfter(golden, []byte("\n"))
+	f.Add(bytes.Join(append([][]byte{lines[1], lines[0]}, lines[2:]...), nil))
+	f.Add(bytes.Join(append(slices.Clone(lines[:3]), lines[4:]...), nil))
+	f.Add([]byte("garbage\n{\"seq\":1}\n"))
+	f.Fuzz(func(t *testing.T, log []byte) {
+		var chain []*VerifyError
+		_, err := NewChecker(CheckOptions{}).Check(bytes.NewReader(log), nil, func(err error) {
+			var ve *VerifyError
+			if errors.As(err, &ve) {
+				chain = append(chain, ve)
+			}
+		})
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		_, verr := Verify(bytes.NewReader(log))
+		var ve *VerifyError
+		switch {
+		case verr == nil && len(chain) > 0:
+			t.Fatalf("Verify passes, Checker finds %v", chain[0])
+		case verr != nil && !errors.As(verr, &ve):
+			t.Fatalf("Verify: %v", verr)
+		case verr != nil && len(chain) == 0:
+			t.Fatalf("Verify finds %v, Checker nothing", verr)
+		case verr != nil && (chain[0].Line != ve.Line || chain[0].Err != ve.Err):
+			t.Fatalf("Verify finds %v first, Checker %v", ve, chain[0])
+		}
+		for i := 1; i < len(chain); i++ {
+			if chain[i].Line < chain[i-1].Line {
+				t.Fatalf("failures out of line order: %v after %v", chain[i], chain[i-1])
+			}
+		}
+	})
+}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -430,12 +432,13 @@ func (c *checker) verifySigner(name, namespace, statement, signature string, v v
 // stepsMet reports whether the request's approvals meet its steps, each
 // approver filling at most one place in one step.
 func (c *checker) stepsMet(p *pending) error {
-	need := 0
-	for _, s := range p.steps {
-		need += s.Count
-	}
-	if need > len(p.approvers) {
-		return fmt.Errorf("%d approvals required (%s), %d recorded", need, stepsString(p.steps), len(p.approvers))
+	need := sumSteps(p.steps)
+	if need < 0 || need > len(p.approvers) {
+		total := strconv.Itoa(need)
+		if need < 0 {
+			total = "countless" // forged counts whose sum overflows
+		}
+		return fmt.Errorf("%s approvals required (%s), %d recorded", total, stepsString(p.steps), len(p.approvers))
 	}
 	if c.opts.People == nil || p.groupsUnknown {
 		return nil // groups unknown: the count is all that can be checked
@@ -496,4 +499,17 @@ func parseTTL(s string) (time.Duration, error) {
 		return 0, errors.New("not positive")
 	}
 	return d, nil
+}
+
+// sumSteps adds the counts of steps, which come from the log, or returns
+// -1 when the sum would overflow.
+func sumSteps(steps []Step) int {
+	n := 0
+	for _, s := range steps {
+		if s.Count > math.MaxInt-n {
+			return -1
+		}
+		n += s.Count
+	}
+	return n
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -474,6 +475,7 @@ func TestStepsMet(t *testing.T) {
 		{[]Step{{Group: "leads", Count: 2}}, []string{"bob", "carol"}, true},
 		{[]Step{{Group: "leads", Count: 2}}, []string{"bob", "dave"}, false},
 		{[]Step{{Group: "leads", Count: 1 << 40}}, []string{"bob"}, false},
+		{[]Step{{Group: "leads", Count: math.MaxInt}, {Group: "security", Count: math.MaxInt}}, []string{"bob", "carol"}, false}, // the sum overflows
 	} {
 		groups := map[string][]string{}
 		for _, a := range tt.approvers {

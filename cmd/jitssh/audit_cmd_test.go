@@ -395,7 +395,7 @@ func TestAuditVerify(t *testing.T) {
 		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head needs --head-key"},
 		{"--head and --no-head", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey, "--no-head"}, 2, "--head and --no-head contradict"},
 		{"missing log", []string{"--log", filepath.Join(fx.dir, "nope"), "--ca", fx.caPub}, 1, "no such file"},
-		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "read public keys"},
+		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "load CA public keys"},
 		{"bad people file", []string{"--log", fx.log, "--ca", fx.caPub, "--people", fx.caPub}, 1, "load people"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -556,9 +556,10 @@ func TestAuditVerifySignedHead(t *testing.T) {
 		assert.Contains(t, r.stdout, "not checked: 1 checkpoint entry (no --head-key)\n")
 	})
 	t.Run("no head file", func(t *testing.T) {
-		r := verify(withHead(t, lines, nil))
+		p := withHead(t, lines, nil)
+		r := verify(p)
 		require.Equal(t, 0, r.code, r.stderr)
-		assert.Contains(t, r.stdout, "not checked: that the log was not cut short (no signed head ")
+		assert.Contains(t, r.stdout, "not checked: that "+p+" was not cut short (no signed head "+p+audit.HeadSuffix+")\n")
 	})
 	t.Run("head named", func(t *testing.T) {
 		elsewhere := filepath.Join(t.TempDir(), "kept-safe.head")
@@ -696,6 +697,268 @@ func TestAuditVerifyPolicyVersions(t *testing.T) {
 			" line 1 (seq 1, request): request r1 records approval steps none (approved automatically), but rule reviewed of policy version ",
 			" line 2 (seq 2, issue): serial 11 for request r1: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval")
 	})
+}
+
+// twoLogs writes a daemon's log and a Git server's log side by side, as
+// the two processes would: a write certificate issued and released in the
+// daemon's log, and its Git operations, one before and one after the
+// release, in the Git server's. It returns the two paths and, in the order
+// written, which log (0 or 1) and seq each entry went to.
+func twoLogs(t *testing.T, fx *auditFixture) (daemon, git string, order [][2]uint64) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "logs, two") // a comma in a name is a name, not a list
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	daemon, git = filepath.Join(dir, "audit.log"), filepath.Join(dir, "git.log")
+	dl, err := audit.Open(daemon, audit.Options{})
+	require.NoError(t, err)
+	defer dl.Close()
+	gl, err := audit.Open(git, audit.Options{})
+	require.NoError(t, err)
+	defer gl.Close()
+	add := func(which uint64, kind, actor string, data any) {
+		l := dl
+		if which == 1 {
+			l = gl
+		}
+		e, err := l.Append(kind, actor, data)
+		require.NoError(t, err)
+		order = append(order, [2]uint64{which, e.Seq})
+	}
+	leads := audit.Step{Group: "leads", Count: 1}
+	r1 := fx.request(t, "r1", "alice", "write", "demo/app", "refs/heads/feature/*", "1h0m0s", "login form", leads)
+	add(0, audit.KindRequest, "alice", r1)
+	add(1, audit.KindGit, "alice/old", sshd.Event{Decision: sshd.Deny, Serial: 5, KeyID: "alice/old", Service: "git-receive-pack", Repo: "demo/app", Reason: "certificate expired"})
+	add(0, audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r1, "bob", "", "ok"))
+	add(0, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
+	add(1, audit.KindGit, "alice/r1", sshd.Event{Decision: sshd.Allow, Serial: 11, KeyID: "alice/r1", Service: "git-receive-pack", Repo: "demo/app",
+		Updates: []sshd.RefUpdate{{Ref: "refs/heads/feature/login", Old: strings.Repeat("1", 40), New: strings.Repeat("2", 40), Result: "updated"}}})
+	add(0, audit.KindRelease, "alice", audit.EndData{ID: "r1", Serial: 11, By: "alice", Reason: "done"})
+	add(1, audit.KindGit, "alice/r1", sshd.Event{Decision: sshd.Deny, Serial: 11, KeyID: "alice/r1", Service: "git-upload-pack", Repo: "demo/app", Reason: "certificate revoked"})
+	return daemon, git, order
+}
+
+// TestAuditSeveralLogs: every audit command reads the daemon's log and a
+// Git server's together, each verified on its own chain, their entries
+// merged by time.
+func TestAuditSeveralLogs(t *testing.T) {
+	fx := newAuditFixture(t)
+	daemon, git, order := twoLogs(t, fx)
+	paths := []string{daemon, git}
+	both := []string{"--log", daemon, "--log", git}
+	run := func(args ...string) cliResult {
+		r := runJitssh(t, nil, append(args[:2:2], append(both, args[2:]...)...)...)
+		require.Equal(t, 0, r.code, "%q: %s", args, r.stderr)
+		return r
+	}
+
+	t.Run("list", func(t *testing.T) {
+		var got []logEntry
+		require.NoError(t, json.Unmarshal([]byte(run("audit", "list", "--json").stdout), &got))
+		var gotOrder [][2]uint64
+		for _, e := range got {
+			which := uint64(slices.Index(paths, e.Log))
+			gotOrder = append(gotOrder, [2]uint64{which, e.Seq})
+		}
+		assert.Equal(t, order, gotOrder, "merged by time, each entry naming its log")
+
+		rows := strings.Split(strings.TrimSpace(run("audit", "list", "--serial", "11").stdout), "\n")
+		require.Len(t, rows, 5)
+		assert.Regexp(t, `^LOG +SEQ +TIME \(UTC\) +KIND +ACTOR +SERIAL +REPO +WHAT$`, rows[0])
+		assert.Regexp(t, `^audit\.log +3 +.* issue `, rows[1])
+		assert.Regexp(t, `^git\.log +2 +.* git +alice/r1 +11 +demo/app +allow git-receive-pack`, rows[2])
+		assert.Regexp(t, `^audit\.log +4 +.* release `, rows[3])
+		assert.Regexp(t, `^git\.log +3 +.* deny git-upload-pack`, rows[4])
+
+		var one []map[string]any
+		r := runJitssh(t, nil, "audit", "list", "--log", daemon, "--json")
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &one))
+		assert.NotContains(t, one[0], "log", "one log: its entries as they are")
+
+		r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + daemon + string(os.PathListSeparator) + git}, "audit", "list", "--user", "alice", "--json")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+		assert.Len(t, got, 5, "alice's request and release, and her certificate's Git operations from the other log")
+	})
+	t.Run("show", func(t *testing.T) {
+		out := run("audit", "show", "11").stdout
+		assert.Contains(t, out, "git          0 fetches, 1 pushes (1 refs updated, 0 refused), 1 refused")
+		assert.Contains(t, out, "refs/heads/feature/login "+strings.Repeat("1", 40)+" → "+strings.Repeat("2", 40)+" updated")
+		var kinds []string
+		for _, line := range strings.Split(out[strings.Index(out, "LOG "):], "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasSuffix(f[0], ".log") {
+				kinds = append(kinds, f[0]+" "+f[4])
+			}
+		}
+		assert.Equal(t, []string{"audit.log request", "audit.log approve", "audit.log issue", "git.log git", "audit.log release", "git.log git"}, kinds)
+
+		var js struct {
+			Certificate certView   `json:"certificate"`
+			Entries     []logEntry `json:"entries"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(run("audit", "show", "--json", "11").stdout), &js))
+		require.Len(t, js.Entries, 6)
+		assert.Equal(t, git, js.Entries[3].Log)
+		assert.Equal(t, &gitCounts{Fetches: 0, Pushes: 1, Refused: 1, RefUpdates: 1}, js.Certificate.Git)
+	})
+	t.Run("certs", func(t *testing.T) {
+		var certs []certView
+		require.NoError(t, json.Unmarshal([]byte(run("audit", "certs", "--json").stdout), &certs))
+		require.Len(t, certs, 1)
+		assert.Equal(t, "released", certs[0].State)
+	})
+	t.Run("export", func(t *testing.T) {
+		daemonLines, gitLines := logLines(t, daemon), logLines(t, git)
+		var want []string
+		for _, o := range order {
+			name, lines := daemon, daemonLines
+			if o[0] == 1 {
+				name, lines = git, gitLines
+			}
+			quoted, err := json.Marshal(name)
+			require.NoError(t, err)
+			want = append(want, `{"log":`+string(quoted)+`,"entry":`+strings.TrimSuffix(lines[o[1]-1], "\n")+"}")
+		}
+		assert.Equal(t, strings.Join(want, "\n")+"\n", run("audit", "export").stdout, "each line as stored, inside an object naming its log")
+
+		records, err := csv.NewReader(strings.NewReader(run("audit", "export", "--format", "csv").stdout)).ReadAll()
+		require.NoError(t, err)
+		require.Len(t, records, len(order)+1)
+		assert.Equal(t, []string{"log", "seq", "time", "kind", "actor", "serial", "repo", "summary"}, records[0])
+		assert.Equal(t, []string{git, "1"}, records[2][:2])
+	})
+	t.Run("report", func(t *testing.T) {
+		out := run("audit", "report").stdout
+		assert.Regexp(t, `Hash chains verified, each on its own: audit\.log, 4 entries, head [0-9a-f]{64}; git\.log, 3 entries, head [0-9a-f]{64}\.`, out)
+		assert.Contains(t, out, "| Git operations | 3, of which 2 refused;")
+	})
+	t.Run("verify", func(t *testing.T) {
+		r := run("audit", "verify", "--ca", fx.caPub, "--people", fx.people)
+		assert.Contains(t, r.stdout, "ok: "+daemon+": 4 entries, head ")
+		assert.Contains(t, r.stdout, "ok: "+git+": 3 entries, head ")
+
+		// A tampered Git server log fails on its own chain; the daemon's
+		// is checked all the same.
+		lines := logLines(t, git)
+		lines[0] = strings.Replace(lines[0], "certificate expired", "certificate fine", 1)
+		bad := writeLines(t, lines)
+		r = runJitssh(t, nil, "audit", "verify", "--log", bad, "--log", daemon, "--ca", fx.caPub, "--people", fx.people, "--json")
+		assert.Equal(t, 1, r.code)
+		var res verifyResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+		require.Len(t, res.Failures, 1)
+		assert.Equal(t, bad, res.Failures[0].Log)
+		assert.Equal(t, 2, res.Failures[0].Line)
+		require.Len(t, res.Logs, 2)
+		assert.Equal(t, uint64(4), res.Logs[1].Entries)
+		assert.Equal(t, 1, res.Issued)
+		assert.Contains(t, r.stderr, "jitssh: audit verify: 1 failure in 2 logs (7 entries read)")
+
+		assertOneLineError(t, runJitssh(t, nil, "audit", "list", "--log", daemon, "--log", bad), 1, "audit log "+bad+": audit log line 2 (seq 2)")
+		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", daemon, "--log", git, "--ca", fx.caPub, "--head-key", fx.headKey, "--head", daemon+".head"),
+			2, "--head is the head of one log")
+	})
+}
+
+// TestAuditFlagsOnce: a flag that takes one value, given twice, is an
+// error rather than a silent choice of one of them.
+func TestAuditFlagsOnce(t *testing.T) {
+	fx := newAuditFixture(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify", "--log", fx.log, "--ca", fx.caPub, "--ca", fx.otherCA}, `flag -ca: given more than once`},
+		{[]string{"verify", "--log", fx.log, "--ca", fx.caPub, "--head-key", fx.headKey, "--head-key", fx.caPub}, `flag -head-key: given more than once`},
+		{[]string{"verify", "--log", fx.log, "--ca", fx.caPub, "--max-failures", "1", "--max-failures", "2"}, `flag -max-failures: given more than once`},
+		{[]string{"list", "--log", fx.log, "--kind", "issue", "--kind", "git"}, `flag -kind: given more than once`},
+		{[]string{"list", "--log", fx.log, "--limit", "1", "--limit", "2"}, `flag -limit: given more than once`},
+		{[]string{"list", "--log", fx.log, "--since", "1h", "--since", "2h"}, `flag -since: given more than once`},
+		{[]string{"export", "--log", fx.log, "--format", "csv", "--format", "json"}, `flag -format: given more than once`},
+		{[]string{"report", "--log", fx.log, "--out", "a", "--out", "b"}, `flag -out: given more than once`},
+		{[]string{"list", "--log", fx.log, "--log", fx.log}, `--log ` + fx.log + ` given twice`},
+		{[]string{"list", "--log", fx.log, "--log", fx.dir + "/./audit.log"}, `given twice`},
+	} {
+		assertOneLineError(t, runJitssh(t, nil, append([]string{"audit"}, tt.args...)...), 2, tt.want)
+	}
+	// The environment is a default, which the command line replaces.
+	r := runJitssh(t, []string{"JITSSH_AUDIT_CA=" + fx.otherCA}, "audit", "verify", "--log", fx.log, "--ca", fx.caPub)
+	assert.Equal(t, 0, r.code, r.stderr)
+	r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + filepath.Join(fx.dir, "nope")}, "audit", "list", "--log", fx.log)
+	assert.Equal(t, 0, r.code, r.stderr)
+}
+
+// TestAuditTrustedKeysParse: the auditor reads every key it trusts with
+// the parser of the program that trusts it: people's keys and the head key
+// as the daemon reads a person's key, CA keys as the Git servers read
+// them. A key file one accepts and the other refuses would make the
+// auditor vouch for something the servers never trusted, or the reverse.
+func TestAuditTrustedKeysParse(t *testing.T) {
+	fx := newAuditFixture(t)
+	plain := authorizedLine(fx.headSigner.PublicKey())
+	cert := fx.issue(t, fx.ca, fx.request(t, "rk", "alice", "read", "demo/app", "*", "1h0m0s", "x"), 99, time.Hour).Certificate
+	lines := []struct {
+		name, line string
+	}{
+		{"plain key", plain},
+		{"plain key with comment", plain + " daemon@host"},
+		{"options", `from="10.0.0.1" ` + plain},
+		{"cert-authority option", "cert-authority " + plain},
+		{"certificate", cert},
+		{"garbage", "ssh-ed25519 AAAAnope"},
+		{"two keys on one line", plain + "\n" + plain},
+	}
+	dir := t.TempDir()
+	for _, tt := range lines {
+		t.Run(tt.name, func(t *testing.T) {
+			// The head key, as the daemon reads a key.
+			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".pub")
+			require.NoError(t, os.WriteFile(p, []byte(tt.line+"\n"), 0o600))
+			_, daemonErr := approvals.ParseIdentityKey(tt.line)
+			_, err := readHeadKey(p)
+			if daemonErr == nil {
+				assert.NoError(t, err)
+			} else if assert.Error(t, err) && !strings.Contains(tt.line, "\n") {
+				assert.Contains(t, err.Error(), daemonErr.Error(), "the daemon's own words")
+			}
+
+			// CA keys, as the Git servers read them.
+			_, serverErr := ca.LoadPublicKeys(p)
+			r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", p)
+			if serverErr == nil {
+				assert.NotContains(t, r.stderr, "load CA public keys", "accepted by the Git servers")
+			} else {
+				assertOneLineError(t, r, 1, serverErr.Error())
+			}
+
+			// A person's key in a --people file, as the daemon reads its
+			// config.
+			people := strings.Replace(string(mustRead(t, fx.people)), authorizedLine(fx.signers["erin"].PublicKey()), strings.ReplaceAll(tt.line, "\n", "\\n"), 1)
+			pp := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".yaml")
+			require.NoError(t, os.WriteFile(pp, []byte(people), 0o600))
+			_, policyErr := approvals.ParsePolicy(pp, []byte(people))
+			r = runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", pp)
+			if policyErr == nil {
+				assert.NotContains(t, r.stderr, "load people", "accepted by the daemon")
+			} else {
+				assertOneLineError(t, r, 1, "load people: "+oneLine(policyErr.Error()))
+			}
+		})
+	}
+	// Both parsers accept the plain key, and refuse at least options and
+	// certificates: the cases above are not all one way.
+	_, err := approvals.ParseIdentityKey(plain)
+	require.NoError(t, err)
+	_, err = approvals.ParseIdentityKey("cert-authority " + plain)
+	require.Error(t, err)
+	_, err = approvals.ParseIdentityKey(cert)
+	require.Error(t, err)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
 }
 
 // assertVerifyFailures checks that audit verify failed and printed each of
@@ -989,7 +1252,7 @@ func TestAuditHelp(t *testing.T) {
 		"list":   {"--user", "--repo", "--serial", "--kind", "--since", "--until", "--limit", "--json"},
 		"certs":  {"--json"},
 		"show":   {"SERIAL", "--json"},
-		"verify": {"--ca", "--people", "--head", "--head-key", "--no-head", "--max-failures", "--json", "JITSSH_AUDIT_CA", "JITSSH_AUDIT_HEAD_KEY"},
+		"verify": {"--ca", "--people", "--allow-unknown-policy", "--head", "--head-key", "--no-head", "--max-failures", "--json", "JITSSH_AUDIT_CA", "JITSSH_AUDIT_PEOPLE", "JITSSH_AUDIT_HEAD_KEY"},
 		"export": {"--format", "--since", "--until"},
 		"report": {"--since", "--format", "--out"},
 	} {

@@ -11,10 +11,12 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
 )
 
-// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
+// maxTrustFileSize bounds the head key and head files `audit verify` reads.
 const maxTrustFileSize = 1 << 20
 
 // defaultMaxFailures is how many failures `audit verify` prints unless told
@@ -25,7 +27,7 @@ func auditVerifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
 		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
-		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
+		UsageText: "jitssh audit verify --log FILE [--log FILE...] --ca FILE [--people CONFIG...] [--allow-unknown-policy] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
 		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
 			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
 			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
@@ -40,13 +42,13 @@ func auditVerifyCommand() *cli.Command {
 			"same, and exits 1.",
 		Flags: []cli.Flag{
 			auditLogFlag(),
-			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
-			&cli.StringSliceFlag{Name: "people", Usage: "the daemon's config, one version of it each time it is given (or a YAML file of people: alone)", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			onceString{&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, as the Git servers read them: one key a line, no options (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true}},
+			newFilesFlag("people", "JITSSH_AUDIT_PEOPLE", "the daemon's config (or a YAML file of people: alone); repeat it to give several versions of it"),
 			&cli.BoolFlag{Name: "allow-unknown-policy", Usage: "count requests decided by a policy version not given with --people, instead of failing them"},
-			&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
-			&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
+			onceString{&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true}},
+			onceString{&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true}},
 			&cli.BoolFlag{Name: "no-head", Usage: "do not check the log against a signed head file"},
-			&cli.IntFlag{Name: "max-failures", Value: defaultMaxFailures, Usage: "print at most N failures (0: all); every failure is counted"},
+			onceInt{&cli.IntFlag{Name: "max-failures", Value: defaultMaxFailures, Usage: "print at most N failures (0: all); every failure is counted"}},
 			auditJSONFlag(),
 		},
 		Action: cliAction(auditVerify),
@@ -74,12 +76,24 @@ type verifyResult struct {
 	// judged by their version, decided by versions not given, and
 	// signatures of people in no version given that could not be checked.
 	PolicyVersions []policyVersionView `json:"policy_versions"`
-	PolicyChecked  int                 `json:"policy_checked"`
-	UnknownPolicy  int                 `json:"unknown_policy"`
-	NotChecked     int                 `json:"not_checked"`
-	Failure        *failureAt          `json:"failure,omitempty"`  // the first failure
-	Failures       []failureAt         `json:"failures,omitempty"` // the first --max-failures of them
-	FailureCount   int                 `json:"failure_count"`      // all of them
+	// Each log, in the order given.
+	Logs          []logResult `json:"logs"`
+	PolicyChecked int         `json:"policy_checked"`
+	UnknownPolicy int         `json:"unknown_policy"`
+	NotChecked    int         `json:"not_checked"`
+	Failure       *failureAt  `json:"failure,omitempty"`  // the first failure
+	Failures      []failureAt `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount  int         `json:"failure_count"`      // all of them
+}
+
+// logResult is one log as verify reports it.
+type logResult struct {
+	Path          string  `json:"path"`
+	Entries       uint64  `json:"entries"`
+	Head          string  `json:"head"`
+	HeadFile      string  `json:"head_file,omitempty"`
+	CheckpointSeq *uint64 `json:"checkpoint_seq,omitempty"`
+	Checkpoints   int     `json:"checkpoints"`
 }
 
 // policyVersionView is a policy version as verify reports it; Source is
@@ -159,7 +173,7 @@ func auditVerify(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	logPath, err := requiredString(c, "log")
+	paths, err := logPaths(c)
 	if err != nil {
 		return err
 	}
@@ -177,78 +191,48 @@ func auditVerify(c *cli.Context) error {
 		return usageError("--head needs --head-key, the key that signed it")
 	case headPath != "" && c.Bool("no-head"):
 		return usageError("--head and --no-head contradict each other")
+	case headPath != "" && len(paths) > 1:
+		return usageError("--head is the head of one log; with several --log, each log's FILE.head is used")
 	}
 	opts := audit.CheckOptions{}
-	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
+	// The CA keys as the Git servers read them (TrustedUserCAKeys form), so
+	// the auditor trusts exactly what they trust.
+	if opts.CAKeys, err = ca.LoadPublicKeys(caPath); err != nil {
 		return err
 	}
-	trust, err := loadPolicies(c.StringSlice("people"))
+	trust, err := loadPolicies(files(c, "people"))
 	if err != nil {
 		return err
 	}
 	opts.People, opts.Policies, opts.AllowUnknownPolicy = trust.people, trust.versions, c.Bool("allow-unknown-policy")
 	if headKeyPath != "" {
-		keys, err := readPublicKeys(headKeyPath)
-		if err != nil {
+		if opts.HeadKey, err = readHeadKey(headKeyPath); err != nil {
 			return err
-		}
-		if len(keys) != 1 {
-			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
-		}
-		opts.HeadKey = keys[0]
-	}
-	// The head file beside the log is checked unless told otherwise; one
-	// without the key to check it is only mentioned.
-	var res verifyResult
-	var head []byte
-	var notes []string
-	switch {
-	case headPath != "":
-		if head, err = readSmallFile(headPath); err != nil {
-			return fmt.Errorf("read head: %w", err)
-		}
-		res.HeadFile = headPath
-	case !c.Bool("no-head"):
-		beside := logPath + audit.HeadSuffix
-		b, err := readSmallFile(beside)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			if opts.HeadKey != nil {
-				notes = append(notes, "not checked: that the log was not cut short (no signed head "+beside+")")
-			}
-		case err != nil:
-			return fmt.Errorf("read head: %w", err)
-		case opts.HeadKey == nil:
-			notes = append(notes, "not checked: the signed head "+beside+" (no --head-key)")
-		default:
-			head, res.HeadFile = b, beside
 		}
 	}
 
-	snap, err := audit.OpenSnapshot(logPath)
-	if err != nil {
-		return err
-	}
-	defer snap.Close()
+	// Each log on its own chain, with its own head; what is learnt of
+	// requests and serials carries over from one log to the next.
 	checker := audit.NewChecker(opts)
-	sum, err := checker.Check(snap, head, func(err error) {
-		f := failureOf(logPath, err)
-		var he *audit.HeadError
-		if errors.As(err, &he) {
-			f.Log = res.HeadFile
+	var res verifyResult
+	var notes []string
+	for _, path := range paths {
+		lr, lnotes, err := verifyLog(c, checker, path, headPath, fails)
+		if err != nil {
+			return err
 		}
-		fails.add(f)
-	})
-	if err != nil {
-		return fmt.Errorf("audit log %s: %w", logPath, err)
+		res.Logs = append(res.Logs, lr)
+		res.Entries += lr.Entries
+		notes = append(notes, lnotes...)
+	}
+	if len(paths) == 1 {
+		lr := res.Logs[0]
+		res.Head, res.HeadFile, res.CheckpointSeq = lr.Head, lr.HeadFile, lr.CheckpointSeq
 	}
 	cs := checker.Summary()
-	res.Entries, res.Head, res.Requests, res.Approvals = sum.Entries, sum.Head, cs.Requests, cs.Approvals
-	res.Denials, res.Issued, res.BreakGlass, res.PeopleChecked = cs.Denials, cs.Issued, cs.BreakGlass, cs.PeopleChecked
+	res.Requests, res.Approvals, res.Denials, res.Issued = cs.Requests, cs.Approvals, cs.Denials, cs.Issued
+	res.BreakGlass, res.PeopleChecked = cs.BreakGlass, cs.PeopleChecked
 	res.Checkpoints, res.CheckpointsUnchecked = cs.Checkpoints, cs.CheckpointsUnchecked
-	if sum.HeadChecked {
-		res.CheckpointSeq = &sum.HeadSeq
-	}
 	res.PolicyChecked, res.UnknownPolicy, res.NotChecked = cs.PolicyChecked, cs.UnknownPolicy, cs.NotChecked
 	res.PolicyVersions = policyVersionViews(trust.versions, cs.PolicyRequests)
 	if cs.UnknownPolicy > 0 && opts.AllowUnknownPolicy {
@@ -275,27 +259,53 @@ func auditVerify(c *cli.Context) error {
 		if !c.Bool("json") {
 			fails.write(c.App.ErrWriter)
 		}
-		return fmt.Errorf("audit verify: %d %s in %s (%d entries read)", fails.total, plural(fails.total, "failure", "failures"), logPath, res.Entries)
+		where := paths[0]
+		if len(paths) > 1 {
+			where = fmt.Sprintf("%d logs", len(paths))
+		}
+		return fmt.Errorf("audit verify: %d %s in %s (%d entries read)", fails.total, plural(fails.total, "failure", "failures"), where, res.Entries)
 	}
 	if c.Bool("json") {
 		return nil
 	}
 	w := c.App.Writer
-	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
+	for _, lr := range res.Logs {
+		if len(paths) == 1 {
+			fmt.Fprintf(w, "ok: %d entries, head %s\n", lr.Entries, lr.Head)
+		} else {
+			fmt.Fprintf(w, "ok: %s: %d entries, head %s\n", terminalSafe(lr.Path), lr.Entries, lr.Head)
+		}
+	}
 	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
 		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
-	for _, v := range res.PolicyVersions {
-		if v.Source != "" {
-			fmt.Fprintf(w, "policy version %s (%s): %d %s judged by it\n", v.Digest, terminalSafe(v.Source), v.Requests, plural(v.Requests, "request", "requests"))
-		} else {
-			fmt.Fprintf(w, "policy version %s (not given): %d %s\n", terminalSafe(v.Digest), v.Requests, plural(v.Requests, "request", "requests"))
+	versioned := 0
+	for _, n := range cs.PolicyRequests {
+		versioned += n
+	}
+	if versioned > 0 { // a log from before versions were recorded has nothing to say of them
+		for _, v := range res.PolicyVersions {
+			if v.Source != "" {
+				fmt.Fprintf(w, "policy version %s (%s): %d %s judged by it\n", v.Digest, terminalSafe(v.Source), v.Requests, plural(v.Requests, "request", "requests"))
+			} else {
+				fmt.Fprintf(w, "policy version %s (not given): %d %s\n", terminalSafe(v.Digest), v.Requests, plural(v.Requests, "request", "requests"))
+			}
+		}
+		if n := res.Requests - versioned; n > 0 {
+			fmt.Fprintf(w, "%d %s recorded without a policy version: judged against everyone in --people\n", n, plural(n, "request", "requests"))
 		}
 	}
 	if res.Checkpoints > 0 {
 		fmt.Fprintf(w, "checkpoints: %d signed with the head key, each matching the chain\n", res.Checkpoints)
 	}
-	if res.CheckpointSeq != nil {
-		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d (%s)\n", *res.CheckpointSeq, res.HeadFile)
+	for _, lr := range res.Logs {
+		if lr.CheckpointSeq == nil {
+			continue
+		}
+		if len(paths) == 1 {
+			fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d (%s)\n", *lr.CheckpointSeq, terminalSafe(lr.HeadFile))
+		} else {
+			fmt.Fprintf(w, "checkpoint: %s holds the signed head at seq %d (%s)\n", terminalSafe(lr.Path), *lr.CheckpointSeq, terminalSafe(lr.HeadFile))
+		}
 	}
 	if !res.PeopleChecked {
 		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
@@ -306,26 +316,85 @@ func auditVerify(c *cli.Context) error {
 	return nil
 }
 
-// readPublicKeys reads every key in an authorized_keys-style file; blank
-// lines and comments are skipped.
-func readPublicKeys(path string) ([]ssh.PublicKey, error) {
+// verifyLog checks one log with checker, against its signed head: headPath
+// when given, else the FILE.head beside it unless --no-head. It returns the
+// log's result and what could not be checked.
+func verifyLog(c *cli.Context, checker *audit.Checker, path, headPath string, fails *failures) (logResult, []string, error) {
+	lr := logResult{Path: path}
+	var head []byte
+	var notes []string
+	keyKnown := c.String("head-key") != ""
+	switch {
+	case headPath != "":
+		b, err := readSmallFile(headPath)
+		if err != nil {
+			return lr, nil, fmt.Errorf("read head: %w", err)
+		}
+		head, lr.HeadFile = b, headPath
+	case !c.Bool("no-head"):
+		beside := path + audit.HeadSuffix
+		b, err := readSmallFile(beside)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			if keyKnown {
+				notes = append(notes, "not checked: that "+path+" was not cut short (no signed head "+beside+")")
+			}
+		case err != nil:
+			return lr, nil, fmt.Errorf("read head: %w", err)
+		case !keyKnown:
+			notes = append(notes, "not checked: the signed head "+beside+" (no --head-key)")
+		default:
+			head, lr.HeadFile = b, beside
+		}
+	}
+	snap, err := audit.OpenSnapshot(path)
+	if err != nil {
+		return lr, nil, err
+	}
+	defer snap.Close()
+	sum, err := checker.Check(snap, head, func(err error) {
+		f := failureOf(path, err)
+		var he *audit.HeadError
+		if errors.As(err, &he) {
+			f.Log = lr.HeadFile
+		}
+		fails.add(f)
+	})
+	if err != nil {
+		return lr, nil, fmt.Errorf("audit log %s: %w", path, err)
+	}
+	lr.Entries, lr.Head, lr.Checkpoints = sum.Entries, sum.Head, sum.Checkpoints
+	if sum.HeadChecked {
+		lr.CheckpointSeq = &sum.HeadSeq
+	}
+	return lr, notes, nil
+}
+
+// readHeadKey reads the key that signs checkpoints, the daemon's host key,
+// the way the daemon reads a person's key: one authorized_keys line without
+// options, not a certificate. Blank lines and comments around it are
+// skipped.
+func readHeadKey(path string) (ssh.PublicKey, error) {
 	data, err := readSmallFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read public keys: %w", err)
+		return nil, fmt.Errorf("read head key: %w", err)
 	}
 	var keys []ssh.PublicKey
-	for rest := data; len(strings.TrimSpace(string(rest))) > 0; {
-		var k ssh.PublicKey
-		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := approvals.ParseIdentityKey(line)
 		if err != nil {
-			return nil, fmt.Errorf("read public keys %s: %w", path, err)
+			return nil, fmt.Errorf("read head key %s:%d: %w", path, i+1, err)
 		}
 		keys = append(keys, k)
 	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
+	if len(keys) != 1 {
+		return nil, fmt.Errorf("read head key %s: want one key, found %d", path, len(keys))
 	}
-	return keys, nil
+	return keys[0], nil
 }
 
 func readSmallFile(path string) ([]byte, error) {
