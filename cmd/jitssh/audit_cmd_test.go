@@ -732,7 +732,7 @@ func twoLogs(t *testing.T, fx *auditFixture) (daemon, git string, order [][2]uin
 	add(0, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
 	add(1, audit.KindGit, "alice/r1", sshd.Event{Decision: sshd.Allow, Serial: 11, KeyID: "alice/r1", Service: "git-receive-pack", Repo: "demo/app",
 		Updates: []sshd.RefUpdate{{Ref: "refs/heads/feature/login", Old: strings.Repeat("1", 40), New: strings.Repeat("2", 40), Result: "updated"}}})
-	add(0, audit.KindRelease, "alice", audit.EndData{ID: "r1", Serial: 11, By: "alice", Reason: "done"})
+	add(0, audit.KindRelease, "alice", audit.EndData{Subject: audit.Subject{ID: "r1", Serial: 11}, By: "alice", Reason: "done"})
 	add(1, audit.KindGit, "alice/r1", sshd.Event{Decision: sshd.Deny, Serial: 11, KeyID: "alice/r1", Service: "git-upload-pack", Repo: "demo/app", Reason: "certificate revoked"})
 	return daemon, git, order
 }

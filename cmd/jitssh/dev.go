@@ -413,6 +413,10 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error 
 	if err != nil {
 		return err
 	}
+	daemonPub := filepath.Join(dir, "daemon_host_key.pub")
+	if err := writeFileAtomic(daemonPub, ssh.MarshalAuthorizedKey(daemon.HostKey), 0o644); err != nil {
+		return err
+	}
 	knownHosts := filepath.Join(dir, "known_hosts")
 	kh := fmt.Sprintf("[127.0.0.1]:%d %s[127.0.0.1]:%d %s", st.APIPort, ssh.MarshalAuthorizedKey(daemon.HostKey), st.GitPort, ssh.MarshalAuthorizedKey(gitKey))
 	if err := writeFileAtomic(knownHosts, []byte(kh), 0o644); err != nil {
@@ -435,7 +439,10 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error 
 		fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))
 		fmt.Fprintf(&b, "export GIT_SSH_COMMAND=%s\n", shq(gitSSH))
 		fmt.Fprintf(&b, "export GIT_SSH_VARIANT=ssh\n")
-		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")))
+		// The daemon's log and the Git front-end's: the auditor's commands
+		// read both, and check the daemon's against its signed head.
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")+":"+filepath.Join(dir, "git-audit.log")))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_HEAD_KEY=%s\n", shq(daemonPub))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_CA=%s\n", shq(filepath.Join(dir, "ca", ca.PublicKeyFile)))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(filepath.Join(dir, "server.yaml")))
 		fmt.Fprintf(&b, "export SSH_AUTH_SOCK=\"${SSH_AUTH_SOCK:-%s}\"\n", filepath.Join(dir, "agents", p.name+".sock"))

@@ -104,10 +104,3 @@ func TestPinHostKeyHint(t *testing.T) {
 		assert.NotContains(t, r.stderr, "echo")
 	})
 }
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	require.NoError(t, err)
-	return data
-}

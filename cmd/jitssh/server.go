@@ -67,7 +67,10 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	var auditLog approvals.AuditLog
+	var (
+		auditLog approvals.AuditLog
+		headLog  *audit.Log
+	)
 	if cfg.AuditLog != "" {
 		// Only the daemon's state machine writes this log (a journal): its
 		// entries are exactly those of the applied commands.
@@ -76,8 +79,7 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 			return fmt.Errorf("open audit log: %w", err)
 		}
 		defer log.Close()
-		auditLog = log
-		defer signAuditHead(ctx, log, hostKey, logger)()
+		auditLog, headLog = log, log
 	}
 	svc, err := approvals.Open(approvals.Options{
 		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditLog,
@@ -87,6 +89,9 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 		return err
 	}
 	defer svc.Close()
+	if headLog != nil {
+		defer signAuditHead(ctx, headLog, hostKey, logger)()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -242,6 +247,7 @@ func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *
 			logger.Error("sign audit log head", "log", log.Path(), "err", err)
 		}
 	}
+	sign()
 	go func() {
 		defer close(done)
 		t := time.NewTicker(auditHeadInterval)
