@@ -112,6 +112,7 @@ func errorCode(err error) string {
 		{approvals.ErrNotActive, "not_active"},
 		{approvals.ErrRateLimited, "rate_limited"},
 		{approvals.ErrIssue, codeNotIssued},
+		{approvals.ErrAudit, codeAuditUnavailable},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code
@@ -124,11 +125,17 @@ func errorCode(err error) string {
 // be issued yet; the daemon keeps trying. Why it could not is internal.
 const codeNotIssued = "not_issued"
 
+// codeAuditUnavailable: the change was applied, but the audit log cannot
+// be written, so it is held, not acknowledged; it is recorded, and takes
+// effect, once the log takes writes again.
+const codeAuditUnavailable = "audit_unavailable"
+
 // internalMessages are what a client is told, in place of the error, for
 // the codes whose detail stays in the log.
 var internalMessages = map[string]string{
-	codeInternal:  "internal error",
-	codeNotIssued: "the request is approved, but its certificate is not issued yet; the daemon keeps trying, and waiting on the request picks it up",
+	codeInternal:         "internal error",
+	codeAuditUnavailable: "audit log unavailable: your change is held until the daemon can record it; nothing depends on it until then",
+	codeNotIssued:        "the request is approved, but its certificate is not issued yet; the daemon keeps trying, and waiting on the request picks it up",
 }
 
 // errorID names one internal error in the log.

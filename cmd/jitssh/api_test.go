@@ -345,6 +345,8 @@ func TestAPIInternalErrorsStayInTheLog(t *testing.T) {
 		{"storage", fmt.Errorf("list requests: open /var/lib/jitssh/data/raft.db: %w", os.ErrPermission), "internal", "internal error (id ", "/var/lib/jitssh/data/raft.db"},
 		{"not issued", fmt.Errorf("%w: req-1 is approved, but its certificate is not issued yet (retrying): raft: leadership lost", approvals.ErrIssue),
 			"not_issued", "its certificate is not issued yet", "leadership lost"},
+		{"audit log unavailable", fmt.Errorf("approve: %w: the change is applied and will be recorded when the log takes writes again: write /var/log/jitssh/audit.log: %w", approvals.ErrAudit, os.ErrPermission),
+			"audit_unavailable", "audit log unavailable: your change is held", "/var/log/jitssh/audit.log"},
 		{"refusal", fmt.Errorf("%w: no request %q", approvals.ErrNotFound, "req-1"), "not_found", `not found: no request "req-1"`, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
