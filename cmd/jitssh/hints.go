@@ -31,16 +31,22 @@ var (
 // one looks like. Other errors pass unchanged.
 func explainFlagError(cmd *cli.Command, err error) string {
 	msg := err.Error()
-	var value, name, shown string
+	var value, name, shown, reason string
 	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
 		value, name = m[1], m[2]
 		shown = "--" + name + " " + value
+		reason = msg[len(m[0]):]
 	} else if m := badEnvValue.FindStringSubmatch(msg); m != nil {
 		value, name = m[1], m[3]
 		shown = m[2] + "=" + value
+		reason = msg[len(m[0]):]
 	} else {
 		return msg
 	}
+	// A flag's own refusal (a value given twice, say) says what is wrong
+	// better than a guess from the flag's type.
+	parseFailure := strings.Contains(reason, "parse") || strings.Contains(reason, "invalid syntax") ||
+		strings.Contains(reason, "duration") || strings.Contains(reason, "out of range")
 	var flag cli.Flag
 	if cmd != nil {
 		for _, f := range cmd.Flags {
@@ -50,6 +56,9 @@ func explainFlagError(cmd *cli.Command, err error) string {
 				}
 			}
 		}
+	}
+	if !parseFailure && reason != "" {
+		return fmt.Sprintf("flag -%s: %s", name, reason)
 	}
 	switch flag.(type) {
 	case *cli.DurationFlag:

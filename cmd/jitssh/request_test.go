@@ -262,18 +262,20 @@ func TestRequestWaitsForApproval(t *testing.T) {
 
 // startWaitingRequest runs `jitssh request` for write on main, which needs
 // an approver, and returns once the daemon lists it as pending.
-func startWaitingRequest(t *testing.T, approver *apiClient, env []string) (cmd *exec.Cmd, stdout, stderr *strings.Builder, pending *approvals.Request) {
+func startWaitingRequest(t *testing.T, approver *apiClient, env []string) (cmd *exec.Cmd, stdout, stderr *syncBuffer, pending *approvals.Request) {
 	t.Helper()
 	cmd = exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
 	cmd.Env = append(os.Environ(), env...)
-	stdout, stderr = &strings.Builder{}, &strings.Builder{}
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	require.NoError(t, cmd.Start())
 	require.Eventually(t, func() bool {
 		resp, err := approver.call(methodList, apiRequest{States: []string{"pending"}})
 		if err == nil && len(resp.Requests) > 0 {
 			pending = resp.Requests[0]
-			return true
+			// The requester has its answer, and says it waits, only once
+			// the request is on the audit log.
+			return strings.Contains(stderr.String(), pending.ID) || strings.Contains(stdout.String(), pending.ID)
 		}
 		return false
 	}, 10*time.Second, 50*time.Millisecond)
