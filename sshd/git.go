@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,17 +174,6 @@ func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio S
 	return res, err
 }
 
-// readsAll reports whether the grants let the holder read every ref, in
-// which case nothing needs hiding.
-func readsAll(grants principals.Set) bool {
-	for _, g := range grants {
-		if g.Ref == "*" || g.Ref == "refs/*" {
-			return true
-		}
-	}
-	return false
-}
-
 // protocolVersion validates a client's GIT_PROTOCOL value. Only the
 // version key is understood; anything else is dropped, never passed on.
 func protocolVersion(v string) string {
@@ -207,38 +197,45 @@ var safeConfig = []string{
 func (g *Git) uploadPack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
 	version := protocolVersion(gitProtocol)
 	cfg := append([]string(nil), safeConfig...)
-	if !readsAll(d.Grants) {
-		// Protocol v2 serves any object by id to anyone who can connect,
-		// whatever is hidden, so ref-scoped readers speak v0.
-		if version == "2" {
-			version = ""
-		}
-		hidden, err := hideRefsConfig("uploadpack.hideRefs", d, principals.Read, true)
+	may := func(op RefOp) bool { return DecideRef(d.Grants, d.Command.Repo, "", op).Allowed }
+	listAll, includeTag := may(RefListAll), may(RefIncludeTag)
+	// Protocol v2 serves any object by id to anyone who can connect,
+	// whatever is hidden, so a holder who may not fetch by id is answered
+	// in v0.
+	if version == "2" && !may(RefFetchByID) {
+		version = ""
+	}
+	if !listAll {
+		hidden, err := hideRefsConfig("uploadpack.hideRefs", d, true)
 		if err != nil {
 			return Result{}, err
 		}
 		cfg = append(cfg, hidden...)
+	}
+	// A partial clone fetches missing objects by id later; without the
+	// filter capability the client fetches whole instead of failing at
+	// checkout.
+	if !may(RefFilter) {
+		cfg = append(cfg, "uploadpack.allowFilter=false")
+	}
+	if !listAll || !includeTag {
 		// Serve's writer serialises writes; the guard below writes to it
 		// directly, never through the advertisement editor.
 		clientOut := stdio.Out
 		// git names HEAD's target in the capabilities even when both
 		// are hidden, and include-tag would bring hidden annotated tags
-		// along (vetScopedFetch also drops it should a client send it
-		// anyway).
+		// along (the request guard also drops it should a client send
+		// it anyway).
 		stdio.Out = &advertWriter{w: stdio.Out, edit: func(caps []string) []string {
 			return slices.DeleteFunc(caps, func(c string) bool {
 				if c == "include-tag" {
-					return true
+					return !includeTag
 				}
 				target, ok := strings.CutPrefix(c, "symref=HEAD:")
-				return ok && !d.Grants.Allows(d.Command.Repo, target, principals.Read)
+				return ok && !DecideRef(d.Grants, d.Command.Repo, target, RefRead).Allowed
 			})
 		}}
-		stdio.In = &requestGuard{r: stdio.In, out: clientOut, vet: vetScopedFetch}
-		// A partial clone fetches missing objects by id, which a scoped
-		// reader may not; without the filter capability the client
-		// fetches whole instead of failing at checkout.
-		cfg = append(cfg, "uploadpack.allowFilter=false")
+		stdio.In = &requestGuard{r: stdio.In, out: clientOut, vet: fetchVetter(d)}
 	}
 	env := g.env
 	if version != "" {
@@ -293,12 +290,14 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		envHookReport+"="+report.Name(),
 		envHookPushed+"="+pushed.Name(),
 	)
-	if !readsAll(d.Grants) {
-		hidden, err := hideRefsConfig("receive.hideRefs", d, principals.Read, false)
+	if !DecideRef(d.Grants, d.Command.Repo, "", RefListAll).Allowed {
+		hidden, err := hideRefsConfig("receive.hideRefs", d, false)
 		if err != nil {
 			return Result{}, err
 		}
 		cfg = append(cfg, hidden...)
+	}
+	if !DecideRef(d.Grants, d.Command.Repo, "", RefBuildOnAny).Allowed {
 		// A ref-scoped writer could otherwise make the server resolve a
 		// delta against, or link history to, an object it cannot read,
 		// then fetch the result back. No thin packs, and a reachability
@@ -346,8 +345,12 @@ func addUnreported(updates []RefUpdate, pushedFile string, d Decision) ([]RefUpd
 			continue
 		}
 		reason := "push declined"
-		if !d.Grants.Allows(d.Command.Repo, c.ref, principals.Read) {
-			reason = "not in your grant"
+		// git refuses a hidden ref itself; the update it would have been
+		// says what was missing. Whether it was a fast-forward is not
+		// known here, so it is taken as the least it could need.
+		op := pushOp(c.old, c.new, func() bool { return true })
+		if ref := DecideRef(d.Grants, d.Command.Repo, c.ref, op); !ref.Allowed {
+			reason = ref.Reason()
 		}
 		updates = append(updates, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reason})
 	}
@@ -408,44 +411,37 @@ func (g *Git) run(ctx context.Context, cfg, args, env []string, stdio Stdio) err
 	return nil
 }
 
-// hideRefsConfig hides every ref, then shows those the grants let the
-// holder read. hideRefs matches a name and everything below it, so a
-// grant's ref is shown only when that matches the grant exactly: an exact
-// grant R is not shown while refs exist below R/ (then R itself cannot),
-// and a prefix grant P/* does not show a ref named P itself. With
-// withHead, HEAD is hidden unless the ref it points to is granted.
-func hideRefsConfig(key string, d Decision, need principals.Access, withHead bool) ([]string, error) {
+// hideRefsConfig hides every ref, then shows the names the grants let the
+// holder read. hideRefs matches a name and everything below it, which is
+// wider than a grant in two places: an exact grant R would show refs below
+// R/, and a prefix grant P/* would show a ref named P itself. So a grant's
+// name is shown only when DecideRef lets the holder read every ref that
+// exists under it. (git keeps a ref and refs below it from existing
+// together, so this hides nothing the holder may read.) With withHead,
+// HEAD is hidden unless the holder may read the ref it points to.
+func hideRefsConfig(key string, d Decision, withHead bool) ([]string, error) {
 	cfg := []string{key + "=refs/"}
+	readable := func(ref string) bool { return DecideRef(d.Grants, d.Command.Repo, ref, RefRead).Allowed }
 	if withHead {
 		target, err := headTarget(d.Path)
 		if err != nil {
 			return nil, err
 		}
-		if target == "" || !d.Grants.Allows(d.Command.Repo, target, need) {
+		if target == "" || !readable(target) {
 			cfg = append(cfg, key+"=HEAD")
 		}
 	}
 	for _, gr := range d.Grants {
-		if !gr.Access.Includes(need) {
+		if !gr.Access.Includes(principals.Read) {
 			continue
 		}
-		if prefix, ok := strings.CutSuffix(gr.Ref, "/*"); ok {
-			cfg = append(cfg, key+"=!"+prefix)
-			exists, err := refExists(d.Path, prefix)
-			if err != nil {
-				return nil, err
-			}
-			if exists {
-				cfg = append(cfg, key+"="+prefix)
-			}
-			continue
-		}
-		below, err := refsBelow(d.Path, gr.Ref)
+		name := strings.TrimSuffix(gr.Ref, "/*")
+		ok, err := allRefsUnder(d.Path, name, readable)
 		if err != nil {
 			return nil, err
 		}
-		if !below {
-			cfg = append(cfg, key+"=!"+gr.Ref)
+		if ok {
+			cfg = append(cfg, key+"=!"+name)
 		}
 	}
 	return cfg, nil
@@ -465,36 +461,48 @@ func headTarget(repo string) (string, error) {
 
 var errStop = errors.New("stop")
 
-// refExists reports whether ref exists, loose or packed.
-func refExists(repo, ref string) (bool, error) {
-	if fi, err := os.Lstat(filepath.Join(repo, filepath.FromSlash(ref))); err == nil && fi.Mode().IsRegular() {
-		return true, nil
-	}
-	found := false
-	err := scanPackedRefs(repo, func(name string) error {
-		if name == ref {
-			found = true
+// allRefsUnder reports whether ok holds for every ref that exists in repo
+// and is name or lies below name + "/", loose or packed: the refs that
+// hideRefs matches with name.
+func allRefsUnder(repo, name string, ok func(ref string) bool) (bool, error) {
+	all := true
+	check := func(ref string) error {
+		if !ok(ref) {
+			all = false
 			return errStop
 		}
 		return nil
-	})
-	return found, err
-}
-
-// refsBelow reports whether any ref exists strictly below ref + "/".
-func refsBelow(repo, ref string) (bool, error) {
-	if fi, err := os.Lstat(filepath.Join(repo, filepath.FromSlash(ref))); err == nil && fi.IsDir() {
-		return true, nil
 	}
-	found := false
-	err := scanPackedRefs(repo, func(name string) error {
-		if strings.HasPrefix(name, ref+"/") {
-			found = true
-			return errStop
+	root := filepath.Join(repo, filepath.FromSlash(name))
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(repo, path)
+		if err != nil {
+			return err
+		}
+		return check(filepath.ToSlash(rel))
+	})
+	if errors.Is(err, errStop) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list refs under %s: %w", name, err)
+	}
+	err = scanPackedRefs(repo, func(ref string) error {
+		if ref == name || strings.HasPrefix(ref, name+"/") {
+			return check(ref)
 		}
 		return nil
 	})
-	return found, err
+	return all, err
 }
 
 func scanPackedRefs(repo string, fn func(name string) error) error {

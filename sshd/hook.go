@@ -186,7 +186,7 @@ func (h *hookEnv) readableTips() ([]string, error) {
 	var tips []string
 	for _, line := range strings.Split(string(out), "\n") {
 		id, ref, ok := strings.Cut(line, " ")
-		if ok && h.grants.Allows(h.repo, ref, principals.Read) {
+		if ok && DecideRef(h.grants, h.repo, ref, RefRead).Allowed {
 			tips = append(tips, id)
 		}
 	}
@@ -338,28 +338,8 @@ func readPushList(path string) ([]refCommand, error) {
 
 // refuseReason returns why c may not happen, or "" when the grants allow it.
 func (h *hookEnv) refuseReason(c refCommand) string {
-	access, ok := h.grants.Max(h.repo, c.ref)
-	if !ok {
-		return "not in your grant"
-	}
-	switch {
-	case isZeroID(c.new):
-		if !access.Includes(principals.Force) {
-			return "deleting needs force access"
-		}
-	case isZeroID(c.old):
-		if !access.Includes(principals.Write) {
-			return "creating needs write access"
-		}
-	default:
-		if !access.Includes(principals.Write) {
-			return "updating needs write access"
-		}
-		if !access.Includes(principals.Force) && !isAncestor(c.old, c.new) {
-			return "non-fast-forward update needs force access"
-		}
-	}
-	return ""
+	op := pushOp(c.old, c.new, func() bool { return isAncestor(c.old, c.new) })
+	return DecideRef(h.grants, h.repo, c.ref, op).Reason()
 }
 
 func isAncestor(old, new string) bool {

@@ -440,10 +440,11 @@ func TestNativeRecordsRefusalsGitMakes(t *testing.T) {
 		refspecs []string
 		want     map[string]string
 	}{
+		// main is hidden from bob, so his client asks to create it.
 		{"hidden ref alone", []string{"HEAD:refs/heads/main"},
-			map[string]string{"refs/heads/main": "refused: not in your grant"}},
+			map[string]string{"refs/heads/main": "refused: not in your grant: creating refs/heads/main needs write access on demo/app"}},
 		{"hidden ref beside a granted one", []string{"HEAD:refs/heads/feature/a", "HEAD:refs/tags/v1"},
-			map[string]string{"refs/heads/feature/a": "updated: ", "refs/tags/v1": "refused: not in your grant"}},
+			map[string]string{"refs/heads/feature/a": "updated: ", "refs/tags/v1": "refused: not in your grant: creating refs/tags/v1 needs write access on demo/app"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(n.events.all())

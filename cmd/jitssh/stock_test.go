@@ -215,7 +215,7 @@ func TestStockOpenSSHGit(t *testing.T) {
 	}
 	out, err = s.git(dev, clone, "push", s.GitURL("demo/app"), "HEAD:refs/heads/main")
 	require.Error(t, err)
-	assert.Contains(t, out, "! [remote rejected] HEAD -> main (updating needs write access)")
+	assert.Contains(t, out, "! [remote rejected] HEAD -> main (updating refs/heads/main needs write access on demo/app; your grant gives read)")
 
 	// A command that is not Git gets nowhere, under the forced command.
 	cmd := s.SSH(t, "-i", dev.key, "-o", "CertificateFile="+dev.cert, "id")
