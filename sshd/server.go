@@ -56,8 +56,9 @@ type ServerOptions struct {
 // Server is the native Git SSH front-end: certificates only, the same
 // authorization core as git-shell.
 type Server struct {
-	opts ServerOptions
-	srv  *gliderssh.Server
+	opts     ServerOptions
+	srv      *gliderssh.Server
+	pipeline *pipeline
 
 	mu        sync.Mutex
 	perSource map[string]int
@@ -89,6 +90,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	setDefaultInt(&opts.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
 
 	s := &Server{opts: opts, perSource: map[string]int{}}
+	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
 	s.srv = &gliderssh.Server{
 		Handler:              s.handleSession,
 		PublicKeyHandler:     s.offeredKey,
@@ -197,7 +199,7 @@ func (s *Server) recordFailedAuth(tc *trackedConn) {
 		return
 	}
 	s.opts.Metrics.operation("auth", Deny)
-	_ = s.opts.Recorder.Record(context.Background(), *e)
+	_ = s.pipeline.record(context.Background(), *e)
 }
 
 // identity returns the identity the completed handshake verified, or nil.
@@ -267,11 +269,8 @@ type trackedConn struct {
 
 // refused notes a refused key offer.
 func (c *trackedConn) refused(key ssh.PublicKey, err error) {
-	e := &Event{Time: time.Now().UTC(), Decision: Deny, Reason: err.Error(), Remote: c.remote, Command: "auth"}
-	cert, isCert := key.(*ssh.Certificate)
-	if isCert {
-		e.Serial, e.KeyID, e.Principals = cert.Serial, cert.KeyId, cert.ValidPrincipals
-	}
+	e := authEvent(key, err, c.remote, "auth")
+	_, isCert := key.(*ssh.Certificate)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// ssh offers a certificate and then its plain key; the certificate's
@@ -279,7 +278,7 @@ func (c *trackedConn) refused(key ssh.PublicKey, err error) {
 	if c.failure != nil && c.failure.KeyID != "" && !isCert {
 		return
 	}
-	c.failure = e
+	c.failure = &e
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -344,8 +343,10 @@ func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
 			conn.Close()
 			return
 		case <-tick.C:
-			if err := s.recheck(id); err != nil {
-				s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "reason", err.Error())
+			// The same rule that let the certificate in, with the current
+			// CAs and revocations.
+			if _, err := s.opts.Verifier().Verify(id.Cert, conn.RemoteAddr()); err != nil {
+				s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "err", err)
 				conn.Close()
 				return
 			}
@@ -353,63 +354,25 @@ func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
 	}
 }
 
-// recheck asks the current revocation sources about id again.
-func (s *Server) recheck(id *Identity) error {
-	v := s.opts.Verifier()
-	for _, rc := range v.Revocations {
-		revoked, err := rc.Revoked(id.Cert)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrRevocationUnknown, err)
-		}
-		if revoked {
-			return ErrRevoked
-		}
-	}
-	if !v.trusts(id.Cert.SignatureKey) {
-		return ErrUntrustedCA
-	}
-	return nil
-}
-
-// handleSession runs one exec request.
+// handleSession runs one exec request through the pipeline git-shell
+// runs too.
 func (s *Server) handleSession(sess gliderssh.Session) {
-	started := time.Now()
 	ctx := sess.Context()
-	id := identity(ctx)
-	command := sess.RawCommand()
-	remote := sess.RemoteAddr().String()
-	var d Decision
-	if id == nil {
-		d = Decision{Err: ErrNoGrants}
-	} else if sess.Subsystem() != "" {
-		d = Decision{Identity: id, Err: fmt.Errorf("%w: subsystem %q", ErrCommand, sess.Subsystem())}
-	} else {
-		d = Decide(s.opts.Repos, id, command)
+	r := execRequest{
+		id:          identity(ctx),
+		remote:      sess.RemoteAddr().String(),
+		command:     sess.RawCommand(),
+		gitProtocol: gitProtocolEnv(sess.Environ()),
+		stdio:       Stdio{In: sess, Out: sess, Err: sess.Stderr()},
+		exit:        func(code int) { _ = sess.Exit(code) },
 	}
-	authTook := time.Since(started)
-	ev := NewEvent(d, remote, command)
-	s.opts.Metrics.authorized(authTook)
-	if !d.Allowed() {
-		fmt.Fprintln(sess.Stderr(), ClientMessage(d.Err))
-		_ = sess.Exit(1)
-		s.opts.Metrics.operation(string(d.Command.Service), Deny)
-		_ = s.opts.Recorder.Record(ctx, ev)
-		return
+	switch {
+	case r.id == nil:
+		r.refused = ErrNoGrants
+	case sess.Subsystem() != "":
+		r.refused = fmt.Errorf("%w: subsystem %q", ErrCommand, sess.Subsystem())
 	}
-	res, err := s.opts.Git.Serve(ctx, d, gitProtocolEnv(sess.Environ()), Stdio{In: sess, Out: sess, Err: sess.Stderr()})
-	code := 0
-	if err != nil {
-		code = 1
-	}
-	_ = sess.Exit(code)
-	ev.Complete(res, err, time.Since(started))
-	s.opts.Metrics.operation(string(d.Command.Service), Allow)
-	s.opts.Metrics.transferred(res.BytesIn, res.BytesOut)
-	// Recorded after the client has its answer: the operation already
-	// happened, and an fsync must not add to every fetch's latency.
-	if err := s.opts.Recorder.Record(ctx, ev); err != nil {
-		s.opts.Logger.Error("audit record failed", "error", err.Error(), "serial", ev.Serial)
-	}
+	s.pipeline.serve(ctx, r)
 }
 
 // gitProtocolEnv picks GIT_PROTOCOL out of the client's env requests.

@@ -330,3 +330,35 @@ func TestNativeIdleConnectionIsClosed(t *testing.T) {
 		t.Fatal("an idle connection was still open after 5s with a 0.7s idle timeout")
 	}
 }
+
+// TestNativeRecheckUsesVerifier: an open connection is checked again with
+// the current Verifier's own rule, whatever it refuses the certificate
+// for: a CA no longer trusted, or a validity window its clock has left.
+func TestNativeRecheckUsesVerifier(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		reload func(n *native) *Verifier
+	}{
+		{"CA no longer trusted", func(n *native) *Verifier {
+			return &Verifier{CAs: []ssh.PublicKey{newCA(t).PublicKey()}, Revocations: []RevocationChecker{n.revoked}}
+		}},
+		{"clock past the validity window", func(n *native) *Verifier {
+			return &Verifier{CAs: []ssh.PublicKey{n.ca.PublicKey()}, Revocations: []RevocationChecker{n.revoked},
+				Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := startNative(t, func(o *ServerOptions) { o.RecheckInterval = 50 * time.Millisecond })
+			u := n.newUser("held", time.Hour, "git:read:demo/app:*")
+			n.startAgent(u)
+			done, stop := n.holdUploadPack(u)
+			defer stop()
+			n.verifier.Store(tt.reload(n))
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("connection still open 10s after the verifier stopped accepting its certificate")
+			}
+		})
+	}
+}
