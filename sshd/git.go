@@ -148,10 +148,14 @@ type Result struct {
 }
 
 // Serve runs the decided operation with the client's streams. gitProtocol
-// is the client's GIT_PROTOCOL value, "" when none was sent. The returned
-// error is non-nil when git failed or the operation was refused part-way
-// (an archive of a ref outside the grant, for instance).
-func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+// is the client's GIT_PROTOCOL value, "" when none was sent. For a push,
+// beforeUpdate is called with every update the push asked for, each
+// "allowed" or "refused" with its reason, before git changes any ref; an
+// error from it refuses them all. It is not called when nothing would
+// change; nil lets the allowed ones happen. The returned error is non-nil
+// when git failed or the operation was refused part-way (an archive of a
+// ref outside the grant, for instance).
+func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio Stdio, beforeUpdate func([]RefUpdate) error) (Result, error) {
 	if !d.Allowed() {
 		return Result{}, fmt.Errorf("serve refused decision: %w", d.Err)
 	}
@@ -164,7 +168,7 @@ func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio S
 	case UploadPack:
 		res, err = g.uploadPack(ctx, d, gitProtocol, stdio)
 	case ReceivePack:
-		res, err = g.receivePack(ctx, d, gitProtocol, stdio)
+		res, err = g.receivePack(ctx, d, gitProtocol, stdio, beforeUpdate)
 	case UploadArchive:
 		err = g.uploadArchive(ctx, d, stdio)
 	default:
@@ -252,7 +256,7 @@ func orZero(v string) string {
 	return v
 }
 
-func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio, beforeUpdate func([]RefUpdate) error) (Result, error) {
 	version := protocolVersion(gitProtocol)
 	if version == "2" {
 		version = "" // push has no v2; git would fall back anyway
@@ -277,6 +281,14 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	if err != nil {
 		return Result{}, err
 	}
+	if beforeUpdate == nil {
+		beforeUpdate = func([]RefUpdate) error { return nil }
+	}
+	gate, err := openPushGate(beforeUpdate)
+	if err != nil {
+		return Result{}, err
+	}
+	defer gate.close()
 	cfg := append([]string(nil), safeConfig...)
 	cfg = append(cfg,
 		"core.hooksPath="+hooksDir,
@@ -289,6 +301,7 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		envHookGrants+"="+grantsString(d.Grants),
 		envHookReport+"="+report.Name(),
 		envHookPushed+"="+pushed.Name(),
+		envHookGate+"="+gate.path(),
 	)
 	if !DecideRef(d.Grants, d.Command.Repo, "", RefListAll).Allowed {
 		hidden, err := hideRefsConfig("receive.hideRefs", d, false)

@@ -52,6 +52,7 @@ type hookEnv struct {
 	fence  bool
 	report string
 	pushed string
+	gate   string
 }
 
 func hookEnvFromOS() (*hookEnv, error) {
@@ -60,6 +61,7 @@ func hookEnvFromOS() (*hookEnv, error) {
 		fence:  os.Getenv(envHookFence) == "1",
 		report: os.Getenv(envHookReport),
 		pushed: os.Getenv(envHookPushed),
+		gate:   os.Getenv(envHookGate),
 	}
 	if h.repo == "" {
 		return nil, errors.New("not started by jitssh (no repository in environment)")
@@ -277,6 +279,14 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 			}
 		}
 	}
+	// Nothing changes before the serving process has recorded what will.
+	if err := h.passGate(cmds, reasons); err != nil {
+		for i := range reasons {
+			if reasons[i] == "" {
+				reasons[i] = err.Error()
+			}
+		}
+	}
 	for i, c := range cmds {
 		if reasons[i] != "" {
 			log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reasons[i]})
@@ -296,6 +306,27 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	return writeFlush(stdout)
+}
+
+// passGate asks the serving process to let the updates reasons allow
+// happen; it records them first. When none is allowed there is nothing to
+// ask.
+func (h *hookEnv) passGate(cmds []refCommand, reasons []string) error {
+	var decided []RefUpdate
+	allowed := false
+	for i, c := range cmds {
+		u := RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "allowed"}
+		if reasons[i] != "" {
+			u.Result, u.Reason = "refused", reasons[i]
+		} else {
+			allowed = true
+		}
+		decided = append(decided, u)
+	}
+	if !allowed {
+		return nil
+	}
+	return askGate(h.gate, decided)
 }
 
 // refusedByGit returns the updates pre-receive saw that are missing from

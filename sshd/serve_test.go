@@ -162,7 +162,7 @@ func TestServeArchiveRawRequests(t *testing.T) {
 		}
 		require.NoError(t, writeFlush(&req))
 		var out bytes.Buffer
-		_, err := g.Serve(context.Background(), d, "", Stdio{In: &req, Out: &out, Err: io.Discard})
+		_, err := g.Serve(context.Background(), d, "", Stdio{In: &req, Out: &out, Err: io.Discard}, nil)
 		require.ErrorIs(t, err, ErrArchiveRefused, "args %q", args)
 		assert.Contains(t, out.String(), "NACK jitssh:", "args %q", args)
 	}
@@ -354,7 +354,7 @@ func rawPush(t *testing.T, g *Git, d Decision, command string, pack []byte) stri
 	serverIn, clientOut := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		_, err := g.Serve(context.Background(), d, "", Stdio{In: serverIn, Out: serverOut, Err: io.Discard})
+		_, err := g.Serve(context.Background(), d, "", Stdio{In: serverIn, Out: serverOut, Err: io.Discard}, nil)
 		serverOut.CloseWithError(err)
 		done <- err
 	}()

@@ -38,7 +38,12 @@ type execRequest struct {
 	exit func(code int)
 }
 
-// serve decides r, runs what is allowed, and records the outcome.
+// serve decides r, runs what is allowed, and records it. The audit rule
+// is one for both front-ends: an allowed operation acts only once its
+// decision is on the record (a fetch or archive before git starts, a push
+// before git changes any ref), and is refused when that record cannot be
+// written. The record of what it did follows; should that one fail, the
+// server's log says so.
 func (p *pipeline) serve(ctx context.Context, r execRequest) {
 	started := time.Now()
 	d := Decision{Identity: r.id, Err: r.refused}
@@ -47,6 +52,12 @@ func (p *pipeline) serve(ctx context.Context, r execRequest) {
 	}
 	p.metrics.authorized(time.Since(started))
 	ev := NewEvent(d, r.remote, r.command)
+	if d.Allowed() && d.Command.Service != ReceivePack {
+		if err := p.record(ctx, ev.decided(nil)); err != nil {
+			d.Err = fmt.Errorf("%w: %w", ErrAuditUnavailable, err)
+			ev = NewEvent(d, r.remote, r.command)
+		}
+	}
 	if !d.Allowed() {
 		fmt.Fprintln(r.stdio.Err, ClientMessage(d.Err))
 		r.exit(1)
@@ -54,7 +65,9 @@ func (p *pipeline) serve(ctx context.Context, r execRequest) {
 		p.record(ctx, ev)
 		return
 	}
-	res, err := p.git.Serve(ctx, d, r.gitProtocol, r.stdio)
+	res, err := p.git.Serve(ctx, d, r.gitProtocol, r.stdio, func(updates []RefUpdate) error {
+		return p.record(ctx, ev.decided(updates))
+	})
 	code := 0
 	if err != nil {
 		code = 1
@@ -76,6 +89,15 @@ func (p *pipeline) record(ctx context.Context, e Event) error {
 		p.logger.Error("audit record failed", "err", err, "serial", e.Serial, "key_id", e.KeyID, "decision", e.Decision, "repo", e.Repo)
 	}
 	return err
+}
+
+// decided is the record of e's decision, written before the operation
+// acts, with a push's decided updates.
+func (e Event) decided(updates []RefUpdate) Event {
+	e.Time = time.Now().UTC()
+	e.Stage = StageDecided
+	e.Updates = updates
+	return e
 }
 
 // authEvent is the record of a key refused at authentication, naming the
