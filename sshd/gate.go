@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -90,7 +89,8 @@ func (g *pushGate) close() {
 
 // askGate is the hook's side: it returns nil only when the gate at path
 // answered that updates may happen. Anything else, a missing gate
-// included, refuses them.
+// included, refuses them: ErrAuditUnavailable itself when the gate said
+// no, wrapped with the detail when it could not be asked.
 func askGate(path string, updates []RefUpdate) error {
 	if path == "" {
 		return fmt.Errorf("%w: no push gate (not started by jitssh)", ErrAuditUnavailable)
@@ -108,8 +108,9 @@ func askGate(path string, updates []RefUpdate) error {
 	if err != nil {
 		return fmt.Errorf("%w: push gate: %w", ErrAuditUnavailable, err)
 	}
-	if answer == "ok\n" {
-		return nil
+	if answer != "ok\n" {
+		// The serving process refused; it logged why.
+		return ErrAuditUnavailable
 	}
-	return errors.New(strings.TrimSpace(strings.TrimPrefix(answer, "refused ")))
+	return nil
 }

@@ -28,6 +28,7 @@ const (
 	envHookFence  = "JITSSH_HOOK_FENCE"
 	envHookReport = "JITSSH_HOOK_REPORT"
 	envHookPushed = "JITSSH_HOOK_PUSHED"
+	envHookErrors = "JITSSH_HOOK_ERRORS"
 )
 
 // hookNames are the hooks jitssh installs. pre-receive and proc-receive
@@ -90,7 +91,14 @@ func (g *Git) hooks() (string, error) {
 			return
 		}
 		for _, name := range hookNames {
-			script := "#!/bin/sh\nexec " + shellQuoteArgs(g.hookCmd) + " " + name + " \"$@\"\n"
+			// A hook command that cannot start (126, 127) or dies by a
+			// signal cannot say so itself; the script does.
+			script := "#!/bin/sh\n" + shellQuoteArgs(g.hookCmd) + " " + name + " \"$@\"\n" +
+				"rc=$?\n" +
+				"if [ $rc -ge 126 ] && [ -n \"$" + envHookErrors + "\" ]; then\n" +
+				"\tprintf '{\"hook\":\"" + name + "\",\"err\":\"the hook command did not run to its end (exit status %d)\"}\\n' $rc >>\"$" + envHookErrors + "\"\n" +
+				"fi\n" +
+				"exit $rc\n"
 			if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
 				os.RemoveAll(dir)
 				g.hooksErr = fmt.Errorf("write %s hook: %w", name, err)
@@ -145,6 +153,9 @@ type Result struct {
 	BytesOut int64
 	// Protocol is the Git protocol version spoken ("0", "1" or "2").
 	Protocol string
+	// HookErrors are failures of jitssh's own hooks during a push, for
+	// the server's log; the client was told only that a hook failed.
+	HookErrors []HookError
 }
 
 // Serve runs the decided operation with the client's streams. gitProtocol
@@ -276,6 +287,12 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	}
 	defer os.Remove(pushed.Name())
 	pushed.Close()
+	hookErrors, err := os.CreateTemp("", "jitssh-hook-errors-")
+	if err != nil {
+		return Result{}, fmt.Errorf("create hook error file: %w", err)
+	}
+	defer os.Remove(hookErrors.Name())
+	hookErrors.Close()
 
 	hooksDir, err := g.hooks()
 	if err != nil {
@@ -302,6 +319,7 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		envHookReport+"="+report.Name(),
 		envHookPushed+"="+pushed.Name(),
 		envHookGate+"="+gate.path(),
+		envHookErrors+"="+hookErrors.Name(),
 	)
 	if !DecideRef(d.Grants, d.Command.Repo, "", RefListAll).Allowed {
 		hidden, err := hideRefsConfig("receive.hideRefs", d, false)
@@ -338,7 +356,15 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	if err != nil && runErr == nil {
 		runErr = err
 	}
-	return Result{Updates: updates, Protocol: orZero(version)}, runErr
+	hookErrs, err := readHookErrors(hookErrors.Name())
+	if err != nil && runErr == nil {
+		runErr = err
+	}
+	// git reports a failed hook to the client and carries on, exiting 0.
+	if len(hookErrs) > 0 && runErr == nil {
+		runErr = fmt.Errorf("%s hook failed: %s", hookErrs[0].Hook, hookErrs[0].Err)
+	}
+	return Result{Updates: updates, Protocol: orZero(version), HookErrors: hookErrs}, runErr
 }
 
 // addUnreported adds to updates, as refused, what the client asked for

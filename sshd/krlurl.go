@@ -62,7 +62,7 @@ func (k *KRLURL) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if err := k.Fetch(ctx); err != nil {
-			k.logger.Warn("revocation list fetch failed", "url", k.url, "error", err.Error())
+			k.logger.Warn("revocation list fetch failed", "url", k.url, "err", err)
 		}
 		select {
 		case <-ctx.Done():

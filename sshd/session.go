@@ -68,6 +68,9 @@ func (p *pipeline) serve(ctx context.Context, r execRequest) {
 	res, err := p.git.Serve(ctx, d, r.gitProtocol, r.stdio, func(updates []RefUpdate) error {
 		return p.record(ctx, ev.decided(updates))
 	})
+	for _, h := range res.HookErrors {
+		p.logger.Error("git hook failed", "hook", h.Hook, "err", h.Err, "serial", ev.Serial, "key_id", ev.KeyID, "repo", ev.Repo)
+	}
 	code := 0
 	if err != nil {
 		code = 1
