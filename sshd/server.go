@@ -161,6 +161,11 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 	cfg.VerifiedPublicKeyCallback = func(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 		id, err := s.opts.Verifier().Verify(key, conn.RemoteAddr())
 		if err != nil {
+			// Accepted when offered, refused now that it signed: the
+			// verifier changed in between.
+			if tc, ok := ctx.Value(connKey).(*trackedConn); ok {
+				tc.refused(key, err)
+			}
 			return nil, err
 		}
 		perms := &ssh.Permissions{ExtraData: map[any]any{identityKey: id}}
@@ -175,8 +180,8 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 
 // offeredKey answers the client's "would you accept this key?" queries.
 // Nothing it learns is kept: a key that is offered is not yet a key that
-// signed. Refusals are remembered only to be recorded if the connection
-// never authenticates: clients routinely offer several keys.
+// signed. Refusals are remembered, to be recorded when the connection
+// ends.
 func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	_, err := s.opts.Verifier().Verify(key, ctx.RemoteAddr())
 	if err != nil {
@@ -188,18 +193,23 @@ func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool
 	return true
 }
 
-// recordFailedAuth records one refusal for a connection that closed
-// without authenticating, naming the last certificate it offered, or the
-// last key when it offered none.
-func (s *Server) recordFailedAuth(tc *trackedConn) {
+// recordRefusals records, once the connection has ended, every certificate
+// it offered that was refused, each with its own reason: a refused
+// certificate is on the record whether or not another key got in after
+// it. Plain keys are offered routinely (ssh tries every key it has), so
+// one is recorded only for a connection that offered no certificate and
+// never authenticated.
+func (s *Server) recordRefusals(tc *trackedConn, authenticated bool) {
 	tc.mu.Lock()
-	e := tc.failure
+	certs, plain := tc.certRefusals, tc.plainRefusal
 	tc.mu.Unlock()
-	if e == nil {
-		return
+	if len(certs) == 0 && plain != nil && !authenticated {
+		certs = append(certs, *plain)
 	}
-	s.opts.Metrics.operation("auth", Deny)
-	_ = s.pipeline.record(context.Background(), *e)
+	for _, e := range certs {
+		s.opts.Metrics.operation("auth", Deny)
+		_ = s.pipeline.record(context.Background(), e)
+	}
 }
 
 // identity returns the identity the completed handshake verified, or nil.
@@ -239,9 +249,7 @@ func (s *Server) admit(ctx gliderssh.Context, conn net.Conn) net.Conn {
 		}
 		s.mu.Unlock()
 		s.opts.Metrics.connClosed()
-		if identity(ctx) == nil {
-			s.recordFailedAuth(tc)
-		}
+		s.recordRefusals(tc, identity(ctx) != nil)
 	}
 	ctx.SetValue(connKey, tc)
 	// A client that does not finish authenticating in time is dropped,
@@ -263,22 +271,31 @@ type trackedConn struct {
 	release   func()
 	handshake *time.Timer
 
-	mu      sync.Mutex
-	failure *Event
+	mu           sync.Mutex
+	certRefusals []Event
+	plainRefusal *Event
 }
 
-// refused notes a refused key offer.
+// refused notes a refused key offer: every certificate, each once per
+// reason, and the last plain key.
 func (c *trackedConn) refused(key ssh.PublicKey, err error) {
 	e := authEvent(key, err, c.remote, "auth")
-	_, isCert := key.(*ssh.Certificate)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// ssh offers a certificate and then its plain key; the certificate's
-	// refusal is the one that says what happened.
-	if c.failure != nil && c.failure.KeyID != "" && !isCert {
+	if _, isCert := key.(*ssh.Certificate); !isCert {
+		c.plainRefusal = &e
 		return
 	}
-	c.failure = &e
+	for _, seen := range c.certRefusals {
+		if seen.Serial == e.Serial && seen.KeyID == e.KeyID && seen.CA == e.CA && seen.Reason == e.Reason {
+			return
+		}
+	}
+	// A client may offer any number; beyond maxAuthTries the server has
+	// closed the connection anyway.
+	if len(c.certRefusals) < maxAuthTries {
+		c.certRefusals = append(c.certRefusals, e)
+	}
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
