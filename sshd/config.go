@@ -52,12 +52,14 @@ type RevocationConfig struct {
 
 // LimitsConfig are the connection limits; zero means the default.
 type LimitsConfig struct {
-	HandshakeTimeout   Duration `yaml:"handshake_timeout"`
-	IdleTimeout        Duration `yaml:"idle_timeout"`
-	MaxConnections     int      `yaml:"max_connections"`
-	MaxPerSource       int      `yaml:"max_connections_per_source"`
-	MaxSessionsPerConn int      `yaml:"max_sessions_per_connection"`
-	ShutdownGrace      Duration `yaml:"shutdown_grace"`
+	HandshakeTimeout       Duration `yaml:"handshake_timeout"`
+	IdleTimeout            Duration `yaml:"idle_timeout"`
+	MaxConnections         int      `yaml:"max_connections"`
+	MaxPerSource           int      `yaml:"max_connections_per_source"`
+	MaxSessionsPerConn     int      `yaml:"max_sessions_per_connection"`
+	MaxHandshakes          int      `yaml:"max_handshakes"`
+	MaxHandshakesPerSource int      `yaml:"max_handshakes_per_source"`
+	ShutdownGrace          Duration `yaml:"shutdown_grace"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML.

@@ -22,6 +22,8 @@ const (
 	DefaultMaxConnections     = 1024
 	DefaultMaxPerSource       = 128
 	DefaultMaxSessionsPerConn = 4
+	DefaultMaxHandshakes      = 64
+	DefaultMaxHandshakesPer   = 16
 	DefaultRecheckInterval    = 2 * time.Second
 
 	maxAuthTries = 32
@@ -45,6 +47,11 @@ type ServerOptions struct {
 	MaxConnections     int
 	MaxPerSource       int
 	MaxSessionsPerConn int
+	// MaxHandshakes bounds the handshakes in progress at once, and
+	// MaxHandshakesPerSource those from one address; further connections
+	// wait, their handshake timeout not yet running.
+	MaxHandshakes          int
+	MaxHandshakesPerSource int
 	// KeepExpired leaves a connection open past its certificate's
 	// expiry or revocation. By default such a connection is closed.
 	KeepExpired bool
@@ -59,6 +66,8 @@ type Server struct {
 	opts     ServerOptions
 	srv      *gliderssh.Server
 	pipeline *pipeline
+
+	handshakes *handshakeGate
 
 	mu        sync.Mutex
 	perSource map[string]int
@@ -88,8 +97,10 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	setDefaultInt(&opts.MaxConnections, DefaultMaxConnections)
 	setDefaultInt(&opts.MaxPerSource, DefaultMaxPerSource)
 	setDefaultInt(&opts.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
+	setDefaultInt(&opts.MaxHandshakes, DefaultMaxHandshakes)
+	setDefaultInt(&opts.MaxHandshakesPerSource, DefaultMaxHandshakesPer)
 
-	s := &Server{opts: opts, perSource: map[string]int{}}
+	s := &Server{opts: opts, perSource: map[string]int{}, handshakes: newHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)}
 	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
 	s.srv = &gliderssh.Server{
 		Handler:              s.handleSession,
@@ -141,6 +152,7 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting and waits for open connections to finish
 // until ctx is done; then it closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.handshakes.close()
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return s.srv.Close()
@@ -149,7 +161,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listener and every connection now.
-func (s *Server) Close() error { return s.srv.Close() }
+func (s *Server) Close() error {
+	s.handshakes.close()
+	return s.srv.Close()
+}
 
 // serverConfig adds the callback that sees only the key that completed
 // authentication. The identity every later decision uses comes from it.
@@ -167,6 +182,11 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 				tc.refused(key, err)
 			}
 			return nil, err
+		}
+		// The handshake timeout may have ended the connection a moment
+		// ago; then this key must not get in either.
+		if tc, ok := ctx.Value(connKey).(*trackedConn); ok && !tc.authenticated() {
+			return nil, errHandshakeTimeout
 		}
 		perms := &ssh.Permissions{ExtraData: map[any]any{identityKey: id}}
 		if sa, ok := id.Cert.CriticalOptions[sourceAddressOption]; ok {
@@ -193,25 +213,6 @@ func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool
 	return true
 }
 
-// recordRefusals records, once the connection has ended, every certificate
-// it offered that was refused, each with its own reason: a refused
-// certificate is on the record whether or not another key got in after
-// it. Plain keys are offered routinely (ssh tries every key it has), so
-// one is recorded only for a connection that offered no certificate and
-// never authenticated.
-func (s *Server) recordRefusals(tc *trackedConn, authenticated bool) {
-	tc.mu.Lock()
-	certs, plain := tc.certRefusals, tc.plainRefusal
-	tc.mu.Unlock()
-	if len(certs) == 0 && plain != nil && !authenticated {
-		certs = append(certs, *plain)
-	}
-	for _, e := range certs {
-		s.opts.Metrics.operation("auth", Deny)
-		_ = s.pipeline.record(context.Background(), e)
-	}
-}
-
 // identity returns the identity the completed handshake verified, or nil.
 func identity(ctx gliderssh.Context) *Identity {
 	conn, ok := ctx.Value(gliderssh.ContextKeyConn).(*ssh.ServerConn)
@@ -220,96 +221,6 @@ func identity(ctx gliderssh.Context) *Identity {
 	}
 	id, _ := conn.Permissions.ExtraData[identityKey].(*Identity)
 	return id
-}
-
-// admit applies the connection limits and the handshake timeout.
-func (s *Server) admit(ctx gliderssh.Context, conn net.Conn) net.Conn {
-	source := "?"
-	if ip := remoteIP(conn.RemoteAddr()); ip != nil {
-		source = ip.String()
-	}
-	s.mu.Lock()
-	if s.total >= s.opts.MaxConnections || s.perSource[source] >= s.opts.MaxPerSource {
-		s.mu.Unlock()
-		s.opts.Logger.Warn("connection refused: limit reached", "remote", conn.RemoteAddr().String())
-		s.opts.Metrics.refusedConn()
-		return nil
-	}
-	s.total++
-	s.perSource[source]++
-	s.mu.Unlock()
-	s.opts.Metrics.connOpened()
-
-	tc := &trackedConn{Conn: conn, remote: conn.RemoteAddr().String()}
-	tc.release = func() {
-		s.mu.Lock()
-		s.total--
-		if s.perSource[source]--; s.perSource[source] <= 0 {
-			delete(s.perSource, source)
-		}
-		s.mu.Unlock()
-		s.opts.Metrics.connClosed()
-		s.recordRefusals(tc, identity(ctx) != nil)
-	}
-	ctx.SetValue(connKey, tc)
-	// A client that does not finish authenticating in time is dropped,
-	// however slowly it trickles bytes.
-	tc.handshake = time.AfterFunc(s.opts.HandshakeTimeout, func() {
-		if identity(ctx) == nil {
-			conn.Close()
-		}
-	})
-	return tc
-}
-
-const connKey ctxKey = "jitssh-conn"
-
-type trackedConn struct {
-	net.Conn
-	remote    string
-	once      sync.Once
-	release   func()
-	handshake *time.Timer
-
-	mu           sync.Mutex
-	certRefusals []Event
-	plainRefusal *Event
-}
-
-// refused notes a refused key offer: every certificate, each once per
-// reason, and the last plain key.
-func (c *trackedConn) refused(key ssh.PublicKey, err error) {
-	e := authEvent(key, err, c.remote, "auth")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, isCert := key.(*ssh.Certificate); !isCert {
-		c.plainRefusal = &e
-		return
-	}
-	for _, seen := range c.certRefusals {
-		if seen.Serial == e.Serial && seen.KeyID == e.KeyID && seen.CA == e.CA && seen.Reason == e.Reason {
-			return
-		}
-	}
-	// A client may offer any number; beyond maxAuthTries the server has
-	// closed the connection anyway.
-	if len(c.certRefusals) < maxAuthTries {
-		c.certRefusals = append(c.certRefusals, e)
-	}
-}
-
-func (c *trackedConn) Read(p []byte) (int, error) {
-	quickAck(c.Conn)
-	return c.Conn.Read(p)
-}
-
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.handshake.Stop()
-		c.release()
-	})
-	return err
 }
 
 // limitSessions caps concurrent sessions on one connection, and starts

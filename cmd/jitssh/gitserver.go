@@ -91,19 +91,21 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := sshd.NewServer(sshd.ServerOptions{
-		HostKeys:           []ssh.Signer{hostKey},
-		Verifier:           current.Load,
-		Repos:              repos,
-		Git:                git,
-		Recorder:           rec,
-		Logger:             logger,
-		Metrics:            sshd.NewMetrics(reg),
-		HandshakeTimeout:   time.Duration(cfg.Limits.HandshakeTimeout),
-		IdleTimeout:        time.Duration(cfg.Limits.IdleTimeout),
-		MaxConnections:     cfg.Limits.MaxConnections,
-		MaxPerSource:       cfg.Limits.MaxPerSource,
-		MaxSessionsPerConn: cfg.Limits.MaxSessionsPerConn,
-		KeepExpired:        cfg.KeepExpired,
+		HostKeys:               []ssh.Signer{hostKey},
+		Verifier:               current.Load,
+		Repos:                  repos,
+		Git:                    git,
+		Recorder:               rec,
+		Logger:                 logger,
+		Metrics:                sshd.NewMetrics(reg),
+		HandshakeTimeout:       time.Duration(cfg.Limits.HandshakeTimeout),
+		IdleTimeout:            time.Duration(cfg.Limits.IdleTimeout),
+		MaxConnections:         cfg.Limits.MaxConnections,
+		MaxPerSource:           cfg.Limits.MaxPerSource,
+		MaxSessionsPerConn:     cfg.Limits.MaxSessionsPerConn,
+		MaxHandshakes:          cfg.Limits.MaxHandshakes,
+		MaxHandshakesPerSource: cfg.Limits.MaxHandshakesPerSource,
+		KeepExpired:            cfg.KeepExpired,
 	})
 	if err != nil {
 		return err
