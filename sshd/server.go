@@ -17,14 +17,14 @@ import (
 
 // Defaults for ServerOptions' limits.
 const (
-	DefaultHandshakeTimeout   = 10 * time.Second
-	DefaultIdleTimeout        = 2 * time.Minute // well above git's 5 s keepalives
-	DefaultMaxConnections     = 1024
-	DefaultMaxPerSource       = 128
-	DefaultMaxSessionsPerConn = 4
-	DefaultMaxHandshakes      = 64
-	DefaultMaxHandshakesPer   = 16
-	DefaultRecheckInterval    = 2 * time.Second
+	DefaultHandshakeTimeout       = 10 * time.Second
+	DefaultIdleTimeout            = 2 * time.Minute // well above git's 5 s keepalives
+	DefaultMaxConnections         = 1024
+	DefaultMaxPerSource           = 128
+	DefaultMaxSessionsPerConn     = 4
+	DefaultMaxHandshakes          = 64
+	DefaultMaxHandshakesPerSource = 16
+	DefaultRecheckInterval        = 2 * time.Second
 
 	maxAuthTries = 32
 )
@@ -56,7 +56,7 @@ type ServerOptions struct {
 	// expiry or revocation. By default such a connection is closed.
 	KeepExpired bool
 	// RecheckInterval is how often an open connection's certificate is
-	// checked against revocations again.
+	// verified again, with the Verifier of the moment.
 	RecheckInterval time.Duration
 }
 
@@ -98,7 +98,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	setDefaultInt(&opts.MaxPerSource, DefaultMaxPerSource)
 	setDefaultInt(&opts.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
 	setDefaultInt(&opts.MaxHandshakes, DefaultMaxHandshakes)
-	setDefaultInt(&opts.MaxHandshakesPerSource, DefaultMaxHandshakesPer)
+	setDefaultInt(&opts.MaxHandshakesPerSource, DefaultMaxHandshakesPerSource)
 
 	s := &Server{opts: opts, perSource: map[string]int{}, handshakes: newHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)}
 	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
