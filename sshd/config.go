@@ -156,16 +156,17 @@ func newVerifier(caFiles []string, krlFile string, skew time.Duration, extra ...
 }
 
 // LoadOrCreateHostKey reads an OpenSSH private host key, creating an
-// ed25519 one (mode 0600) when the file does not exist. A key file that
-// others can read is refused.
-func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
+// ed25519 one (mode 0600) with the comment "jitssh <role>" when the file
+// does not exist, where role names the server that uses it. A key file
+// that others can read is refused.
+func LoadOrCreateHostKey(path, role string) (ssh.Signer, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("generate host key: %w", err)
 		}
-		block, err := ssh.MarshalPrivateKey(priv, "jitssh git-server")
+		block, err := ssh.MarshalPrivateKey(priv, "jitssh "+role)
 		if err != nil {
 			return nil, fmt.Errorf("encode host key: %w", err)
 		}

@@ -44,7 +44,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	if err != nil {
 		return err
 	}
-	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey)
+	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey, "git-server")
 	if err != nil {
 		return err
 	}

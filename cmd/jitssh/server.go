@@ -63,7 +63,7 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey)
+	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey, "approval daemon")
 	if err != nil {
 		return err
 	}
