@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -1113,10 +1114,16 @@ func clipRunes(s string, n int) string {
 func (r *Report) HTML(w io.Writer) error {
 	v := r.view()
 	v.Timeline = r.timeline()
-	return reportHTML.Execute(w, v)
+	return reportHTML().Execute(w, v)
 }
 
-var reportHTML = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+// reportHTML is parsed on first use, not when the package loads: every run
+// of the binary, a Git connection's too, would otherwise parse it.
+var reportHTML = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("report").Parse(reportHTMLText))
+})
+
+const reportHTMLText = `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -1221,4 +1228,4 @@ svg .held { fill: var(--c); }
 {{- end}}
 </body>
 </html>
-`))
+`
