@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -24,19 +25,27 @@ func main() {
 }
 
 func run(args []string) int {
-	app := newApp()
-	if err := app.Run(flagsFirst(app, args)); err != nil {
-		var coder cli.ExitCoder
-		if errors.As(err, &coder) {
-			if msg := err.Error(); msg != "" {
-				fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", msg)
-			}
-			return coder.ExitCode()
-		}
-		fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", err)
-		return exitError
+	if rest, ok := gitSSHArgs(args); ok {
+		return exitCode(runGitSSH(rest), os.Stderr)
 	}
-	return exitOK
+	app := newApp()
+	return exitCode(app.Run(flagsFirst(app, args)), app.ErrWriter)
+}
+
+// exitCode reports err, if any, on stderr and returns the exit code.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var coder cli.ExitCoder
+	if errors.As(err, &coder) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(stderr, "jitssh: %s\n", msg)
+		}
+		return coder.ExitCode()
+	}
+	fmt.Fprintf(stderr, "jitssh: %s\n", err)
+	return exitError
 }
 
 func newApp() *cli.App {
