@@ -51,16 +51,16 @@ type startProgram struct {
 //
 // The results to compare are the ratios to hello-go; git-ssh includes one
 // run of /bin/true. With $JITSSH_BENCH_BASELINE_BIN set to another jitssh
-// binary (an older commit's), each jitssh program runs again from it, as
-// NAME-baseline right after NAME, so before and after share one run.
+// binary (an older commit's), each jitssh program also runs as NAME-ab:
+// that binary and the current one in turn, one run each per iteration, so
+// that both meet the same moments of a busy machine. NAME-ab reports each
+// one's time and CPU per run as base-ns/op, now-ns/op, base-cpu-ns/op and
+// now-cpu-ns/op.
 func BenchmarkConnectionStart(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds a Go program and runs ssh-agent; not under -short")
 	}
 	programs := newStartPrograms(b)
-	if base := os.Getenv(benchBaselineBinEnv); base != "" {
-		programs = withBaseline(programs, base)
-	}
 	for _, p := range programs {
 		b.Run(p.name, func(b *testing.B) {
 			var cpu time.Duration
@@ -77,27 +77,46 @@ func BenchmarkConnectionStart(b *testing.B) {
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
+	base := os.Getenv(benchBaselineBinEnv)
+	if base == "" {
+		return
+	}
+	for _, p := range programs {
+		if p.argv[0] != jitsshBin {
+			continue
+		}
+		bp := p
+		bp.argv = slices.Concat([]string{base}, p.argv[1:])
+		b.Run(p.name+"-ab", func(b *testing.B) { benchAgainstBaseline(b, bp, p) })
+	}
 }
 
 // benchBaselineBinEnv names the jitssh binary BenchmarkConnectionStart
 // compares against.
 const benchBaselineBinEnv = "JITSSH_BENCH_BASELINE_BIN"
 
-// withBaseline follows every program run from jitsshBin with the same run
-// from the baseline binary.
-func withBaseline(programs []startProgram, base string) []startProgram {
-	var out []startProgram
-	for _, p := range programs {
-		out = append(out, p)
-		if p.argv[0] != jitsshBin {
-			continue
+// benchAgainstBaseline runs base and now in turn, alternating which goes
+// first.
+func benchAgainstBaseline(b *testing.B, base, now startProgram) {
+	var wall, cpu [2]time.Duration
+	pair := [2]startProgram{base, now}
+	for i := 0; b.Loop(); i++ {
+		for k := range 2 {
+			j := (i + k) % 2
+			start := time.Now()
+			used, err := runStartProgram(pair[j])
+			if err != nil {
+				b.Fatalf("%s (%s): %v", pair[j].name, pair[j].argv[0], err)
+			}
+			wall[j] += time.Since(start)
+			cpu[j] += used
 		}
-		bp := p
-		bp.name += "-baseline"
-		bp.argv = slices.Concat([]string{base}, p.argv[1:])
-		out = append(out, bp)
 	}
-	return out
+	n := float64(b.N)
+	b.ReportMetric(float64(wall[0].Nanoseconds())/n, "base-ns/op")
+	b.ReportMetric(float64(wall[1].Nanoseconds())/n, "now-ns/op")
+	b.ReportMetric(float64(cpu[0].Nanoseconds())/n, "base-cpu-ns/op")
+	b.ReportMetric(float64(cpu[1].Nanoseconds())/n, "now-cpu-ns/op")
 }
 
 // runStartProgram runs p once and returns the user and system CPU time it
