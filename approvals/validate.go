@@ -9,6 +9,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
@@ -19,8 +20,12 @@ import (
 
 // nameRE is what person, group and rule names look like. Person names end
 // up in certificate key IDs ("alice/req-...") and in OpenSSH's logs, so
-// they are kept to characters that need no quoting anywhere.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// they are kept to characters that need no quoting anywhere. Compiled on
+// first use: the bounded repetition makes it costly, and every run of the
+// binary, a Git connection's too, would otherwise pay for it at start.
+var nameRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+})
 
 // checker collects every problem in a config, with the line it is on when
 // the config came from a file.
@@ -105,7 +110,7 @@ func (c *checker) policy(cfg *Config) {
 	seenGroup := map[string]bool{}
 	for i, g := range cfg.AuditorGroups {
 		switch {
-		case !nameRE.MatchString(g):
+		case !nameRE().MatchString(g):
 			c.bad(at("auditor_groups", i), "auditor_groups: %q: use letters, digits, '.', '_' and '-' (at most 64)", g)
 		case seenGroup[g]:
 			c.bad(at("auditor_groups", i), "auditor_groups: %q listed twice", g)
@@ -122,7 +127,7 @@ func (c *checker) policy(cfg *Config) {
 		case r.Name == "":
 			where = fmt.Sprintf("rules[%d]", i)
 			c.bad(at("rules", i), "%s: name: missing", where)
-		case !nameRE.MatchString(r.Name):
+		case !nameRE().MatchString(r.Name):
 			c.bad(at("rules", i, "name"), "%s: name: use letters, digits, '.', '_' and '-' (at most 64)", where)
 		case seen[r.Name]:
 			c.bad(at("rules", i, "name"), "%s: name used by an earlier rule", where)
@@ -146,7 +151,7 @@ func (c *checker) people(people []Person) map[string][]string {
 		case p.Name == "":
 			where = fmt.Sprintf("people[%d]", i)
 			c.bad(at("people", i), "%s: name: missing", where)
-		case !nameRE.MatchString(p.Name):
+		case !nameRE().MatchString(p.Name):
 			c.bad(at("people", i, "name"), "%s: name: use letters, digits, '.', '_' and '-' (at most 64)", where)
 		case p.Name == SystemActor:
 			c.bad(at("people", i, "name"), "%s: name: %q is reserved for jitssh's own actions", where, SystemActor)
@@ -158,7 +163,7 @@ func (c *checker) people(people []Person) map[string][]string {
 		inGroup := map[string]bool{}
 		for j, g := range p.Groups {
 			switch {
-			case !nameRE.MatchString(g):
+			case !nameRE().MatchString(g):
 				c.bad(at("people", i, "groups", j), "%s: group %q: use letters, digits, '.', '_' and '-' (at most 64)", where, g)
 			case inGroup[g]:
 				c.bad(at("people", i, "groups", j), "%s: group %q listed twice", where, g)

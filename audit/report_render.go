@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
@@ -450,7 +451,7 @@ func clipRunes(s string, n int) string {
 func (r *Report) HTML(w io.Writer) error {
 	v := r.view()
 	v.Timeline = r.timeline()
-	return reportHTML.Execute(w, v)
+	return reportHTML().Execute(w, v)
 }
 
 // reportHTMLText is the page HTML fills in with a reportView: styles, the
@@ -459,4 +460,8 @@ func (r *Report) HTML(w io.Writer) error {
 //go:embed report.html.tmpl
 var reportHTMLText string
 
-var reportHTML = template.Must(template.New("report").Parse(reportHTMLText))
+// reportHTML is parsed on first use: every jitssh command links this
+// package, and most never write a report.
+var reportHTML = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("report").Parse(reportHTMLText))
+})

@@ -48,6 +48,24 @@ func gitSSHCommand() *cli.Command {
 	}
 }
 
+// gitSSHArgs returns git-ssh's arguments when args (the whole command
+// line) run git-ssh to connect, which every Git connection does, so that
+// run can skip building the command tree. Help and shell completion are
+// left to the command tree.
+func gitSSHArgs(args []string) ([]string, bool) {
+	if len(args) < 2 || args[1] != "git-ssh" {
+		return nil, false
+	}
+	rest := args[2:]
+	if len(rest) == 1 && (rest[0] == "--help" || rest[0] == "-h") {
+		return nil, false
+	}
+	if len(rest) > 0 && rest[len(rest)-1] == "--generate-bash-completion" {
+		return nil, false
+	}
+	return rest, true
+}
+
 func runGitSSH(args []string) error {
 	sshProg := os.Getenv("JITSSH_SSH")
 	if sshProg == "" {

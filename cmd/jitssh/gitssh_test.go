@@ -1,6 +1,12 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/jitssh/jitssh/principals"
 	"github.com/jitssh/jitssh/sshd"
@@ -117,4 +124,110 @@ func FuzzRemoteGitCommand(f *testing.F) {
 			t.Fatalf("accepted service %q", cmd.Service)
 		}
 	})
+}
+
+func TestGitSSHArgs(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		direct bool
+		rest   []string
+	}{
+		{"a fetch", []string{"jitssh", "git-ssh", "-p", "22", "h", "git-upload-pack 'a/b'"}, true, []string{"-p", "22", "h", "git-upload-pack 'a/b'"}},
+		{"no arguments", []string{"jitssh", "git-ssh"}, true, []string{}},
+		{"-h with more is ssh's", []string{"jitssh", "git-ssh", "-h", "x"}, true, []string{"-h", "x"}},
+		{"help", []string{"jitssh", "git-ssh", "--help"}, false, nil},
+		{"short help", []string{"jitssh", "git-ssh", "-h"}, false, nil},
+		{"shell completion", []string{"jitssh", "git-ssh", "h", "--generate-bash-completion"}, false, nil},
+		{"another command", []string{"jitssh", "request", "git-ssh"}, false, nil},
+		{"nothing", []string{"jitssh"}, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rest, ok := gitSSHArgs(tt.args)
+			assert.Equal(t, tt.direct, ok)
+			assert.Equal(t, tt.rest, rest)
+		})
+	}
+}
+
+// TestGitSSHDirectMatchesCommandTree runs git-ssh both ways run can take,
+// straight and through the command tree, with a stand-in ssh that records
+// what it was given (the certificate file's content in place of its
+// temporary name), and expects the same ssh command line and exit code.
+func TestGitSSHDirectMatchesCommandTree(t *testing.T) {
+	needTool(t, "ssh-agent")
+	dir := t.TempDir()
+	conn, err := net.Dial("unix", newAgent(t))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	caSigner, err := ssh.NewSignerFromKey(caPriv)
+	require.NoError(t, err)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	sshPub, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	cert := testCert("alice/req-1", time.Now().Add(-time.Minute), time.Now().Add(time.Hour), "git:read:demo/app:*")
+	cert.Key = sshPub
+	require.NoError(t, cert.SignCert(rand.Reader, caSigner))
+	require.NoError(t, agent.NewClient(conn).Add(agent.AddedKey{PrivateKey: priv, Certificate: cert}))
+
+	fakeSSH := filepath.Join(dir, "ssh")
+	require.NoError(t, os.WriteFile(fakeSSH, []byte(`#!/bin/sh
+for a; do
+	case $a in IdentityFile=*) cat "${a#IdentityFile=}" ;; *) printf '%s\n' "$a" ;; esac
+done >"$GITSSH_TEST_OUT"
+exit "$GITSSH_TEST_CODE"
+`), 0o755))
+	tmp := t.TempDir()
+	t.Setenv("SSH_AUTH_SOCK", conn.RemoteAddr().String())
+	t.Setenv("JITSSH_SSH", fakeSSH)
+	t.Setenv("TMPDIR", tmp)
+
+	runBoth := func(t *testing.T, code string, args ...string) (direct, tree string, directCode, treeCode int) {
+		t.Helper()
+		t.Setenv("GITSSH_TEST_CODE", code)
+		argv := append([]string{"jitssh", "git-ssh"}, args...)
+		out := filepath.Join(dir, "out")
+		t.Setenv("GITSSH_TEST_OUT", out)
+		_, ok := gitSSHArgs(argv)
+		require.True(t, ok, "not a direct run")
+		directCode = run(argv)
+		data, err := os.ReadFile(out)
+		require.NoError(t, err)
+		direct = string(data)
+		require.NoError(t, os.Remove(out))
+		app := newApp()
+		treeCode = exitCode(app.Run(argv), app.ErrWriter)
+		data, err = os.ReadFile(out)
+		require.NoError(t, err)
+		tree = string(data)
+		left, err := os.ReadDir(tmp)
+		require.NoError(t, err)
+		assert.Empty(t, left, "certificate files left behind")
+		return direct, tree, directCode, treeCode
+	}
+	for _, tt := range []struct {
+		name string
+		code string
+		args []string
+		cert bool
+	}{
+		{"a fetch the certificate covers", "0", []string{"-o", "SendEnv=GIT_PROTOCOL", "-p", "22", "git@h", "git-upload-pack '/demo/app.git'"}, true},
+		{"ssh's exit code", "3", []string{"-p", "22", "git@h", "git-upload-pack 'demo/app'"}, true},
+		{"another repository", "0", []string{"h", "git-upload-pack 'team/tool'"}, false},
+		{"not git", "0", []string{"-G", "-p", "22", "h"}, false},
+		{"ssh's own -h", "255", []string{"-h", "x"}, false},
+		{"double dash", "0", []string{"--", "h", "ls", "--generate-bash-completion", "x"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			direct, tree, directCode, treeCode := runBoth(t, tt.code, tt.args...)
+			assert.Equal(t, tree, direct)
+			assert.Equal(t, treeCode, directCode)
+			assert.Equal(t, tt.code, strconv.Itoa(directCode))
+			assert.Equal(t, tt.cert, strings.Contains(direct, string(ssh.MarshalAuthorizedKey(cert))), "certificate offered:\n%s", direct)
+		})
+	}
 }

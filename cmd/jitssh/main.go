@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -24,6 +25,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if rest, ok := gitSSHArgs(args); ok {
+		return exitCode(runGitSSH(rest), os.Stderr)
+	}
 	app := newApp()
 	if len(args) > 1 && args[len(args)-1] == completionFlag {
 		writeCompletions(app.Writer, app.Commands, args[1:len(args)-1])
@@ -33,23 +37,28 @@ func run(args []string) int {
 	if err == nil {
 		err = app.Run(flagsFirst(app, args))
 	}
-	if err != nil {
-		var coder cli.ExitCoder
-		if errors.As(err, &coder) {
-			if msg := err.Error(); msg != "" {
-				fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", msg)
-			}
-			return coder.ExitCode()
-		}
-		fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", err)
-		// urfave/cli reports a missing required flag with a plain error
-		// of an unexported type; it is bad usage all the same.
-		if strings.HasPrefix(err.Error(), "Required flag") {
-			return exitUsage
-		}
-		return exitError
+	return exitCode(err, app.ErrWriter)
+}
+
+// exitCode reports err, if any, on stderr and returns the exit code.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
 	}
-	return exitOK
+	var coder cli.ExitCoder
+	if errors.As(err, &coder) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(stderr, "jitssh: %s\n", msg)
+		}
+		return coder.ExitCode()
+	}
+	fmt.Fprintf(stderr, "jitssh: %s\n", err)
+	// urfave/cli reports a missing required flag with a plain error of an
+	// unexported type; it is bad usage all the same.
+	if strings.HasPrefix(err.Error(), "Required flag") {
+		return exitUsage
+	}
+	return exitError
 }
 
 func newApp() *cli.App {
