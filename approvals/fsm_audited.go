@@ -53,7 +53,16 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		if err != nil {
 			return nil, err
 		}
+		if cmd.Refusal != nil {
+			return []auditEvent{cmd.Refusal.event()}, nil
+		}
 		r, err := submitRequestTxn(tx, cmd.Request, cmd.MaxPending)
+		if errors.Is(err, ErrTokenUsed) {
+			// A token presented again is refused here, where replicas
+			// agree, and recorded like the refusals decided before.
+			res.refused = err
+			return []auditEvent{refusalOf(cmd.Request, err).event()}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
