@@ -92,7 +92,7 @@ func (p *Policy) ruleClaims() []string {
 // describeClaims names the claims that identify a job, for messages.
 func describeClaims(claims map[string]string) string {
 	var parts []string
-	for _, k := range recordedClaims {
+	for _, k := range []string{"repository", "project_path", "ref", "ref_type", "ref_protected", "environment", "event_name", "pipeline_source"} {
 		if v, ok := claims[k]; ok {
 			parts = append(parts, k+"="+truncateText(v, 100))
 		}

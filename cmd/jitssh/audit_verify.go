@@ -25,13 +25,16 @@ func auditVerifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
 		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
-		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
+		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--jwks NAME=FILE] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
 		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
 			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
 			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
 			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
 			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
-			"is valid no longer than granted. With --head-key (the daemon's host public key), also that\n" +
+			"is valid no longer than granted. A CI/CD job's request carries its platform's token instead\n" +
+			"of a signature: with --jwks NAME=FILE (the issuer's key set), that the token verifies as of\n" +
+			"the request and vouches for the recorded claims; without, it is reported as not checked. Each\n" +
+			"token must get one request only. With --head-key (the daemon's host public key), also that\n" +
 			"every checkpoint entry is signed by that key and matches the chain at the seq it signs, and\n" +
 			"that the log still holds the entry its signed head names: FILE.head beside the log unless\n" +
 			"--head names another copy (keep one where the daemon cannot write) or --no-head skips it.\n" +
@@ -42,6 +45,7 @@ func auditVerifyCommand() *cli.Command {
 			auditLogFlag(),
 			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
 			&cli.StringSliceFlag{Name: "people", Usage: "the daemon's config, one version of it each time it is given (or a YAML file of people: alone)", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
+			&cli.StringSliceFlag{Name: "jwks", Usage: "`NAME=FILE`: the key set (JWKS) of the CI/CD token issuer the daemon calls NAME, to check workload requests' tokens (repeatable)", EnvVars: []string{"JITSSH_AUDIT_JWKS"}, TakesFile: true},
 			&cli.BoolFlag{Name: "allow-unknown-policy", Usage: "count requests decided by a policy version not given with --people, instead of failing them"},
 			&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
 			&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
@@ -77,9 +81,13 @@ type verifyResult struct {
 	PolicyChecked  int                 `json:"policy_checked"`
 	UnknownPolicy  int                 `json:"unknown_policy"`
 	NotChecked     int                 `json:"not_checked"`
-	Failure        *failureAt          `json:"failure,omitempty"`  // the first failure
-	Failures       []failureAt         `json:"failures,omitempty"` // the first --max-failures of them
-	FailureCount   int                 `json:"failure_count"`      // all of them
+	// Workload requests whose token verified with --jwks, and those whose
+	// token could not be checked.
+	WorkloadChecked   int         `json:"workload_checked"`
+	WorkloadUnchecked int         `json:"workload_unchecked"`
+	Failure           *failureAt  `json:"failure,omitempty"`  // the first failure
+	Failures          []failureAt `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount      int         `json:"failure_count"`      // all of them
 }
 
 // policyVersionView is a policy version as verify reports it; Source is
@@ -187,6 +195,9 @@ func auditVerify(c *cli.Context) error {
 		return err
 	}
 	opts.People, opts.Policies, opts.AllowUnknownPolicy = trust.people, trust.versions, c.Bool("allow-unknown-policy")
+	if opts.VerifyWorkload, err = workloadVerifier(c.StringSlice("jwks")); err != nil {
+		return err
+	}
 	if headKeyPath != "" {
 		keys, err := readPublicKeys(headKeyPath)
 		if err != nil {
@@ -251,6 +262,11 @@ func auditVerify(c *cli.Context) error {
 	}
 	res.PolicyChecked, res.UnknownPolicy, res.NotChecked = cs.PolicyChecked, cs.UnknownPolicy, cs.NotChecked
 	res.PolicyVersions = policyVersionViews(trust.versions, cs.PolicyRequests)
+	res.WorkloadChecked, res.WorkloadUnchecked = cs.WorkloadChecked, cs.WorkloadUnchecked
+	if cs.WorkloadUnchecked > 0 {
+		notes = append(notes, fmt.Sprintf("not checked: %d workload %s: workload token not checked (give --jwks NAME=FILE for its issuer)",
+			cs.WorkloadUnchecked, plural(cs.WorkloadUnchecked, "request", "requests")))
+	}
 	if cs.UnknownPolicy > 0 && opts.AllowUnknownPolicy {
 		notes = append(notes, fmt.Sprintf("not checked: %d %s decided by policy versions not given (--allow-unknown-policy)",
 			cs.UnknownPolicy, plural(cs.UnknownPolicy, "request", "requests")))
@@ -290,6 +306,9 @@ func auditVerify(c *cli.Context) error {
 		} else {
 			fmt.Fprintf(w, "policy version %s (not given): %d %s\n", terminalSafe(v.Digest), v.Requests, plural(v.Requests, "request", "requests"))
 		}
+	}
+	if res.WorkloadChecked > 0 {
+		fmt.Fprintf(w, "workload tokens: %d checked against the issuers' key sets (--jwks)\n", res.WorkloadChecked)
 	}
 	if res.Checkpoints > 0 {
 		fmt.Fprintf(w, "checkpoints: %d signed with the head key, each matching the chain\n", res.Checkpoints)
