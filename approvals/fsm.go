@@ -79,6 +79,8 @@ type (
 		// Refusal, instead of Request, records a CI/CD job refused a
 		// certificate (see workloadRefusal); it changes no state.
 		Refusal *workloadRefusal `json:"refusal,omitempty"`
+		// Token is a workload request's token, for its audit entry only.
+		Token string `json:"token,omitempty"`
 	}
 	approveCmd struct {
 		ID       string   `json:"id"`

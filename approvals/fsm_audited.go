@@ -67,7 +67,11 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 			return nil, err
 		}
 		res.request = r
-		return []auditEvent{{AuditRequest, r.Requester, r.CreatedAt, requestData(r)}}, nil
+		d := requestData(r)
+		if d.Workload != nil {
+			d.Workload.Token = cmd.Token
+		}
+		return []auditEvent{{AuditRequest, r.Requester, r.CreatedAt, d}}, nil
 	case msgApprove:
 		cmd, err := decode[approveCmd](t, body)
 		if err != nil {

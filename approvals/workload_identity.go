@@ -27,7 +27,10 @@ type WorkloadIdentity struct {
 	TokenID     string    `json:"token_id"`
 	Expires     time.Time `json:"expires"`
 	UsableUntil time.Time `json:"usable_until"`
-	Token       string    `json:"token,omitempty"` // the token itself, for the audit record
+	// Token is the token itself. It goes on the request's audit entry
+	// (through submitCmd.Token) and nowhere else: not into the state,
+	// answers, webhooks or refusal entries.
+	Token string `json:"-"`
 }
 
 // recordedClaims are the claims that identify a job on GitHub Actions and

@@ -86,7 +86,7 @@ func (s *Service) SubmitWorkload(ctx context.Context, who Actor, in WorkloadInpu
 	if err := audit.CheckWorkloadRecord(&d); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	res, err := s.commit(msgSubmit, submitCmd{Request: req, MaxPending: p.MaxPendingPerUser()})
+	res, err := s.commit(msgSubmit, submitCmd{Request: req, MaxPending: p.MaxPendingPerUser(), Token: w.Token})
 	if err != nil {
 		if res != nil && res.request != nil && res.request.State == StateApproved {
 			s.retryLater(req.ID, err)
@@ -172,6 +172,8 @@ type workloadRefusal struct {
 	Workload  *WorkloadIdentity `json:"workload"`
 }
 
+// refusalOf is the record of r refused. It leaves the token out: one that
+// was refused may still be good, and the audit log is read by many.
 func refusalOf(r *Request, why error) *workloadRefusal {
 	return &workloadRefusal{Requester: r.Requester, At: r.CreatedAt, Repo: truncateText(r.Repo, 256), Ref: truncateText(r.Ref, 256),
 		Access: truncateText(r.Access, 16), Reason: truncateText(why.Error(), MaxReasonLen), Workload: r.Workload}

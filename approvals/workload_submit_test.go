@@ -62,6 +62,10 @@ func TestSubmitWorkloadIssuesForTheKeyThatAuthenticated(t *testing.T) {
 	require.Equal(t, ciIssuer, d.Workload.IssuerURL)
 	require.Equal(t, "repo:demo/app:ref:refs/heads/main", d.Workload.Subject)
 	require.Equal(t, tok, d.Workload.Token, "the token is on the record for an offline check")
+	require.Empty(t, r.Workload.Token, "and nowhere else: not in answers, the state or webhooks")
+	stored, err := env.Get(r.ID)
+	require.NoError(t, err)
+	require.Empty(t, stored.Workload.Token)
 	for k, v := range map[string]string{"repository": "demo/app", "ref": "refs/heads/main", "run_id": "9001",
 		"sha": "0123456789abcdef0123456789abcdef01234567", "event_name": "push"} {
 		require.Equal(t, v, d.Workload.Claims[k], k)
@@ -234,6 +238,7 @@ func TestSubmitWorkloadRefusals(t *testing.T) {
 			require.Contains(t, d.Reason, tc.reason)
 			require.NotEmpty(t, d.Workload.Subject)
 			require.NotEmpty(t, d.Workload.Claims, "the claims are on the record")
+			require.Empty(t, d.Workload.Token, "a refused token may still be good: it stays off the record")
 			require.Equal(t, d.Requester, refused[0].Actor)
 		})
 	}

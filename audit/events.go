@@ -49,8 +49,10 @@ type WorkloadData struct {
 	Claims  map[string]string `json:"claims"`
 	TokenID string            `json:"token_id"` // issuer and jti (or the token's hash): used once
 	Expires time.Time         `json:"expires"`  // the token's exp
-	// Token is the token itself: single-use and bound to the daemon's
-	// audience, it lets an auditor check the issuer's signature offline.
+	// Token is the token itself, on request entries only: used once and
+	// bound to the daemon's audience, it lets an auditor check the
+	// issuer's signature offline. Refusals leave it out, since a refused
+	// token may still be good.
 	Token string `json:"token,omitempty"`
 }
 
