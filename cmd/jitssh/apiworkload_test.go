@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,4 +161,35 @@ func TestExampleConfigWorkloadRules(t *testing.T) {
 	gl["project_path"] = "fork/web"
 	_, err = policy.MatchWorkload("gitlab", gl, "payments/web", "refs/tags/v1.2", principals.Write)
 	assert.ErrorIs(t, err, approvals.ErrNoRule, "a fork's pipeline")
+}
+
+// A reload keeps CI jobs' connections while the policy trusts a token
+// issuer; one that drops the last issuer ends them, and keeps such keys
+// out from then on.
+func TestReloadWithoutIssuersCutsWorkloads(t *testing.T) {
+	d := startWorkloadDaemon(t)
+	job, _, err := d.jobClient(t)
+	require.NoError(t, err)
+	_, err = job.call(methodWhoami, apiRequest{})
+	require.Equal(t, "forbidden", apiCode(err), "connected, allowed nothing but workload-submit")
+
+	// A reload that keeps the issuers keeps the job's connection: it may
+	// be waiting for an approval.
+	path := filepath.Join(d.dir, "server.yaml")
+	cfg := readFile(t, path)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(cfg, "max_ttl: 8h", "max_ttl: 7h", 1)), 0o600))
+	require.True(t, d.addrs.Reload())
+	resp, err := job.call(methodWorkloadSubmit, ciRequest(devToken(t, d.dir)))
+	require.NoError(t, err, "the job's connection survived the reload")
+	require.NotEmpty(t, resp.Request.Certificate)
+
+	require.Contains(t, cfg, devCIRule+devCIConfig)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(cfg, devCIRule+devCIConfig, "", 1)), 0o600))
+	require.True(t, d.addrs.Reload())
+
+	_, err = job.call(methodWorkloadSubmit, ciRequest(devToken(t, d.dir)))
+	require.Error(t, err)
+	assert.Empty(t, apiCode(err), "the connection is gone, not refused: %v", err)
+	_, _, err = d.jobClient(t)
+	assert.ErrorContains(t, err, "unable to authenticate")
 }
