@@ -475,7 +475,8 @@ func sshdHostPub(path string) (ssh.PublicKey, error) {
 func printDevStory(w io.Writer, dir string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n", dir)
-	fmt.Fprintf(&b, "Sourcing %[1]s/alice.env (or bob, carol, auditor) acts as that person, with\n%[1]s/bin first on PATH: a copy of this jitssh that stays across restarts.\n\n", dir)
+	fmt.Fprintf(&b, "Sourcing %[1]s/alice.env (or bob, carol, auditor) acts as that person, with\n%[1]s/bin first on PATH: a copy of this jitssh that stays across restarts.\n", dir)
+	fmt.Fprintf(&b, "Sourcing %[1]s/ci.env acts as a CI job of demo/app, known by the tokens\n`jitssh dev ci-token` mints (README, \"CI/CD pipelines\").\n\n", dir)
 	fmt.Fprintf(&b, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s%s%s", storyBegin, devStory(dir), storyEnd)
 	io.WriteString(w, b.String())
 }
