@@ -24,6 +24,13 @@ type Actor struct {
 	Person string
 	Groups []string      // as of the last check against the policy
 	Key    ssh.PublicKey // the plain key that completed authentication
+	// Workload is set for a CI/CD job, known by the token its platform
+	// signed rather than by a listed key: Person is then its requester
+	// name (audit.WorkloadRequester) and Groups is empty. A workload may
+	// only request (SubmitWorkload) and follow its request (WaitWorkload);
+	// every other call refuses it, as it refuses anyone the policy does
+	// not list.
+	Workload *WorkloadIdentity
 }
 
 // Authenticate returns the actor the current policy knows by key: a plain

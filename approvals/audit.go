@@ -22,6 +22,9 @@ const (
 	AuditRelease      = audit.KindRelease      // audit.EndData
 	AuditPolicyReload = audit.KindPolicyReload // audit.PolicyReloadData
 	AuditOffboard     = audit.KindOffboard     // audit.EndData
+	// AuditWorkloadRefused: a CI/CD job's signed token got it no
+	// certificate (audit.WorkloadRefusedData).
+	AuditWorkloadRefused = audit.KindWorkloadRefused
 )
 
 // SystemActor is the actor of what jitssh does by itself: expiring
@@ -43,6 +46,7 @@ func requestData(r *Request) audit.RequestData {
 		ID: r.ID, Requester: r.Requester, Repo: r.Repo, Ref: r.Ref, Access: r.Access, Grant: r.Grant,
 		TTL: r.TTL.String(), Reason: r.Reason, Rule: r.Rule, Steps: steps, PublicKey: r.PublicKey,
 		Statement: r.Statement, Signature: r.Signature, State: string(r.State), PolicySHA256: r.Policy,
+		Workload: r.Workload.data(),
 	}
 }
 

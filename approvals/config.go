@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/jitssh/jitssh/approvals/workload"
 )
 
 // Defaults for what the config leaves out.
@@ -48,6 +51,9 @@ type Config struct {
 	Limits            Limits    `yaml:"limits" json:"limits"`                 // see Limits; zero means the default
 	People            []Person  `yaml:"people" json:"people"`
 	Rules             []Rule    `yaml:"rules" json:"rules"`
+	// OIDC lists the CI/CD token issuers whose jobs may request under
+	// workload rules (see Rule.Workload); none means workloads may not.
+	OIDC []workload.Issuer `yaml:"oidc" json:"oidc,omitempty"`
 }
 
 // Webhook is an endpoint told about requests; the server posts to it.
@@ -66,7 +72,8 @@ type Person struct {
 
 // Rule says who may request what, and what it takes to get it.
 //
-// A request falls under a rule when the requester is in one of Groups, the
+// A request falls under a rule when the requester is in one of Groups (or,
+// for a rule with Workload instead, is a CI/CD job whose token matches it), the
 // repo matches one of Repos (path.Match globs: "*" stays within one path
 // segment), the requested ref pattern falls within one of Refs, and the
 // access is listed in Access. The first such rule in file order decides.
@@ -83,6 +90,20 @@ type Rule struct {
 	MaxTTL        Duration `yaml:"max_ttl" json:"max_ttl"`
 	RequireReason bool     `yaml:"require_reason" json:"require_reason,omitempty"`
 	SourceAddress string   `yaml:"source_address" json:"source_address,omitempty"`
+	// Workload, instead of Groups, opens the rule to CI/CD jobs: see
+	// WorkloadMatch.
+	Workload *WorkloadMatch `yaml:"workload" json:"workload,omitempty"`
+}
+
+// WorkloadMatch says which CI/CD jobs a rule is for: those whose token
+// comes from Issuer (an `oidc:` entry's name) and has every claim in
+// Claims, each equal to the value given or matching it as a path.Match
+// glob ("refs/heads/*"). A claim that is not a string is compared by its
+// JSON text (ref_protected: "true"). The claims must pin the repository
+// (see checker.workload), so that no token of another repository matches.
+type WorkloadMatch struct {
+	Issuer string            `yaml:"issuer" json:"issuer"`
+	Claims map[string]string `yaml:"claims" json:"claims"`
 }
 
 // Step is one part of a rule's approval: Count distinct people from Group.
@@ -117,6 +138,14 @@ func LoadConfig(path string) (*Config, error) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
+	}
+	for i := range c.OIDC {
+		if f := &c.OIDC[i].JWKSFile; *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(dir, *f)
+		}
+	}
+	if err := checkJWKSFiles(path, c.OIDC); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -156,6 +185,7 @@ func parseConfig(file string, data []byte) (*Config, error) {
 func withDefaults(c *Config) *Config {
 	out := *c
 	out.Webhooks = append([]Webhook(nil), c.Webhooks...)
+	out.OIDC = append([]workload.Issuer(nil), c.OIDC...)
 	out.People = make([]Person, len(c.People))
 	for i, p := range c.People {
 		out.People[i] = clonePerson(p)
@@ -214,7 +244,34 @@ func cloneRule(r Rule) Rule {
 	r.Refs = append([]string(nil), r.Refs...)
 	r.Access = append([]string(nil), r.Access...)
 	r.Approvals = append([]Step(nil), r.Approvals...)
+	if r.Workload != nil {
+		w := WorkloadMatch{Issuer: r.Workload.Issuer, Claims: maps.Clone(r.Workload.Claims)}
+		r.Workload = &w
+	}
 	return r
+}
+
+// checkJWKSFiles makes sure, when the daemon loads its config, that each
+// jwks_file holds a usable key set: a typo would otherwise surface only
+// when the first CI job is refused.
+func checkJWKSFiles(file string, issuers []workload.Issuer) error {
+	var probs []ConfigProblem
+	for _, iss := range issuers {
+		if iss.JWKSFile == "" {
+			continue
+		}
+		data, err := os.ReadFile(iss.JWKSFile)
+		if err == nil {
+			_, err = workload.ParseJWKS(data)
+		}
+		if err != nil {
+			probs = append(probs, ConfigProblem{Msg: fmt.Sprintf("oidc issuer %q: jwks_file: %v", iss.Name, err)})
+		}
+	}
+	if len(probs) > 0 {
+		return &ConfigError{File: file, Problems: probs}
+	}
+	return nil
 }
 
 // ConfigError lists everything wrong with a config. It wraps

@@ -76,6 +76,11 @@ type (
 	submitCmd struct {
 		Request    *Request `json:"request"`
 		MaxPending int      `json:"max_pending"`
+		// Refusal, instead of Request, records a CI/CD job refused a
+		// certificate (see workloadRefusal); it changes no state.
+		Refusal *workloadRefusal `json:"refusal,omitempty"`
+		// Token is a workload request's token, for its audit entry only.
+		Token string `json:"token,omitempty"`
 	}
 	approveCmd struct {
 		ID       string   `json:"id"`
@@ -144,6 +149,10 @@ type applyResult struct {
 	requests []*Request // offboarding changes many
 	complete bool       // an approval met the last step
 	err      error
+	// refused is a refusal that is recorded on the audit log all the
+	// same, such as a CI/CD token presented again: the command commits
+	// its entry, and the caller is refused.
+	refused error
 }
 
 // fsm applies commands from the raft log to the state store.

@@ -53,12 +53,25 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		if err != nil {
 			return nil, err
 		}
+		if cmd.Refusal != nil {
+			return []auditEvent{cmd.Refusal.event()}, nil
+		}
 		r, err := submitRequestTxn(tx, cmd.Request, cmd.MaxPending)
+		if errors.Is(err, ErrTokenUsed) {
+			// A token presented again is refused here, where replicas
+			// agree, and recorded like the refusals decided before.
+			res.refused = err
+			return []auditEvent{refusalOf(cmd.Request, err).event()}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
 		res.request = r
-		return []auditEvent{{AuditRequest, r.Requester, r.CreatedAt, requestData(r)}}, nil
+		d := requestData(r)
+		if d.Workload != nil {
+			d.Workload.Token = cmd.Token
+		}
+		return []auditEvent{{AuditRequest, r.Requester, r.CreatedAt, d}}, nil
 	case msgApprove:
 		cmd, err := decode[approveCmd](t, body)
 		if err != nil {

@@ -26,7 +26,8 @@ const digestVersion = 1
 // canonical form of everything that decides requests, and of nothing else.
 //
 // It covers the people (name, groups, and the SHA256 fingerprints of their
-// keys), the rules in file order (the first that matches decides) with all
+// keys), the CI/CD token issuers (name, issuer and audience; not where
+// their keys come from), the rules in file order (the first that matches decides) with all
 // their fields, request_timeout and max_pending_per_user, every value as
 // the policy uses it (defaults filled in, access levels, TTLs as
 // durations). Lists whose order decides nothing (people, a person's groups
@@ -68,6 +69,14 @@ func (p *Policy) Digest() string {
 			RequireReason: r.RequireReason,
 			SourceAddress: r.SourceAddress,
 		}
+		if w := r.Workload; w != nil {
+			dw := &digestWorkload{Issuer: w.Issuer, Claims: make([][2]string, 0, len(w.Claims))}
+			for k, v := range w.Claims {
+				dw.Claims = append(dw.Claims, [2]string{k, v})
+			}
+			slices.SortFunc(dw.Claims, func(a, b [2]string) int { return cmp.Compare(a[0], b[0]) })
+			dr.Workload = dw
+		}
 		for a := range r.access {
 			dr.Access = append(dr.Access, a.String())
 		}
@@ -77,6 +86,12 @@ func (p *Policy) Digest() string {
 		})
 		form.Rules = append(form.Rules, dr)
 	}
+	for _, iss := range p.cfg.OIDC {
+		// Where the keys come from is the daemon's business, like its
+		// paths; which issuer, and for which audience, decides.
+		form.OIDC = append(form.OIDC, digestIssuer{Name: iss.Name, Issuer: iss.Issuer, Audience: iss.Audience})
+	}
+	slices.SortFunc(form.OIDC, func(a, b digestIssuer) int { return cmp.Compare(a.Name, b.Name) })
 	b, err := json.Marshal(form)
 	if err != nil { // plain strings, numbers and booleans always encode
 		panic(fmt.Sprintf("policy digest: %v", err))
@@ -93,6 +108,21 @@ type digestForm struct {
 	MaxPendingPerUser int            `json:"max_pending_per_user"`
 	People            []digestPerson `json:"people"`
 	Rules             []digestRule   `json:"rules"`
+	// Left out when empty, so that digests of policies without CI/CD
+	// issuers stay what they were.
+	OIDC []digestIssuer `json:"oidc,omitempty"`
+}
+
+type digestIssuer struct {
+	Name     string `json:"name"`
+	Issuer   string `json:"issuer"`
+	Audience string `json:"audience"`
+}
+
+// digestWorkload is a rule's workload match; its claims sorted by name.
+type digestWorkload struct {
+	Issuer string      `json:"issuer"`
+	Claims [][2]string `json:"claims"`
 }
 
 type digestPerson struct {
@@ -114,6 +144,8 @@ type digestRule struct {
 	MaxTTL        int64    `json:"max_ttl_ns"`
 	RequireReason bool     `json:"require_reason"`
 	SourceAddress string   `json:"source_address"`
+	// Left out when nil, so that rules for people keep their digest.
+	Workload *digestWorkload `json:"workload,omitempty"`
 }
 
 // sortedSet returns the distinct strings of s, sorted; never nil, so that

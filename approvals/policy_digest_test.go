@@ -146,10 +146,10 @@ func TestPolicyDigest(t *testing.T) {
 // policies pass for one.
 func TestPolicyDigestCoversEveryField(t *testing.T) {
 	digested := map[string][]string{
-		"Config": {"RequestTimeout", "MaxPendingPerUser", "People", "Rules"},
+		"Config": {"RequestTimeout", "MaxPendingPerUser", "People", "Rules", "OIDC"},
 		"Person": {"Name", "Keys", "Groups"},
 		"Rule": {"Name", "Groups", "Repos", "Refs", "Access", "Approvals", "AutoApprove", "DefaultTTL", "MinTTL", "MaxTTL",
-			"RequireReason", "SourceAddress"},
+			"RequireReason", "SourceAddress", "Workload"},
 		"Step": {"Group", "Count"},
 	}
 	daemonOnly := map[string][]string{

@@ -360,8 +360,8 @@ func (s *Service) startPolicy() error {
 			return err
 		}
 		for _, r := range reqs {
-			if _, ok := p.people[r.Requester]; ok {
-				continue
+			if _, ok := p.people[r.Requester]; ok || r.Workload != nil {
+				continue // a CI/CD job is no person of the policy
 			}
 			if r.State == StatePending || (r.Revoked == nil && (r.Certificate == "" || now.Before(r.ValidBefore))) {
 				gone[r.Requester] = "removed from the policy"

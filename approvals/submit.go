@@ -94,6 +94,16 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 	if _, err := actor(p, person); err != nil {
 		return nil, err
 	}
+	return s.buildRequest(p, person, in, now, func(repo, ref string, access principals.Access) (*Rule, error) {
+		return p.Match(person, repo, ref, access)
+	})
+}
+
+// buildRequest checks in and builds the request requester asks for under
+// the rule match picks, without an ID.
+func (s *Service) buildRequest(p *Policy, requester string, in SubmitInput, now time.Time,
+	match func(repo, ref string, access principals.Access) (*Rule, error)) (*Request, error) {
+	person := requester
 	repo, err := principals.NormalizeRepo(in.Repo)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
@@ -119,7 +129,7 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 		return nil, err
 	}
 
-	rule, err := p.Match(person, repo, in.Ref, access)
+	rule, err := match(repo, in.Ref, access)
 	if err != nil {
 		return nil, err
 	}

@@ -117,6 +117,7 @@ func (c *checker) policy(cfg *Config) {
 		}
 		seenGroup[g] = true
 	}
+	issuers := c.oidc(cfg.OIDC)
 	if len(cfg.Rules) == 0 {
 		c.bad(at("rules"), "rules: none listed, so nothing could be requested")
 	}
@@ -133,7 +134,7 @@ func (c *checker) policy(cfg *Config) {
 			c.bad(at("rules", i, "name"), "%s: name used by an earlier rule", where)
 		}
 		seen[r.Name] = true
-		c.rule(i, where, r, members, cfg.People)
+		c.rule(i, where, r, members, cfg.People, issuers)
 	}
 }
 
@@ -216,8 +217,13 @@ func parseIdentityKey(line string) (ssh.PublicKey, error) {
 	return key, nil
 }
 
-func (c *checker) rule(i int, where string, r Rule, members map[string][]string, people []Person) {
-	if len(r.Groups) == 0 {
+func (c *checker) rule(i int, where string, r Rule, members map[string][]string, people []Person, issuers map[string]bool) {
+	switch {
+	case r.Workload != nil && len(r.Groups) > 0:
+		c.bad(at("rules", i, "workload"), "%s: both groups and workload; a rule is for people or for CI/CD jobs, not both", where)
+	case r.Workload != nil:
+		c.workload(i, where, *r.Workload, issuers)
+	case len(r.Groups) == 0:
 		c.bad(at("rules", i), "%s: groups: none listed, so nobody could request under it", where)
 	}
 	for j, g := range r.Groups {

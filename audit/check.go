@@ -36,6 +36,11 @@ type CheckOptions struct {
 	// in CheckSummary.UnknownPolicy, judged by the entry's own steps, and a
 	// person known to no version supplied is not held against the log.
 	AllowUnknownPolicy bool
+	// VerifyWorkload checks the token a CI/CD job's request carries
+	// (see WorkloadVerifier). When nil, or when it answers
+	// ErrWorkloadUnchecked, the token is counted in
+	// CheckSummary.WorkloadUnchecked rather than held against the log.
+	VerifyWorkload WorkloadVerifier
 	// HeadKey is the public key that signs checkpoints (the daemon's host
 	// key). When set, a Checker verifies every checkpoint entry with it,
 	// and a head file given to Check; when nil, checkpoints are counted as
@@ -64,6 +69,11 @@ type CheckSummary struct {
 	// not supplied (with AllowUnknownPolicy).
 	PolicyRequests                           map[string]int
 	PolicyChecked, UnknownPolicy, NotChecked int
+	// WorkloadChecked counts the CI/CD job requests whose token
+	// CheckOptions.VerifyWorkload verified; WorkloadUnchecked those whose
+	// token it could not check (no key set for the issuer, or no
+	// verifier).
+	WorkloadChecked, WorkloadUnchecked int
 	// Checkpoints counts the checkpoint entries verified with
 	// CheckOptions.HeadKey (whether or not they passed); Unchecked the
 	// ones read without a head key.

@@ -29,6 +29,44 @@ type RequestData struct {
 	// (approvals.Policy.Digest); empty in entries written before versions
 	// were recorded.
 	PolicySHA256 string `json:"policy_sha256,omitempty"`
+	// Workload is set when a CI/CD job made the request with its
+	// platform's identity token instead of a signed statement: Statement
+	// and Signature are then empty, and Requester is
+	// WorkloadRequester(Workload.Issuer, Workload.Subject, Workload.Claims).
+	Workload *WorkloadData `json:"workload,omitempty"`
+}
+
+// WorkloadData is a CI/CD job's identity as its platform's token vouches
+// for it.
+type WorkloadData struct {
+	Issuer    string `json:"issuer"`     // the daemon's name for the issuer (oidc: name)
+	IssuerURL string `json:"issuer_url"` // the token's iss
+	Audience  string `json:"audience"`   // the audience the daemon required
+	Subject   string `json:"subject"`    // the token's sub
+	// Claims are the claims that identify the job (repository or
+	// project, ref, run or pipeline, sha, ...) and every claim a rule
+	// tested: strings as they are, other values as their JSON text.
+	Claims  map[string]string `json:"claims"`
+	TokenID string            `json:"token_id"` // issuer and jti (or the token's hash): used once
+	Expires time.Time         `json:"expires"`  // the token's exp
+	// Token is the token itself, on request entries only: used once and
+	// bound to the daemon's audience, it lets an auditor check the
+	// issuer's signature offline. Refusals leave it out, since a refused
+	// token may still be good.
+	Token string `json:"token,omitempty"`
+}
+
+// WorkloadRefusedData is the data of a KindWorkloadRefused entry: a CI/CD
+// job whose token its issuer did sign was refused a certificate. Tokens
+// that no trusted issuer signed are refused too, but only the daemon's log
+// says so: whoever can reach the daemon could send them.
+type WorkloadRefusedData struct {
+	Requester string       `json:"requester"`
+	Repo      string       `json:"repo"`
+	Ref       string       `json:"ref"`
+	Access    string       `json:"access"`
+	Reason    string       `json:"reason"` // why, as the job was told
+	Workload  WorkloadData `json:"workload"`
 }
 
 // Step is one required group of approvals.
@@ -98,4 +136,7 @@ const (
 	KindCancel   = "cancel"
 	KindRelease  = "release"
 	KindOffboard = "offboard"
+	// KindWorkloadRefused: a CI/CD job's signed token did not get it a
+	// certificate (WorkloadRefusedData).
+	KindWorkloadRefused = "workload.refused"
 )

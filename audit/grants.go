@@ -103,6 +103,7 @@ type checker struct {
 	sum      CheckSummary
 	requests map[string]*pending
 	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
+	tokens   map[string]string // workload token ID -> the request it got
 	versions map[string]*PolicyVersion
 	current  string // the policy version in force, as far as the log says
 }
@@ -112,6 +113,7 @@ func newChecker(opts CheckOptions) *checker {
 		opts:     opts,
 		requests: make(map[string]*pending),
 		serials:  make(map[uint64]uint64),
+		tokens:   make(map[string]string),
 		versions: make(map[string]*PolicyVersion),
 	}
 	for i := range opts.Policies {
@@ -207,6 +209,9 @@ func (c *checker) request(e *Entry) error {
 // checkRequest checks a request entry's data, and fills in p what it
 // parses.
 func (c *checker) checkRequest(d *RequestData, p *pending) error {
+	if d.Workload != nil {
+		return c.checkWorkloadRequest(d, p)
+	}
 	var st RequestStatement
 	if err := json.Unmarshal([]byte(d.Statement), &st); err != nil {
 		return fail(ErrStatementMismatch, "request %s: statement is not a request statement: %v", d.ID, err)

@@ -40,6 +40,10 @@ type PolicyVersion struct {
 	// (the first rule that allows it), or an error when none does. Nil
 	// leaves the choice of rule unchecked.
 	Match func(requester, repo, ref, access string) (rule string, err error)
+	// MatchWorkload is Match for a CI/CD job's request: the rule under
+	// which this policy decides it from the job's issuer and recorded
+	// claims. Nil leaves the choice of rule unchecked for such requests.
+	MatchWorkload func(issuer string, claims map[string]string, repo, ref, access string) (rule string, err error)
 }
 
 // PolicyRule is what a Checker needs of a rule.
@@ -154,8 +158,17 @@ func (c *checker) checkPolicy(d *RequestData, p *pending) error {
 	}
 	c.sum.PolicyChecked++
 	name := d.Rule
-	if pv.Match != nil {
-		picked, err := pv.Match(d.Requester, d.Repo, d.Ref, d.Access)
+	match := pv.Match
+	if d.Workload != nil {
+		match = nil
+		if pv.MatchWorkload != nil {
+			match = func(_, repo, ref, access string) (string, error) {
+				return pv.MatchWorkload(d.Workload.Issuer, d.Workload.Claims, repo, ref, access)
+			}
+		}
+	}
+	if match != nil {
+		picked, err := match(d.Requester, d.Repo, d.Ref, d.Access)
 		if err != nil {
 			return fail(ErrPolicy, "request %s: policy version %s lets no rule decide it: %v", d.ID, pv.name(), err)
 		}

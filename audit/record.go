@@ -74,13 +74,6 @@ func checkRequestRecord(d *RequestData, st *RequestStatement) (ssh.PublicKey, ti
 			return nil, 0, fail(ErrStatementMismatch, "request %s: %s is %q, but %s signed %q", d.ID, f.name, f.recorded, d.Requester, f.signed)
 		}
 	}
-	g, err := principals.Parse(d.Grant)
-	if err != nil {
-		return nil, 0, fail(ErrScope, "request %s: grant %q: %v", d.ID, d.Grant, err)
-	}
-	if g.Access.String() != d.Access || g.Repo != d.Repo || g.Ref != d.Ref {
-		return nil, 0, fail(ErrScope, "request %s: grant %s is not %s on %s %s as requested", d.ID, d.Grant, d.Access, d.Repo, d.Ref)
-	}
 	ttl, err := parseTTL(d.TTL)
 	if err != nil {
 		return nil, 0, fail(ErrRecord, "request %s: ttl %q: %v", d.ID, d.TTL, err)
@@ -93,6 +86,24 @@ func checkRequestRecord(d *RequestData, st *RequestStatement) (ssh.PublicKey, ti
 		if ttl > asked {
 			return nil, 0, fail(ErrStatementMismatch, "request %s: granted ttl %v is longer than the %v asked", d.ID, ttl, asked)
 		}
+	}
+	return checkRequestScope(d)
+}
+
+// checkRequestScope checks what every request record must hold, signed
+// or not: a grant that is exactly its access on its repo and ref, a
+// positive TTL, a parseable key and well-formed approval steps.
+func checkRequestScope(d *RequestData) (ssh.PublicKey, time.Duration, error) {
+	g, err := principals.Parse(d.Grant)
+	if err != nil {
+		return nil, 0, fail(ErrScope, "request %s: grant %q: %v", d.ID, d.Grant, err)
+	}
+	if g.Access.String() != d.Access || g.Repo != d.Repo || g.Ref != d.Ref {
+		return nil, 0, fail(ErrScope, "request %s: grant %s is not %s on %s %s as requested", d.ID, d.Grant, d.Access, d.Repo, d.Ref)
+	}
+	ttl, err := parseTTL(d.TTL)
+	if err != nil {
+		return nil, 0, fail(ErrRecord, "request %s: ttl %q: %v", d.ID, d.TTL, err)
 	}
 	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
 	if err != nil {

@@ -31,6 +31,13 @@ func Summarize(e Entry) string {
 		if json.Unmarshal(e.Data, &d) == nil {
 			return fmt.Sprintf("%s asks %s on %s %s for %s (%s): %q", d.Requester, d.Access, d.Repo, d.Ref, d.TTL, d.ID, d.Reason)
 		}
+	case KindWorkloadRefused:
+		var d WorkloadRefusedData
+		if json.Unmarshal(e.Data, &d) == nil {
+			run := cmp.Or(d.Workload.Claims["run_id"], d.Workload.Claims["pipeline_id"])
+			return fmt.Sprintf("%s refused %s on %s %s (sub %q, run %s): %q", d.Requester, d.Access, d.Repo, d.Ref,
+				d.Workload.Subject, cmp.Or(run, "-"), d.Reason)
+		}
 	case KindApprove, KindDeny:
 		var d DecisionData
 		if json.Unmarshal(e.Data, &d) == nil {

@@ -49,6 +49,7 @@ type apiRequest struct {
 	Mine      bool     `json:"mine,omitempty"`
 	Limit     int      `json:"limit,omitempty"`
 	AfterID   string   `json:"after_id,omitempty"` // list: the Next of the page before
+	Token     string   `json:"token,omitempty"`    // workload-submit: the CI/CD job's OIDC token
 }
 
 // apiResponse is every method's output.

@@ -73,6 +73,14 @@ func connectAPI(server, identity, knownHostsFile string) (*apiClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	return connectWith(server, signers, hostKeys)
+}
+
+// connectWith connects authenticating with one of signers.
+func connectWith(server string, signers []ssh.Signer, hostKeys ssh.HostKeyCallback) (*apiClient, error) {
+	if server == "" {
+		return nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
+	}
 	user := os.Getenv("USER")
 	if user == "" {
 		user = "jitssh"

@@ -162,6 +162,14 @@ func (g *connGate) revalidate(svc *approvals.Service) {
 		if who == nil {
 			continue
 		}
+		if who.Person == "" { // a CI/CD job's fresh key
+			if !svc.Policy().AcceptsWorkloads() {
+				g.logger.Info("api connection closed: the policy no longer trusts any CI/CD token issuer",
+					"key", ssh.FingerprintSHA256(who.Key), "remote", gc.RemoteAddr().String())
+				gc.Close()
+			}
+			continue
+		}
 		if now, err := svc.Authenticate(who.Key); err != nil || now.Person != who.Person {
 			g.logger.Info("api connection closed: its key was removed from the policy",
 				"person", who.Person, "key", ssh.FingerprintSHA256(who.Key), "remote", gc.RemoteAddr().String())

@@ -48,7 +48,7 @@ func newAPIServer(svc *approvals.Service, hostKey ssh.Signer, limits approvals.L
 		// from the key that then signed (below), never from an offer.
 		PublicKeyHandler: func(_ gliderssh.Context, key gliderssh.PublicKey) bool {
 			_, err := svc.Authenticate(key)
-			return err == nil
+			return err == nil || mayBeWorkload(svc, key)
 		},
 		ServerConfigCallback: func(ctx gliderssh.Context) *ssh.ServerConfig {
 			return &ssh.ServerConfig{
@@ -56,7 +56,13 @@ func newAPIServer(svc *approvals.Service, hostKey ssh.Signer, limits approvals.L
 				VerifiedPublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 					who, err := svc.Authenticate(key)
 					if err != nil {
-						return nil, errors.New("unknown key")
+						if !mayBeWorkload(svc, key) {
+							return nil, errors.New("unknown key")
+						}
+						// A key nobody is listed for may only ask for a
+						// workload certificate, for itself (handleWorkload).
+						authenticated(ctx, approvals.Actor{Key: key})
+						return &ssh.Permissions{ExtraData: map[any]any{workloadKey: key}}, nil
 					}
 					authenticated(ctx, who)
 					return &ssh.Permissions{ExtraData: map[any]any{actorKey: who}}, nil
@@ -111,8 +117,16 @@ func (a *apiServer) handle(sess gliderssh.Session) {
 		a.refuse(enc, who.Person, method, err)
 		_ = sess.Exit(1)
 	}
+	if key, isWorkload := workloadKeyOf(ctx); !ok && isWorkload {
+		a.handleWorkload(sess, key, method)
+		return
+	}
 	if !ok {
 		fail(errUnauthenticated)
+		return
+	}
+	if method == methodWorkloadSubmit {
+		fail(fmt.Errorf("%w: %s is for CI/CD jobs, which authenticate with the fresh key they want certified; people use submit", approvals.ErrForbidden, methodWorkloadSubmit))
 		return
 	}
 	// Every call checks the caller against the policy in force again, and

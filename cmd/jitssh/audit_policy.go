@@ -109,6 +109,17 @@ func policyVersion(path, digest string, pol *approvals.Policy, people map[string
 		}
 		return r.Name, nil
 	}
+	v.MatchWorkload = func(issuer string, claims map[string]string, repo, ref, access string) (string, error) {
+		a, err := principals.ParseAccess(access)
+		if err != nil {
+			return "", err
+		}
+		r, err := pol.MatchWorkload(issuer, claims, repo, ref, a)
+		if err != nil {
+			return "", err
+		}
+		return r.Name, nil
+	}
 	return v
 }
 

@@ -27,13 +27,16 @@ func auditVerifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
 		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
-		UsageText: "jitssh audit verify --log FILE [--log FILE...] --ca FILE [--people CONFIG...] [--allow-unknown-policy] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
+		UsageText: "jitssh audit verify --log FILE [--log FILE...] --ca FILE [--people CONFIG...] [--jwks NAME=FILE...] [--allow-unknown-policy] [--head-key PUBKEYFILE [--head FILE | --no-head]] [--max-failures N] [--json]",
 		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
 			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
 			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
 			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
 			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
-			"is valid no longer than granted. With --head-key (the daemon's host public key), also that\n" +
+			"is valid no longer than granted. A CI/CD job's request carries its platform's token instead\n" +
+			"of a signature: with --jwks NAME=FILE (the issuer's key set), that the token verifies as of\n" +
+			"the request and vouches for the recorded claims; without, it is reported as not checked. Each\n" +
+			"token must get one request only. With --head-key (the daemon's host public key), also that\n" +
 			"every checkpoint entry is signed by that key and matches the chain at the seq it signs, and\n" +
 			"that the log still holds the entry its signed head names: FILE.head beside the log unless\n" +
 			"--head names another copy (keep one where the daemon cannot write) or --no-head skips it.\n" +
@@ -44,6 +47,7 @@ func auditVerifyCommand() *cli.Command {
 			auditLogFlag(),
 			onceString{&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, as the Git servers read them: one key a line, no options (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true}},
 			newFilesFlag("people", "JITSSH_AUDIT_PEOPLE", "the daemon's config (or a YAML file of people: alone); repeat it to give several versions of it"),
+			&cli.StringSliceFlag{Name: "jwks", Usage: "`NAME=FILE`: the key set (JWKS) of the CI/CD token issuer the daemon calls NAME, to check workload requests' tokens (repeatable)", EnvVars: []string{"JITSSH_AUDIT_JWKS"}, TakesFile: true},
 			&cli.BoolFlag{Name: "allow-unknown-policy", Usage: "count requests decided by a policy version not given with --people, instead of failing them"},
 			onceString{&cli.StringFlag{Name: "head", Usage: "the signed head to check the log against (default: the log's FILE.head, when it exists)", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true}},
 			onceString{&cli.StringFlag{Name: "head-key", Usage: "public key that signs checkpoints and heads: the daemon's host key", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true}},
@@ -81,9 +85,13 @@ type verifyResult struct {
 	PolicyChecked int         `json:"policy_checked"`
 	UnknownPolicy int         `json:"unknown_policy"`
 	NotChecked    int         `json:"not_checked"`
-	Failure       *failureAt  `json:"failure,omitempty"`  // the first failure
-	Failures      []failureAt `json:"failures,omitempty"` // the first --max-failures of them
-	FailureCount  int         `json:"failure_count"`      // all of them
+	// Workload requests whose token verified with --jwks, and those whose
+	// token could not be checked.
+	WorkloadChecked   int         `json:"workload_checked"`
+	WorkloadUnchecked int         `json:"workload_unchecked"`
+	Failure           *failureAt  `json:"failure,omitempty"`  // the first failure
+	Failures          []failureAt `json:"failures,omitempty"` // the first --max-failures of them
+	FailureCount      int         `json:"failure_count"`      // all of them
 }
 
 // logResult is one log as verify reports it.
@@ -205,6 +213,9 @@ func auditVerify(c *cli.Context) error {
 		return err
 	}
 	opts.People, opts.Policies, opts.AllowUnknownPolicy = trust.people, trust.versions, c.Bool("allow-unknown-policy")
+	if opts.VerifyWorkload, err = workloadVerifier(c.StringSlice("jwks")); err != nil {
+		return err
+	}
 	if headKeyPath != "" {
 		if opts.HeadKey, err = readHeadKey(headKeyPath); err != nil {
 			return err
@@ -235,6 +246,11 @@ func auditVerify(c *cli.Context) error {
 	res.Checkpoints, res.CheckpointsUnchecked = cs.Checkpoints, cs.CheckpointsUnchecked
 	res.PolicyChecked, res.UnknownPolicy, res.NotChecked = cs.PolicyChecked, cs.UnknownPolicy, cs.NotChecked
 	res.PolicyVersions = policyVersionViews(trust.versions, cs.PolicyRequests)
+	res.WorkloadChecked, res.WorkloadUnchecked = cs.WorkloadChecked, cs.WorkloadUnchecked
+	if cs.WorkloadUnchecked > 0 {
+		notes = append(notes, fmt.Sprintf("not checked: %d workload %s: workload token not checked (give --jwks NAME=FILE for its issuer)",
+			cs.WorkloadUnchecked, plural(cs.WorkloadUnchecked, "request", "requests")))
+	}
 	if cs.UnknownPolicy > 0 && opts.AllowUnknownPolicy {
 		notes = append(notes, fmt.Sprintf("not checked: %d %s decided by policy versions not given (--allow-unknown-policy)",
 			cs.UnknownPolicy, plural(cs.UnknownPolicy, "request", "requests")))
@@ -293,6 +309,9 @@ func auditVerify(c *cli.Context) error {
 		if n := res.Requests - versioned; n > 0 {
 			fmt.Fprintf(w, "%d %s recorded without a policy version: judged against everyone in --people\n", n, plural(n, "request", "requests"))
 		}
+	}
+	if res.WorkloadChecked > 0 {
+		fmt.Fprintf(w, "workload tokens: %d checked against the issuers' key sets (--jwks)\n", res.WorkloadChecked)
 	}
 	if res.Checkpoints > 0 {
 		fmt.Fprintf(w, "checkpoints: %d signed with the head key, each matching the chain\n", res.Checkpoints)

@@ -46,7 +46,14 @@ type inProcessDaemon struct {
 
 func startInProcessDaemon(t testing.TB, extra string) *inProcessDaemon {
 	t.Helper()
-	d := &inProcessDaemon{dir: t.TempDir()}
+	return startInProcessDaemonIn(t, t.TempDir(), extra)
+}
+
+// startInProcessDaemonIn is startInProcessDaemon in dir, which may hold
+// files extra refers to.
+func startInProcessDaemonIn(t testing.TB, dir, extra string) *inProcessDaemon {
+	t.Helper()
+	d := &inProcessDaemon{dir: dir}
 	_, err := ca.Init(filepath.Join(d.dir, "ca"), ca.Ed25519)
 	require.NoError(t, err)
 	var people strings.Builder

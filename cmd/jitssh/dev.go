@@ -55,11 +55,15 @@ func devCommand() *cli.Command {
 			"of this binary, refreshed at each start) first on PATH and in GIT_SSH_COMMAND, so\n" +
 			"shells keep working across restarts, even of `go run`. Restarting on the same\n" +
 			"--dir keeps all state. Ctrl-C, or the end of the process that started it, stops\n" +
-			"everything.",
+			"everything.\n\n" +
+			"It plays a CI platform too: DIR/ci holds its issuer key and key set, the daemon\n" +
+			"trusts its tokens, and DIR/ci.env acts as a CI job of demo/app's main branch,\n" +
+			"which may write refs/heads/ci/* with a token from `jitssh dev ci-token`.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep everything in `DIR` (kept across restarts)", EnvVars: []string{"JITSSH_DEV_DIR"}},
 		},
-		Action: runDev,
+		Action:      runDev,
+		Subcommands: []*cli.Command{devCITokenCommand()},
 	}
 }
 
@@ -90,8 +94,8 @@ func runDev(c *cli.Context) error {
 
 	// The env files announce that every listener is up: old ones from a
 	// previous run go first, so nobody mistakes them for this run's.
-	for _, p := range devPeople {
-		if err := os.Remove(filepath.Join(dir, p.name+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, name := range append(devNames(), "ci") {
+		if err := os.Remove(filepath.Join(dir, name+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
@@ -202,6 +206,9 @@ func prepareDev(dir string) (devState, error) {
 		}
 	}
 	if err := ensureDemoRepo(filepath.Join(dir, "repos", "demo", "app.git")); err != nil {
+		return st, err
+	}
+	if err := ensureDevCI(dir); err != nil {
 		return st, err
 	}
 	for _, port := range []*int{&st.APIPort, &st.HTTPPort, &st.GitPort} {
@@ -322,7 +329,9 @@ func writeDevServerConfig(dir string, st devState) error {
 		}
 		fmt.Fprintf(&b, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", p.name, strings.TrimSpace(string(pub)), strings.Join(p.groups, ", "))
 	}
+	b.WriteString(devCIConfig)
 	b.WriteString(devRules)
+	b.WriteString(devCIRule)
 	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
 }
 
@@ -426,6 +435,9 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error 
 	// git-ssh offers each Git operation the certificate that covers it,
 	// so several grants can sit in the agent at once. It is named by the
 	// stable copy in DIR/bin, which outlives a `go run` binary.
+	if err := writeDevCIEnv(dir, st, knownHosts, gitURL, bin); err != nil {
+		return err
+	}
 	gitSSH := fmt.Sprintf("%s git-ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", shWord(bin), shWord(knownHosts))
 	for _, p := range devPeople {
 		var b strings.Builder
@@ -470,7 +482,8 @@ func sshdHostPub(path string) (ssh.PublicKey, error) {
 func printDevStory(w io.Writer, dir string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n", dir)
-	fmt.Fprintf(&b, "Sourcing %[1]s/alice.env (or bob, carol, auditor) acts as that person, with\n%[1]s/bin first on PATH: a copy of this jitssh that stays across restarts.\n\n", dir)
+	fmt.Fprintf(&b, "Sourcing %[1]s/alice.env (or bob, carol, auditor) acts as that person, with\n%[1]s/bin first on PATH: a copy of this jitssh that stays across restarts.\n", dir)
+	fmt.Fprintf(&b, "Sourcing %[1]s/ci.env acts as a CI job of demo/app, known by the tokens\n`jitssh dev ci-token` mints (README, \"CI/CD pipelines\").\n\n", dir)
 	fmt.Fprintf(&b, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s%s%s", storyBegin, devStory(dir), storyEnd)
 	io.WriteString(w, b.String())
 }

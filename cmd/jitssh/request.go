@@ -42,18 +42,25 @@ func requestCommand() *cli.Command {
 		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with 'jitssh request wait ID'"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "only say whether the request would be allowed, and under which rule"},
 		&cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"},
+		&cli.StringFlag{Name: "oidc-token", Usage: "request as a CI/CD job with the OIDC ID token in `FILE` (- reads stdin); needs no listed key", TakesFile: true},
+		&cli.BoolFlag{Name: "oidc", Usage: "request as a CI/CD job: the token from JITSSH_OIDC_TOKEN, else from GitHub Actions (permissions: id-token: write)", EnvVars: []string{"JITSSH_OIDC"}},
+		&cli.StringFlag{Name: "oidc-audience", Usage: "`AUDIENCE` to ask GitHub Actions' token for; the daemon's oidc: audience", Value: "jitssh", EnvVars: []string{"JITSSH_OIDC_AUDIENCE"}},
 		jsonOutFlag(),
 	)
 	return &cli.Command{
-		Name:      "request",
-		Usage:     "ask for access to one repository and ref for a while",
-		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
+		Name:  "request",
+		Usage: "ask for access to one repository and ref for a while",
+		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]\n" +
+			"jitssh request --oidc-token FILE|--oidc --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --out FILE",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
 			"lifetime. Grants add up: your other grants stay there, each until its own end.\n" +
 			"Use 'jitssh git-ssh' as GIT_SSH_COMMAND so that each Git operation is offered\n" +
 			"the grant that covers it.\n" +
 			"Ctrl-C cancels the request.\n\n" +
+			"A CI/CD job requests with its platform's OIDC ID token instead of a listed key:\n" +
+			"--oidc-token FILE, JITSSH_OIDC_TOKEN (GitLab CI's id_tokens), or --oidc in GitHub\n" +
+			"Actions. It authenticates with the fresh key, which is what gets certified.\n\n" +
 			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 5 still pending\n" +
 			"(request wait interrupted), 1 error, 2 bad usage.",
 		Flags:  flags,
@@ -102,6 +109,11 @@ func runRequest(c *cli.Context) error {
 	ref, err := requestedRef(c)
 	if err != nil {
 		return err
+	}
+	if token, isWorkload, err := workloadToken(c); err != nil {
+		return err
+	} else if isWorkload {
+		return runWorkloadRequest(c, token, repo, ref)
 	}
 	dryRun, noWait, out := c.Bool("dry-run"), c.Bool("no-wait"), c.String("out")
 	var ag agent.ExtendedAgent
