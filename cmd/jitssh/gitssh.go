@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -222,7 +223,9 @@ func certForCommand(certs []*ssh.Certificate, cmd sshd.Command, now time.Time) *
 		if r := rank(a) - rank(b); r != 0 {
 			return r
 		}
-		return int(int64(a.cert.ValidAfter) - int64(b.cert.ValidAfter))
+		// The newest: certificates issued within the same second share
+		// ValidAfter, and then the later serial is the newer.
+		return cmp.Or(cmp.Compare(a.cert.ValidAfter, b.cert.ValidAfter), cmp.Compare(a.cert.Serial, b.cert.Serial))
 	})
 	return best.cert
 }

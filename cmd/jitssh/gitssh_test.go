@@ -71,6 +71,11 @@ func TestCertForCommand(t *testing.T) {
 	expired := testCert("expired", old, now, "git:write:demo/app:*")
 	future := testCert("future", later, later.Add(time.Hour), "git:write:demo/app:*")
 	multi := testCert("multi", old, later, "git:read:team/tool:*", "git:write:demo/app:refs/heads/main")
+	// Two grants issued in the same second: the later serial is newer.
+	sameSecondA := testCert("same-second-a", newer, later, "git:write:demo/app:refs/heads/feature/*")
+	sameSecondA.Serial = 7
+	sameSecondB := testCert("same-second-b", newer, later, "git:write:demo/app:refs/heads/main")
+	sameSecondB.Serial = 8
 
 	fetch := sshd.Command{Service: sshd.UploadPack, Repo: "demo/app"}
 	push := sshd.Command{Service: sshd.ReceivePack, Repo: "demo/app"}
@@ -85,6 +90,8 @@ func TestCertForCommand(t *testing.T) {
 		{"read: newest when none is '*'", []*ssh.Certificate{forceOld, readMain}, fetch, "read-main"},
 		{"push: only a writer will do", []*ssh.Certificate{readAll, writeFeature, readMain}, push, "write-feature"},
 		{"push: newest writer", []*ssh.Certificate{forceOld, writeFeature}, push, "write-feature"},
+		{"push: the same second, the later serial", []*ssh.Certificate{sameSecondB, sameSecondA}, push, "same-second-b"},
+		{"push: the same second, the later serial, either order", []*ssh.Certificate{sameSecondA, sameSecondB}, push, "same-second-b"},
 		{"push with only a reader: the reader, so the server says why", []*ssh.Certificate{tool, readMain}, push, "read-main"},
 		{"another repository only", []*ssh.Certificate{tool}, fetch, ""},
 		{"expired and not yet valid are never offered", []*ssh.Certificate{expired, future}, push, ""},
