@@ -1,67 +1,88 @@
 package approvals
 
-import "time"
+import (
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/jitssh/jitssh/audit"
+)
 
 // Kinds of the audit entries the Service writes, through its state machine
-// (see journal). The data of each is an AuditRecord.
+// (see journal). Their data are the audit package's types, which the
+// auditor's checks read back.
 const (
-	AuditRequest      = "request"
-	AuditApprove      = "approve"
-	AuditDeny         = "deny"
-	AuditCancel       = "cancel"
-	AuditExpire       = "expire"
-	AuditIssue        = "issue"
-	AuditRevoke       = "revoke"
-	AuditRelease      = "release"
-	AuditPolicyReload = "policy.reload"
-	AuditOffboard     = "offboard"
+	AuditRequest      = audit.KindRequest      // audit.RequestData
+	AuditApprove      = audit.KindApprove      // audit.DecisionData
+	AuditDeny         = audit.KindDeny         // audit.DecisionData
+	AuditCancel       = audit.KindCancel       // audit.EndData
+	AuditExpire       = audit.KindExpire       // audit.EndData
+	AuditIssue        = audit.KindIssue        // audit.IssueData
+	AuditRevoke       = audit.KindRevoke       // audit.EndData
+	AuditRelease      = audit.KindRelease      // audit.EndData
+	AuditPolicyReload = audit.KindPolicyReload // audit.PolicyReloadData
+	AuditOffboard     = audit.KindOffboard     // audit.EndData
+	// AuditWorkloadRefused: a CI/CD job's signed token got it no
+	// certificate (audit.WorkloadRefusedData).
+	AuditWorkloadRefused = audit.KindWorkloadRefused
 )
 
 // SystemActor is the actor of what jitssh does by itself: expiring
 // requests, issuing certificates, offboarding. No person may have this name.
 const SystemActor = "jitssh"
 
-// AuditRecord is the data of an audit entry. Serial and Repo sit at the top
-// level, where the audit log indexes them.
-type AuditRecord struct {
-	ID             string            `json:"id,omitempty"`
-	Requester      string            `json:"requester,omitempty"`
-	Repo           string            `json:"repo,omitempty"`
-	Grant          string            `json:"grant,omitempty"`
-	Rule           string            `json:"rule,omitempty"`
-	State          State             `json:"state,omitempty"`
-	TTL            Duration          `json:"ttl,omitempty"`
-	Reason         string            `json:"reason,omitempty"`
-	Signature      string            `json:"signature,omitempty"`
-	Statement      string            `json:"statement,omitempty"` // the message Signature signs
-	By             string            `json:"by,omitempty"`        // who approved, denied or revoked
-	Ref            string            `json:"ref,omitempty"`
-	Access         string            `json:"access,omitempty"`
-	Steps          []Step            `json:"steps,omitempty"`
-	PublicKey      string            `json:"public_key,omitempty"`  // the key the request asks to certify
-	Certificate    string            `json:"certificate,omitempty"` // issue: the certificate, authorized_keys form
-	Serial         uint64            `json:"serial,omitempty"`
-	KeyID          string            `json:"key_id,omitempty"`
-	KeyFingerprint string            `json:"key_fingerprint,omitempty"` // of the certified key
-	Principals     []string          `json:"principals,omitempty"`
-	ValidAfter     time.Time         `json:"valid_after,omitzero"`
-	ValidBefore    time.Time         `json:"valid_before,omitzero"`
-	Approvers      []string          `json:"approvers,omitempty"`
-	People         int               `json:"people,omitempty"`        // policy.reload: people in the new policy
-	Rules          int               `json:"rules,omitempty"`         // policy.reload: rules in the new policy
-	Offboarded     map[string]string `json:"offboarded,omitempty"`    // policy.reload: person → why
-	Policy         string            `json:"policy_sha256,omitempty"` // request, policy.reload: digest of the policy in force
+// subjectOf names r, as it stands, in an audit entry.
+func subjectOf(r *Request) audit.Subject {
+	return audit.Subject{ID: r.ID, Requester: r.Requester, Repo: r.Repo, Grant: r.Grant, Rule: r.Rule, State: string(r.State), Serial: r.Serial}
 }
 
-// recordOf returns the audit data that describes r.
-func recordOf(r *Request) AuditRecord {
-	return AuditRecord{
-		ID:        r.ID,
-		Requester: r.Requester,
-		Repo:      r.Repo,
-		Grant:     r.Grant,
-		Rule:      r.Rule,
-		State:     r.State,
-		Serial:    r.Serial,
+// requestData is the data of r's request entry.
+func requestData(r *Request) audit.RequestData {
+	steps := make([]audit.Step, len(r.Steps))
+	for i, s := range r.Steps {
+		steps[i] = audit.Step{Group: s.Group, Count: s.Count}
 	}
+	return audit.RequestData{
+		ID: r.ID, Requester: r.Requester, Repo: r.Repo, Ref: r.Ref, Access: r.Access, Grant: r.Grant,
+		TTL: r.TTL.String(), Reason: r.Reason, Rule: r.Rule, Steps: steps, PublicKey: r.PublicKey,
+		Statement: r.Statement, Signature: r.Signature, State: string(r.State), PolicySHA256: r.Policy,
+		Workload: r.Workload.data(),
+	}
+}
+
+// decisionData is the data of an approve or deny entry on r.
+func decisionData(r *Request, by, reason string, ttl Duration, statement, signature string) audit.DecisionData {
+	d := audit.DecisionData{Subject: subjectOf(r), By: by, Reason: reason, Statement: statement, Signature: signature}
+	if ttl > 0 {
+		d.TTL = ttl.String()
+	}
+	return d
+}
+
+// endData is the data of an entry that ends r or its certificate.
+func endData(r *Request, by, reason string) audit.EndData {
+	return audit.EndData{Subject: subjectOf(r), By: by, Reason: reason}
+}
+
+// issueData is the data of r's issue entry, read from the certificate
+// itself so that the record cannot say other than what left.
+func issueData(r *Request) (audit.IssueData, error) {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.Certificate))
+	if err != nil {
+		return audit.IssueData{}, err
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return audit.IssueData{}, errNotCertificate
+	}
+	d := audit.IssueData{
+		ID: r.ID, Serial: cert.Serial, KeyID: cert.KeyId, Requester: r.Requester, Principals: cert.ValidPrincipals,
+		ValidAfter: r.ValidAfter, ValidBefore: r.ValidBefore, Approvers: []string{}, Rule: r.Rule,
+		Certificate: strings.TrimSpace(r.Certificate), Repo: r.Repo, Grant: r.Grant, State: string(r.State),
+		TTL: r.GrantedTTL().String(), KeyFingerprint: ssh.FingerprintSHA256(cert.Key),
+	}
+	for _, a := range r.Approvals {
+		d.Approvers = append(d.Approvers, a.By)
+	}
+	return d, nil
 }

@@ -12,12 +12,20 @@ import (
 	"github.com/jitssh/jitssh/principals"
 )
 
+// unlimitedDevPolicy is the dev policy without per-person limits.
+func unlimitedDevPolicy(tb testing.TB) *Policy {
+	tb.Helper()
+	p, err := NewPolicy(withoutLimits(devPolicy(tb).Config()))
+	require.NoError(tb, err)
+	return p
+}
+
 // benchService opens a Service on the real clock, without an audit log.
 func benchService(b *testing.B) *Service {
 	b.Helper()
 	s, err := Open(Options{
 		DataDir:      b.TempDir(),
-		Policy:       devPolicy(b),
+		Policy:       unlimitedDevPolicy(b),
 		Authority:    newCAKey(b),
 		RaftTimeout:  testRaftTimeout,
 		noBackground: true,
@@ -35,7 +43,7 @@ func BenchmarkSubmitAutoApprove(b *testing.B) {
 	in := SubmitInput{Repo: "demo/app", Ref: "refs/heads/main", Access: "read", PublicKey: freshKey(b)}
 	b.ReportAllocs()
 	for b.Loop() {
-		r, err := s.Submit(context.Background(), "alice", in)
+		r, err := s.Submit(context.Background(), actorOf(s.Policy(), "alice"), in)
 		if err != nil || r.Certificate == "" {
 			b.Fatal(r, err)
 		}

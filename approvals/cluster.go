@@ -333,7 +333,7 @@ func (s *Service) dispatch(ctx context.Context, req rpcRequest, peer string) (an
 			return nil, s.notLeader()
 		}
 		if req.Method == rpcAddVoter {
-			if !nameRE.MatchString(a.ID) || checkAddr(a.Addr) != nil {
+			if !nameRE().MatchString(a.ID) || checkAddr(a.Addr) != nil {
 				return nil, fmt.Errorf("%w: add member %q at %q", ErrBadRequest, a.ID, a.Addr)
 			}
 			return nil, s.addVoterHere(a)

@@ -23,7 +23,7 @@ func chainLines(tb testing.TB, from audit.Chain, n int) ([][]byte, audit.Chain) 
 	var lines [][]byte
 	pos := from
 	for i := range n {
-		next, line, err := pos.Next("request", "alice", t0.Add(time.Duration(i)*time.Second), AuditRecord{ID: "x"})
+		next, line, err := pos.Next("request", "alice", t0.Add(time.Duration(i)*time.Second), audit.EndData{Subject: audit.Subject{ID: "x"}})
 		require.NoError(tb, err)
 		lines = append(lines, line)
 		pos = next

@@ -78,7 +78,7 @@ func (c *checker) cluster(cfg *Config) {
 	switch {
 	case cl.NodeID == "":
 		c.bad(at("cluster"), "cluster: node_id: missing (a name for this node that never changes, e.g. node1)")
-	case !nameRE.MatchString(cl.NodeID):
+	case !nameRE().MatchString(cl.NodeID):
 		c.bad(at("cluster", "node_id"), "cluster: node_id %q: use letters, digits, '.', '_' and '-' (at most 64)", cl.NodeID)
 	}
 	if cl.Bind == "" {

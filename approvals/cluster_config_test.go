@@ -45,7 +45,7 @@ func TestLoadClusterConfig(t *testing.T) {
 	other.Cluster = nil
 	pOther, err := NewPolicy(&other)
 	require.NoError(t, err)
-	assert.Equal(t, p.digest(), pOther.digest(), "the cluster block is not policy: nodes differ in it")
+	assert.Equal(t, p.Digest(), pOther.Digest(), "the cluster block is not policy: nodes differ in it")
 }
 
 func TestClusterConfigInvalid(t *testing.T) {

@@ -141,15 +141,19 @@ var (
 // newTestCluster starts n nodes that found a cluster together.
 func newTestCluster(tb testing.TB, n int, tune func(*raft.Config)) *testCluster {
 	tb.Helper()
-	return newTestClusterTimed(tb, n, tune, clusterRaftTimeout, clusterApplyWait)
+	return newTestClusterTimed(tb, n, nil, tune, clusterRaftTimeout, clusterApplyWait)
 }
 
-// newTestClusterTimed is newTestCluster with raft timeout timeout, whose
-// writes wait up to wait for a leader.
-func newTestClusterTimed(tb testing.TB, n int, tune func(*raft.Config), timeout, wait time.Duration) *testCluster {
+// newTestClusterTimed is newTestCluster under policy p (nil: the dev
+// policy) with raft timeout timeout, whose writes wait up to wait for a
+// leader.
+func newTestClusterTimed(tb testing.TB, n int, p *Policy, tune func(*raft.Config), timeout, wait time.Duration) *testCluster {
 	tb.Helper()
+	if p == nil {
+		p = devPolicy(tb)
+	}
 	// One identity more than nodes, for a node that joins later.
-	c := &testCluster{net: newMemNet(), authority: newCAKey(tb), tls: testClusterTLS(tb, n+1), policy: devPolicy(tb), tune: tune,
+	c := &testCluster{net: newMemNet(), authority: newCAKey(tb), tls: testClusterTLS(tb, n+1), policy: p, tune: tune,
 		timeout: timeout, wait: wait}
 	dir := tb.TempDir()
 	for i := range n {
@@ -319,4 +323,42 @@ func sizes(logs [][]byte) []int {
 // leader answers.
 func errNoLeaderOr(err error) bool {
 	return errors.Is(err, ErrNoLeader)
+}
+
+// The cluster tests name people, as the lifecycle tests do: these methods
+// call the node's Service as the person's first key (see testEnv's), and
+// its reads see every request.
+
+func (nd *testNode) as(person string) Actor { return actorOf(nd.Policy(), person) }
+
+func (nd *testNode) Submit(ctx context.Context, person string, in SubmitInput) (*Request, error) {
+	return nd.Service.Submit(ctx, nd.as(person), in)
+}
+
+func (nd *testNode) Approve(ctx context.Context, person, id string, in DecisionInput) (*Request, error) {
+	return nd.Service.Approve(ctx, nd.as(person), id, in)
+}
+
+func (nd *testNode) Deny(ctx context.Context, person, id string, in DecisionInput) (*Request, error) {
+	return nd.Service.Deny(ctx, nd.as(person), id, in)
+}
+
+func (nd *testNode) Cancel(ctx context.Context, person, id string) (*Request, error) {
+	return nd.Service.Cancel(ctx, nd.as(person), id)
+}
+
+func (nd *testNode) Revoke(ctx context.Context, person, id string, serial uint64, reason string) (*Request, error) {
+	return nd.Service.Revoke(ctx, nd.as(person), id, serial, reason)
+}
+
+func (nd *testNode) Release(ctx context.Context, person, id string) (*Request, error) {
+	return nd.Service.Release(ctx, nd.as(person), id)
+}
+
+func (nd *testNode) Get(id string) (*Request, error) { return nd.Service.getAny(id) }
+
+func (nd *testNode) List(f ListFilter) []*Request { return nd.Service.listAny(f) }
+
+func (nd *testNode) Wait(ctx context.Context, id string, after uint64) (*Request, error) {
+	return nd.Service.wait(ctx, id, after, anyone)
 }

@@ -13,8 +13,9 @@ import (
 // snapshot. Its number sits apart from the others'.
 const msgRestore msgType = 0x30
 
-// AuditRestore is the kind of the entry that records a snapshot restore.
-const AuditRestore = "restore"
+// AuditRestore is the kind of the entry that records a snapshot restore
+// (audit.RestoreData).
+const AuditRestore = audit.KindRestore
 
 // serialEpochShift places each epoch's serials: a restore moves the serial
 // counter to at least epoch<<serialEpochShift, above anything the cluster
@@ -64,19 +65,17 @@ func restoreTxn(tx *txn, body []byte, res *applyResult) ([]auditEvent, error) {
 	res.requests = changed
 	var events []auditEvent
 	for _, r := range changed {
-		rec := recordOf(r)
-		rec.Reason = cmd.Offboard[r.Requester]
-		events = append(events, auditEvent{AuditOffboard, SystemActor, cmd.At, rec})
+		events = append(events, auditEvent{AuditOffboard, SystemActor, cmd.At, endData(r, SystemActor, cmd.Offboard[r.Requester])})
 	}
 	policy, err := textTxn(tx.Txn, metaPolicy)
 	if err != nil {
 		return nil, err
 	}
-	rec := AuditRecord{
+	rec := audit.RestoreData{
 		Reason: fmt.Sprintf("state restored from a snapshot taken at raft index %d, after audit entry %d (%.16s) of its log; %d requests; serials continue above %d (epoch %d)",
 			cmd.Index, cmd.From.Seq, cmd.From.Hash, cmd.Requests, max(last, floor), epoch),
-		Offboarded: cmd.Offboard,
-		Policy:     policy,
+		Offboarded:   cmd.Offboard,
+		PolicySHA256: policy,
 	}
 	return append(events, auditEvent{AuditRestore, SystemActor, cmd.At, rec}), nil
 }

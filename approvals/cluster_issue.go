@@ -78,7 +78,7 @@ func (s *Service) serveIssue(ctx context.Context, a issueArgs) (*Request, error)
 		if errors.Is(err, errBeingIssued) {
 			// Another call here is issuing it (the follower's earlier try
 			// whose answer it never got, a retry): wait for that one.
-			if r, err = s.Wait(ctx, a.ID, r.Version); err != nil {
+			if r, err = s.wait(ctx, a.ID, r.Version, anyone); err != nil {
 				return nil, err
 			}
 			continue

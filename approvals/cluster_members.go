@@ -76,7 +76,7 @@ func (s *Service) Status() NodeStatus {
 		}
 		st.Problems = append(st.Problems, "not ready: "+reason)
 	}
-	st.Policy = s.Policy().digest()
+	st.Policy = s.Policy().Digest()
 	if recorded, err := textTxn(s.fsm.State().db.Txn(false), metaPolicy); err == nil {
 		st.ClusterPolicy = recorded
 		if recorded != "" && recorded != st.Policy {
@@ -202,7 +202,7 @@ func (s *Service) onLeader(ctx context.Context, method string, a memberArgs, her
 }
 
 func (s *Service) addVoter(ctx context.Context, a memberArgs) error {
-	if !nameRE.MatchString(a.ID) || checkAddr(a.Addr) != nil {
+	if !nameRE().MatchString(a.ID) || checkAddr(a.Addr) != nil {
 		return fmt.Errorf("%w: add member %q at %q", ErrBadRequest, a.ID, a.Addr)
 	}
 	return s.onLeader(ctx, rpcAddVoter, a, func() error { return s.addVoterHere(a) })

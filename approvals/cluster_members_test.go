@@ -109,7 +109,7 @@ func TestGrowFromOneNode(t *testing.T) {
 	}
 	alone, err := Open(opts)
 	require.NoError(t, err)
-	before, err := alone.Submit(ctx, "alice", readReq(t))
+	before, err := alone.Submit(ctx, actorOf(alone.Policy(), "alice"), readReq(t))
 	require.NoError(t, err)
 	require.NoError(t, alone.Close())
 
@@ -125,10 +125,10 @@ func TestGrowFromOneNode(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("not ready: %+v", s.Status())
 	}
-	got, err := s.Get(before.ID)
+	got, err := s.getAny(before.ID)
 	require.NoError(t, err, "the state is kept")
 	assert.Equal(t, before.Serial, got.Serial)
-	after, err := s.Submit(ctx, "alice", readReq(t))
+	after, err := s.Submit(ctx, actorOf(s.Policy(), "alice"), readReq(t))
 	require.NoError(t, err)
 	assert.Equal(t, before.Serial+1, after.Serial)
 	ms := awaitMembers(t, s, "node1")

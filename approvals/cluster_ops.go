@@ -60,6 +60,9 @@ type opEntry struct {
 	At       time.Time `json:"at"`                 // the command's envelope time
 	IDs      []string  `json:"ids,omitempty"`      // the requests it changed
 	Complete bool      `json:"complete,omitempty"` // an approval that met the last step
+	// Refused is the refusal the command recorded rather than made (see
+	// applyResult.refused), so that a repeat is refused alike.
+	Refused *wireError `json:"refused,omitempty"`
 }
 
 const (
@@ -176,6 +179,9 @@ func repeatTxn(tx *txn, env *envelope) (*applyResult, error) {
 	}
 	op := obj.(*opEntry)
 	res := &applyResult{index: op.Index, complete: op.Complete, repeat: true}
+	if op.Refused != nil {
+		res.refused = op.Refused.decode()
+	}
 	for _, id := range op.IDs {
 		r, err := requestByIDTxn(tx.Txn, nil, id)
 		if err != nil {
@@ -211,7 +217,7 @@ func checkPolicyTxn(tx *txn, env *envelope) error {
 // keys older than opsKeep by the command's time: every replica applies the
 // same commands, so every replica forgets the same keys.
 func recordOpTxn(tx *txn, env *envelope, res *applyResult) error {
-	op := &opEntry{Key: env.Op, Index: tx.index, At: env.At, Complete: res.complete}
+	op := &opEntry{Key: env.Op, Index: tx.index, At: env.At, Complete: res.complete, Refused: encodeError(res.refused)}
 	if res.request != nil {
 		op.IDs = []string{res.request.ID}
 	}

@@ -113,7 +113,7 @@ func clusterChild(path string) int {
 		cmd, arg, _ := strings.Cut(in.Text(), " ")
 		switch cmd {
 		case "get":
-			r, err := s.Get(arg)
+			r, err := s.getAny(arg)
 			if err != nil || r.Certificate == "" {
 				fmt.Printf("missing %s %v\n", arg, err)
 				continue
@@ -128,7 +128,7 @@ func clusterChild(path string) int {
 			if err != nil {
 				return fail(err)
 			}
-			r, err := s.Submit(context.Background(), "alice", SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: pub})
+			r, err := s.Submit(context.Background(), actorOf(s.Policy(), "alice"), SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: pub})
 			if err != nil {
 				fmt.Printf("err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 				continue
@@ -138,12 +138,12 @@ func clusterChild(path string) int {
 			st := s.Status()
 			fmt.Printf("status %s %d\n", st.Role, st.AppliedIndex)
 		case "dump":
-			b, err := json.Marshal(s.List(ListFilter{}))
+			b, err := json.Marshal(s.listAny(ListFilter{}))
 			if err != nil {
 				return fail(err)
 			}
 			sum := sha256.Sum256(b)
-			fmt.Printf("dump %s %d\n", hex.EncodeToString(sum[:]), len(s.List(ListFilter{})))
+			fmt.Printf("dump %s %d\n", hex.EncodeToString(sum[:]), len(s.listAny(ListFilter{})))
 		default:
 			return fail(fmt.Errorf("unknown command %q", in.Text()))
 		}

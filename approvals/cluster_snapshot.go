@@ -16,8 +16,8 @@ import (
 )
 
 // An operator's snapshot is the state machine's snapshot (see
-// fsmSnapshot.write): a header line and every request and applied key, as
-// JSON. Restoring one replaces the cluster's state with it, except for two
+// fsmSnapshot.write): a header line and every request, applied key and
+// used CI/CD token, as JSON. Restoring one replaces the cluster's state with it, except for two
 // things the running cluster keeps:
 //
 //   - its audit chain position, so each node's audit log goes on from
@@ -163,7 +163,8 @@ func (s *Service) restoreHere(ctx context.Context, f *os.File, size int64, resto
 		h.Audit = &chain
 	}
 	h.Policy = policy
-	h.Format = snapshotFormat
+	// The format stays the snapshot's: the lines after the header are
+	// passed on as they are.
 	newHeader, err := json.Marshal(h)
 	if err != nil {
 		return SnapshotInfo{}, err

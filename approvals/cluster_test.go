@@ -14,7 +14,7 @@ import (
 // stateOf returns a node's requests as JSON, to compare replicas.
 func stateOf(tb testing.TB, s *Service) string {
 	tb.Helper()
-	b, err := json.Marshal(s.List(ListFilter{}))
+	b, err := json.Marshal(s.listAny(ListFilter{}))
 	require.NoError(tb, err)
 	return string(b)
 }
@@ -26,7 +26,7 @@ func assertSameState(tb testing.TB, want, got *Service, name string) {
 	w, g := stateOf(tb, want), stateOf(tb, got)
 	if w != g {
 		tb.Errorf("%s: state differs: %d requests (%d bytes), want %d (%d bytes)", name,
-			len(got.List(ListFilter{})), len(g), len(want.List(ListFilter{})), len(w))
+			len(got.listAny(ListFilter{})), len(g), len(want.listAny(ListFilter{})), len(w))
 	}
 }
 

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/jitssh/jitssh/approvals/workload"
 )
 
 // Defaults for what the config leaves out.
@@ -23,6 +27,10 @@ const (
 	DefaultMaxTTL            = 8 * time.Hour
 )
 
+// DefaultAuditorGroups is the auditor_groups of a config that leaves it
+// out.
+var DefaultAuditorGroups = []string{"auditors"}
+
 // maxConfigSize bounds the config file; a policy is hand-written text.
 const maxConfigSize = 4 << 20
 
@@ -31,6 +39,7 @@ const maxConfigSize = 4 << 20
 type Config struct {
 	Listen            string    `yaml:"listen" json:"listen"`                             // SSH API address, e.g. 127.0.0.1:2200
 	HTTPListen        string    `yaml:"http_listen" json:"http_listen,omitempty"`         // public HTTP endpoints
+	MetricsListen     string    `yaml:"metrics_listen" json:"metrics_listen,omitempty"`   // /metrics on its own address; empty serves it on http_listen
 	HostKey           string    `yaml:"host_key" json:"host_key"`                         // the daemon's SSH host key file
 	DataDir           string    `yaml:"data_dir" json:"data_dir"`                         // raft log, snapshots and state
 	CADir             string    `yaml:"ca_dir" json:"ca_dir"`                             // read with ca.Load
@@ -38,8 +47,13 @@ type Config struct {
 	RequestTimeout    Duration  `yaml:"request_timeout" json:"request_timeout"`           // a pending request nobody acted on expires after this
 	MaxPendingPerUser int       `yaml:"max_pending_per_user" json:"max_pending_per_user"` // pending requests one person may have at once
 	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
+	AuditorGroups     []string  `yaml:"auditor_groups" json:"auditor_groups"` // see every request; left out: DefaultAuditorGroups
+	Limits            Limits    `yaml:"limits" json:"limits"`                 // see Limits; zero means the default
 	People            []Person  `yaml:"people" json:"people"`
 	Rules             []Rule    `yaml:"rules" json:"rules"`
+	// OIDC lists the CI/CD token issuers whose jobs may request under
+	// workload rules (see Rule.Workload); none means workloads may not.
+	OIDC []workload.Issuer `yaml:"oidc" json:"oidc,omitempty"`
 
 	// Cluster makes the daemon one node of a raft cluster; nil runs it on
 	// its own.
@@ -62,7 +76,8 @@ type Person struct {
 
 // Rule says who may request what, and what it takes to get it.
 //
-// A request falls under a rule when the requester is in one of Groups, the
+// A request falls under a rule when the requester is in one of Groups (or,
+// for a rule with Workload instead, is a CI/CD job whose token matches it), the
 // repo matches one of Repos (path.Match globs: "*" stays within one path
 // segment), the requested ref pattern falls within one of Refs, and the
 // access is listed in Access. The first such rule in file order decides.
@@ -79,6 +94,20 @@ type Rule struct {
 	MaxTTL        Duration `yaml:"max_ttl" json:"max_ttl"`
 	RequireReason bool     `yaml:"require_reason" json:"require_reason,omitempty"`
 	SourceAddress string   `yaml:"source_address" json:"source_address,omitempty"`
+	// Workload, instead of Groups, opens the rule to CI/CD jobs: see
+	// WorkloadMatch.
+	Workload *WorkloadMatch `yaml:"workload" json:"workload,omitempty"`
+}
+
+// WorkloadMatch says which CI/CD jobs a rule is for: those whose token
+// comes from Issuer (an `oidc:` entry's name) and has every claim in
+// Claims, each equal to the value given or matching it as a path.Match
+// glob ("refs/heads/*"). A claim that is not a string is compared by its
+// JSON text (ref_protected: "true"). The claims must pin the repository
+// (see checker.workload), so that no token of another repository matches.
+type WorkloadMatch struct {
+	Issuer string            `yaml:"issuer" json:"issuer"`
+	Claims map[string]string `yaml:"claims" json:"claims"`
 }
 
 // Step is one part of a rule's approval: Count distinct people from Group.
@@ -116,6 +145,14 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if c.Cluster != nil {
 		c.Cluster.resolvePaths(dir)
+	}
+	for i := range c.OIDC {
+		if f := &c.OIDC[i].JWKSFile; *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(dir, *f)
+		}
+	}
+	if err := checkJWKSFiles(path, c.OIDC); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -157,6 +194,7 @@ func withDefaults(c *Config) *Config {
 	out := *c
 	out.Webhooks = append([]Webhook(nil), c.Webhooks...)
 	out.Cluster = cloneCluster(c.Cluster)
+	out.OIDC = append([]workload.Issuer(nil), c.OIDC...)
 	out.People = make([]Person, len(c.People))
 	for i, p := range c.People {
 		out.People[i] = clonePerson(p)
@@ -172,6 +210,12 @@ func withDefaults(c *Config) *Config {
 	if out.MaxPendingPerUser == 0 {
 		out.MaxPendingPerUser = DefaultMaxPendingPerUser
 	}
+	if out.AuditorGroups == nil {
+		out.AuditorGroups = slices.Clone(DefaultAuditorGroups)
+	} else {
+		out.AuditorGroups = slices.Clone(c.AuditorGroups)
+	}
+	out.Limits = c.Limits.withDefaults()
 	return &out
 }
 
@@ -209,7 +253,34 @@ func cloneRule(r Rule) Rule {
 	r.Refs = append([]string(nil), r.Refs...)
 	r.Access = append([]string(nil), r.Access...)
 	r.Approvals = append([]Step(nil), r.Approvals...)
+	if r.Workload != nil {
+		w := WorkloadMatch{Issuer: r.Workload.Issuer, Claims: maps.Clone(r.Workload.Claims)}
+		r.Workload = &w
+	}
 	return r
+}
+
+// checkJWKSFiles makes sure, when the daemon loads its config, that each
+// jwks_file holds a usable key set: a typo would otherwise surface only
+// when the first CI job is refused.
+func checkJWKSFiles(file string, issuers []workload.Issuer) error {
+	var probs []ConfigProblem
+	for _, iss := range issuers {
+		if iss.JWKSFile == "" {
+			continue
+		}
+		data, err := os.ReadFile(iss.JWKSFile)
+		if err == nil {
+			_, err = workload.ParseJWKS(data)
+		}
+		if err != nil {
+			probs = append(probs, ConfigProblem{Msg: fmt.Sprintf("oidc issuer %q: jwks_file: %v", iss.Name, err)})
+		}
+	}
+	if len(probs) > 0 {
+		return &ConfigError{File: file, Problems: probs}
+	}
+	return nil
 }
 
 // ConfigError lists everything wrong with a config. It wraps

@@ -59,7 +59,7 @@ func crashChild(dir string) int {
 	if err != nil {
 		return fail(err)
 	}
-	p, err := NewPolicy(c)
+	p, err := NewPolicy(withoutLimits(c))
 	if err != nil {
 		return fail(err)
 	}
@@ -96,28 +96,28 @@ func crashChild(dir string) int {
 		}
 		switch i % 3 {
 		case 0:
-			r, err := s.Submit(ctx, "alice", SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: key})
+			r, err := s.Submit(ctx, actorOf(p, "alice"), SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: key})
 			if err != nil {
 				return fail(err)
 			}
 			fmt.Printf("issue %s %d\n", r.ID, r.Serial)
 			toRevoke = append(toRevoke, r)
 		case 1:
-			r, err := s.Submit(ctx, "alice", SubmitInput{
+			r, err := s.Submit(ctx, actorOf(p, "alice"), SubmitInput{
 				Repo: "demo/app", Ref: "refs/heads/feature/x", Access: "write", PublicKey: key, Reason: "crash test",
 			})
 			if err != nil {
 				return fail(err)
 			}
 			fmt.Printf("submit %s\n", r.ID)
-			if r, err = s.Approve(ctx, "bob", r.ID, DecisionInput{Reason: "ok"}); err != nil {
+			if r, err = s.Approve(ctx, actorOf(p, "bob"), r.ID, DecisionInput{Reason: "ok"}); err != nil {
 				return fail(err)
 			}
 			fmt.Printf("approve %s %d\n", r.ID, r.Serial)
 		case 2:
 			r := toRevoke[0]
 			toRevoke = toRevoke[1:]
-			if r, err = s.Revoke(ctx, "carol", r.ID, 0, "crash test"); err != nil {
+			if r, err = s.Revoke(ctx, actorOf(p, "carol"), r.ID, 0, "crash test"); err != nil {
 				return fail(err)
 			}
 			fmt.Printf("revoke %s %d\n", r.ID, r.Serial)
@@ -199,7 +199,7 @@ func checkAfterCrash(t *testing.T, dir string, lines []string, cycle int) {
 	defer log.Close()
 	s, err := Open(Options{
 		DataDir:     filepath.Join(dir, "data"),
-		Policy:      devPolicy(t),
+		Policy:      unlimitedDevPolicy(t),
 		Authority:   authority,
 		Logger:      slog.New(slog.DiscardHandler),
 		RaftTimeout: testRaftTimeout,
@@ -213,7 +213,7 @@ func checkAfterCrash(t *testing.T, dir string, lines []string, cycle int) {
 	for _, line := range lines {
 		f := strings.Fields(line)
 		require.NotEmpty(t, f)
-		r, err := s.Get(f[1])
+		r, err := s.getAny(f[1])
 		require.NoError(t, err, "acknowledged %q, lost after the crash", line)
 		var serial uint64
 		if len(f) > 2 {
@@ -243,13 +243,13 @@ func checkAfterCrash(t *testing.T, dir string, lines []string, cycle int) {
 
 	// No serial went to two requests, and the next one is new.
 	var serials []uint64
-	for _, r := range s.List(ListFilter{}) {
+	for _, r := range s.listAny(ListFilter{}) {
 		if r.Serial != 0 {
 			assert.NotContains(t, serials, r.Serial, "serial %d reused", r.Serial)
 			serials = append(serials, r.Serial)
 		}
 	}
-	next, err := s.Submit(context.Background(), "alice", SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: freshKey(t)})
+	next, err := s.Submit(context.Background(), actorOf(s.Policy(), "alice"), SubmitInput{Repo: "demo/app", Ref: "*", Access: "read", PublicKey: freshKey(t)})
 	require.NoError(t, err)
 	assert.Greater(t, next.Serial, maxAcked)
 	assert.Greater(t, next.Serial, slices.Max(serials))
@@ -276,7 +276,7 @@ func checkCrashAudit(t *testing.T, dir string, s *Service, cycle int) {
 	for line := range bytes.Lines(data) {
 		var e audit.Entry
 		require.NoError(t, json.Unmarshal(line, &e))
-		var rec AuditRecord
+		var rec recordedData
 		if len(e.Data) > 0 {
 			require.NoError(t, json.Unmarshal(e.Data, &rec))
 		}
@@ -292,7 +292,7 @@ func checkCrashAudit(t *testing.T, dir string, s *Service, cycle int) {
 			issued[rec.ID] = rec.Serial
 		}
 	}
-	for _, r := range s.List(ListFilter{}) {
+	for _, r := range s.listAny(ListFilter{}) {
 		if r.Certificate != "" {
 			assert.Equal(t, r.Serial, issued[r.ID], "%s: certificate not on the log", r.ID)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -18,7 +19,7 @@ type DecisionInput struct {
 	Statement string        // the exact message Signature signs, stored as given
 }
 
-// Approve records person's approval of a pending request. It refuses an
+// Approve records who's approval of a pending request. It refuses an
 // unknown ID (ErrNotFound), a request that has ended (ErrNotPending), the
 // requester (ErrSelfApproval), someone in none of the groups the request
 // needs (ErrNotApprover), a second approval by the same person
@@ -26,14 +27,14 @@ type DecisionInput struct {
 // the rule's minimum (ErrBadRequest). The approval that meets the last step
 // issues the certificate before Approve returns; its lifetime is the
 // shortest TTL asked for, counted from the moment of issue.
-func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInput) (*Request, error) {
+func (s *Service) Approve(ctx context.Context, who Actor, id string, in DecisionInput) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
 	p := s.policy
-	groups, err := actor(p, person)
+	person, groups, err := s.caller(p, who, id)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +58,9 @@ func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInp
 		}
 	}
 	a := Approval{By: person, At: s.clock(), Reason: in.Reason, TTL: Duration(in.TTL), Signature: in.Signature, Statement: in.Statement, Groups: groups}
+	if err := checkDecision(AuditApprove, cur, person, in); err != nil {
+		return nil, err
+	}
 	res, err := s.commit(msgApprove, approveCmd{ID: id, Approval: a})
 	if err != nil {
 		if res != nil && res.complete {
@@ -74,13 +78,13 @@ func (s *Service) Approve(ctx context.Context, person, id string, in DecisionInp
 // Deny ends a pending request with a denial. Only someone whose approval
 // the request needs may deny it, never the requester, and only with a
 // reason.
-func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput) (*Request, error) {
+func (s *Service) Deny(ctx context.Context, who Actor, id string, in DecisionInput) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	groups, err := actor(s.policy, person)
+	person, groups, err := s.caller(s.policy, who, id)
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +100,11 @@ func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput)
 	if !validID(id) {
 		return nil, notFound(id)
 	}
+	if cur, err := s.lookup(id); err == nil {
+		if err := checkDecision(AuditDeny, cur, person, in); err != nil {
+			return nil, err
+		}
+	}
 	d := Decision{By: person, At: s.clock(), Reason: in.Reason, Signature: in.Signature, Statement: in.Statement}
 	res, err := s.commit(msgDeny, denyCmd{ID: id, Decision: d, Groups: groups})
 	if err != nil {
@@ -105,13 +114,14 @@ func (s *Service) Deny(ctx context.Context, person, id string, in DecisionInput)
 }
 
 // Cancel ends a pending request at its requester's wish.
-func (s *Service) Cancel(ctx context.Context, person, id string) (*Request, error) {
+func (s *Service) Cancel(ctx context.Context, who Actor, id string) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	if _, err := actor(s.policy, person); err != nil {
+	person, _, err := s.caller(s.policy, who, id)
+	if err != nil {
 		return nil, err
 	}
 	if !validID(id) {
@@ -130,14 +140,14 @@ func (s *Service) Cancel(ctx context.Context, person, id string) (*Request, erro
 // release, and recorded as one); otherwise only people in a group of the
 // request's approval steps may, with a reason (for an auto-approved
 // request, people in any rule's approval groups).
-func (s *Service) Revoke(ctx context.Context, person string, id string, serial uint64, reason string) (*Request, error) {
+func (s *Service) Revoke(ctx context.Context, who Actor, id string, serial uint64, reason string) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
 	p := s.policy
-	groups, err := actor(p, person)
+	person, groups, err := s.revoker(p, who, id, serial)
 	if err != nil {
 		return nil, err
 	}
@@ -174,13 +184,14 @@ func (s *Service) Revoke(ctx context.Context, person string, id string, serial u
 
 // Release ends the requester's own live grant early, when the task is
 // done: the certificate is revoked, and recorded as released.
-func (s *Service) Release(ctx context.Context, person, id string) (*Request, error) {
+func (s *Service) Release(ctx context.Context, who Actor, id string) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	if _, err := actor(s.policy, person); err != nil {
+	person, _, err := s.caller(s.policy, who, id)
+	if err != nil {
 		return nil, err
 	}
 	cur, err := s.lookup(id)
@@ -217,4 +228,17 @@ func (s *Service) revoke(id, kind string, d Decision) (*Request, error) {
 		return nil, err
 	}
 	return res.request.clone(), nil
+}
+
+// checkDecision refuses a signed decision whose record the auditor's
+// verifier would reject: one that says other than what its maker signed.
+func checkDecision(kind string, r *Request, person string, in DecisionInput) error {
+	if in.Statement == "" {
+		return nil
+	}
+	d := decisionData(r, person, in.Reason, Duration(in.TTL), in.Statement, in.Signature)
+	if err := audit.CheckDecisionRecord(kind, &d); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return nil
 }

@@ -47,6 +47,15 @@
 //     the state machine, so of two approvers racing, exactly one meets the
 //     last step, and only that one issues.
 //
+// # CI/CD jobs
+//
+// A CI/CD job is no person: it has no listed key, and proves who it is
+// with its platform's OIDC ID token (package workload), under rules that
+// name a workload instead of groups. It requests (SubmitWorkload) for the
+// key it authenticated with, and follows that request (WaitWorkload);
+// nothing else. Each token gets one request: the state remembers the
+// tokens used (see useTokenTxn) until they could no longer be accepted.
+//
 // The state lives in go-memdb (see schema.go), written only by the raft
 // state machine. Reads take watch sets, so waiting for a change (Wait,
 // Events) is pushed by the write, not polled.

@@ -65,6 +65,9 @@ var wireSentinels = []struct {
 	{"already_approved", ErrAlreadyApproved},
 	{"no_rule", ErrNoRule},
 	{"too_many_pending", ErrTooManyPending},
+	{"rate_limited", ErrRateLimited},
+	{"token_used", ErrTokenUsed},
+	{"workload_refused", ErrWorkloadRefused},
 	{"forbidden", ErrForbidden},
 	{"not_active", ErrNotActive},
 	{"serial_taken", errSerialTaken},
@@ -117,16 +120,23 @@ type wireResult struct {
 	Complete bool       `json:"complete,omitempty"`
 	Repeat   bool       `json:"repeat,omitempty"`
 	Err      *wireError `json:"err,omitempty"`
+	// Refused is a refusal the command recorded on the audit log (a CI/CD
+	// token presented again): committed, and refused all the same.
+	Refused *wireError `json:"refused,omitempty"`
 }
 
 func toWire(r *applyResult) wireResult {
-	return wireResult{Index: r.index, Request: r.request, Requests: r.requests, Complete: r.complete, Repeat: r.repeat, Err: encodeError(r.err)}
+	return wireResult{Index: r.index, Request: r.request, Requests: r.requests, Complete: r.complete, Repeat: r.repeat,
+		Err: encodeError(r.err), Refused: encodeError(r.refused)}
 }
 
 func (w wireResult) result() *applyResult {
 	r := &applyResult{index: w.Index, request: w.Request, requests: w.Requests, complete: w.Complete, repeat: w.Repeat}
 	if w.Err != nil {
 		r.err = w.Err.decode()
+	}
+	if w.Refused != nil {
+		r.refused = w.Refused.decode()
 	}
 	return r
 }
@@ -321,7 +331,7 @@ func (s *Service) digestOf(p *Policy) string {
 	if c := s.digest.Load(); c != nil && c.p == p {
 		return c.digest
 	}
-	d := p.digest()
+	d := p.Digest()
 	s.digest.Store(&policyDigest{p, d})
 	return d
 }

@@ -79,6 +79,11 @@ type (
 	submitCmd struct {
 		Request    *Request `json:"request"`
 		MaxPending int      `json:"max_pending"`
+		// Refusal, instead of Request, records a CI/CD job refused a
+		// certificate (see workloadRefusal); it changes no state.
+		Refusal *workloadRefusal `json:"refusal,omitempty"`
+		// Token is a workload request's token, for its audit entry only.
+		Token string `json:"token,omitempty"`
 	}
 	approveCmd struct {
 		ID       string   `json:"id"`
@@ -150,6 +155,10 @@ type applyResult struct {
 	// repeat: the command's idempotency key was applied before, at index;
 	// this application changed nothing.
 	repeat bool
+	// refused is a refusal that is recorded on the audit log all the
+	// same, such as a CI/CD token presented again: the command commits
+	// its entry, and the caller is refused.
+	refused error
 }
 
 // fsm applies commands from the raft log to the state store.
@@ -332,7 +341,8 @@ func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
 // then one request per line, all JSON.
 // Format 2 adds the audit chain position and the policy digest.
 // Format 3 adds the serial epoch and, after the requests, one applied
-// idempotency key per line.
+// idempotency key per line, then one used CI/CD token per line. Before
+// it, the used tokens were read back from the requests that carry them.
 const snapshotFormat = 3
 
 type snapshotHeader struct {
@@ -344,6 +354,7 @@ type snapshotHeader struct {
 	Policy     string       `json:"policy,omitempty"`
 	Epoch      uint64       `json:"epoch,omitempty"`
 	Ops        int          `json:"ops,omitempty"`
+	Tokens     int          `json:"tokens,omitempty"`
 	// Applied is the last raft index the state machine had applied, which
 	// may be past Index when the last commands were refused.
 	Applied uint64 `json:"applied,omitempty"`
@@ -403,6 +414,10 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tokens, err := allUsedTokens(tx)
+	if err != nil {
+		return err
+	}
 	it, err := tx.Get(tableRequests, indexID)
 	if err != nil {
 		return err
@@ -414,7 +429,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	h := snapshotHeader{Format: snapshotFormat, Index: index, LastSerial: serial, Requests: len(reqs), Policy: policy,
-		Epoch: epoch, Ops: len(ops), Applied: s.applied}
+		Epoch: epoch, Ops: len(ops), Tokens: len(tokens), Applied: s.applied}
 	if !chain.IsZero() {
 		h.Audit = &chain
 	}
@@ -428,6 +443,11 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	for _, o := range ops {
 		if err := enc.Encode(o); err != nil {
+			return err
+		}
+	}
+	for _, u := range tokens {
+		if err := enc.Encode(u); err != nil {
 			return err
 		}
 	}
@@ -489,20 +509,21 @@ func readSnapshotApplied(r io.Reader) (*stateStore, uint64, error) {
 	if len(reqs) != h.Requests {
 		return nil, 0, fmt.Errorf("holds %d requests, header says %d", len(reqs), h.Requests)
 	}
-	ops := make([]*opEntry, 0, min(h.Ops, 1<<16))
-	for h.Format >= 3 {
-		var op opEntry
-		err := dec.Decode(&op)
-		if errors.Is(err, io.EOF) {
-			break
+	var ops []*opEntry
+	var tokens []*usedToken
+	if h.Format >= 3 {
+		var err error
+		if ops, err = decodeLines[opEntry](dec, h.Ops, "applied key"); err != nil {
+			return nil, 0, err
 		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("applied key %d: %w", len(ops)+1, err)
+		if tokens, err = decodeLines[usedToken](dec, h.Tokens, "used token"); err != nil {
+			return nil, 0, err
 		}
-		ops = append(ops, &op)
-	}
-	if len(ops) != h.Ops {
-		return nil, 0, fmt.Errorf("holds %d applied keys, header says %d", len(ops), h.Ops)
+		if dec.More() {
+			return nil, 0, fmt.Errorf("more lines than the header counts (%d requests, %d applied keys, %d used tokens)", h.Requests, h.Ops, h.Tokens)
+		}
+	} else {
+		tokens = tokensOf(reqs)
 	}
 	st, err := newStateStore()
 	if err != nil {
@@ -512,11 +533,26 @@ func readSnapshotApplied(r io.Reader) (*stateStore, uint64, error) {
 	if h.Audit != nil {
 		chain = *h.Audit
 	}
-	if err := st.restore(h.Index, h.LastSerial, chain, h.Policy, reqs); err != nil {
+	if err := st.restore(h.Index, h.LastSerial, chain, h.Policy, reqs, tokens); err != nil {
 		return nil, 0, err
 	}
 	if err := st.restoreCluster(h.Index, h.Epoch, ops); err != nil {
 		return nil, 0, err
 	}
 	return st, h.Applied, nil
+}
+
+// decodeLines reads the n lines of one kind that a snapshot header counts.
+func decodeLines[T any](dec *json.Decoder, n int, what string) ([]*T, error) {
+	out := make([]*T, 0, min(n, 1<<16))
+	for len(out) < n {
+		v := new(T)
+		if err := dec.Decode(v); errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("holds %d %ss, header says %d", len(out), what, n)
+		} else if err != nil {
+			return nil, fmt.Errorf("%s %d: %w", what, len(out)+1, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }

@@ -1,11 +1,9 @@
 package approvals
 
 import (
+	"errors"
 	"fmt"
-	"strings"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/audit"
 )
@@ -14,7 +12,7 @@ import (
 type auditEvent struct {
 	kind, actor string
 	at          time.Time
-	data        AuditRecord
+	data        any // one of the audit package's entry data types
 }
 
 // applyAudited applies a command and computes its audit lines in the same
@@ -80,16 +78,25 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		if err != nil {
 			return nil, err
 		}
+		if cmd.Refusal != nil {
+			return []auditEvent{cmd.Refusal.event()}, nil
+		}
 		r, err := submitRequestTxn(tx, cmd.Request, cmd.MaxPending)
+		if errors.Is(err, ErrTokenUsed) {
+			// A token presented again is refused here, where replicas
+			// agree, and recorded like the refusals decided before.
+			res.refused = err
+			return []auditEvent{refusalOf(cmd.Request, err).event()}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
 		res.request = r
-		rec := recordOf(r)
-		rec.TTL, rec.Reason, rec.Signature = r.TTL, r.Reason, r.Signature
-		rec.Ref, rec.Access, rec.Steps, rec.PublicKey, rec.Statement = r.Ref, r.Access, r.Steps, r.PublicKey, r.Statement
-		rec.Policy = r.Policy
-		return []auditEvent{{AuditRequest, r.Requester, r.CreatedAt, rec}}, nil
+		d := requestData(r)
+		if d.Workload != nil {
+			d.Workload.Token = cmd.Token
+		}
+		return []auditEvent{{AuditRequest, r.Requester, r.CreatedAt, d}}, nil
 	case msgApprove:
 		cmd, err := decode[approveCmd](t, body)
 		if err != nil {
@@ -101,9 +108,7 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		}
 		res.request, res.complete = r, complete
 		a := cmd.Approval
-		rec := recordOf(r)
-		rec.Reason, rec.TTL, rec.Signature, rec.By, rec.Statement = a.Reason, a.TTL, a.Signature, a.By, a.Statement
-		return []auditEvent{{AuditApprove, a.By, a.At, rec}}, nil
+		return []auditEvent{{AuditApprove, a.By, a.At, decisionData(r, a.By, a.Reason, a.TTL, a.Statement, a.Signature)}}, nil
 	case msgDeny:
 		cmd, err := decode[denyCmd](t, body)
 		if err != nil {
@@ -115,9 +120,7 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		}
 		res.request = r
 		d := cmd.Decision
-		rec := recordOf(r)
-		rec.Reason, rec.Signature, rec.By, rec.Statement = d.Reason, d.Signature, d.By, d.Statement
-		return []auditEvent{{AuditDeny, d.By, d.At, rec}}, nil
+		return []auditEvent{{AuditDeny, d.By, d.At, decisionData(r, d.By, d.Reason, 0, d.Statement, d.Signature)}}, nil
 	case msgCancel:
 		cmd, err := decode[cancelCmd](t, body)
 		if err != nil {
@@ -128,7 +131,7 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 			return nil, err
 		}
 		res.request = r
-		return []auditEvent{{AuditCancel, cmd.Decision.By, cmd.Decision.At, recordOf(r)}}, nil
+		return []auditEvent{{AuditCancel, cmd.Decision.By, cmd.Decision.At, endData(r, cmd.Decision.By, "")}}, nil
 	case msgExpire:
 		cmd, err := decode[expireCmd](t, body)
 		if err != nil {
@@ -139,9 +142,7 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 			return nil, err
 		}
 		res.request = r
-		rec := recordOf(r)
-		rec.Reason = cmd.Reason
-		return []auditEvent{{AuditExpire, SystemActor, cmd.At, rec}}, nil
+		return []auditEvent{{AuditExpire, SystemActor, cmd.At, endData(r, "", cmd.Reason)}}, nil
 	case msgStoreCertificate:
 		cmd, err := decode[issuedCert](t, body)
 		if err != nil {
@@ -152,11 +153,11 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 			return nil, err
 		}
 		res.request = r
-		rec, err := issueRecord(r)
+		d, err := issueData(r)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: certificate of %s: %w", ErrIssue, r.ID, err)
 		}
-		return []auditEvent{{AuditIssue, SystemActor, r.IssuedAt, rec}}, nil
+		return []auditEvent{{AuditIssue, SystemActor, r.IssuedAt, d}}, nil
 	case msgRevoke:
 		cmd, err := decode[revokeCmd](t, body)
 		if err != nil {
@@ -171,9 +172,7 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		}
 		res.request = r
 		d := cmd.Decision
-		rec := recordOf(r)
-		rec.Reason, rec.By = d.Reason, d.By
-		return []auditEvent{{cmd.Kind, d.By, d.At, rec}}, nil
+		return []auditEvent{{cmd.Kind, d.By, d.At, endData(r, d.By, d.Reason)}}, nil
 	case msgSetPolicy:
 		cmd, err := decode[setPolicyCmd](t, body)
 		if err != nil {
@@ -189,40 +188,15 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		res.requests = changed
 		var events []auditEvent
 		for _, r := range changed {
-			rec := recordOf(r)
-			rec.Reason = cmd.Offboard[r.Requester]
-			events = append(events, auditEvent{AuditOffboard, SystemActor, cmd.At, rec})
+			events = append(events, auditEvent{AuditOffboard, SystemActor, cmd.At, endData(r, SystemActor, cmd.Offboard[r.Requester])})
 		}
-		rec := AuditRecord{People: cmd.People, Rules: cmd.Rules, Offboarded: cmd.Offboard, Policy: cmd.Digest}
-		return append(events, auditEvent{AuditPolicyReload, SystemActor, cmd.At, rec}), nil
+		reload := audit.PolicyReloadData{PolicySHA256: cmd.Digest, People: cmd.People, Rules: cmd.Rules, Offboarded: cmd.Offboard}
+		return append(events, auditEvent{AuditPolicyReload, SystemActor, cmd.At, reload}), nil
 	}
 	return nil, &decodeError{fmt.Errorf("unknown audited command type %d", uint8(t))}
 }
 
-// issueRecord is the audit data of an issued certificate, read from the
-// certificate itself so that the record cannot say other than what left.
-func issueRecord(r *Request) (AuditRecord, error) {
-	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.Certificate))
-	if err != nil {
-		return AuditRecord{}, fmt.Errorf("%w: certificate of %s: %v", ErrIssue, r.ID, err)
-	}
-	cert, ok := pub.(*ssh.Certificate)
-	if !ok {
-		return AuditRecord{}, fmt.Errorf("%w: certificate of %s is a plain key", ErrIssue, r.ID)
-	}
-	rec := recordOf(r)
-	rec.State = StateApproved
-	rec.KeyID = cert.KeyId
-	rec.KeyFingerprint = ssh.FingerprintSHA256(cert.Key)
-	rec.Principals = cert.ValidPrincipals
-	rec.ValidAfter, rec.ValidBefore = r.ValidAfter, r.ValidBefore
-	rec.Certificate = strings.TrimSpace(r.Certificate)
-	rec.TTL = r.GrantedTTL()
-	for _, a := range r.Approvals {
-		rec.Approvers = append(rec.Approvers, a.By)
-	}
-	return rec, nil
-}
+var errNotCertificate = errors.New("a plain key, not a certificate")
 
 // auditTxn encodes events after the chain position the state holds, and
 // records the position after them, inside tx.

@@ -1,6 +1,7 @@
 package approvals
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +60,7 @@ type journal struct {
 	retry   *time.Timer   // set while a write is scheduled again
 	delay   time.Duration // the next retry's delay
 	closed  bool
+	grace   time.Duration // how long await waits for a failing log; auditGrace when zero
 
 	// catch fetches from a peer the lines a restored snapshot put the
 	// state beyond (see restored).
@@ -273,9 +275,16 @@ func (j *journal) durableAt(index uint64) (bool, <-chan struct{}) {
 	return index <= j.durable, j.changed
 }
 
-// await returns once every line up to raft index is durable. It fails at
-// once, wrapping ErrAudit, when the log cannot be written now.
+// auditGrace is how long a caller waits for a failing log to take writes
+// again before it is told its change is held.
+const auditGrace = time.Second
+
+// await returns once every line up to raft index is durable. It fails,
+// wrapping ErrAudit, when the log cannot be written: at once when lines are
+// missing for good or no peer supplies those a restored snapshot skipped,
+// and when writes keep failing for auditGrace.
 func (j *journal) await(ctx context.Context, index uint64) error {
+	var grace <-chan time.Time
 	for {
 		j.mu.Lock()
 		durable, err, gap, lag, ch := j.durable, j.err, j.gap, j.catch.lag, j.changed
@@ -287,11 +296,18 @@ func (j *journal) await(ctx context.Context, index uint64) error {
 			return fmt.Errorf("%w: %w", ErrAudit, gap)
 		case lag != nil:
 			return fmt.Errorf("%w: %w", ErrAudit, lag)
-		case err != nil:
-			return fmt.Errorf("%w: the change is applied and will be recorded when the log takes writes again: %w", ErrAudit, err)
+		case err != nil && grace == nil:
+			t := time.NewTimer(cmp.Or(j.grace, auditGrace))
+			defer t.Stop()
+			grace = t.C
 		}
 		select {
 		case <-ch:
+		case <-grace:
+			if err := j.health(); err != nil {
+				return fmt.Errorf("%w: the change is applied and will be recorded when the log takes writes again: %w", ErrAudit, err)
+			}
+			grace = nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals/workload"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -21,6 +22,9 @@ type Policy struct {
 	byKey   map[string]string   // SSH public key blob → person
 	members map[string][]string // group → people, in config order
 	rules   []compiledRule
+	// workloads verifies CI/CD tokens of the issuers in cfg.OIDC; nil
+	// when there are none.
+	workloads *workload.Verifier
 }
 
 type member struct {
@@ -80,6 +84,13 @@ func NewPolicy(c *Config) (*Policy, error) {
 			cr.groups[g] = true
 		}
 		p.rules = append(p.rules, cr)
+	}
+	if len(cfg.OIDC) > 0 {
+		v, err := workload.New(cfg.OIDC, workload.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("new policy: %w: %w", ErrInvalidConfig, err)
+		}
+		p.workloads = v
 	}
 	return p, nil
 }

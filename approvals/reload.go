@@ -29,7 +29,7 @@ func (s *Service) SetPolicy(p *Policy) error {
 	gone := offboarded(s.policy, p)
 	now := s.clock()
 	if recorded, behind := s.outOfStep(); behind {
-		if recorded == p.digest() {
+		if recorded == p.Digest() {
 			// This node's file now matches the cluster's: nothing changes
 			// but what this node decides under.
 			s.policy = p
@@ -44,7 +44,7 @@ func (s *Service) SetPolicy(p *Policy) error {
 			return fmt.Errorf("set policy: %w; the old policy stays", err)
 		}
 	}
-	cmd := setPolicyCmd{Digest: p.digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
+	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
 	if len(gone) > 0 {
 		cmd.Offboard = gone
 	}

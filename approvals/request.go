@@ -65,6 +65,10 @@ type Request struct {
 	Decision      *Decision  `json:"decision,omitempty"`  // denial, cancellation or expiry
 	Signature     string     `json:"signature,omitempty"` // the requester's SSHSIG, as given
 	Statement     string     `json:"statement,omitempty"` // the exact message the requester signed
+	// Workload is set when a CI/CD job made the request with its
+	// platform's token; Requester is then its requester name, and
+	// Signature and Statement are empty.
+	Workload *WorkloadIdentity `json:"workload,omitempty"`
 
 	// Set when the certificate is issued.
 	Serial      uint64    `json:"serial,omitempty"`
@@ -177,5 +181,6 @@ func (r *Request) clone() *Request {
 		d := *r.Revoked
 		out.Revoked = &d
 	}
+	out.Workload = r.Workload.clone()
 	return &out
 }

@@ -3,6 +3,7 @@ package approvals
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -11,6 +12,9 @@ import (
 const (
 	tableRequests = "requests"
 	tableMeta     = "meta"
+	// tableUsedTokens remembers the CI/CD tokens that got a request,
+	// until they could no longer be accepted: each is used once.
+	tableUsedTokens = "used_tokens"
 
 	indexID        = "id"        // requests by ID, which is also creation order
 	indexState     = "state"     // requests by State, then ID
@@ -18,6 +22,7 @@ const (
 	indexSerial    = "serial"    // requests with a serial, by serial
 	indexRevoked   = "revoked"   // revoked certificates
 	indexUnissued  = "unissued"  // approved, not revoked, certificate not stored yet
+	indexUntil     = "until"     // used tokens by the time they stop being usable
 )
 
 // Rows of the meta table.
@@ -39,9 +44,10 @@ type metaEntry struct {
 func stateSchema() *memdb.DBSchema {
 	return &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
-			tableRequests: requestsTableSchema(),
-			tableMeta:     metaTableSchema(),
-			tableOps:      opsTableSchema(),
+			tableRequests:   requestsTableSchema(),
+			tableMeta:       metaTableSchema(),
+			tableOps:        opsTableSchema(),
+			tableUsedTokens: usedTokensTableSchema(),
 		},
 	}
 }
@@ -144,4 +150,57 @@ func (f flagIndex) FromArgs(args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("flag index: takes no arguments, got %d", len(args))
 	}
 	return []byte{1}, nil
+}
+
+// usedToken is a CI/CD token that got a request: ID is its
+// WorkloadIdentity.TokenID, Until its UsableUntil.
+type usedToken struct {
+	ID      string    `json:"id"`
+	Until   time.Time `json:"until"`
+	Request string    `json:"request"`
+}
+
+func usedTokensTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableUsedTokens,
+		Indexes: map[string]*memdb.IndexSchema{
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: &memdb.StringFieldIndex{Field: "ID"},
+			},
+			indexUntil: {
+				Name:    indexUntil,
+				Indexer: untilIndex{},
+			},
+		},
+	}
+}
+
+// untilIndex indexes used tokens by Until, in Unix nanoseconds as 8
+// big-endian bytes with the sign bit flipped, so that keys sort like the
+// times.
+type untilIndex struct{}
+
+func untilKey(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())^(1<<63))
+}
+
+func (untilIndex) FromObject(obj any) (bool, []byte, error) {
+	u, ok := obj.(*usedToken)
+	if !ok {
+		return false, nil, fmt.Errorf("until index: %T is not a *usedToken", obj)
+	}
+	return true, untilKey(u.Until), nil
+}
+
+func (untilIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("until index: want one argument, got %d", len(args))
+	}
+	t, ok := args[0].(time.Time)
+	if !ok {
+		return nil, fmt.Errorf("until index: argument is %T, want time.Time", args[0])
+	}
+	return untilKey(t), nil
 }

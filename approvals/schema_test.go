@@ -56,6 +56,8 @@ func describeIndexer(ix memdb.Indexer) string {
 		return "serial (8 bytes, big-endian)"
 	case flagIndex:
 		return "flag"
+	case untilIndex:
+		return "until (8 bytes, big-endian, sign bit flipped)"
 	}
 	return fmt.Sprintf("%T", ix)
 }

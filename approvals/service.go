@@ -13,6 +13,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
@@ -42,6 +44,9 @@ type Options struct {
 	// Cluster makes the Service one node of a raft cluster; nil runs it
 	// on its own, on an in-memory transport.
 	Cluster *ClusterOptions
+	// HostKey is the daemon's own SSH host key, which is never certified
+	// as a person's key; nil when there is none.
+	HostKey ssh.PublicKey
 
 	// noBackground leaves expiry and issue retries to the caller, for
 	// tests that move a fake clock.
@@ -49,6 +54,9 @@ type Options struct {
 	// applyWait bounds how long a write waits for a leader; zero means
 	// applyTimeout. Tests of lost quorum shorten it.
 	applyWait time.Duration
+	// auditGrace, when set, replaces how long a call waits for a failing
+	// audit log, for tests of a log that stays failed.
+	auditGrace time.Duration
 }
 
 // Service is the approval daemon's engine: it takes requests, applies the
@@ -63,6 +71,7 @@ type Service struct {
 	fsm       *fsm
 	node      *raftNode
 	events    *broker
+	guard     guard // what the per-person limits count (limits.go)
 
 	cluster     *cluster // nil for a node on its own
 	dataDir     string
@@ -124,6 +133,7 @@ func Open(o Options) (*Service, error) {
 		ready:     make(chan struct{}),
 		dataDir:   o.DataDir,
 	}
+	s.guard.hostKey = o.HostKey
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -147,6 +157,7 @@ func Open(o Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
+	s.journal.grace = o.auditGrace
 	f, err := newFSM(s.logger, s.journal)
 	if err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
@@ -356,8 +367,8 @@ func goneFrom(st *stateStore, p *Policy, now time.Time) (map[string]string, erro
 			return nil, err
 		}
 		for _, r := range reqs {
-			if _, ok := p.people[r.Requester]; ok {
-				continue
+			if _, ok := p.people[r.Requester]; ok || r.Workload != nil {
+				continue // a CI/CD job is no person of the policy
 			}
 			if r.State == StatePending || (r.Revoked == nil && (r.Certificate == "" || now.Before(r.ValidBefore))) {
 				gone[r.Requester] = "removed from the policy"
@@ -379,14 +390,14 @@ func (s *Service) startPolicy() error {
 		return err
 	}
 	p := s.policy
-	if recorded == p.digest() {
+	if recorded == p.Digest() {
 		return nil
 	}
 	if recorded != "" && !s.soleVoter() {
 		// In a cluster only a reload changes the cluster's policy: a node
 		// started with an older file must not undo a newer one.
 		s.logger.Error("policy differs from the cluster's: this node's decisions are refused until its file matches, or a reload makes it the cluster's",
-			"policy", p.digest(), "cluster_policy", recorded)
+			"policy", p.Digest(), "cluster_policy", recorded)
 		return nil
 	}
 	now := s.clock()
@@ -394,7 +405,7 @@ func (s *Service) startPolicy() error {
 	if err != nil {
 		return err
 	}
-	cmd := setPolicyCmd{Digest: p.digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
+	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
 	if len(gone) > 0 {
 		cmd.Offboard = gone
 	}

@@ -133,7 +133,7 @@ func TestStateSerialsStopBelowBreakGlass(t *testing.T) {
 	r.State = StateApproved
 	_, err := st.submitRequest(1, r, 0)
 	require.NoError(t, err)
-	require.NoError(t, st.restore(1, ca.BreakGlassBit-2, audit.Chain{}, "", []*Request{r}))
+	require.NoError(t, st.restore(1, ca.BreakGlassBit-2, audit.Chain{}, "", []*Request{r}, nil))
 	got, err := st.allocateSerial(2, idA, t0)
 	require.NoError(t, err)
 	assert.Equal(t, ca.BreakGlassBit-1, got.Serial)

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
+
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
@@ -46,12 +48,97 @@ func submitRequestTxn(t *txn, req *Request, maxPending int) (*Request, error) {
 				ErrTooManyPending, req.Requester, n, plural(n, "request", "requests"))
 		}
 	}
+	if req.Workload != nil {
+		if err := useTokenTxn(t, req); err != nil {
+			return nil, err
+		}
+	}
 	r := req.clone()
 	r.Version = t.index
 	if err := t.Insert(tableRequests, r); err != nil {
 		return nil, fmt.Errorf("store request %s: %w", r.ID, err)
 	}
 	return r, nil
+}
+
+// ErrTokenUsed: a CI/CD token that already got a request was presented
+// again. Every token is accepted once.
+var ErrTokenUsed = fmt.Errorf("%w: token already used", ErrForbidden)
+
+// useTokenTxn records that the request's token was used, refusing one used
+// before; first it forgets the tokens that stopped being usable before the
+// request was made. Both go by the time the command carries, never by a
+// clock, so every replica decides alike.
+func useTokenTxn(t *txn, req *Request) error {
+	w := req.Workload
+	if w.TokenID == "" || w.UsableUntil.IsZero() {
+		return fmt.Errorf("%w: workload request %s without a token ID or expiry", ErrBadRequest, req.ID)
+	}
+	if err := pruneTokensTxn(t, req.CreatedAt); err != nil {
+		return err
+	}
+	prev, err := t.First(tableUsedTokens, indexID, w.TokenID)
+	if err != nil {
+		return fmt.Errorf("look up used token: %w", err)
+	}
+	if prev != nil {
+		return fmt.Errorf("%w: it got request %s; a CI job's token is good for one request", ErrTokenUsed, prev.(*usedToken).Request)
+	}
+	if err := t.Insert(tableUsedTokens, &usedToken{ID: w.TokenID, Until: w.UsableUntil, Request: req.ID}); err != nil {
+		return fmt.Errorf("remember used token: %w", err)
+	}
+	return nil
+}
+
+// tokensOf returns the used tokens of requests, for a snapshot from before
+// snapshots held them: each is on its request. Those that had stopped
+// being usable, and were forgotten, come back too, and go at the next
+// workload request, as they would have.
+func tokensOf(requests []*Request) []*usedToken {
+	var out []*usedToken
+	for _, r := range requests {
+		if w := r.Workload; w != nil && w.TokenID != "" {
+			out = append(out, &usedToken{ID: w.TokenID, Until: w.UsableUntil, Request: r.ID})
+		}
+	}
+	return out
+}
+
+// allUsedTokens returns every remembered token, by the time it stops
+// being usable, for a snapshot.
+func allUsedTokens(tx *memdb.Txn) ([]*usedToken, error) {
+	it, err := tx.Get(tableUsedTokens, indexUntil)
+	if err != nil {
+		return nil, fmt.Errorf("read used tokens: %w", err)
+	}
+	var out []*usedToken
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, obj.(*usedToken))
+	}
+	return out, nil
+}
+
+// pruneTokensTxn forgets the used tokens that could no longer be accepted
+// at at: they stopped being usable, so nobody can present them again.
+func pruneTokensTxn(t *txn, at time.Time) error {
+	it, err := t.LowerBound(tableUsedTokens, indexUntil, time.Unix(0, 0))
+	if err != nil {
+		return fmt.Errorf("read used tokens: %w", err)
+	}
+	var gone []*usedToken
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		u := obj.(*usedToken)
+		if !u.Until.Before(at) {
+			break
+		}
+		gone = append(gone, u)
+	}
+	for _, u := range gone {
+		if err := t.Delete(tableUsedTokens, u); err != nil {
+			return fmt.Errorf("forget used token: %w", err)
+		}
+	}
+	return nil
 }
 
 // approveRequest records an approval. It reports complete when the
@@ -449,12 +536,17 @@ func offboardTxn(t *txn, people map[string]string, at time.Time) ([]*Request, er
 }
 
 // restore loads a whole state, from a snapshot, into an empty store.
-func (s *stateStore) restore(index, lastSerial uint64, chain audit.Chain, policy string, requests []*Request) error {
+func (s *stateStore) restore(index, lastSerial uint64, chain audit.Chain, policy string, requests []*Request, tokens []*usedToken) error {
 	t := s.writeTxn(index)
 	defer t.Abort()
 	for _, r := range requests {
 		if err := t.Insert(tableRequests, r); err != nil {
 			return fmt.Errorf("restore request %s: %w", r.ID, err)
+		}
+	}
+	for _, u := range tokens {
+		if err := t.Insert(tableUsedTokens, u); err != nil {
+			return fmt.Errorf("restore used token of %s: %w", u.Request, err)
 		}
 	}
 	if err := setCounterTxn(t, metaSerial, lastSerial); err != nil {

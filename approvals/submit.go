@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -26,13 +27,14 @@ type SubmitInput struct {
 	DryRun    bool          // check and answer, store nothing
 }
 
-// Submit makes a request. It checks the input and the policy, and refuses
-// with ErrBadRequest, ErrNoRule, ErrForbidden or ErrTooManyPending. A
+// Submit makes a request as who. It checks the input, the policy and the
+// limits, and refuses with ErrBadRequest, ErrNoRule, ErrForbidden,
+// ErrTooManyPending or ErrRateLimited. A
 // request under an auto-approving rule comes back with its certificate;
 // any other comes back pending. With DryRun, nothing is stored: the answer
 // is the request as it would be (no ID, State pending or approved, Rule
 // set) or the refusal.
-func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*Request, error) {
+func (s *Service) Submit(ctx context.Context, who Actor, in SubmitInput) (*Request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -40,6 +42,10 @@ func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*R
 	defer s.policyMu.RUnlock()
 	p := s.policy
 	now := s.clock()
+	person, err := s.admitSubmit(p, who, in, now)
+	if err != nil {
+		return nil, err
+	}
 	req, err := s.newRequest(p, person, in, now)
 	if err != nil {
 		return nil, err
@@ -59,6 +65,14 @@ func (s *Service) Submit(ctx context.Context, person string, in SubmitInput) (*R
 	}
 	if req.ID, err = s.ids.next(now); err != nil {
 		return nil, err
+	}
+	if req.Statement != "" {
+		// Refuse what the auditor's verifier would reject: the record must
+		// say what the requester signed.
+		d := requestData(req)
+		if err := audit.CheckRequestRecord(&d); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
 	}
 	res, err := s.commit(msgSubmit, submitCmd{Request: req, MaxPending: p.MaxPendingPerUser()})
 	if err != nil {
@@ -80,6 +94,16 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 	if _, err := actor(p, person); err != nil {
 		return nil, err
 	}
+	return s.buildRequest(p, person, in, now, func(repo, ref string, access principals.Access) (*Rule, error) {
+		return p.Match(person, repo, ref, access)
+	})
+}
+
+// buildRequest checks in and builds the request requester asks for under
+// the rule match picks, without an ID.
+func (s *Service) buildRequest(p *Policy, requester string, in SubmitInput, now time.Time,
+	match func(repo, ref string, access principals.Access) (*Rule, error)) (*Request, error) {
+	person := requester
 	repo, err := principals.NormalizeRepo(in.Repo)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
@@ -105,7 +129,7 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 		return nil, err
 	}
 
-	rule, err := p.Match(person, repo, in.Ref, access)
+	rule, err := match(repo, in.Ref, access)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +159,7 @@ func (s *Service) newRequest(p *Policy, person string, in SubmitInput, now time.
 		Reason:        in.Reason,
 		PublicKey:     strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(in.PublicKey)), "\n"),
 		Rule:          rule.Name,
-		Policy:        p.digest(),
+		Policy:        p.Digest(),
 		Steps:         slices.Clone(rule.Approvals),
 		SourceAddress: rule.SourceAddress,
 		State:         StatePending,

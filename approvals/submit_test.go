@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
 
@@ -205,4 +206,39 @@ func TestMaxPendingPerUser(t *testing.T) {
 	_, err = env.Cancel(ctx, "alice", first.ID)
 	require.NoError(t, err)
 	env.submit(t, "alice", featureReq(t))
+}
+
+// TestSubmitRefusesWhatTheVerifierRejects: a record the auditor's verifier
+// would reject is refused up front, not written to the log where it would
+// stop every later check.
+func TestSubmitRefusesWhatTheVerifierRejects(t *testing.T) {
+	key := freshKey(t)
+	keyLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
+	signed := audit.RequestStatement{Kind: "request", Requester: "alice", Repo: "demo/app", Ref: "refs/heads/feature/login",
+		Access: "write", Reason: "fix login", PublicKey: keyLine}
+	for name, tc := range map[string]struct {
+		statement func(st audit.RequestStatement) audit.RequestStatement
+		ttl       time.Duration
+	}{
+		"zero ttl signed, default applied": {func(st audit.RequestStatement) audit.RequestStatement { st.TTL = "0s"; return st }, 0},
+		"longer ttl than signed":           {func(st audit.RequestStatement) audit.RequestStatement { st.TTL = "10m"; return st }, time.Hour},
+		"other reason signed":              {func(st audit.RequestStatement) audit.RequestStatement { st.Reason = "other"; return st }, 0},
+		"other repo signed":                {func(st audit.RequestStatement) audit.RequestStatement { st.Repo = "demo/other"; return st }, 0},
+		"signed by someone else":           {func(st audit.RequestStatement) audit.RequestStatement { st.Requester = "bob"; return st }, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := newTestService(t, nil)
+			in := SubmitInput{Repo: "demo/app", Ref: "refs/heads/feature/login", Access: "write", Reason: "fix login",
+				PublicKey: key, TTL: tc.ttl, Statement: string(tc.statement(signed).Message())}
+			_, err := env.Submit(ctx, "alice", in)
+			require.ErrorIs(t, err, ErrBadRequest)
+			assert.Empty(t, env.audit.kinds(), "nothing recorded")
+			assert.Empty(t, env.List(ListFilter{}))
+		})
+	}
+	// The statement as signed goes through.
+	env := newTestService(t, nil)
+	_, err := env.Submit(ctx, "alice", SubmitInput{Repo: "demo/app", Ref: "refs/heads/feature/login", Access: "write",
+		Reason: "fix login", PublicKey: key, Statement: string(signed.Message())})
+	require.NoError(t, err)
 }

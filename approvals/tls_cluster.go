@@ -121,7 +121,7 @@ func verifyNodeCert(roots *x509.CertPool, leaf *x509.Certificate, rest []*x509.C
 		return "", fmt.Errorf("%w: %w", ErrNotNode, err)
 	}
 	id := leaf.Subject.CommonName
-	if !nameRE.MatchString(id) {
+	if !nameRE().MatchString(id) {
 		return "", fmt.Errorf("%w: certificate names node %q", ErrNotNode, id)
 	}
 	return id, nil

@@ -146,7 +146,7 @@ func NewClusterCA(now time.Time) (certPEM, keyPEM []byte, err error) {
 // node name is its subject and first DNS name; hosts (names or addresses
 // peers reach it at) are added as further names.
 func IssueNodeCert(caCertPEM, caKeyPEM []byte, id string, hosts []string, now time.Time) (certPEM, keyPEM []byte, err error) {
-	if !nameRE.MatchString(id) {
+	if !nameRE().MatchString(id) {
 		return nil, nil, fmt.Errorf("node certificate: node name %q: use letters, digits, '.', '_' and '-' (at most 64)", id)
 	}
 	caCert, caKey, err := parseCA(caCertPEM, caKeyPEM)

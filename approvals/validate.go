@@ -9,6 +9,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
@@ -19,8 +20,12 @@ import (
 
 // nameRE is what person, group and rule names look like. Person names end
 // up in certificate key IDs ("alice/req-...") and in OpenSSH's logs, so
-// they are kept to characters that need no quoting anywhere.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// they are kept to characters that need no quoting anywhere. Compiled on
+// first use: the bounded repetition makes it costly, and every run of the
+// binary, a Git connection's too, would otherwise pay for it at start.
+var nameRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+})
 
 // checker collects every problem in a config, with the line it is on when
 // the config came from a file.
@@ -53,6 +58,11 @@ func (c *checker) server(cfg *Config) {
 	if cfg.HTTPListen != "" {
 		if err := checkAddr(cfg.HTTPListen); err != nil {
 			c.bad(at("http_listen"), "http_listen: %v", err)
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if err := checkAddr(cfg.MetricsListen); err != nil {
+			c.bad(at("metrics_listen"), "metrics_listen: %v", err)
 		}
 	}
 	for _, f := range []struct{ key, val string }{
@@ -95,7 +105,19 @@ func (c *checker) policy(cfg *Config) {
 	if cfg.MaxPendingPerUser < 0 {
 		c.bad(at("max_pending_per_user"), "max_pending_per_user: %d is negative", cfg.MaxPendingPerUser)
 	}
+	cfg.Limits.check(c)
 	members := c.people(cfg.People)
+	seenGroup := map[string]bool{}
+	for i, g := range cfg.AuditorGroups {
+		switch {
+		case !nameRE().MatchString(g):
+			c.bad(at("auditor_groups", i), "auditor_groups: %q: use letters, digits, '.', '_' and '-' (at most 64)", g)
+		case seenGroup[g]:
+			c.bad(at("auditor_groups", i), "auditor_groups: %q listed twice", g)
+		}
+		seenGroup[g] = true
+	}
+	issuers := c.oidc(cfg.OIDC)
 	if len(cfg.Rules) == 0 {
 		c.bad(at("rules"), "rules: none listed, so nothing could be requested")
 	}
@@ -106,13 +128,13 @@ func (c *checker) policy(cfg *Config) {
 		case r.Name == "":
 			where = fmt.Sprintf("rules[%d]", i)
 			c.bad(at("rules", i), "%s: name: missing", where)
-		case !nameRE.MatchString(r.Name):
+		case !nameRE().MatchString(r.Name):
 			c.bad(at("rules", i, "name"), "%s: name: use letters, digits, '.', '_' and '-' (at most 64)", where)
 		case seen[r.Name]:
 			c.bad(at("rules", i, "name"), "%s: name used by an earlier rule", where)
 		}
 		seen[r.Name] = true
-		c.rule(i, where, r, members, cfg.People)
+		c.rule(i, where, r, members, cfg.People, issuers)
 	}
 }
 
@@ -130,7 +152,7 @@ func (c *checker) people(people []Person) map[string][]string {
 		case p.Name == "":
 			where = fmt.Sprintf("people[%d]", i)
 			c.bad(at("people", i), "%s: name: missing", where)
-		case !nameRE.MatchString(p.Name):
+		case !nameRE().MatchString(p.Name):
 			c.bad(at("people", i, "name"), "%s: name: use letters, digits, '.', '_' and '-' (at most 64)", where)
 		case p.Name == SystemActor:
 			c.bad(at("people", i, "name"), "%s: name: %q is reserved for jitssh's own actions", where, SystemActor)
@@ -142,7 +164,7 @@ func (c *checker) people(people []Person) map[string][]string {
 		inGroup := map[string]bool{}
 		for j, g := range p.Groups {
 			switch {
-			case !nameRE.MatchString(g):
+			case !nameRE().MatchString(g):
 				c.bad(at("people", i, "groups", j), "%s: group %q: use letters, digits, '.', '_' and '-' (at most 64)", where, g)
 			case inGroup[g]:
 				c.bad(at("people", i, "groups", j), "%s: group %q listed twice", where, g)
@@ -195,8 +217,13 @@ func parseIdentityKey(line string) (ssh.PublicKey, error) {
 	return key, nil
 }
 
-func (c *checker) rule(i int, where string, r Rule, members map[string][]string, people []Person) {
-	if len(r.Groups) == 0 {
+func (c *checker) rule(i int, where string, r Rule, members map[string][]string, people []Person, issuers map[string]bool) {
+	switch {
+	case r.Workload != nil && len(r.Groups) > 0:
+		c.bad(at("rules", i, "workload"), "%s: both groups and workload; a rule is for people or for CI/CD jobs, not both", where)
+	case r.Workload != nil:
+		c.workload(i, where, *r.Workload, issuers)
+	case len(r.Groups) == 0:
 		c.bad(at("rules", i), "%s: groups: none listed, so nobody could request under it", where)
 	}
 	for j, g := range r.Groups {

@@ -50,7 +50,12 @@
 //
 // # Reading
 //
-// [Verify] and [VerifyCheckpoint] stream a log in constant memory.
+// [Verify] and [VerifyCheckpoint] stream a log in constant memory and stop
+// at the first failure. A [Checker] is what an auditor runs: it checks one
+// log or several (a daemon's and Git servers') completely, chain,
+// checkpoints, signed head, signatures, certificates and the policy
+// version that decided each request, and reports every failure with its
+// line and seq rather than the first.
 // [BuildIndex] verifies a log while loading it into an [Index] (go-memdb) for
 // lookups by seq, kind, actor, certificate serial, repository and time. To
 // read a log that is being written, open it with [OpenSnapshot], which sees

@@ -5,16 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
-
-	"github.com/jitssh/jitssh/principals"
 )
 
 // CheckGrants answers the auditor's question that the chain alone cannot:
@@ -79,114 +76,6 @@ type Person struct {
 	Groups []string
 }
 
-// CheckOptions are the trust anchors of CheckGrants.
-type CheckOptions struct {
-	// CAKeys are the trusted CA public keys. Every issued certificate must
-	// be signed by one of them.
-	CAKeys []ssh.PublicKey
-	// People by name. When nil, signatures, identities and group
-	// membership are not checked, and approval steps are checked by count
-	// only; CheckSummary.PeopleChecked is then false.
-	People map[string]Person
-	// Skew is how far before its issue entry a certificate may become
-	// valid; zero means DefaultSkew.
-	Skew time.Duration
-}
-
-// CheckSummary describes a log that passed CheckGrants, or the prefix of
-// one that passed before the first failing entry.
-type CheckSummary struct {
-	Summary
-	Requests   int // request entries
-	Approvals  int // approve entries
-	Denials    int // deny entries
-	Issued     int // certificates issued by the daemon
-	BreakGlass int // certificates signed with `ca sign`
-	// PeopleChecked is true when signatures and groups were checked
-	// against CheckOptions.People.
-	PeopleChecked bool
-}
-
-// CheckError names the first entry that fails CheckGrants. It wraps one of
-// the errors above, or ErrStatementSignature.
-type CheckError struct {
-	Line   int    // 1-based line number
-	Seq    uint64 // seq of the entry
-	Kind   string // kind of the entry
-	Reason string
-	Err    error
-}
-
-func (e *CheckError) Error() string {
-	return fmt.Sprintf("audit log line %d (seq %d, %s): %s: %v", e.Line, e.Seq, e.Kind, e.Reason, e.Err)
-}
-
-func (e *CheckError) Unwrap() error { return e.Err }
-
-// CheckGrants verifies the chain of the log read from r, as Verify does,
-// and in the same pass checks every request, decision and issued
-// certificate against the trust anchors in opts:
-//
-//   - a request is signed by its requester (namespace NamespaceRequest),
-//     its record agrees with the signed statement, its grant is the
-//     requested repo, ref and access, and its granted TTL is no longer
-//     than asked;
-//   - a decision is signed by its maker (NamespaceApprove, NamespaceDeny),
-//     names the request by the hash of the requester's statement, agrees
-//     with its record, and is not the requester approving themselves;
-//   - an issued certificate follows an undenied request that has not been
-//     issued before; its approvals, recorded before it, meet the request's
-//     steps, one person filling at most one place (no steps means the rule
-//     approves automatically); its principals are exactly the grant, its
-//     key the requested key; it is a user certificate signed by a trusted
-//     CA, with a serial never used before, whose serial, key ID, principals
-//     and validity are those of the entry; it becomes valid no earlier than
-//     opts.Skew before the last approval (the request, when the rule
-//     approves automatically) and expires no later than the granted TTL
-//     (the shortest among request and approvals) after the issue entry, to
-//     the second.
-//
-// Break-glass certificates (KindCASign) are counted, not judged: by
-// design nobody approved them. The first failing entry is returned as a
-// *CheckError, or as Verify's *VerifyError when the chain breaks first,
-// with the summary of the entries before it. Memory grows with the number
-// of requests, not of entries.
-func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
-	c := &checker{
-		opts:     opts,
-		requests: make(map[string]*pending),
-		serials:  make(map[uint64]uint64),
-	}
-	if c.opts.Skew <= 0 {
-		c.opts.Skew = DefaultSkew
-	}
-	c.sum.PeopleChecked = opts.People != nil
-	sum, err := verifyStream(r, func(e *Entry, _ []byte, line int) error {
-		if err := c.entry(e); err != nil {
-			var f *failure
-			if errors.As(err, &f) {
-				return &CheckError{Line: line, Seq: e.Seq, Kind: e.Kind, Reason: f.reason, Err: f.err}
-			}
-			return err
-		}
-		return nil
-	})
-	c.sum.Summary = sum
-	return c.sum, err
-}
-
-// failure is a failed check, before it is placed on a line.
-type failure struct {
-	err    error
-	reason string
-}
-
-func (f *failure) Error() string { return f.reason + ": " + f.err.Error() }
-
-func fail(err error, format string, args ...any) error {
-	return &failure{err: err, reason: fmt.Sprintf(format, args...)}
-}
-
 // pending is what CheckGrants remembers of one request.
 type pending struct {
 	seq       uint64
@@ -200,16 +89,55 @@ type pending struct {
 	approved  time.Time     // time of the request, then of each approval
 	deniedBy  string
 	issued    uint64 // serial, once issued
+	bad       uint64 // seq of the request entry when it failed its checks
+	digest    string // the policy version that decided it; "" before versions were recorded
+	// groups of each approver, as the people known at their approval have
+	// them; groupsUnknown when some approver is known to none of them.
+	groups        map[string][]string
+	groupsUnknown bool
 }
 
 type checker struct {
 	opts     CheckOptions
+	scan     *scanner // the log being read, for the hashes of its lines
 	sum      CheckSummary
 	requests map[string]*pending
 	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
+	tokens   map[string]string // workload token ID -> the request it got
+	versions map[string]*PolicyVersion
+	current  string // the policy version in force, as far as the log says
 }
 
-func (c *checker) entry(e *Entry) error {
+func newChecker(opts CheckOptions) *checker {
+	c := &checker{
+		opts:     opts,
+		requests: make(map[string]*pending),
+		serials:  make(map[uint64]uint64),
+		tokens:   make(map[string]string),
+		versions: make(map[string]*PolicyVersion),
+	}
+	for i := range opts.Policies {
+		c.versions[opts.Policies[i].Digest] = &opts.Policies[i]
+	}
+	if c.opts.Skew <= 0 {
+		c.opts.Skew = DefaultSkew
+	}
+	c.sum.PeopleChecked = opts.People != nil
+	return c
+}
+
+// entry checks one entry and returns its failure, if any. What the entry
+// records is remembered even when it fails, so that one bad entry is
+// reported once, where it is, and not again at every entry that refers to
+// it.
+func (c *checker) entry(e *Entry) *failure {
+	if err := c.check(e); err != nil {
+		return errFailure(err)
+	}
+	return nil
+}
+
+func (c *checker) check(e *Entry) error {
 	switch e.Kind {
 	case KindRequest:
 		c.sum.Requests++
@@ -224,6 +152,12 @@ func (c *checker) entry(e *Entry) error {
 	case KindIssue:
 		c.sum.Issued++
 		return c.issue(e)
+	case KindCheckpoint:
+		return c.checkpoint(e)
+	case KindPolicyReload:
+		return c.policyReload(e)
+	case KindRestore:
+		return c.restore(e)
 	case KindCASign:
 		c.sum.BreakGlass++
 		var d CASignData
@@ -253,82 +187,45 @@ func (c *checker) request(e *Entry) error {
 	if _, dup := c.requests[d.ID]; dup {
 		return fail(ErrRecord, "request %s recorded twice", d.ID)
 	}
+	p := &pending{
+		seq:       e.Seq,
+		requester: d.Requester,
+		grant:     d.Grant,
+		steps:     d.Steps,
+		hash:      StatementHash([]byte(d.Statement)),
+		approved:  e.Time,
+		groups:    make(map[string][]string),
+	}
+	c.requests[d.ID] = p
+	unknown := c.requestPolicy(&d, p)
+	if err := c.checkRequest(&d, p); err != nil {
+		p.bad = e.Seq
+		return err
+	}
+	if err := c.checkPolicy(&d, p); err != nil {
+		return err
+	}
+	return unknown
+}
+
+// checkRequest checks a request entry's data, and fills in p what it
+// parses.
+func (c *checker) checkRequest(d *RequestData, p *pending) error {
+	if d.Workload != nil {
+		return c.checkWorkloadRequest(d, p)
+	}
 	var st RequestStatement
 	if err := json.Unmarshal([]byte(d.Statement), &st); err != nil {
 		return fail(ErrStatementMismatch, "request %s: statement is not a request statement: %v", d.ID, err)
 	}
-	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature); err != nil {
+	if err := c.verifySigner(d.Requester, NamespaceRequest, d.Statement, d.Signature, c.viewFor(p, false)); err != nil {
 		return fail(err, "request %s by %s", d.ID, d.Requester)
 	}
-	// The daemon records the repo, access and key in canonical form; the
-	// statement has them as the requester typed them.
-	repo, access, samekey := st.Repo, st.Access, st.PublicKey == d.PublicKey
-	if r, err := principals.NormalizeRepo(st.Repo); err == nil {
-		repo = r
-	}
-	if a, err := principals.ParseAccess(st.Access); err == nil {
-		access = a.String()
-	}
-	if !samekey {
-		signed, _, _, _, err1 := ssh.ParseAuthorizedKey([]byte(st.PublicKey))
-		recorded, _, _, _, err2 := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
-		samekey = err1 == nil && err2 == nil && bytes.Equal(signed.Marshal(), recorded.Marshal())
-	}
-	for _, f := range [...]struct {
-		name, signed, recorded string
-		same                   bool
-	}{
-		{"kind", st.Kind, KindRequest, st.Kind == KindRequest},
-		{"requester", st.Requester, d.Requester, st.Requester == d.Requester},
-		{"repo", st.Repo, d.Repo, repo == d.Repo},
-		{"ref", st.Ref, d.Ref, st.Ref == d.Ref},
-		{"access", st.Access, d.Access, access == d.Access},
-		{"reason", st.Reason, d.Reason, st.Reason == d.Reason},
-		{"public key", st.PublicKey, d.PublicKey, samekey},
-	} {
-		if !f.same {
-			return fail(ErrStatementMismatch, "request %s: %s is %q, but %s signed %q", d.ID, f.name, f.recorded, d.Requester, f.signed)
-		}
-	}
-	g, err := principals.Parse(d.Grant)
+	pub, ttl, err := checkRequestRecord(d, &st)
 	if err != nil {
-		return fail(ErrScope, "request %s: grant %q: %v", d.ID, d.Grant, err)
+		return err
 	}
-	if g.Access.String() != d.Access || g.Repo != d.Repo || g.Ref != d.Ref {
-		return fail(ErrScope, "request %s: grant %s is not %s on %s %s as requested", d.ID, d.Grant, d.Access, d.Repo, d.Ref)
-	}
-	ttl, err := parseTTL(d.TTL)
-	if err != nil {
-		return fail(ErrRecord, "request %s: ttl %q: %v", d.ID, d.TTL, err)
-	}
-	if st.TTL != "" {
-		asked, err := parseTTL(st.TTL)
-		if err != nil {
-			return fail(ErrStatementMismatch, "request %s: signed ttl %q: %v", d.ID, st.TTL, err)
-		}
-		if ttl > asked {
-			return fail(ErrStatementMismatch, "request %s: granted ttl %v is longer than the %v asked", d.ID, ttl, asked)
-		}
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.PublicKey))
-	if err != nil {
-		return fail(ErrRecord, "request %s: public key: %v", d.ID, err)
-	}
-	for _, s := range d.Steps {
-		if s.Count < 1 || s.Group == "" {
-			return fail(ErrRecord, "request %s: approval step %+v", d.ID, s)
-		}
-	}
-	c.requests[d.ID] = &pending{
-		seq:       e.Seq,
-		requester: d.Requester,
-		grant:     d.Grant,
-		publicKey: pub,
-		steps:     d.Steps,
-		ttl:       ttl,
-		hash:      StatementHash([]byte(d.Statement)),
-		approved:  e.Time,
-	}
+	p.publicKey, p.ttl = pub, ttl
 	return nil
 }
 
@@ -349,22 +246,13 @@ func (c *checker) decision(e *Entry) error {
 	if e.Kind == KindDeny {
 		namespace = NamespaceDeny
 	}
-	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature); err != nil {
+	v := c.viewFor(p, true)
+	if err := c.verifySigner(d.By, namespace, d.Statement, d.Signature, v); err != nil {
 		return fail(err, "%s of %s by %s", e.Kind, d.ID, d.By)
 	}
-	for _, f := range [...]struct {
-		name, signed, recorded string
-		same                   bool
-	}{
-		{"kind", st.Kind, e.Kind, st.Kind == e.Kind},
-		{"request", st.Request, d.ID, st.Request == d.ID},
-		{"by", st.By, d.By, st.By == d.By},
-		{"ttl", st.TTL, d.TTL, sameTTL(st.TTL, d.TTL)},
-		{"reason", st.Reason, d.Reason, st.Reason == d.Reason},
-	} {
-		if !f.same {
-			return fail(ErrStatementMismatch, "%s of %s: %s is %q, but %s signed %q", e.Kind, d.ID, f.name, f.recorded, d.By, f.signed)
-		}
+	ttl, err := checkDecisionRecord(e.Kind, &d, &st)
+	if err != nil {
+		return err
 	}
 	if st.RequestSHA256 != p.hash {
 		return fail(ErrStatementMismatch, "%s of %s by %s signs request hash %.16s…, not the hash of the request at seq %d", e.Kind, d.ID, d.By, st.RequestSHA256, p.seq)
@@ -378,15 +266,16 @@ func (c *checker) decision(e *Entry) error {
 	if d.By == p.requester {
 		return fail(ErrSelfApproval, "%s approved their own request %s", d.By, d.ID)
 	}
-	if d.TTL != "" {
-		ttl, err := parseTTL(d.TTL)
-		if err != nil {
-			return fail(ErrRecord, "approval of %s: ttl %q: %v", d.ID, d.TTL, err)
-		}
+	if ttl > 0 {
 		p.ttl = min(p.ttl, ttl)
 	}
 	if !slices.Contains(p.approvers, d.By) {
 		p.approvers = append(p.approvers, d.By)
+		if person, ok := v.lookup(d.By); ok {
+			p.groups[d.By] = person.Groups
+		} else {
+			p.groupsUnknown = true
+		}
 	}
 	p.approved = e.Time
 	return nil
@@ -397,6 +286,19 @@ func (c *checker) issue(e *Entry) error {
 	if err := decodeData(e, &d); err != nil {
 		return err
 	}
+	err := c.checkIssue(e, &d)
+	// The certificate left the daemon whatever is wrong with it: its serial
+	// is taken, and its request issued.
+	if serr := c.claimSerial(d.Serial, e.Seq); err == nil {
+		err = serr
+	}
+	if p, ok := c.requests[d.ID]; ok && p.issued == 0 {
+		p.issued = d.Serial
+	}
+	return err
+}
+
+func (c *checker) checkIssue(e *Entry, d *IssueData) error {
 	p, ok := c.requests[d.ID]
 	switch {
 	case !ok:
@@ -405,6 +307,8 @@ func (c *checker) issue(e *Entry) error {
 		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, which %s denied", d.Serial, d.ID, p.deniedBy)
 	case p.issued != 0:
 		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, which already had serial %d", d.Serial, d.ID, p.issued)
+	case p.bad != 0:
+		return fail(ErrUnapprovedIssue, "serial %d issued for request %s, whose request entry (seq %d) fails its checks", d.Serial, d.ID, p.bad)
 	case d.Requester != p.requester:
 		return fail(ErrUnapprovedIssue, "serial %d issued to %s, but request %s is %s's", d.Serial, d.Requester, d.ID, p.requester)
 	}
@@ -425,14 +329,7 @@ func (c *checker) issue(e *Entry) error {
 	if err := c.validity(p.approved, e.Time, d.ValidAfter, d.ValidBefore, p.ttl); err != nil {
 		return fail(ErrValidity, "serial %d for request %s: %v", d.Serial, d.ID, err)
 	}
-	if err := c.certificate(&d, p); err != nil {
-		return err
-	}
-	if err := c.claimSerial(d.Serial, e.Seq); err != nil {
-		return err
-	}
-	p.issued = d.Serial
-	return nil
+	return c.certificate(d, p)
 }
 
 // validity checks a certificate window against the granted ttl counted
@@ -516,14 +413,18 @@ func (c *checker) claimSerial(serial, seq uint64) error {
 	return nil
 }
 
-// verifySigner checks a statement's signature with the keys of the person
-// named, when people are known.
-func (c *checker) verifySigner(name, namespace, statement, signature string) error {
+// verifySigner checks a statement's signature with the keys the view
+// knows for the person named, when people are known at all.
+func (c *checker) verifySigner(name, namespace, statement, signature string, v view) error {
 	if c.opts.People == nil {
 		return nil
 	}
-	person, ok := c.opts.People[name]
+	person, ok := v.lookup(name)
 	if !ok {
+		if v.lenient {
+			c.sum.NotChecked++
+			return nil
+		}
 		return fmt.Errorf("%w %q", ErrUnknownPerson, name)
 	}
 	var last error = fmt.Errorf("%w: %s has no keys", ErrStatementSignature, name)
@@ -538,14 +439,15 @@ func (c *checker) verifySigner(name, namespace, statement, signature string) err
 // stepsMet reports whether the request's approvals meet its steps, each
 // approver filling at most one place in one step.
 func (c *checker) stepsMet(p *pending) error {
-	need := 0
-	for _, s := range p.steps {
-		need += s.Count
+	need := sumSteps(p.steps)
+	if need < 0 || need > len(p.approvers) {
+		total := strconv.Itoa(need)
+		if need < 0 {
+			total = "countless" // forged counts whose sum overflows
+		}
+		return fmt.Errorf("%s approvals required (%s), %d recorded", total, stepsString(p.steps), len(p.approvers))
 	}
-	if need > len(p.approvers) {
-		return fmt.Errorf("%d approvals required (%s), %d recorded", need, stepsString(p.steps), len(p.approvers))
-	}
-	if c.opts.People == nil {
+	if c.opts.People == nil || p.groupsUnknown {
 		return nil // groups unknown: the count is all that can be checked
 	}
 	// Places to fill, one per required approval, matched to approvers
@@ -559,7 +461,7 @@ func (c *checker) stepsMet(p *pending) error {
 	holder := make([]int, len(places)) // place -> approver index + 1
 	var try func(a int, seen []bool) bool
 	try = func(a int, seen []bool) bool {
-		groups := c.opts.People[p.approvers[a]].Groups
+		groups := p.groups[p.approvers[a]]
 		for i, g := range places {
 			if seen[i] || !slices.Contains(groups, g) {
 				continue
@@ -581,14 +483,6 @@ func (c *checker) stepsMet(p *pending) error {
 		}
 	}
 	return nil
-}
-
-func stepsString(steps []Step) string {
-	parts := make([]string, len(steps))
-	for i, s := range steps {
-		parts[i] = fmt.Sprintf("%d from %s", s.Count, s.Group)
-	}
-	return strings.Join(parts, " and ")
 }
 
 // sameTTL reports whether two TTLs are both absent or the same duration,
@@ -614,56 +508,15 @@ func parseTTL(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// maxPeopleFileSize bounds the config LoadPeople reads.
-const maxPeopleFileSize = 4 << 20
-
-// LoadPeople reads the people of an approval daemon config file: the
-// top-level "people" list of {name, keys, groups}, where keys are
-// authorized_keys lines. Everything else in the file is ignored, so an
-// auditor can be handed the people alone.
-func LoadPeople(path string) (map[string]Person, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("load people: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxPeopleFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("load people %s: %w", path, err)
-	}
-	if len(data) > maxPeopleFileSize {
-		return nil, fmt.Errorf("load people %s: larger than %d bytes", path, maxPeopleFileSize)
-	}
-	var doc struct {
-		People []struct {
-			Name   string   `yaml:"name"`
-			Keys   []string `yaml:"keys"`
-			Groups []string `yaml:"groups"`
-		} `yaml:"people"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("load people %s: %w", path, err)
-	}
-	if len(doc.People) == 0 {
-		return nil, fmt.Errorf("load people %s: no people listed", path)
-	}
-	people := make(map[string]Person, len(doc.People))
-	for i, p := range doc.People {
-		if p.Name == "" {
-			return nil, fmt.Errorf("load people %s: person %d has no name", path, i+1)
+// sumSteps adds the counts of steps, which come from the log, or returns
+// -1 when the sum would overflow.
+func sumSteps(steps []Step) int {
+	n := 0
+	for _, s := range steps {
+		if s.Count > math.MaxInt-n {
+			return -1
 		}
-		if _, dup := people[p.Name]; dup {
-			return nil, fmt.Errorf("load people %s: %s is listed twice", path, p.Name)
-		}
-		person := Person{Groups: p.Groups}
-		for j, line := range p.Keys {
-			k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-			if err != nil {
-				return nil, fmt.Errorf("load people %s: %s key %d: %w", path, p.Name, j+1, err)
-			}
-			person.Keys = append(person.Keys, k)
-		}
-		people[p.Name] = person
+		n += s.Count
 	}
-	return people, nil
+	return n
 }

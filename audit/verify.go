@@ -3,6 +3,8 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +19,7 @@ type Summary struct {
 	LastTime time.Time // time of the last entry; zero when empty
 }
 
-// VerifyError names the first line of a log that fails verification.
+// VerifyError names a line of a log that fails verification.
 type VerifyError struct {
 	Line   int    // 1-based line number
 	Seq    uint64 // seq of the entry on that line; 0 when it did not parse
@@ -47,7 +49,8 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 //
 // Verify cannot tell a log cut short at a line boundary from a shorter log,
 // nor a chain rewritten from some point on from the original: VerifyCheckpoint
-// can, given a signed head.
+// can, given a signed head. To find every failure rather than the first, use
+// a Checker.
 func Verify(r io.Reader) (Summary, error) {
 	return verifyStream(r, nil)
 }
@@ -56,85 +59,236 @@ func Verify(r io.Reader) (Summary, error) {
 // and e.Data are only valid during the call. A hook error stops verification
 // and is returned as is.
 func verifyStream(r io.Reader, hook func(e *Entry, line []byte, lineNo int) error) (Summary, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxLineSize+1)
-	sc.Split(splitLines)
+	s := newScanner(r, 0)
+	return s.run(hook, func(v *VerifyError) error { return v })
+}
 
-	sum := Summary{Head: GenesisHash}
-	var p parser
-	lineNo := 0
-	for sc.Scan() {
-		lineNo++
-		tok := sc.Bytes()
+// scanner reads a log line by line and checks the chain. It can stop at
+// the first failure (Verify) or report each one and go on (Checker): after
+// a failure it takes up the chain again from the line that failed, so one
+// bad line does not hide the lines after it.
+//
+// A line is in sequence when its seq follows that of the line before it or
+// the highest seq so far (which takes up the order again after lines were
+// swapped), and chained when its prev is the hash of a recent line with the
+// seq before its own. In a log without failures both come down to "the line
+// before", so the two modes agree on what verifies.
+type scanner struct {
+	br     *bufio.Reader
+	p      parser
+	lineNo int
+	long   []byte // a line longer than the reader's buffer, assembled
+	sum    Summary
+	count  uint64 // entries read
+
+	// A line read ahead (owned), to be handled next.
+	ahead        []byte
+	aheadTooLong bool
+	hasAhead     bool
+
+	prevSeq  uint64 // seq of the line before; what the next line follows
+	maxSeq   uint64
+	skipPrev bool // the line before did not parse: the next prev cannot be checked
+
+	// recent holds the hashes of recent lines by seq modulo its length, so
+	// that a line can be chained to its true predecessor after lines were
+	// moved, and a checkpoint to the line it signs.
+	recent []recentLine
+}
+
+type recentLine struct {
+	seq  uint64
+	hash [sha256.Size]byte
+	set  bool
+}
+
+// defaultWindow is how many recent line hashes a scanner keeps: enough to
+// take up the chain after lines were moved about.
+const defaultWindow = 256
+
+func newScanner(r io.Reader, window int) *scanner {
+	if window <= 0 {
+		window = defaultWindow
+	}
+	s := &scanner{br: bufio.NewReaderSize(r, 64<<10), recent: make([]recentLine, window)}
+	s.sum.Head = GenesisHash
+	s.remember(0, genesisSum)
+	return s
+}
+
+var genesisSum = sha256.Sum256(nil)
+
+func (s *scanner) remember(seq uint64, sum [sha256.Size]byte) {
+	s.recent[seq%uint64(len(s.recent))] = recentLine{seq: seq, hash: sum, set: true}
+}
+
+// hashOf returns the hash of the most recent line with seq, if the scanner
+// still holds it.
+func (s *scanner) hashOf(seq uint64) ([sha256.Size]byte, bool) {
+	r := s.recent[seq%uint64(len(s.recent))]
+	if !r.set || r.seq != seq {
+		return [sha256.Size]byte{}, false
+	}
+	return r.hash, true
+}
+
+// readLine returns the next line with its newline, if it has one. It
+// returns tooLong, and skips the rest of the line, for a line longer than
+// MaxLineSize. The line is valid until the next call.
+func (s *scanner) readLine() (line []byte, tooLong bool, err error) {
+	if s.hasAhead {
+		s.hasAhead = false
+		return s.ahead, s.aheadTooLong, nil
+	}
+	s.long = s.long[:0]
+	for {
+		frag, err := s.br.ReadSlice('\n')
+		if err == nil && len(s.long) == 0 && !tooLong {
+			if len(frag) > MaxLineSize+1 {
+				return nil, true, nil
+			}
+			return frag, false, nil
+		}
+		if !tooLong {
+			s.long = append(s.long, frag...)
+			if len(s.long) > MaxLineSize+1 {
+				tooLong, s.long = true, s.long[:0]
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == nil:
+			if tooLong {
+				return nil, true, nil
+			}
+			return s.long, false, nil
+		case errors.Is(err, io.EOF):
+			if tooLong {
+				return nil, true, nil
+			}
+			if len(s.long) == 0 {
+				return nil, false, io.EOF
+			}
+			return s.long, false, nil
+		default:
+			return nil, false, err
+		}
+	}
+}
+
+// run reads the log to its end. Every verified entry goes to hook (which may
+// be nil) and every failure to fail, which stops the scan by returning an
+// error; run returns that error, or the hook's, or a read error. After a
+// failure that fail lets pass, the failing entry still goes to hook, so the
+// checks of its content are made too.
+func (s *scanner) run(hook func(e *Entry, line []byte, lineNo int) error, fail func(*VerifyError) error) (Summary, error) {
+	for {
+		tok, tooLong, err := s.readLine()
+		if errors.Is(err, io.EOF) {
+			return s.sum, nil
+		}
+		if err != nil {
+			return s.sum, fmt.Errorf("read audit log after line %d: %w", s.lineNo, err)
+		}
+		s.lineNo++
+		if tooLong {
+			s.skipPrev = true
+			s.prevSeq++
+			if err := fail(&VerifyError{Line: s.lineNo, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineSize), Err: ErrSyntax}); err != nil {
+				return s.sum, err
+			}
+			continue
+		}
 		line, terminated := bytes.CutSuffix(tok, []byte{'\n'})
 		if !terminated {
-			// Only the last token lacks a newline; it is torn unless the
-			// reader failed rather than ended.
-			sc.Scan()
-			if err := sc.Err(); err != nil {
-				return sum, fmt.Errorf("read audit log after line %d: %w", lineNo-1, err)
-			}
-			return sum, &VerifyError{Line: lineNo, Reason: fmt.Sprintf("last line has no trailing newline (%d bytes)", len(tok)), Err: ErrTornTail}
+			// Only the last line lacks a newline: a write was interrupted.
+			return s.sum, fail(&VerifyError{Line: s.lineNo, Reason: fmt.Sprintf("last line has no trailing newline (%d bytes)", len(tok)), Err: ErrTornTail})
 		}
-		e, err := p.parse(line)
+		e, err := s.p.parse(line)
 		if err != nil {
-			verr := &VerifyError{Line: lineNo, Seq: e.Seq, Reason: err.Error(), Err: ErrSyntax}
-			// Only the last complete line, perhaps followed by a partial
-			// one, can be the remains of an interrupted write, as Open
-			// sees it.
-			last := !sc.Scan()
-			if !last && !bytes.HasSuffix(sc.Bytes(), []byte{'\n'}) {
-				last = !sc.Scan()
-			}
-			if err := sc.Err(); err != nil {
-				return sum, fmt.Errorf("read audit log after line %d: %w", lineNo, err)
+			verr := &VerifyError{Line: s.lineNo, Seq: e.Seq, Reason: err.Error(), Err: ErrSyntax}
+			last, err := s.lastLine()
+			if err != nil {
+				return s.sum, err
 			}
 			if last {
 				verr.Reason = "last line does not parse: " + verr.Reason
 				verr.Err = ErrTornTail
+				return s.sum, fail(verr)
 			}
-			return sum, verr
-		}
-		if want := sum.Entries + 1; e.Seq != want {
-			reason := fmt.Sprintf("seq %d follows seq %d", e.Seq, sum.Entries)
-			if e.Seq > want {
-				reason += fmt.Sprintf(": %d entries missing", e.Seq-want)
+			s.skipPrev = true
+			s.prevSeq++
+			if err := fail(verr); err != nil {
+				return s.sum, err
 			}
-			return sum, &VerifyError{Line: lineNo, Seq: e.Seq, Reason: reason, Err: ErrSeq}
+			continue
 		}
-		if e.Prev != sum.Head {
-			reason := "prev is not the hash of the line before: line 1 must follow the genesis hash"
-			if lineNo > 1 {
-				reason = fmt.Sprintf("prev is not the hash of line %d: one of them was altered", lineNo-1)
+		sum := sha256.Sum256(line)
+		if verr := s.follow(&e); verr != nil {
+			if err := fail(verr); err != nil {
+				return s.sum, err
 			}
-			return sum, &VerifyError{Line: lineNo, Seq: e.Seq, Reason: reason, Err: ErrChain}
 		}
+		s.skipPrev = false
+		s.prevSeq = e.Seq
+		s.maxSeq = max(s.maxSeq, e.Seq)
+		s.remember(e.Seq, sum)
 		if hook != nil {
-			if err := hook(&e, line, lineNo); err != nil {
-				return sum, err
+			if err := hook(&e, line, s.lineNo); err != nil {
+				return s.sum, err
 			}
 		}
-		sum.Entries = e.Seq
-		sum.Head = lineHash(line)
-		sum.LastTime = e.Time
+		s.count++
+		s.sum.Entries = e.Seq
+		s.sum.Head = hex.EncodeToString(sum[:])
+		s.sum.LastTime = e.Time
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return sum, &VerifyError{Line: lineNo + 1, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineSize), Err: ErrSyntax}
-		}
-		return sum, fmt.Errorf("read audit log after line %d: %w", lineNo, err)
-	}
-	return sum, nil
 }
 
-// splitLines is bufio.ScanLines keeping the newline, so that the caller can
-// tell a complete last line from a torn one.
-func splitLines(data []byte, atEOF bool) (int, []byte, error) {
-	if i := bytes.IndexByte(data, '\n'); i >= 0 {
-		return i + 1, data[:i+1], nil
+// lastLine reports whether the line just read, which does not parse, is the
+// last complete one, perhaps followed by a partial one: only such a line can
+// be the remains of an interrupted write, as Open sees it. A line it reads
+// ahead is kept for the next readLine.
+func (s *scanner) lastLine() (bool, error) {
+	next, tooLong, err := s.readLine()
+	if errors.Is(err, io.EOF) {
+		return true, nil
 	}
-	if atEOF && len(data) > 0 {
-		return len(data), data, nil
+	if err != nil {
+		return false, fmt.Errorf("read audit log after line %d: %w", s.lineNo, err)
 	}
-	return 0, nil, nil
+	if !tooLong && !bytes.HasSuffix(next, []byte{'\n'}) {
+		return true, nil
+	}
+	s.ahead, s.aheadTooLong, s.hasAhead = append(s.ahead[:0], next...), tooLong, true
+	return false, nil
+}
+
+// follow checks that e takes up the chain where the lines before left it.
+func (s *scanner) follow(e *Entry) *VerifyError {
+	if e.Seq != s.prevSeq+1 && e.Seq != s.maxSeq+1 {
+		reason := fmt.Sprintf("seq %d follows seq %d", e.Seq, s.prevSeq)
+		switch {
+		case e.Seq <= s.maxSeq:
+			reason += fmt.Sprintf(": out of order, seq %d came before", s.maxSeq)
+		case e.Seq > s.prevSeq+1:
+			reason += fmt.Sprintf(": %d entries missing", e.Seq-s.prevSeq-1)
+		}
+		return &VerifyError{Line: s.lineNo, Seq: e.Seq, Reason: reason, Err: ErrSeq}
+	}
+	if s.skipPrev {
+		return nil
+	}
+	var prev [sha256.Size]byte
+	if n, err := hex.Decode(prev[:], []byte(e.Prev)); err == nil && n == len(prev) {
+		if h, ok := s.hashOf(e.Seq - 1); ok && h == prev {
+			return nil
+		}
+	}
+	reason := "prev is not the hash of the line before: line 1 must follow the genesis hash"
+	if s.lineNo > 1 {
+		reason = fmt.Sprintf("prev is not the hash of line %d: one of them was altered", s.lineNo-1)
+	}
+	return &VerifyError{Line: s.lineNo, Seq: e.Seq, Reason: reason, Err: ErrChain}
 }

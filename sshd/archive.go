@@ -115,12 +115,13 @@ func (g *Git) checkArchiveArgs(ctx context.Context, d Decision, args []string) (
 	}
 	treeish := args[i]
 	name, path, hasPath := strings.Cut(treeish, ":")
-	ref, err := g.resolveArchiveRef(ctx, d.Path, name)
+	ref, err := g.resolveArchiveRef(ctx, d, name)
 	if err != nil {
 		return nil, err
 	}
-	if !d.Grants.Allows(d.Command.Repo, ref, principals.Read) {
-		return nil, refuseArchive("%s is not in your grant", name)
+	// The refusal names what the client gave, not what it resolved to.
+	if dec := DecideRef(d.Grants, d.Command.Repo, ref, RefRead); !dec.Allowed {
+		return nil, refuseArchive("%s", dec.ReasonAs(name))
 	}
 	if hasPath {
 		ref += ":" + path
@@ -146,18 +147,20 @@ func allowedArchiveOption(a string) bool {
 
 // resolveArchiveRef turns the name a client gave (short like "main", or
 // full, or HEAD) into the full ref it names, the way git itself would.
-// Object ids and revision expressions are refused: only refs are served.
-func (g *Git) resolveArchiveRef(ctx context.Context, repo, name string) (string, error) {
+// Object ids and revision expressions are refused: only refs are served. A
+// name that resolves to nothing is refused as a hidden one is.
+func (g *Git) resolveArchiveRef(ctx context.Context, d Decision, name string) (string, error) {
 	if name != "HEAD" && (strings.HasPrefix(name, "-") || principals.CheckRefName("refs/"+name) != nil) {
 		return "", refuseArchive("%q is not a ref name", truncate(name))
 	}
 	cmd := exec.CommandContext(ctx, g.git, "rev-parse", "--verify", "--quiet", "--symbolic-full-name", name)
-	cmd.Dir = repo
-	cmd.Env = append(g.env[:len(g.env):len(g.env)], "GIT_DIR="+repo)
+	cmd.Dir = d.Path
+	cmd.Env = append(g.env[:len(g.env):len(g.env)], "GIT_DIR="+d.Path)
 	b, err := cmd.Output()
 	full := strings.TrimSpace(string(b))
 	if err != nil || !strings.HasPrefix(full, "refs/") || principals.CheckRefName(full) != nil {
-		return "", refuseArchive("%s is not in your grant", truncate(name))
+		// No ref at all: the same words as a ref outside the grant.
+		return "", refuseArchive("%s", DecideRef(nil, d.Command.Repo, "", RefRead).ReasonAs(name))
 	}
 	return full, nil
 }

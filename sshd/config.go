@@ -52,12 +52,14 @@ type RevocationConfig struct {
 
 // LimitsConfig are the connection limits; zero means the default.
 type LimitsConfig struct {
-	HandshakeTimeout   Duration `yaml:"handshake_timeout"`
-	IdleTimeout        Duration `yaml:"idle_timeout"`
-	MaxConnections     int      `yaml:"max_connections"`
-	MaxPerSource       int      `yaml:"max_connections_per_source"`
-	MaxSessionsPerConn int      `yaml:"max_sessions_per_connection"`
-	ShutdownGrace      Duration `yaml:"shutdown_grace"`
+	HandshakeTimeout       Duration `yaml:"handshake_timeout"`
+	IdleTimeout            Duration `yaml:"idle_timeout"`
+	MaxConnections         int      `yaml:"max_connections"`
+	MaxPerSource           int      `yaml:"max_connections_per_source"`
+	MaxSessionsPerConn     int      `yaml:"max_sessions_per_connection"`
+	MaxHandshakes          int      `yaml:"max_handshakes"`
+	MaxHandshakesPerSource int      `yaml:"max_handshakes_per_source"`
+	ShutdownGrace          Duration `yaml:"shutdown_grace"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML.
@@ -124,38 +126,47 @@ func (c *ServerConfig) validate() error {
 // loading the CA keys and the KRL file now. urlSource, when not nil, is
 // the running KRL URL source to include.
 func (c *ServerConfig) Verifier(urlSource RevocationChecker) (*Verifier, error) {
-	v := &Verifier{Skew: time.Duration(c.Skew)}
-	for _, f := range c.TrustedCAKeys {
+	var extra []RevocationChecker
+	if urlSource != nil {
+		extra = append(extra, urlSource)
+	}
+	return newVerifier(c.TrustedCAKeys, c.Revocation.KRLFile, time.Duration(c.Skew), extra...)
+}
+
+// newVerifier is the one way both front-ends build a Verifier: the CA keys
+// of caFiles, then the KRL file if one is named, then extra sources.
+func newVerifier(caFiles []string, krlFile string, skew time.Duration, extra ...RevocationChecker) (*Verifier, error) {
+	v := &Verifier{Skew: skew}
+	for _, f := range caFiles {
 		keys, err := ca.LoadPublicKeys(f)
 		if err != nil {
-			return nil, fmt.Errorf("trusted CA keys: %w", err)
+			return nil, fmt.Errorf("load trusted CA keys: %w", err)
 		}
 		v.CAs = append(v.CAs, keys...)
 	}
-	if c.Revocation.KRLFile != "" {
-		k, err := OpenKRLFile(c.Revocation.KRLFile)
+	if krlFile != "" {
+		k, err := OpenKRLFile(krlFile)
 		if err != nil {
 			return nil, err
 		}
 		v.Revocations = append(v.Revocations, k)
 	}
-	if urlSource != nil {
-		v.Revocations = append(v.Revocations, urlSource)
-	}
+	v.Revocations = append(v.Revocations, extra...)
 	return v, nil
 }
 
 // LoadOrCreateHostKey reads an OpenSSH private host key, creating an
-// ed25519 one (mode 0600) when the file does not exist. A key file that
-// others can read is refused.
-func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
+// ed25519 one (mode 0600) with the comment "jitssh <role>" when the file
+// does not exist, where role names the server that uses it. A key file
+// that others can read is refused.
+func LoadOrCreateHostKey(path, role string) (ssh.Signer, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("generate host key: %w", err)
 		}
-		block, err := ssh.MarshalPrivateKey(priv, "jitssh git-server")
+		block, err := ssh.MarshalPrivateKey(priv, "jitssh "+role)
 		if err != nil {
 			return nil, fmt.Errorf("encode host key: %w", err)
 		}

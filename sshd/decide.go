@@ -80,6 +80,8 @@ func ClientMessage(err error) string {
 		return ""
 	case errors.Is(err, ErrRepoNotFound), errors.Is(err, ErrNotGranted):
 		return "jitssh: repository not found, or your grants do not allow this"
+	case errors.Is(err, ErrAuditUnavailable):
+		return "jitssh: refused: the audit log cannot be written, so nothing was done"
 	case errors.Is(err, ErrCommand):
 		return "jitssh: only git-upload-pack, git-receive-pack and git-upload-archive on a repository are allowed"
 	default:

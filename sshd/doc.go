@@ -19,7 +19,14 @@
 //   - Serve makes git itself enforce the grant's refs: refs outside the grant
 //     are hidden and cannot be fetched, archived or updated, and a ref-scoped
 //     writer cannot push objects that reach into history it cannot read.
+//     Every question about a ref, on either front-end, is answered by one
+//     rule, DecideRef.
+//   - Both front-ends run one pipeline: verify, decide, record, run git,
+//     record. An allowed operation acts only once its decision is recorded
+//     (a push: before any ref changes), and is refused when that record
+//     cannot be written.
 //
 // Every decision, allowed or refused, is handed to a Recorder with the
-// certificate serial and key ID.
+// certificate serial and key ID, and so is every certificate refused at
+// authentication.
 package sshd

@@ -28,7 +28,17 @@ type Event struct {
 	Duration   time.Duration `json:"duration_ns,omitempty"`
 	// Error is set when an allowed operation failed while running.
 	Error string `json:"error,omitempty"`
+	// Stage is StageDecided on the record written before an allowed
+	// operation acts, and empty on the record of what it did.
+	Stage string `json:"stage,omitempty"`
 }
+
+// StageDecided marks the record of an allowed operation that is written
+// before the operation acts: before git starts for a fetch or an archive,
+// and before git changes any ref for a push, listing each update and
+// whether it may happen. When it cannot be written the operation is
+// refused. The record of what the operation did follows it.
+const StageDecided = "decided"
 
 // Decisions.
 const (
@@ -51,7 +61,11 @@ func (r SlogRecorder) Record(ctx context.Context, e Event) error {
 	if e.Decision == Deny || e.Error != "" {
 		level = slog.LevelWarn
 	}
-	r.Logger.LogAttrs(ctx, level, "git "+e.Decision,
+	msg := "git " + e.Decision
+	if e.Stage != "" {
+		msg += " " + e.Stage
+	}
+	r.Logger.LogAttrs(ctx, level, msg,
 		slog.Uint64("serial", e.Serial),
 		slog.String("key_id", e.KeyID),
 		slog.String("remote", e.Remote),
@@ -62,7 +76,7 @@ func (r SlogRecorder) Record(ctx context.Context, e Event) error {
 		slog.Int64("bytes_in", e.BytesIn),
 		slog.Int64("bytes_out", e.BytesOut),
 		slog.Duration("duration", e.Duration),
-		slog.String("error", e.Error),
+		slog.String("err", e.Error),
 	)
 	return nil
 }

@@ -133,20 +133,29 @@ func (g *requestGuard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// vetScopedFetch checks a ref-scoped reader's fetch request. deepen-not
-// (git fetch --shallow-exclude) is refused: git resolves its ref among all
-// refs, hidden ones too, and answers differently when one exists or is an
-// ancestor. include-tag is dropped from the capabilities: with it git
-// sends every annotated tag that points into the fetched history, hidden
-// tags too; tags the grant covers are advertised and fetched as refs.
-func vetScopedFetch(line []byte) ([]byte, string) {
-	if bytes.HasPrefix(line, []byte("deepen-not ")) {
-		return nil, "jitssh: --shallow-exclude (deepen-not) is not available with a grant on some refs only"
+// fetchVetter returns the check of a fetch request's first section for
+// the holder of d, or nil when there is nothing to check. Each line is
+// put to DecideRef: deepen-not (git fetch --shallow-exclude) is refused
+// when the holder may not use it, the same way whatever ref it names, and
+// include-tag is dropped from the capabilities of a holder who may not
+// follow tags (git would send every annotated tag pointing into the
+// fetched history, hidden ones too; tags the grant covers are advertised
+// and fetched as refs).
+func fetchVetter(d Decision) func(line []byte) ([]byte, string) {
+	deepenNot := DecideRef(d.Grants, d.Command.Repo, "", RefDeepenNot)
+	includeTag := DecideRef(d.Grants, d.Command.Repo, "", RefIncludeTag)
+	if deepenNot.Allowed && includeTag.Allowed {
+		return nil
 	}
-	if bytes.HasPrefix(line, []byte("want ")) && bytes.Contains(line, []byte("include-tag")) {
-		fields := strings.Fields(string(line))
-		kept := slices.DeleteFunc(fields, func(f string) bool { return f == "include-tag" })
-		return []byte(strings.Join(kept, " ") + "\n"), ""
+	return func(line []byte) ([]byte, string) {
+		if bytes.HasPrefix(line, []byte("deepen-not ")) && !deepenNot.Allowed {
+			return nil, "jitssh: " + deepenNot.Reason()
+		}
+		if bytes.HasPrefix(line, []byte("want ")) && bytes.Contains(line, []byte("include-tag")) && !includeTag.Allowed {
+			fields := strings.Fields(string(line))
+			kept := slices.DeleteFunc(fields, func(f string) bool { return f == "include-tag" })
+			return []byte(strings.Join(kept, " ") + "\n"), ""
+		}
+		return line, ""
 	}
-	return line, ""
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/jitssh/jitssh/principals"
 )
 
 func pkts(t testing.TB, lines ...string) []byte {
@@ -74,7 +76,17 @@ func TestAdvertWriter(t *testing.T) {
 	assert.Error(t, err, "a bad pkt-line length")
 }
 
+// scopedVet is the request check of a reader of one branch.
+var scopedVet = fetchVetter(Decision{
+	Command: Command{Service: UploadPack, Repo: "demo/app"},
+	Grants:  principals.Set{{Access: principals.Read, Repo: "demo/app", Ref: "refs/heads/main"}},
+})
+
 func TestRequestGuard(t *testing.T) {
+	require.Nil(t, fetchVetter(Decision{
+		Command: Command{Service: UploadPack, Repo: "demo/app"},
+		Grants:  principals.Set{{Access: principals.Read, Repo: "demo/app", Ref: "*"}},
+	}), "a reader of every ref has nothing to vet")
 	wants := pkts(t, "want 1111 multi_ack\n", "deepen 1\n", "")
 	haves := pkts(t, "have 2222\n", "deepen-not late\n", "done\n")
 	tests := []struct {
@@ -89,7 +101,7 @@ func TestRequestGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var client bytes.Buffer
-		g := &requestGuard{r: iotestOneByte(tt.in), out: &client, vet: vetScopedFetch}
+		g := &requestGuard{r: iotestOneByte(tt.in), out: &client, vet: scopedVet}
 		got, err := io.ReadAll(g)
 		if tt.refused {
 			require.ErrorIs(t, err, errRequestRefused, tt.name)
@@ -104,7 +116,7 @@ func TestRequestGuard(t *testing.T) {
 
 	// include-tag is dropped, even when the client asks for it unasked.
 	in := pkts(t, "want 1111 multi_ack include-tag ofs-delta\n", "want 2222\n", "", "done\n")
-	got, err := io.ReadAll(&requestGuard{r: iotestOneByte(in), out: io.Discard, vet: vetScopedFetch})
+	got, err := io.ReadAll(&requestGuard{r: iotestOneByte(in), out: io.Discard, vet: scopedVet})
 	require.NoError(t, err)
 	assert.Equal(t, string(pkts(t, "want 1111 multi_ack ofs-delta\n", "want 2222\n", "", "done\n")), string(got))
 }
@@ -137,7 +149,7 @@ func FuzzRequestGuard(f *testing.F) {
 		var client bytes.Buffer
 		// A vet that only refuses, so the framing is what is tested.
 		vet := func(line []byte) ([]byte, string) {
-			if _, reason := vetScopedFetch(line); reason != "" {
+			if _, reason := scopedVet(line); reason != "" {
 				return nil, reason
 			}
 			return line, ""

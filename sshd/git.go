@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ const (
 	envHookFence  = "JITSSH_HOOK_FENCE"
 	envHookReport = "JITSSH_HOOK_REPORT"
 	envHookPushed = "JITSSH_HOOK_PUSHED"
+	envHookErrors = "JITSSH_HOOK_ERRORS"
 )
 
 // hookNames are the hooks jitssh installs. pre-receive and proc-receive
@@ -89,7 +91,14 @@ func (g *Git) hooks() (string, error) {
 			return
 		}
 		for _, name := range hookNames {
-			script := "#!/bin/sh\nexec " + shellQuoteArgs(g.hookCmd) + " " + name + " \"$@\"\n"
+			// A hook command that cannot start (126, 127) or dies by a
+			// signal cannot say so itself; the script does.
+			script := "#!/bin/sh\n" + shellQuoteArgs(g.hookCmd) + " " + name + " \"$@\"\n" +
+				"rc=$?\n" +
+				"if [ $rc -ge 126 ] && [ -n \"$" + envHookErrors + "\" ]; then\n" +
+				"\tprintf '{\"hook\":\"" + name + "\",\"err\":\"the hook command did not run to its end (exit status %d)\"}\\n' $rc >>\"$" + envHookErrors + "\"\n" +
+				"fi\n" +
+				"exit $rc\n"
 			if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
 				os.RemoveAll(dir)
 				g.hooksErr = fmt.Errorf("write %s hook: %w", name, err)
@@ -144,13 +153,20 @@ type Result struct {
 	BytesOut int64
 	// Protocol is the Git protocol version spoken ("0", "1" or "2").
 	Protocol string
+	// HookErrors are failures of jitssh's own hooks during a push, for
+	// the server's log; the client was told only that a hook failed.
+	HookErrors []HookError
 }
 
 // Serve runs the decided operation with the client's streams. gitProtocol
-// is the client's GIT_PROTOCOL value, "" when none was sent. The returned
-// error is non-nil when git failed or the operation was refused part-way
-// (an archive of a ref outside the grant, for instance).
-func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+// is the client's GIT_PROTOCOL value, "" when none was sent. For a push,
+// beforeUpdate is called with every update the push asked for, each
+// "allowed" or "refused" with its reason, before git changes any ref; an
+// error from it refuses them all. It is not called when nothing would
+// change; nil lets the allowed ones happen. The returned error is non-nil
+// when git failed or the operation was refused part-way (an archive of a
+// ref outside the grant, for instance).
+func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio Stdio, beforeUpdate func([]RefUpdate) error) (Result, error) {
 	if !d.Allowed() {
 		return Result{}, fmt.Errorf("serve refused decision: %w", d.Err)
 	}
@@ -163,7 +179,7 @@ func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio S
 	case UploadPack:
 		res, err = g.uploadPack(ctx, d, gitProtocol, stdio)
 	case ReceivePack:
-		res, err = g.receivePack(ctx, d, gitProtocol, stdio)
+		res, err = g.receivePack(ctx, d, gitProtocol, stdio, beforeUpdate)
 	case UploadArchive:
 		err = g.uploadArchive(ctx, d, stdio)
 	default:
@@ -171,17 +187,6 @@ func (g *Git) Serve(ctx context.Context, d Decision, gitProtocol string, stdio S
 	}
 	res.BytesIn, res.BytesOut = in.n.Load(), out.count()
 	return res, err
-}
-
-// readsAll reports whether the grants let the holder read every ref, in
-// which case nothing needs hiding.
-func readsAll(grants principals.Set) bool {
-	for _, g := range grants {
-		if g.Ref == "*" || g.Ref == "refs/*" {
-			return true
-		}
-	}
-	return false
 }
 
 // protocolVersion validates a client's GIT_PROTOCOL value. Only the
@@ -207,38 +212,45 @@ var safeConfig = []string{
 func (g *Git) uploadPack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
 	version := protocolVersion(gitProtocol)
 	cfg := append([]string(nil), safeConfig...)
-	if !readsAll(d.Grants) {
-		// Protocol v2 serves any object by id to anyone who can connect,
-		// whatever is hidden, so ref-scoped readers speak v0.
-		if version == "2" {
-			version = ""
-		}
-		hidden, err := hideRefsConfig("uploadpack.hideRefs", d, principals.Read, true)
+	may := func(op RefOp) bool { return DecideRef(d.Grants, d.Command.Repo, "", op).Allowed }
+	listAll, includeTag := may(RefListAll), may(RefIncludeTag)
+	// Protocol v2 serves any object by id to anyone who can connect,
+	// whatever is hidden, so a holder who may not fetch by id is answered
+	// in v0.
+	if version == "2" && !may(RefFetchByID) {
+		version = ""
+	}
+	if !listAll {
+		hidden, err := hideRefsConfig("uploadpack.hideRefs", d, true)
 		if err != nil {
 			return Result{}, err
 		}
 		cfg = append(cfg, hidden...)
+	}
+	// A partial clone fetches missing objects by id later; without the
+	// filter capability the client fetches whole instead of failing at
+	// checkout.
+	if !may(RefFilter) {
+		cfg = append(cfg, "uploadpack.allowFilter=false")
+	}
+	if !listAll || !includeTag {
 		// Serve's writer serialises writes; the guard below writes to it
 		// directly, never through the advertisement editor.
 		clientOut := stdio.Out
 		// git names HEAD's target in the capabilities even when both
 		// are hidden, and include-tag would bring hidden annotated tags
-		// along (vetScopedFetch also drops it should a client send it
-		// anyway).
+		// along (the request guard also drops it should a client send
+		// it anyway).
 		stdio.Out = &advertWriter{w: stdio.Out, edit: func(caps []string) []string {
 			return slices.DeleteFunc(caps, func(c string) bool {
 				if c == "include-tag" {
-					return true
+					return !includeTag
 				}
 				target, ok := strings.CutPrefix(c, "symref=HEAD:")
-				return ok && !d.Grants.Allows(d.Command.Repo, target, principals.Read)
+				return ok && !DecideRef(d.Grants, d.Command.Repo, target, RefRead).Allowed
 			})
 		}}
-		stdio.In = &requestGuard{r: stdio.In, out: clientOut, vet: vetScopedFetch}
-		// A partial clone fetches missing objects by id, which a scoped
-		// reader may not; without the filter capability the client
-		// fetches whole instead of failing at checkout.
-		cfg = append(cfg, "uploadpack.allowFilter=false")
+		stdio.In = &requestGuard{r: stdio.In, out: clientOut, vet: fetchVetter(d)}
 	}
 	env := g.env
 	if version != "" {
@@ -255,7 +267,7 @@ func orZero(v string) string {
 	return v
 }
 
-func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio) (Result, error) {
+func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, stdio Stdio, beforeUpdate func([]RefUpdate) error) (Result, error) {
 	version := protocolVersion(gitProtocol)
 	if version == "2" {
 		version = "" // push has no v2; git would fall back anyway
@@ -275,11 +287,25 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	}
 	defer os.Remove(pushed.Name())
 	pushed.Close()
+	hookErrors, err := os.CreateTemp("", "jitssh-hook-errors-")
+	if err != nil {
+		return Result{}, fmt.Errorf("create hook error file: %w", err)
+	}
+	defer os.Remove(hookErrors.Name())
+	hookErrors.Close()
 
 	hooksDir, err := g.hooks()
 	if err != nil {
 		return Result{}, err
 	}
+	if beforeUpdate == nil {
+		beforeUpdate = func([]RefUpdate) error { return nil }
+	}
+	gate, err := openPushGate(beforeUpdate)
+	if err != nil {
+		return Result{}, err
+	}
+	defer gate.close()
 	cfg := append([]string(nil), safeConfig...)
 	cfg = append(cfg,
 		"core.hooksPath="+hooksDir,
@@ -292,13 +318,17 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		envHookGrants+"="+grantsString(d.Grants),
 		envHookReport+"="+report.Name(),
 		envHookPushed+"="+pushed.Name(),
+		envHookGate+"="+gate.path(),
+		envHookErrors+"="+hookErrors.Name(),
 	)
-	if !readsAll(d.Grants) {
-		hidden, err := hideRefsConfig("receive.hideRefs", d, principals.Read, false)
+	if !DecideRef(d.Grants, d.Command.Repo, "", RefListAll).Allowed {
+		hidden, err := hideRefsConfig("receive.hideRefs", d, false)
 		if err != nil {
 			return Result{}, err
 		}
 		cfg = append(cfg, hidden...)
+	}
+	if !DecideRef(d.Grants, d.Command.Repo, "", RefBuildOnAny).Allowed {
 		// A ref-scoped writer could otherwise make the server resolve a
 		// delta against, or link history to, an object it cannot read,
 		// then fetch the result back. No thin packs, and a reachability
@@ -326,7 +356,15 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	if err != nil && runErr == nil {
 		runErr = err
 	}
-	return Result{Updates: updates, Protocol: orZero(version)}, runErr
+	hookErrs, err := readHookErrors(hookErrors.Name())
+	if err != nil && runErr == nil {
+		runErr = err
+	}
+	// git reports a failed hook to the client and carries on, exiting 0.
+	if len(hookErrs) > 0 && runErr == nil {
+		runErr = fmt.Errorf("%s hook failed: %s", hookErrs[0].Hook, hookErrs[0].Err)
+	}
+	return Result{Updates: updates, Protocol: orZero(version), HookErrors: hookErrs}, runErr
 }
 
 // addUnreported adds to updates, as refused, what the client asked for
@@ -346,8 +384,12 @@ func addUnreported(updates []RefUpdate, pushedFile string, d Decision) ([]RefUpd
 			continue
 		}
 		reason := "push declined"
-		if !d.Grants.Allows(d.Command.Repo, c.ref, principals.Read) {
-			reason = "not in your grant"
+		// git refuses a hidden ref itself; the update it would have been
+		// says what was missing. Whether it was a fast-forward is not
+		// known here, so it is taken as the least it could need.
+		op := pushOp(c.old, c.new, func() bool { return true })
+		if ref := DecideRef(d.Grants, d.Command.Repo, c.ref, op); !ref.Allowed {
+			reason = ref.Reason()
 		}
 		updates = append(updates, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reason})
 	}
@@ -408,44 +450,37 @@ func (g *Git) run(ctx context.Context, cfg, args, env []string, stdio Stdio) err
 	return nil
 }
 
-// hideRefsConfig hides every ref, then shows those the grants let the
-// holder read. hideRefs matches a name and everything below it, so a
-// grant's ref is shown only when that matches the grant exactly: an exact
-// grant R is not shown while refs exist below R/ (then R itself cannot),
-// and a prefix grant P/* does not show a ref named P itself. With
-// withHead, HEAD is hidden unless the ref it points to is granted.
-func hideRefsConfig(key string, d Decision, need principals.Access, withHead bool) ([]string, error) {
+// hideRefsConfig hides every ref, then shows the names the grants let the
+// holder read. hideRefs matches a name and everything below it, which is
+// wider than a grant in two places: an exact grant R would show refs below
+// R/, and a prefix grant P/* would show a ref named P itself. So a grant's
+// name is shown only when DecideRef lets the holder read every ref that
+// exists under it. (git keeps a ref and refs below it from existing
+// together, so this hides nothing the holder may read.) With withHead,
+// HEAD is hidden unless the holder may read the ref it points to.
+func hideRefsConfig(key string, d Decision, withHead bool) ([]string, error) {
 	cfg := []string{key + "=refs/"}
+	readable := func(ref string) bool { return DecideRef(d.Grants, d.Command.Repo, ref, RefRead).Allowed }
 	if withHead {
 		target, err := headTarget(d.Path)
 		if err != nil {
 			return nil, err
 		}
-		if target == "" || !d.Grants.Allows(d.Command.Repo, target, need) {
+		if target == "" || !readable(target) {
 			cfg = append(cfg, key+"=HEAD")
 		}
 	}
 	for _, gr := range d.Grants {
-		if !gr.Access.Includes(need) {
+		if !gr.Access.Includes(principals.Read) {
 			continue
 		}
-		if prefix, ok := strings.CutSuffix(gr.Ref, "/*"); ok {
-			cfg = append(cfg, key+"=!"+prefix)
-			exists, err := refExists(d.Path, prefix)
-			if err != nil {
-				return nil, err
-			}
-			if exists {
-				cfg = append(cfg, key+"="+prefix)
-			}
-			continue
-		}
-		below, err := refsBelow(d.Path, gr.Ref)
+		name := strings.TrimSuffix(gr.Ref, "/*")
+		ok, err := allRefsUnder(d.Path, name, readable)
 		if err != nil {
 			return nil, err
 		}
-		if !below {
-			cfg = append(cfg, key+"=!"+gr.Ref)
+		if ok {
+			cfg = append(cfg, key+"=!"+name)
 		}
 	}
 	return cfg, nil
@@ -465,36 +500,48 @@ func headTarget(repo string) (string, error) {
 
 var errStop = errors.New("stop")
 
-// refExists reports whether ref exists, loose or packed.
-func refExists(repo, ref string) (bool, error) {
-	if fi, err := os.Lstat(filepath.Join(repo, filepath.FromSlash(ref))); err == nil && fi.Mode().IsRegular() {
-		return true, nil
-	}
-	found := false
-	err := scanPackedRefs(repo, func(name string) error {
-		if name == ref {
-			found = true
+// allRefsUnder reports whether ok holds for every ref that exists in repo
+// and is name or lies below name + "/", loose or packed: the refs that
+// hideRefs matches with name.
+func allRefsUnder(repo, name string, ok func(ref string) bool) (bool, error) {
+	all := true
+	check := func(ref string) error {
+		if !ok(ref) {
+			all = false
 			return errStop
 		}
 		return nil
-	})
-	return found, err
-}
-
-// refsBelow reports whether any ref exists strictly below ref + "/".
-func refsBelow(repo, ref string) (bool, error) {
-	if fi, err := os.Lstat(filepath.Join(repo, filepath.FromSlash(ref))); err == nil && fi.IsDir() {
-		return true, nil
 	}
-	found := false
-	err := scanPackedRefs(repo, func(name string) error {
-		if strings.HasPrefix(name, ref+"/") {
-			found = true
-			return errStop
+	root := filepath.Join(repo, filepath.FromSlash(name))
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(repo, path)
+		if err != nil {
+			return err
+		}
+		return check(filepath.ToSlash(rel))
+	})
+	if errors.Is(err, errStop) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list refs under %s: %w", name, err)
+	}
+	err = scanPackedRefs(repo, func(ref string) error {
+		if ref == name || strings.HasPrefix(ref, name+"/") {
+			return check(ref)
 		}
 		return nil
 	})
-	return found, err
+	return all, err
 }
 
 func scanPackedRefs(repo string, fn func(name string) error) error {

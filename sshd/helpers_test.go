@@ -76,7 +76,7 @@ func serveForTest() int {
 		return 1
 	}
 	defer g.Close()
-	_, err = g.Serve(context.Background(), d, os.Getenv("JITSSH_TEST_PROTOCOL"), Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	_, err = g.Serve(context.Background(), d, os.Getenv("JITSSH_TEST_PROTOCOL"), Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}, nil)
 	if err != nil {
 		return 1
 	}

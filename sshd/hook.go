@@ -21,20 +21,21 @@ func isZeroID(id string) bool { return strings.Trim(id, "0") == "" }
 
 // RunHook is the body of the hooks Serve installs; the jitssh binary runs
 // it as its hidden "hook" command. It reads its authorization from the
-// JITSSH_HOOK_* environment Serve set, and returns the exit code.
+// JITSSH_HOOK_* environment Serve set, and returns the exit code. When the
+// hook itself fails, the client is told so in a line and the serving
+// process, whose log gets the detail, through the file JITSSH_HOOK_ERRORS
+// names.
 func RunHook(name string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	h, err := hookEnvFromOS()
 	if err != nil {
-		fmt.Fprintf(stderr, "jitssh: %s hook: %v\n", name, err)
-		return 1
+		return hookFailed(name, stderr, err)
 	}
 	switch name {
 	case "pre-receive":
 		return h.preReceive(stdin, stdout, stderr)
 	case "proc-receive":
 		if err := h.procReceive(stdin, stdout); err != nil {
-			fmt.Fprintf(stderr, "jitssh: proc-receive: %v\n", err)
-			return 1
+			return hookFailed(name, stderr, err)
 		}
 		return 0
 	case "post-receive":
@@ -42,8 +43,61 @@ func RunHook(name string, args []string, stdin io.Reader, stdout, stderr io.Writ
 	case "update", "post-update":
 		return chainRepoHook(name, args, stdin, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "jitssh: unknown hook %q\n", name)
+	return hookFailed(name, stderr, fmt.Errorf("unknown hook %q", truncate(name)))
+}
+
+// HookError is a failure of one of jitssh's hooks while serving a push.
+type HookError struct {
+	Hook string `json:"hook"`
+	Err  string `json:"err"`
+}
+
+// hookFailed reports err and returns the hook's exit code: the client gets
+// one line, the serving process the detail. Should the detail have nowhere
+// to go, the client gets it rather than nobody.
+func hookFailed(name string, stderr io.Writer, err error) int {
+	if reportHookError(os.Getenv(envHookErrors), name, err) != nil {
+		fmt.Fprintf(stderr, "jitssh: %s hook failed: %v\n", name, err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "jitssh: %s hook failed; the server's log has the detail\n", name)
 	return 1
+}
+
+func reportHookError(path, name string, err error) error {
+	if path == "" {
+		return errors.New("no hook error file")
+	}
+	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if ferr != nil {
+		return ferr
+	}
+	werr := json.NewEncoder(f).Encode(HookError{Hook: name, Err: err.Error()})
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	return werr
+}
+
+// readHookErrors reads what the hooks reported to path.
+func readHookErrors(path string) ([]HookError, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read hook errors: %w", err)
+	}
+	var out []HookError
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		var e HookError
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			// Not JSON (the hooks script's own line): keep it whole.
+			e = HookError{Hook: "hook", Err: truncate(line)}
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 type hookEnv struct {
@@ -52,6 +106,7 @@ type hookEnv struct {
 	fence  bool
 	report string
 	pushed string
+	gate   string
 }
 
 func hookEnvFromOS() (*hookEnv, error) {
@@ -60,6 +115,7 @@ func hookEnvFromOS() (*hookEnv, error) {
 		fence:  os.Getenv(envHookFence) == "1",
 		report: os.Getenv(envHookReport),
 		pushed: os.Getenv(envHookPushed),
+		gate:   os.Getenv(envHookGate),
 	}
 	if h.repo == "" {
 		return nil, errors.New("not started by jitssh (no repository in environment)")
@@ -87,18 +143,18 @@ func parseRefCommand(line string) (refCommand, error) {
 // must have arrived in this push. Otherwise a writer could push a commit
 // on top of history it cannot see and then fetch that history back.
 func (h *hookEnv) preReceive(stdin io.Reader, stdout, stderr io.Writer) int {
+	const name = "pre-receive"
 	input, err := io.ReadAll(stdin)
 	if err != nil {
-		fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
-		return 1
+		return hookFailed(name, stderr, fmt.Errorf("read updates: %w", err))
 	}
 	if h.pushed != "" {
 		if err := os.WriteFile(h.pushed, input, 0o600); err != nil {
-			fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
-			return 1
+			return hookFailed(name, stderr, fmt.Errorf("write push list: %w", err))
 		}
 	}
 	if h.fence {
+		var cmds []refCommand
 		var tips []string
 		for _, line := range strings.Split(strings.TrimSpace(string(input)), "\n") {
 			if line == "" {
@@ -106,21 +162,32 @@ func (h *hookEnv) preReceive(stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 			c, err := parseRefCommand(line)
 			if err != nil {
-				fmt.Fprintf(stderr, "jitssh: pre-receive: %v\n", err)
-				return 1
+				return hookFailed(name, stderr, err)
 			}
+			cmds = append(cmds, c)
 			if !isZeroID(c.new) {
 				tips = append(tips, c.new)
 			}
 		}
 		if len(tips) > 0 {
-			if err := h.fenceObjects(tips); err != nil {
+			err := h.fenceObjects(tips)
+			if errors.Is(err, errOutsideGrant) {
 				fmt.Fprintf(stderr, "jitssh: push refused: %v\n", err)
+				var refused []RefUpdate
+				for _, c := range cmds {
+					refused = append(refused, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: err.Error()})
+				}
+				if err := h.appendReport(refused); err != nil {
+					return hookFailed(name, stderr, err)
+				}
 				return 1
+			}
+			if err != nil {
+				return hookFailed(name, stderr, fmt.Errorf("check pushed objects: %w", err))
 			}
 		}
 	}
-	return chainRepoHook("pre-receive", nil, bytes.NewReader(input), stdout, stderr)
+	return chainRepoHook(name, nil, bytes.NewReader(input), stdout, stderr)
 }
 
 var errOutsideGrant = errors.New("the pushed history reaches objects outside your grant")
@@ -186,7 +253,7 @@ func (h *hookEnv) readableTips() ([]string, error) {
 	var tips []string
 	for _, line := range strings.Split(string(out), "\n") {
 		id, ref, ok := strings.Cut(line, " ")
-		if ok && h.grants.Allows(h.repo, ref, principals.Read) {
+		if ok && DecideRef(h.grants, h.repo, ref, RefRead).Allowed {
 			tips = append(tips, id)
 		}
 	}
@@ -277,6 +344,18 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 			}
 		}
 	}
+	// Nothing changes before the serving process has recorded what will.
+	if err := h.passGate(cmds, reasons); err != nil {
+		if err != ErrAuditUnavailable {
+			// Not the serving process's answer: it could not be asked.
+			_ = reportHookError(os.Getenv(envHookErrors), "proc-receive", err)
+		}
+		for i := range reasons {
+			if reasons[i] == "" {
+				reasons[i] = ErrAuditUnavailable.Error()
+			}
+		}
+	}
 	for i, c := range cmds {
 		if reasons[i] != "" {
 			log = append(log, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reasons[i]})
@@ -296,6 +375,27 @@ func (h *hookEnv) procReceive(stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	return writeFlush(stdout)
+}
+
+// passGate asks the serving process to let the updates reasons allow
+// happen; it records them first. When none is allowed there is nothing to
+// ask.
+func (h *hookEnv) passGate(cmds []refCommand, reasons []string) error {
+	var decided []RefUpdate
+	allowed := false
+	for i, c := range cmds {
+		u := RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "allowed"}
+		if reasons[i] != "" {
+			u.Result, u.Reason = "refused", reasons[i]
+		} else {
+			allowed = true
+		}
+		decided = append(decided, u)
+	}
+	if !allowed {
+		return nil
+	}
+	return askGate(h.gate, decided)
 }
 
 // refusedByGit returns the updates pre-receive saw that are missing from
@@ -338,28 +438,8 @@ func readPushList(path string) ([]refCommand, error) {
 
 // refuseReason returns why c may not happen, or "" when the grants allow it.
 func (h *hookEnv) refuseReason(c refCommand) string {
-	access, ok := h.grants.Max(h.repo, c.ref)
-	if !ok {
-		return "not in your grant"
-	}
-	switch {
-	case isZeroID(c.new):
-		if !access.Includes(principals.Force) {
-			return "deleting needs force access"
-		}
-	case isZeroID(c.old):
-		if !access.Includes(principals.Write) {
-			return "creating needs write access"
-		}
-	default:
-		if !access.Includes(principals.Write) {
-			return "updating needs write access"
-		}
-		if !access.Includes(principals.Force) && !isAncestor(c.old, c.new) {
-			return "non-fast-forward update needs force access"
-		}
-	}
-	return ""
+	op := pushOp(c.old, c.new, func() bool { return isAncestor(c.old, c.new) })
+	return DecideRef(h.grants, h.repo, c.ref, op).Reason()
 }
 
 func isAncestor(old, new string) bool {
@@ -370,8 +450,7 @@ func isAncestor(old, new string) bool {
 func (h *hookEnv) postReceive(stdin io.Reader, stdout, stderr io.Writer) int {
 	input, err := io.ReadAll(stdin)
 	if err != nil {
-		fmt.Fprintf(stderr, "jitssh: post-receive: %v\n", err)
-		return 1
+		return hookFailed("post-receive", stderr, fmt.Errorf("read updates: %w", err))
 	}
 	var log []RefUpdate
 	for _, line := range strings.Split(strings.TrimSpace(string(input)), "\n") {
@@ -383,7 +462,8 @@ func (h *hookEnv) postReceive(stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	if err := h.appendReport(log); err != nil {
-		fmt.Fprintf(stderr, "jitssh: post-receive: %v\n", err)
+		// The refs changed all the same; the audit record will miss them.
+		hookFailed("post-receive", stderr, err)
 	}
 	return chainRepoHook("post-receive", nil, bytes.NewReader(input), stdout, stderr)
 }
@@ -427,10 +507,9 @@ func chainRepoHook(name string, args []string, stdin io.Reader, stdout, stderr i
 	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
-			return exit.ExitCode()
+			return exit.ExitCode() // the repository's hook said no
 		}
-		fmt.Fprintf(stderr, "jitssh: %s hook: %v\n", name, err)
-		return 1
+		return hookFailed(name, stderr, fmt.Errorf("run the repository's own hook: %w", err))
 	}
 	return 0
 }

@@ -3,11 +3,13 @@ package sshd
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -24,21 +26,30 @@ const (
 	maxKRLSize         = 64 << 20
 )
 
+// ErrRevocationStale is the error KRLURL gives while its list is stale.
+var ErrRevocationStale = errors.New("revocation list is stale")
+
 // KRLURL is a RevocationChecker that polls a KRL over HTTP, as the approval
 // daemon publishes it. Its fail-closed rule: when no fetch has succeeded
 // for MaxStale, every certificate's status is unknown, and so refused,
-// until a fetch succeeds again.
+// until a fetch succeeds again. It logs at Error once when the list goes
+// stale, and at Info once when it is fresh again, however many
+// certificates it refuses in between.
 type KRLURL struct {
 	url      string
 	refresh  time.Duration
 	maxStale time.Duration
 	client   *http.Client
 	logger   *slog.Logger
+	now      func() time.Time
 
 	mu      sync.RWMutex
 	krl     *ca.KRL
 	fetched time.Time
 	lastErr error
+	// stale is whether the Error line for the current stale spell was
+	// written.
+	stale atomic.Bool
 }
 
 // NewKRLURL returns a source for url; Run starts polling.
@@ -52,7 +63,7 @@ func NewKRLURL(url string, refresh, maxStale time.Duration, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
-	return &KRLURL{url: url, refresh: refresh, maxStale: maxStale, logger: logger,
+	return &KRLURL{url: url, refresh: refresh, maxStale: maxStale, logger: logger, now: time.Now,
 		client: &http.Client{Timeout: 10 * time.Second}}
 }
 
@@ -62,7 +73,9 @@ func (k *KRLURL) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if err := k.Fetch(ctx); err != nil {
-			k.logger.Warn("revocation list fetch failed", "url", k.url, "error", err.Error())
+			k.logger.Warn("revocation list fetch failed", "url", k.url, "err", err)
+			// Said here too, so a server nobody connects to says it.
+			_ = k.staleness()
 		}
 		select {
 		case <-ctx.Done():
@@ -95,8 +108,11 @@ func (k *KRLURL) Fetch(ctx context.Context) error {
 		return k.fail(err)
 	}
 	k.mu.Lock()
-	k.krl, k.fetched, k.lastErr = krl, time.Now(), nil
+	k.krl, k.fetched, k.lastErr = krl, k.now(), nil
 	k.mu.Unlock()
+	if k.stale.CompareAndSwap(true, false) {
+		k.logger.Info("revocation list is fresh again; certificates are accepted again", "url", k.url)
+	}
 	return nil
 }
 
@@ -109,10 +125,32 @@ func (k *KRLURL) fail(err error) error {
 
 // Revoked reports whether cert is revoked by the last fetched KRL.
 func (k *KRLURL) Revoked(cert *ssh.Certificate) (bool, error) {
+	if err := k.staleness(); err != nil {
+		return false, err
+	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	if k.krl == nil || time.Since(k.fetched) > k.maxStale {
-		return false, fmt.Errorf("revocation list from %s is stale (last error: %v)", k.url, k.lastErr)
-	}
 	return k.krl.IsRevoked(cert), nil
+}
+
+// staleness returns the error every certificate gets while the list is
+// stale, and logs the first one of a stale spell at Error.
+func (k *KRLURL) staleness() error {
+	k.mu.RLock()
+	krl, fetched, lastErr := k.krl, k.fetched, k.lastErr
+	k.mu.RUnlock()
+	if krl != nil && k.now().Sub(fetched) <= k.maxStale {
+		return nil
+	}
+	since := "yet"
+	if krl != nil {
+		since = "for " + k.now().Sub(fetched).Round(time.Second).String()
+	}
+	err := fmt.Errorf("%w: no fetch of %s has succeeded %s (last error: %v); every certificate is refused until one does",
+		ErrRevocationStale, k.url, since, lastErr)
+	if k.stale.CompareAndSwap(false, true) {
+		k.logger.Error("revocation list is stale; refusing every certificate until a fetch succeeds",
+			"url", k.url, "max_stale", k.maxStale.String(), "err", err)
+	}
+	return err
 }

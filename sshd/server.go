@@ -17,12 +17,14 @@ import (
 
 // Defaults for ServerOptions' limits.
 const (
-	DefaultHandshakeTimeout   = 10 * time.Second
-	DefaultIdleTimeout        = 2 * time.Minute // well above git's 5 s keepalives
-	DefaultMaxConnections     = 1024
-	DefaultMaxPerSource       = 128
-	DefaultMaxSessionsPerConn = 4
-	DefaultRecheckInterval    = 2 * time.Second
+	DefaultHandshakeTimeout       = 10 * time.Second
+	DefaultIdleTimeout            = 2 * time.Minute // well above git's 5 s keepalives
+	DefaultMaxConnections         = 1024
+	DefaultMaxPerSource           = 128
+	DefaultMaxSessionsPerConn     = 4
+	DefaultMaxHandshakes          = 64
+	DefaultMaxHandshakesPerSource = 16
+	DefaultRecheckInterval        = 2 * time.Second
 
 	maxAuthTries = 32
 )
@@ -45,19 +47,27 @@ type ServerOptions struct {
 	MaxConnections     int
 	MaxPerSource       int
 	MaxSessionsPerConn int
+	// MaxHandshakes bounds the handshakes in progress at once, and
+	// MaxHandshakesPerSource those from one address; further connections
+	// wait, their handshake timeout not yet running.
+	MaxHandshakes          int
+	MaxHandshakesPerSource int
 	// KeepExpired leaves a connection open past its certificate's
 	// expiry or revocation. By default such a connection is closed.
 	KeepExpired bool
 	// RecheckInterval is how often an open connection's certificate is
-	// checked against revocations again.
+	// verified again, with the Verifier of the moment.
 	RecheckInterval time.Duration
 }
 
 // Server is the native Git SSH front-end: certificates only, the same
 // authorization core as git-shell.
 type Server struct {
-	opts ServerOptions
-	srv  *gliderssh.Server
+	opts     ServerOptions
+	srv      *gliderssh.Server
+	pipeline *pipeline
+
+	handshakes *handshakeGate
 
 	mu        sync.Mutex
 	perSource map[string]int
@@ -87,8 +97,11 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	setDefaultInt(&opts.MaxConnections, DefaultMaxConnections)
 	setDefaultInt(&opts.MaxPerSource, DefaultMaxPerSource)
 	setDefaultInt(&opts.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
+	setDefaultInt(&opts.MaxHandshakes, DefaultMaxHandshakes)
+	setDefaultInt(&opts.MaxHandshakesPerSource, DefaultMaxHandshakesPerSource)
 
-	s := &Server{opts: opts, perSource: map[string]int{}}
+	s := &Server{opts: opts, perSource: map[string]int{}, handshakes: newHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)}
+	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
 	s.srv = &gliderssh.Server{
 		Handler:              s.handleSession,
 		PublicKeyHandler:     s.offeredKey,
@@ -139,6 +152,7 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting and waits for open connections to finish
 // until ctx is done; then it closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.handshakes.close()
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return s.srv.Close()
@@ -147,7 +161,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listener and every connection now.
-func (s *Server) Close() error { return s.srv.Close() }
+func (s *Server) Close() error {
+	s.handshakes.close()
+	return s.srv.Close()
+}
 
 // serverConfig adds the callback that sees only the key that completed
 // authentication. The identity every later decision uses comes from it.
@@ -159,7 +176,17 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 	cfg.VerifiedPublicKeyCallback = func(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 		id, err := s.opts.Verifier().Verify(key, conn.RemoteAddr())
 		if err != nil {
+			// Accepted when offered, refused now that it signed: the
+			// verifier changed in between.
+			if tc, ok := ctx.Value(connKey).(*trackedConn); ok {
+				tc.refused(key, err)
+			}
 			return nil, err
+		}
+		// The handshake timeout may have ended the connection a moment
+		// ago; then this key must not get in either.
+		if tc, ok := ctx.Value(connKey).(*trackedConn); ok && !tc.authenticated() {
+			return nil, errHandshakeTimeout
 		}
 		perms := &ssh.Permissions{ExtraData: map[any]any{identityKey: id}}
 		if sa, ok := id.Cert.CriticalOptions[sourceAddressOption]; ok {
@@ -173,8 +200,8 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 
 // offeredKey answers the client's "would you accept this key?" queries.
 // Nothing it learns is kept: a key that is offered is not yet a key that
-// signed. Refusals are remembered only to be recorded if the connection
-// never authenticates: clients routinely offer several keys.
+// signed. Refusals are remembered, to be recorded when the connection
+// ends.
 func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	_, err := s.opts.Verifier().Verify(key, ctx.RemoteAddr())
 	if err != nil {
@@ -186,20 +213,6 @@ func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool
 	return true
 }
 
-// recordFailedAuth records one refusal for a connection that closed
-// without authenticating, naming the last certificate it offered, or the
-// last key when it offered none.
-func (s *Server) recordFailedAuth(tc *trackedConn) {
-	tc.mu.Lock()
-	e := tc.failure
-	tc.mu.Unlock()
-	if e == nil {
-		return
-	}
-	s.opts.Metrics.operation("auth", Deny)
-	_ = s.opts.Recorder.Record(context.Background(), *e)
-}
-
 // identity returns the identity the completed handshake verified, or nil.
 func identity(ctx gliderssh.Context) *Identity {
 	conn, ok := ctx.Value(gliderssh.ContextKeyConn).(*ssh.ServerConn)
@@ -208,92 +221,6 @@ func identity(ctx gliderssh.Context) *Identity {
 	}
 	id, _ := conn.Permissions.ExtraData[identityKey].(*Identity)
 	return id
-}
-
-// admit applies the connection limits and the handshake timeout.
-func (s *Server) admit(ctx gliderssh.Context, conn net.Conn) net.Conn {
-	source := "?"
-	if ip := remoteIP(conn.RemoteAddr()); ip != nil {
-		source = ip.String()
-	}
-	s.mu.Lock()
-	if s.total >= s.opts.MaxConnections || s.perSource[source] >= s.opts.MaxPerSource {
-		s.mu.Unlock()
-		s.opts.Logger.Warn("connection refused: limit reached", "remote", conn.RemoteAddr().String())
-		s.opts.Metrics.refusedConn()
-		return nil
-	}
-	s.total++
-	s.perSource[source]++
-	s.mu.Unlock()
-	s.opts.Metrics.connOpened()
-
-	tc := &trackedConn{Conn: conn, remote: conn.RemoteAddr().String()}
-	tc.release = func() {
-		s.mu.Lock()
-		s.total--
-		if s.perSource[source]--; s.perSource[source] <= 0 {
-			delete(s.perSource, source)
-		}
-		s.mu.Unlock()
-		s.opts.Metrics.connClosed()
-		if identity(ctx) == nil {
-			s.recordFailedAuth(tc)
-		}
-	}
-	ctx.SetValue(connKey, tc)
-	// A client that does not finish authenticating in time is dropped,
-	// however slowly it trickles bytes.
-	tc.handshake = time.AfterFunc(s.opts.HandshakeTimeout, func() {
-		if identity(ctx) == nil {
-			conn.Close()
-		}
-	})
-	return tc
-}
-
-const connKey ctxKey = "jitssh-conn"
-
-type trackedConn struct {
-	net.Conn
-	remote    string
-	once      sync.Once
-	release   func()
-	handshake *time.Timer
-
-	mu      sync.Mutex
-	failure *Event
-}
-
-// refused notes a refused key offer.
-func (c *trackedConn) refused(key ssh.PublicKey, err error) {
-	e := &Event{Time: time.Now().UTC(), Decision: Deny, Reason: err.Error(), Remote: c.remote, Command: "auth"}
-	cert, isCert := key.(*ssh.Certificate)
-	if isCert {
-		e.Serial, e.KeyID, e.Principals = cert.Serial, cert.KeyId, cert.ValidPrincipals
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// ssh offers a certificate and then its plain key; the certificate's
-	// refusal is the one that says what happened.
-	if c.failure != nil && c.failure.KeyID != "" && !isCert {
-		return
-	}
-	c.failure = e
-}
-
-func (c *trackedConn) Read(p []byte) (int, error) {
-	quickAck(c.Conn)
-	return c.Conn.Read(p)
-}
-
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.handshake.Stop()
-		c.release()
-	})
-	return err
 }
 
 // limitSessions caps concurrent sessions on one connection, and starts
@@ -344,8 +271,10 @@ func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
 			conn.Close()
 			return
 		case <-tick.C:
-			if err := s.recheck(id); err != nil {
-				s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "reason", err.Error())
+			// The same rule that let the certificate in, with the current
+			// CAs and revocations.
+			if _, err := s.opts.Verifier().Verify(id.Cert, conn.RemoteAddr()); err != nil {
+				s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "err", err)
 				conn.Close()
 				return
 			}
@@ -353,63 +282,25 @@ func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
 	}
 }
 
-// recheck asks the current revocation sources about id again.
-func (s *Server) recheck(id *Identity) error {
-	v := s.opts.Verifier()
-	for _, rc := range v.Revocations {
-		revoked, err := rc.Revoked(id.Cert)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrRevocationUnknown, err)
-		}
-		if revoked {
-			return ErrRevoked
-		}
-	}
-	if !v.trusts(id.Cert.SignatureKey) {
-		return ErrUntrustedCA
-	}
-	return nil
-}
-
-// handleSession runs one exec request.
+// handleSession runs one exec request through the pipeline git-shell
+// runs too.
 func (s *Server) handleSession(sess gliderssh.Session) {
-	started := time.Now()
 	ctx := sess.Context()
-	id := identity(ctx)
-	command := sess.RawCommand()
-	remote := sess.RemoteAddr().String()
-	var d Decision
-	if id == nil {
-		d = Decision{Err: ErrNoGrants}
-	} else if sess.Subsystem() != "" {
-		d = Decision{Identity: id, Err: fmt.Errorf("%w: subsystem %q", ErrCommand, sess.Subsystem())}
-	} else {
-		d = Decide(s.opts.Repos, id, command)
+	r := execRequest{
+		id:          identity(ctx),
+		remote:      sess.RemoteAddr().String(),
+		command:     sess.RawCommand(),
+		gitProtocol: gitProtocolEnv(sess.Environ()),
+		stdio:       Stdio{In: sess, Out: sess, Err: sess.Stderr()},
+		exit:        func(code int) { _ = sess.Exit(code) },
 	}
-	authTook := time.Since(started)
-	ev := NewEvent(d, remote, command)
-	s.opts.Metrics.authorized(authTook)
-	if !d.Allowed() {
-		fmt.Fprintln(sess.Stderr(), ClientMessage(d.Err))
-		_ = sess.Exit(1)
-		s.opts.Metrics.operation(string(d.Command.Service), Deny)
-		_ = s.opts.Recorder.Record(ctx, ev)
-		return
+	switch {
+	case r.id == nil:
+		r.refused = ErrNoGrants
+	case sess.Subsystem() != "":
+		r.refused = fmt.Errorf("%w: subsystem %q", ErrCommand, sess.Subsystem())
 	}
-	res, err := s.opts.Git.Serve(ctx, d, gitProtocolEnv(sess.Environ()), Stdio{In: sess, Out: sess, Err: sess.Stderr()})
-	code := 0
-	if err != nil {
-		code = 1
-	}
-	_ = sess.Exit(code)
-	ev.Complete(res, err, time.Since(started))
-	s.opts.Metrics.operation(string(d.Command.Service), Allow)
-	s.opts.Metrics.transferred(res.BytesIn, res.BytesOut)
-	// Recorded after the client has its answer: the operation already
-	// happened, and an fsync must not add to every fetch's latency.
-	if err := s.opts.Recorder.Record(ctx, ev); err != nil {
-		s.opts.Logger.Error("audit record failed", "error", err.Error(), "serial", ev.Serial)
-	}
+	s.pipeline.serve(ctx, r)
 }
 
 // gitProtocolEnv picks GIT_PROTOCOL out of the client's env requests.

@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -250,24 +251,30 @@ func TestNativeIgnoresClientEnvironment(t *testing.T) {
 	assert.Equal(t, "version=2", gitProtocolEnv([]string{"GIT_PROTOCOL=version=2"}))
 }
 
+// TestNativeConcurrentClones: 200 clones at once, more than the server
+// shakes hands with at a time, all succeed and get the right history.
 func TestNativeConcurrentClones(t *testing.T) {
 	if testing.Short() {
 		t.Skip("200 clones")
 	}
-	n := startNative(t, func(o *ServerOptions) { o.MaxPerSource = 512; o.MaxConnections = 512 })
+	n := startNative(t, func(o *ServerOptions) {
+		o.MaxPerSource, o.MaxConnections = 512, 512
+		// The 400 client processes this test starts at once on a small
+		// machine can take longer than the default to do their own half
+		// of a handshake; the timeout is for clients that stall, which
+		// these do not, and has tests of its own.
+		o.HandshakeTimeout = 2 * time.Minute
+	})
 	u := n.newUser("crowd", time.Hour, "git:read:demo/app:refs/heads/main")
 	n.startAgent(u)
 	const clones = 200
 	root := t.TempDir()
 	var wg sync.WaitGroup
 	errs := make(chan error, clones)
-	sem := make(chan struct{}, 200)
 	for i := 0; i < clones; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
 			dir := filepath.Join(root, fmt.Sprint(i))
 			out, err := n.gitAs(u, root, "clone", "-q", n.url("demo/app"), dir)
 			if err != nil {
@@ -285,6 +292,89 @@ func TestNativeConcurrentClones(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	served := 0
+	for _, e := range n.events.all() {
+		if e.Stage == "" && e.Decision == Allow && e.Service == string(UploadPack) && e.Error == "" {
+			served++
+		}
+	}
+	assert.Equal(t, clones, served, "upload-packs recorded as served")
+}
+
+// TestNativeHandshakeSlots: beyond MaxHandshakesPerSource, a connection
+// waits for a slot before its handshake begins (the server does not even
+// send its banner), and its handshake timeout has not started; it gets
+// its turn when a slot frees.
+func TestNativeHandshakeSlots(t *testing.T) {
+	n := startNative(t, func(o *ServerOptions) { o.MaxHandshakesPerSource = 1; o.HandshakeTimeout = time.Second })
+	banner := func(c net.Conn, wait time.Duration) (string, error) {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	first, err := net.Dial("tcp", n.addr.String())
+	require.NoError(t, err)
+	defer first.Close()
+	line, err := banner(first, 5*time.Second)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(line, "SSH-2.0-"))
+
+	second, err := net.Dial("tcp", n.addr.String())
+	require.NoError(t, err)
+	defer second.Close()
+	_, err = banner(second, 300*time.Millisecond)
+	var ne net.Error
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "the second handshake began while the first held the only slot: %v", err)
+	first.Close()
+	line, err = banner(second, 5*time.Second)
+	require.NoError(t, err, "the waiting connection never got its turn")
+	assert.True(t, strings.HasPrefix(line, "SSH-2.0-"))
+
+	// Connections that waited longer than the handshake timeout still get
+	// a whole handshake of their own: a real clone behind three silent
+	// connections, each holding the slot for the timeout.
+	for range 3 {
+		c, err := net.Dial("tcp", n.addr.String())
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	second.Close()
+	u := n.newUser("patient", time.Hour, "git:read:demo/app:*")
+	n.startAgent(u)
+	out, err := n.gitAs(u, t.TempDir(), "ls-remote", n.url("demo/app"))
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "refs/heads/main")
+}
+
+// TestHandshakeEndsOnce: a handshake ends authenticated or timed out,
+// never both: a key that signs just after the timeout fired does not get
+// in, and a timeout just after authentication does not close the
+// connection.
+func TestHandshakeEndsOnce(t *testing.T) {
+	newConn := func() (*trackedConn, net.Conn, *int) {
+		server, client := net.Pipe()
+		slots := 1
+		tc := &trackedConn{Conn: server, release: func() {}, handshake: time.NewTimer(time.Hour)}
+		tc.endHandshake = func() { slots-- }
+		return tc, client, &slots
+	}
+	closed := func(c net.Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF)
+	}
+
+	tc, client, slots := newConn()
+	require.True(t, tc.authenticated())
+	tc.timeout()
+	assert.Equal(t, 0, *slots)
+	go tc.Conn.Write([]byte("x"))
+	assert.False(t, closed(client), "a timeout after authentication closed the connection")
+
+	tc, client, slots = newConn()
+	tc.timeout()
+	assert.True(t, closed(client), "the timeout did not close the connection")
+	assert.False(t, tc.authenticated(), "a key got in after the timeout")
+	assert.Equal(t, 0, *slots, "the slot was freed twice, or never")
 }
 
 // TestNativeSourceAddress binds a certificate to 127.0.0.2 and connects
@@ -328,5 +418,37 @@ func TestNativeIdleConnectionIsClosed(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("an idle connection was still open after 5s with a 0.7s idle timeout")
+	}
+}
+
+// TestNativeRecheckUsesVerifier: an open connection is checked again with
+// the current Verifier's own rule, whatever it refuses the certificate
+// for: a CA no longer trusted, or a validity window its clock has left.
+func TestNativeRecheckUsesVerifier(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		reload func(n *native) *Verifier
+	}{
+		{"CA no longer trusted", func(n *native) *Verifier {
+			return &Verifier{CAs: []ssh.PublicKey{newCA(t).PublicKey()}, Revocations: []RevocationChecker{n.revoked}}
+		}},
+		{"clock past the validity window", func(n *native) *Verifier {
+			return &Verifier{CAs: []ssh.PublicKey{n.ca.PublicKey()}, Revocations: []RevocationChecker{n.revoked},
+				Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := startNative(t, func(o *ServerOptions) { o.RecheckInterval = 50 * time.Millisecond })
+			u := n.newUser("held", time.Hour, "git:read:demo/app:*")
+			n.startAgent(u)
+			done, stop := n.holdUploadPack(u)
+			defer stop()
+			n.verifier.Store(tt.reload(n))
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("connection still open 10s after the verifier stopped accepting its certificate")
+			}
+		})
 	}
 }

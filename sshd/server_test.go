@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -155,22 +156,36 @@ func (n *native) newUser(name string, ttl time.Duration, grants ...string) *user
 
 // startAgent runs a real ssh-agent holding the user's key and certificate.
 func (n *native) startAgent(u *user) {
+	u.agent = n.startSharedAgent(u)
+}
+
+// startSharedAgent runs a real ssh-agent holding the keys and
+// certificates of users, and returns its socket.
+func (n *native) startSharedAgent(users ...*user) string {
 	t := n.t
-	sock := filepath.Join(n.dir, filepath.Base(u.keyFile)+".agent")
+	dir, err := os.MkdirTemp("", "agent") // short: a socket path has a length limit
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "sock")
 	agent := exec.Command("ssh-agent", "-D", "-a", sock)
 	require.NoError(t, agent.Start())
 	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
-	for i := 0; i < 100; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The socket exists a moment before the agent listens on it; ssh-add
+	// -l exits 2 until it can connect.
+	require.Eventually(t, func() bool {
+		list := exec.Command("ssh-add", "-l")
+		list.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		err := list.Run()
+		var exit *exec.ExitError
+		return err == nil || errors.As(err, &exit) && exit.ExitCode() == 1
+	}, 10*time.Second, 20*time.Millisecond, "ssh-agent did not start")
+	for _, u := range users {
+		add := exec.Command("ssh-add", u.keyFile)
+		add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		out, err := add.CombinedOutput()
+		require.NoError(t, err, "%s", out)
 	}
-	add := exec.Command("ssh-add", u.keyFile)
-	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
-	out, err := add.CombinedOutput()
-	require.NoError(t, err, string(out))
-	u.agent = sock
+	return sock
 }
 
 // sshCommand is the GIT_SSH_COMMAND for u: host key pinned, keys only
@@ -440,10 +455,11 @@ func TestNativeRecordsRefusalsGitMakes(t *testing.T) {
 		refspecs []string
 		want     map[string]string
 	}{
+		// main is hidden from bob, so his client asks to create it.
 		{"hidden ref alone", []string{"HEAD:refs/heads/main"},
-			map[string]string{"refs/heads/main": "refused: not in your grant"}},
+			map[string]string{"refs/heads/main": "refused: not in your grant: creating refs/heads/main needs write access on demo/app"}},
 		{"hidden ref beside a granted one", []string{"HEAD:refs/heads/feature/a", "HEAD:refs/tags/v1"},
-			map[string]string{"refs/heads/feature/a": "updated: ", "refs/tags/v1": "refused: not in your grant"}},
+			map[string]string{"refs/heads/feature/a": "updated: ", "refs/tags/v1": "refused: not in your grant: creating refs/tags/v1 needs write access on demo/app"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(n.events.all())
@@ -455,4 +471,87 @@ func TestNativeRecordsRefusalsGitMakes(t *testing.T) {
 			assert.Equal(t, tt.want, refused(events[len(events)-1]))
 		})
 	}
+}
+
+// revocationUnknownFor fails for one serial, as a revocation source that
+// cannot answer does.
+type revocationUnknownFor uint64
+
+func (s revocationUnknownFor) Revoked(cert *ssh.Certificate) (bool, error) {
+	if cert.Serial == uint64(s) {
+		return false, errors.New("revocation list is stale")
+	}
+	return false, nil
+}
+
+// TestNativeRecordsEveryRefusedCertificate: one connection offers, from
+// the real ssh client's agent, a certificate bound to another source
+// address, one whose revocation status is unknown and one from an
+// untrusted CA. Each is on the record under its own serial and key ID,
+// with its own reason, whether or not a good certificate gets in after
+// them.
+func TestNativeRecordsEveryRefusedCertificate(t *testing.T) {
+	n := startNative(t, nil)
+	bound := n.newUser("bound", time.Hour)
+	pub := userPub(t, bound)
+	var err error
+	bound.cert, err = n.ca.Sign(caRequest(t, pub, "127.0.0.2/32", "git:read:demo/app:*"), serialFunc(n.nextSerial))
+	require.NoError(t, err)
+	bound.certFile = bound.keyFile + "-cert.pub"
+	require.NoError(t, os.WriteFile(bound.certFile, ssh.MarshalAuthorizedKey(bound.cert), 0o644))
+	stale := n.newUser("stale", time.Hour, "git:read:demo/app:*")
+	other, err := ca.New(mustEd25519(t))
+	require.NoError(t, err)
+	foreign := n.newUser("foreign", 0)
+	foreign.cert = signWith(t, other, foreign, "git:read:demo/app:*")
+	good := n.newUser("good", time.Hour, "git:read:demo/app:*")
+
+	n.verifier.Store(&Verifier{CAs: []ssh.PublicKey{n.ca.PublicKey()}, Revocations: []RevocationChecker{n.revoked, revocationUnknownFor(stale.cert.Serial)}})
+	want := map[string]string{
+		"bound/req-1": "source address not allowed",
+		"stale/req-1": "revocation status unknown",
+		"x/req":       "signed by an untrusted CA",
+	}
+	for _, tt := range []struct {
+		name  string
+		users []*user
+		ok    bool
+	}{
+		{"all refused", []*user{bound, stale, foreign}, false},
+		{"refused, then one that gets in", []*user{bound, stale, foreign, good}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			agentUser := &user{agent: n.startSharedAgent(tt.users...)}
+			before := len(n.events.all())
+			out, err := n.gitAs(agentUser, t.TempDir(), "ls-remote", n.url("demo/app"))
+			if tt.ok {
+				require.NoError(t, err, out)
+			} else {
+				require.Error(t, err, out)
+			}
+			var got map[string]string
+			require.Eventually(t, func() bool {
+				got = map[string]string{}
+				for _, e := range n.events.all()[before:] {
+					if e.Command == "auth" {
+						got[e.KeyID] = e.Reason
+					}
+				}
+				return len(got) >= len(want)
+			}, 10*time.Second, 20*time.Millisecond, "auth events: %+v", n.events.all()[before:])
+			require.Len(t, got, len(want), "%+v", got)
+			for keyID, reason := range want {
+				assert.True(t, strings.HasPrefix(got[keyID], reason), "%s refused for %q, want %q", keyID, got[keyID], reason)
+			}
+		})
+	}
+}
+
+func userPub(t *testing.T, u *user) ssh.PublicKey {
+	t.Helper()
+	data, err := os.ReadFile(u.keyFile + ".pub")
+	require.NoError(t, err)
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	require.NoError(t, err)
+	return pub
 }

@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
-
-	"github.com/jitssh/jitssh/ca"
 )
 
 // ShellConfig is what both stock-OpenSSH commands, git-shell and
@@ -29,25 +28,16 @@ type ShellConfig struct {
 	Skew time.Duration
 	// Recorder receives every decision.
 	Recorder Recorder
+	// Logger is the server's log, never the client's stderr; nil logs
+	// nothing.
+	Logger *slog.Logger
 	// Git configures the git runner.
 	Git GitOptions
 }
 
 // verifier builds the Verifier the config describes.
 func (c ShellConfig) verifier() (*Verifier, error) {
-	cas, err := ca.LoadPublicKeys(c.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("load trusted CAs: %w", err)
-	}
-	v := &Verifier{CAs: cas, Skew: c.Skew}
-	if c.KRLFile != "" {
-		krl, err := OpenKRLFile(c.KRLFile)
-		if err != nil {
-			return nil, err
-		}
-		v.Revocations = append(v.Revocations, krl)
-	}
-	return v, nil
+	return newVerifier([]string{c.CAFile}, c.KRLFile, c.Skew)
 }
 
 // ErrAuthInfo is returned when OpenSSH did not expose exactly one
@@ -55,74 +45,54 @@ func (c ShellConfig) verifier() (*Verifier, error) {
 var ErrAuthInfo = errors.New("no certificate in SSH_USER_AUTH")
 
 // GitShell is the forced command for stock OpenSSH. It re-verifies the
-// certificate OpenSSH exposed in SSH_USER_AUTH, decides
-// SSH_ORIGINAL_COMMAND with the same core as the native server, and runs
-// git. getenv reads the session environment. It returns the exit code.
+// certificate OpenSSH exposed in SSH_USER_AUTH, then decides, runs and
+// records SSH_ORIGINAL_COMMAND through the same pipeline as the native
+// server. getenv reads the session environment. It returns the exit code.
 func GitShell(ctx context.Context, cfg ShellConfig, getenv func(string) string, stdio Stdio) int {
-	started := time.Now()
-	command := getenv("SSH_ORIGINAL_COMMAND")
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
 	remote := remoteFromSSHConnection(getenv("SSH_CONNECTION"))
-	remoteStr := ""
+	r := execRequest{
+		command:     getenv("SSH_ORIGINAL_COMMAND"),
+		gitProtocol: getenv("GIT_PROTOCOL"),
+		stdio:       stdio,
+	}
 	if remote != nil {
-		remoteStr = remote.String()
+		r.remote = remote.String()
 	}
-	d, err := shellDecide(cfg, getenv("SSH_USER_AUTH"), remote, command)
-	if err != nil {
-		d.Err = err
+	code := 1
+	r.exit = func(c int) { code = c }
+	p := &pipeline{recorder: cfg.Recorder, logger: logger}
+	r.id, r.refused = shellVerify(cfg, getenv("SSH_USER_AUTH"), remote)
+	if r.refused == nil {
+		p.repos, r.refused = NewRepos(cfg.Repos)
 	}
-	ev := NewEvent(d, remoteStr, command)
-	if !d.Allowed() {
-		if err := record(ctx, cfg.Recorder, ev); err != nil {
-			fmt.Fprintln(stdio.Err, "jitssh: audit unavailable")
+	if r.refused == nil {
+		var err error
+		if p.git, err = NewGit(cfg.Git); err != nil {
+			r.refused = fmt.Errorf("start git: %w", err)
+		} else {
+			defer p.git.Close()
 		}
-		fmt.Fprintln(stdio.Err, ClientMessage(d.Err))
-		return 1
 	}
-	g, err := NewGit(cfg.Git)
-	if err != nil {
-		fmt.Fprintln(stdio.Err, "jitssh: internal error")
-		ev.Decision, ev.Reason = Deny, err.Error()
-		_ = record(ctx, cfg.Recorder, ev)
-		return 1
-	}
-	defer g.Close()
-	res, err := g.Serve(ctx, d, getenv("GIT_PROTOCOL"), stdio)
-	ev.Complete(res, err, time.Since(started))
-	if rerr := record(ctx, cfg.Recorder, ev); rerr != nil {
-		fmt.Fprintln(stdio.Err, "jitssh: audit unavailable")
-		return 1
-	}
-	if err != nil {
-		return 1
-	}
-	return 0
+	p.serve(ctx, r)
+	return code
 }
 
-func record(ctx context.Context, r Recorder, e Event) error {
-	if r == nil {
-		return nil
-	}
-	return r.Record(ctx, e)
-}
-
-func shellDecide(cfg ShellConfig, authFile string, remote net.Addr, command string) (Decision, error) {
+// shellVerify verifies the certificate OpenSSH authenticated, as the
+// native server verifies the key that completed its handshake.
+func shellVerify(cfg ShellConfig, authFile string, remote net.Addr) (*Identity, error) {
 	cert, err := readAuthInfo(authFile)
 	if err != nil {
-		return Decision{}, err
+		return nil, err
 	}
 	v, err := cfg.verifier()
 	if err != nil {
-		return Decision{}, err
+		return nil, err
 	}
-	id, err := v.Verify(cert, remote)
-	if err != nil {
-		return Decision{}, err
-	}
-	repos, err := NewRepos(cfg.Repos)
-	if err != nil {
-		return Decision{Identity: id}, err
-	}
-	return Decide(repos, id, command), nil
+	return v.Verify(cert, remote)
 }
 
 // readAuthInfo reads the key OpenSSH wrote to the SSH_USER_AUTH file:
@@ -201,9 +171,11 @@ func PrincipalsCommand(ctx context.Context, cfg ShellConfig, keyType, keyBlob st
 	v.skipSourceAddress = true
 	id, err := v.Verify(cert, nil)
 	if err != nil {
-		ev := NewEvent(Decision{Err: err}, "", "principals-command")
-		ev.Serial, ev.KeyID, ev.Principals = cert.Serial, cert.KeyId, cert.ValidPrincipals
-		_ = record(ctx, cfg.Recorder, ev)
+		if cfg.Recorder != nil {
+			if rerr := cfg.Recorder.Record(ctx, authEvent(cert, err, "", "principals-command")); rerr != nil {
+				return fmt.Errorf("%w (and audit record failed: %w)", err, rerr)
+			}
+		}
 		return err
 	}
 	command := authorizedKeysQuote(shellQuoteArgs(shellArgv))

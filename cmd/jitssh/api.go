@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +48,8 @@ type apiRequest struct {
 	States    []string `json:"states,omitempty"`
 	Mine      bool     `json:"mine,omitempty"`
 	Limit     int      `json:"limit,omitempty"`
+	AfterID   string   `json:"after_id,omitempty"` // list: the Next of the page before
+	Token     string   `json:"token,omitempty"`    // workload-submit: the CI/CD job's OIDC token
 }
 
 // apiResponse is every method's output.
@@ -58,6 +62,7 @@ type apiResponse struct {
 	Groups   []string             `json:"groups,omitempty"`
 	Request  *approvals.Request   `json:"request,omitempty"`
 	Requests []*approvals.Request `json:"requests,omitempty"`
+	Next     string               `json:"next,omitempty"` // list: the AfterID of the next page, when there may be one
 	Rules    []ruleSummary        `json:"rules,omitempty"`
 	// CanApprove names the people who may still approve Request.
 	CanApprove []string `json:"can_approve,omitempty"`
@@ -85,6 +90,10 @@ func settled(r *approvals.Request) bool {
 // out of bounds; the CLI exits with exitUsage on it.
 const codeBadRequest = "bad_request"
 
+// codeInternal is the code of every failure that is not a refusal of the
+// call: its detail stays in the daemon's log.
+const codeInternal = "internal"
+
 // errorCode maps the engine's sentinel errors to stable codes clients
 // branch on.
 func errorCode(err error) string {
@@ -101,12 +110,56 @@ func errorCode(err error) string {
 		{approvals.ErrBadRequest, codeBadRequest},
 		{approvals.ErrTooManyPending, "too_many_pending"},
 		{approvals.ErrForbidden, "forbidden"},
+		{approvals.ErrNotActive, "not_active"},
+		{approvals.ErrRateLimited, "rate_limited"},
+		{approvals.ErrIssue, codeNotIssued},
+		{approvals.ErrAudit, codeAuditUnavailable},
+		{approvals.ErrPolicyChanged, codePolicyChanged},
+		{approvals.ErrNoLeader, codeNoLeader},
+		{approvals.ErrNotNode, codeNotNode},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code
 		}
 	}
-	return "internal"
+	return codeInternal
+}
+
+// codeNotIssued: the request is approved, and its certificate could not
+// be issued yet; the daemon keeps trying. Why it could not is internal.
+const codeNotIssued = "not_issued"
+
+// codeAuditUnavailable: the change was applied, but the audit log cannot
+// be written, so it is held, not acknowledged; it is recorded, and takes
+// effect, once the log takes writes again.
+const codeAuditUnavailable = "audit_unavailable"
+
+// The cluster's refusals (see approvals.ErrPolicyChanged, ErrNoLeader,
+// ErrNotNode): the node that took the call cannot have the cluster make
+// the change now. What the client can do is ask again or ask another node;
+// which peer or policy version is the operator's business.
+const (
+	codePolicyChanged = "policy_changed"
+	codeNoLeader      = "no_leader"
+	codeNotNode       = "not_node"
+)
+
+// internalMessages are what a client is told, in place of the error, for
+// the codes whose detail stays in the log.
+var internalMessages = map[string]string{
+	codeInternal:         "internal error",
+	codeAuditUnavailable: "audit log unavailable: your change is held until the daemon can record it; nothing depends on it until then",
+	codeNotIssued:        "the request is approved, but its certificate is not issued yet; the daemon keeps trying, and waiting on the request picks it up",
+	codePolicyChanged:    "this node's policy differs from the cluster's, so it decides nothing until an operator reloads it; nothing was changed: ask another node",
+	codeNoLeader:         "the cluster has no leader this node can reach; the change was not acknowledged (reading the request tells whether it was made): try again shortly",
+	codeNotNode:          "this node cannot reach the cluster's leader (a peer is not a node of this cluster); nothing was changed",
+}
+
+// errorID names one internal error in the log.
+func errorID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // apiError is a failed call as the client sees it.

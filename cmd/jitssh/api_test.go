@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
 )
 
@@ -101,7 +105,12 @@ func TestAPIBadInput(t *testing.T) {
 		{"unknown method", "rm -rf /", "{}", "unknown method"},
 		{"unsigned request", methodSubmit, `{"repo":"demo/app","ref":"*","access":"read","public_key":"` + strings.TrimSpace(readFile(t, aliceKey+".pub")) + `"}`, "signed"},
 		{"bad ref", methodSubmit, `{"repo":"demo/app","ref":"refs/heads/../x","access":"read","dry_run":true}`, ""},
+		{"bidi override in a ref", methodSubmit, `{"repo":"demo/app","ref":"refs/heads/\u202egnp.exe","access":"read","dry_run":true}`, "does not print as itself"},
 		{"unknown request", methodApprove, `{"id":"req-nope"}`, ""},
+		{"duplicate key", methodSubmit, `{"repo":"demo/app","repo":"other/app","ref":"*","access":"read","dry_run":true}`, `field "repo" given twice`},
+		{"key in another case", methodSubmit, `{"Repo":"demo/app","ref":"*","access":"read","dry_run":true}`, `unknown field "Repo"`},
+		{"trailing data", methodSubmit, `{"repo":"demo/app","ref":"*","access":"read","dry_run":true} {"repo":"x"}`, "data after the JSON object"},
+		{"the daemon's host key", methodSubmit, `{"repo":"demo/app","ref":"*","access":"read","dry_run":true,"public_key":"` + hostKeyLine(t, dir) + `"}`, "host key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, out := d.rawAPI(t, tt.method, tt.body, "-i", aliceKey)
@@ -119,6 +128,15 @@ func TestAPIBadInput(t *testing.T) {
 	require.NoError(t, exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger).Run())
 	resp, _ := d.rawAPI(t, methodWhoami, "{}", "-i", stranger)
 	assert.False(t, resp.OK)
+}
+
+// hostKeyLine is the public half of the dev daemon's host key.
+func hostKeyLine(t *testing.T, dir string) string {
+	t.Helper()
+	known := readFile(t, filepath.Join(dir, "known_hosts"))
+	f := strings.Fields(known)
+	require.GreaterOrEqual(t, len(f), 3, known)
+	return f[1] + " " + f[2]
 }
 
 func readFile(t *testing.T, path string) string {
@@ -245,4 +263,114 @@ func TestRequestsWatchEachStateOnce(t *testing.T) {
 		require.Less(t, len(seen), 5, "states: %v", seen)
 	}
 	assert.Equal(t, []string{"approved", "approved/active"}, seen)
+}
+
+// TestDecodeAPIRequest: a body is empty or exactly one JSON object whose
+// keys are apiRequest's, spelled exactly, each once.
+func TestDecodeAPIRequest(t *testing.T) {
+	for _, tt := range []struct {
+		name, body string
+		want       apiRequest
+		err        string
+	}{
+		{"empty", "", apiRequest{}, ""},
+		{"blank", " \n", apiRequest{}, ""},
+		{"object", `{"id":"req-1","states":["pending"],"limit":3}` + "\n", apiRequest{ID: "req-1", States: []string{"pending"}, Limit: 3}, ""},
+		{"escaped key", `{"\u0069d":"req-1"}`, apiRequest{ID: "req-1"}, ""},
+		{"duplicate", `{"id":"a","id":"b"}`, apiRequest{}, `field "id" given twice`},
+		{"other case", `{"ID":"a"}`, apiRequest{}, `unknown field "ID"`},
+		{"folded case", `{"ſerial":1}`, apiRequest{}, `unknown field "ſerial"`}, // encoding/json folds ſ to s
+		{"unknown", `{"admin":true}`, apiRequest{}, `unknown field "admin"`},
+		{"trailing object", `{"id":"a"}{"id":"b"}`, apiRequest{}, "data after the JSON object"},
+		{"trailing garbage", `{"id":"a"} x`, apiRequest{}, "data after the JSON object"},
+		{"array", `[{"id":"a"}]`, apiRequest{}, "want a JSON object"},
+		{"string", `"id"`, apiRequest{}, "want a JSON object"},
+		{"truncated", `{"id":"a"`, apiRequest{}, "malformed request"},
+		{"wrong type", `{"limit":"3"}`, apiRequest{}, "malformed request"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeAPIRequest([]byte(tt.body))
+			if tt.err != "" {
+				require.Error(t, err)
+				assert.ErrorIs(t, err, approvals.ErrBadRequest)
+				assert.Contains(t, err.Error(), tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// FuzzDecodeAPIRequest: whatever decodeAPIRequest accepts, a reader that
+// keeps every key it finds, exactly spelled, reads the same way.
+func FuzzDecodeAPIRequest(f *testing.F) {
+	for _, seed := range []string{`{"id":"req-1"}`, `{"repo":"a","ref":"*","access":"read","dry_run":true}`, `{"states":["pending"],"mine":true}`, ``} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeAPIRequest(body)
+		if err != nil {
+			return
+		}
+		var raw map[string]json.RawMessage
+		if len(strings.TrimSpace(string(body))) == 0 {
+			return
+		}
+		require.NoError(t, json.Unmarshal(body, &raw))
+		for key := range raw {
+			require.True(t, apiRequestFields[key], "accepted key %q", key)
+		}
+		again, err := json.Marshal(req)
+		require.NoError(t, err)
+		back, err := decodeAPIRequest(again)
+		require.NoError(t, err)
+		assert.Equal(t, req, back)
+	})
+}
+
+// TestAPIInternalErrorsStayInTheLog: a failure that is not a refusal of
+// the call reaches the client as an ID, and the log has the detail under
+// that ID; a refusal reaches the client as it is.
+func TestAPIInternalErrorsStayInTheLog(t *testing.T) {
+	var log strings.Builder
+	a := &apiServer{logger: slog.New(slog.NewJSONHandler(&log, nil)), metrics: newDaemonMetrics(prometheus.NewRegistry(), nil, nil)}
+	for _, tt := range []struct {
+		name    string
+		err     error
+		code    string
+		public  string
+		private string
+	}{
+		{"storage", fmt.Errorf("list requests: open /var/lib/jitssh/data/raft.db: %w", os.ErrPermission), "internal", "internal error (id ", "/var/lib/jitssh/data/raft.db"},
+		{"not issued", fmt.Errorf("%w: req-1 is approved, but its certificate is not issued yet (retrying): raft: leadership lost", approvals.ErrIssue),
+			"not_issued", "its certificate is not issued yet", "leadership lost"},
+		{"audit log unavailable", fmt.Errorf("approve: %w: the change is applied and will be recorded when the log takes writes again: write /var/log/jitssh/audit.log: %w", approvals.ErrAudit, os.ErrPermission),
+			"audit_unavailable", "audit log unavailable: your change is held", "/var/log/jitssh/audit.log"},
+		{"refusal", fmt.Errorf("%w: no request %q", approvals.ErrNotFound, "req-1"), "not_found", `not found: no request "req-1"`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log.Reset()
+			var out strings.Builder
+			a.refuse(json.NewEncoder(&out), "alice", methodList, tt.err)
+			var resp apiResponse
+			require.NoError(t, json.Unmarshal([]byte(out.String()), &resp))
+			assert.Equal(t, tt.code, resp.Code)
+			assert.Contains(t, resp.Error, tt.public)
+			if tt.private == "" {
+				assert.Equal(t, tt.err.Error(), resp.Error)
+				assert.Contains(t, log.String(), `"level":"INFO"`)
+				return
+			}
+			assert.NotContains(t, resp.Error, tt.private)
+			_, id, ok := strings.Cut(resp.Error, "(id ")
+			require.True(t, ok, resp.Error)
+			id = strings.TrimSuffix(id, ")")
+			var entry map[string]any
+			require.NoError(t, json.Unmarshal([]byte(log.String()), &entry))
+			assert.Equal(t, "ERROR", entry["level"])
+			assert.Equal(t, id, entry["id"])
+			assert.Contains(t, entry["err"], tt.private)
+		})
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
 )
 
@@ -41,7 +43,16 @@ type apiClient struct {
 	// one that did, found on first use.
 	signers  []ssh.Signer
 	identity ssh.Signer
+	stop     chan struct{} // closed by Close: ends the keepalives
+	stopOnce sync.Once
 }
+
+// apiKeepalive is how often a client tells the daemon it is still there.
+// The daemon closes a connection with no traffic for its idle_timeout
+// (5 minutes by default); a waiting `jitssh request` or a `requests watch`
+// is quiet by design and may wait for hours, so its connection carries
+// keepalives well inside any sensible idle timeout.
+var apiKeepalive = 30 * time.Second
 
 // dialAPI connects as the person whose key is --identity, or one of the
 // plain keys in ssh-agent. The daemon's host key must be in the
@@ -61,6 +72,14 @@ func connectAPI(server, identity, knownHostsFile string) (*apiClient, error) {
 	signers, err := identitySigners(identity)
 	if err != nil {
 		return nil, err
+	}
+	return connectWith(server, signers, hostKeys)
+}
+
+// connectWith connects authenticating with one of signers.
+func connectWith(server string, signers []ssh.Signer, hostKeys ssh.HostKeyCallback) (*apiClient, error) {
+	if server == "" {
+		return nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
 	}
 	user := os.Getenv("USER")
 	if user == "" {
@@ -82,7 +101,26 @@ func connectAPI(server, identity, knownHostsFile string) (*apiClient, error) {
 		}
 		return nil, fmt.Errorf("connect to daemon %s: %w", server, err)
 	}
-	return &apiClient{conn: conn, signers: signers}, nil
+	c := &apiClient{conn: conn, signers: signers, stop: make(chan struct{})}
+	go c.keepalive(apiKeepalive)
+	return c, nil
+}
+
+// keepalive sends keepalive@openssh.com every interval until the client
+// is closed or the connection fails.
+func (a *apiClient) keepalive(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-tick.C:
+			if _, _, err := a.conn.SendRequest(keepaliveRequest, true, nil); err != nil {
+				return
+			}
+		}
+	}
 }
 
 // signer returns the key the daemon knows this person by, to sign
@@ -178,10 +216,42 @@ func connectAgent() (agent.ExtendedAgent, error) {
 	return agent.NewClient(conn), nil
 }
 
-func (a *apiClient) Close() error { return a.conn.Close() }
+func (a *apiClient) Close() error {
+	a.stopOnce.Do(func() { close(a.stop) })
+	return a.conn.Close()
+}
 
-// call runs one method and returns its single response.
+// call runs one method and returns its single response. A list is
+// returned whole, up to req.Limit: the daemon answers it a page at a
+// time, and call follows the pages.
 func (a *apiClient) call(method string, req apiRequest) (*apiResponse, error) {
+	if method == methodList {
+		return a.listAll(req)
+	}
+	return a.callOnce(method, req)
+}
+
+func (a *apiClient) listAll(req apiRequest) (*apiResponse, error) {
+	want := req.Limit
+	var all []*approvals.Request
+	for {
+		resp, err := a.callOnce(methodList, req)
+		if err != nil {
+			return resp, err
+		}
+		all = append(all, resp.Requests...)
+		if resp.Next == "" || (want > 0 && len(all) >= want) {
+			resp.Requests, resp.Next = all, ""
+			return resp, nil
+		}
+		if want > 0 {
+			req.Limit = want - len(all)
+		}
+		req.AfterID = resp.Next
+	}
+}
+
+func (a *apiClient) callOnce(method string, req apiRequest) (*apiResponse, error) {
 	var resp *apiResponse
 	err := a.stream(context.Background(), method, req, func(r *apiResponse) (bool, error) {
 		resp = r

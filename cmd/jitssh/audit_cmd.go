@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
-	"crypto/sha256"
-	"encoding/csv"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -20,28 +14,26 @@ import (
 	"unicode"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/sshd"
 )
 
-// The auditor's commands read an audit log offline, from a file: an export,
-// or the live log, which they read as a snapshot of whole entries. Every
-// command that reads entries verifies the hash chain as it loads them, and
-// refuses a log that does not verify; `audit verify` checks everything else.
-
-// maxTrustFileSize bounds the CA and head key files `audit verify` reads.
-const maxTrustFileSize = 1 << 20
+// The auditor's commands read audit logs offline, from files: exports, or
+// the live logs, which they read as snapshots of whole entries. Every
+// command that reads entries verifies each log's hash chain as it loads
+// it, and refuses a log that does not verify; `audit verify` checks
+// everything else.
 
 func auditCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "audit",
 		Usage: "query, verify and report on the audit log, offline",
-		Description: "Every subcommand reads the log named by --log (JITSSH_AUDIT_LOG): the daemon's live log,\n" +
-			"or a copy of it. Times are UTC. Commands that list entries verify the hash chain while\n" +
-			"loading them and refuse a log that does not verify; `jitssh audit verify` also checks every\n" +
-			"signature and every issued certificate against the CA key and the people's keys.",
+		Description: "Every subcommand reads the logs named by --log (JITSSH_AUDIT_LOG, comma-separated): the\n" +
+			"daemon's live log or a copy of it, and the Git servers' logs if they keep their own; entries\n" +
+			"of several logs are merged by time. Times are UTC. Commands that list entries verify each\n" +
+			"log's hash chain while loading it and refuse a log that does not verify; `jitssh audit verify`\n" +
+			"also checks every signature and every issued certificate against the CA key and the people's keys.",
 		Subcommands: []*cli.Command{
 			auditListCommand(),
 			auditCertsCommand(),
@@ -54,14 +46,14 @@ func auditCommand() *cli.Command {
 	}
 }
 
-func auditLogFlag() *cli.StringFlag {
-	return &cli.StringFlag{Name: "log", Usage: "the audit log file (required)", EnvVars: []string{"JITSSH_AUDIT_LOG"}, TakesFile: true}
-}
-
 func auditJSONFlag() *cli.BoolFlag { return jsonFlag("JITSSH_AUDIT_JSON") }
 
-func auditSinceFlag(usage string) *cli.StringFlag {
-	return &cli.StringFlag{Name: "since", Usage: usage + ": RFC 3339 time, date (2006-01-02), or age such as 24h or 7d"}
+func auditSinceFlag(usage string) cli.Flag {
+	return onceString{&cli.StringFlag{Name: "since", Usage: usage + ": RFC 3339 time, date (2006-01-02), or age such as 24h or 7d"}}
+}
+
+func auditUntilFlag() cli.Flag {
+	return onceString{&cli.StringFlag{Name: "until", Usage: "entries before this time, same forms as --since"}}
 }
 
 // --- list ---
@@ -70,19 +62,20 @@ func auditListCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "list",
 		Usage:     "list entries, filtered",
-		UsageText: "jitssh audit list --log FILE [--user U] [--repo R] [--serial N] [--kind K] [--since T] [--until T] [--limit N] [--json]",
+		UsageText: "jitssh audit list --log FILE [--log FILE...] [--user U] [--repo R] [--serial N] [--kind K] [--since T] [--until T] [--limit N] [--json]",
 		Description: "Prints the entries that match every filter given, oldest first. --user U matches entries\n" +
 			"whose actor is U and everything recorded under U's certificates (Git operations carry the\n" +
-			"certificate's key ID, e.g. U/req-01, as actor). --since is inclusive, --until exclusive.",
+			"certificate's key ID, e.g. U/req-01, as actor). --since is inclusive, --until exclusive.\n" +
+			"With several logs, a LOG column (JSON: \"log\") says which log each entry is from.",
 		Flags: []cli.Flag{
 			auditLogFlag(),
-			&cli.StringFlag{Name: "user", Usage: "a person's entries and their certificates' entries"},
-			&cli.StringFlag{Name: "repo", Usage: "entries about this repository"},
-			&cli.StringFlag{Name: "serial", Usage: "entries about this certificate serial (decimal or 0x-hex)"},
-			&cli.StringFlag{Name: "kind", Usage: "entries of this kind: request, approve, deny, issue, revoke, release, ca.sign, git, ..."},
+			onceString{&cli.StringFlag{Name: "user", Usage: "a person's entries and their certificates' entries"}},
+			onceString{&cli.StringFlag{Name: "repo", Usage: "entries about this repository"}},
+			onceString{&cli.StringFlag{Name: "serial", Usage: "entries about this certificate serial (decimal or 0x-hex)"}},
+			onceString{&cli.StringFlag{Name: "kind", Usage: "entries of this kind: request, approve, deny, issue, revoke, release, ca.sign, git, ..."}},
 			auditSinceFlag("entries from this time on"),
-			&cli.StringFlag{Name: "until", Usage: "entries before this time, same forms as --since"},
-			&cli.IntFlag{Name: "limit", Usage: "print at most N entries (0: all)"},
+			auditUntilFlag(),
+			onceInt{&cli.IntFlag{Name: "limit", Usage: "print at most N entries (0: all)"}},
 			auditJSONFlag(),
 		},
 		Action: cliAction(auditList),
@@ -112,42 +105,77 @@ func auditList(c *cli.Context) error {
 	if f.Until, err = timeFlag(c, "until", now); err != nil {
 		return err
 	}
-	ix, err := loadAuditIndex(c)
+	logs, err := loadAuditLogs(c)
 	if err != nil {
 		return err
 	}
-	entries := listEntries(ix, f, c.String("user"))
+	entries := listEntries(logs, f, c.String("user"))
 	if c.Bool("json") {
 		return writeJSON(c.App.Writer, nonNil(entries))
 	}
-	tw := newTable(c.App.Writer, "SEQ", "TIME (UTC)", "KIND", "ACTOR", "SERIAL", "REPO", "WHAT")
+	tw := newTable(c.App.Writer, logs.head("SEQ", "TIME (UTC)", "KIND", "ACTOR", "SERIAL", "REPO", "WHAT")...)
 	for _, e := range entries {
-		serial, repo := entryRefs(e)
-		tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, serial, repo, audit.Summarize(e))
+		serial, repo := entryRefs(e.Entry)
+		tw.row(logs.cells(e, strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, serial, repo, audit.Summarize(e.Entry))...)
 	}
 	return tw.flush()
 }
 
-// listEntries is ix.List(f), where a user filter also takes in everything
-// recorded under the user's certificates.
-func listEntries(ix *audit.Index, f audit.Filter, user string) []audit.Entry {
-	if user == "" {
-		return ix.List(f)
+// blank is cells for a row that continues the one before: its LOG cell is
+// empty too.
+func (l *auditLogs) blank(cells ...string) []string {
+	if !l.several() {
+		return cells
 	}
+	return append([]string{""}, cells...)
+}
+
+// head returns a table's column names, with LOG in front when several
+// logs are read.
+func (l *auditLogs) head(names ...string) []string {
+	if !l.several() {
+		return names
+	}
+	return append([]string{"LOG"}, names...)
+}
+
+// cells returns a row's cells, with the entry's log in front when several
+// logs are read.
+func (l *auditLogs) cells(e logEntry, cells ...string) []string {
+	if !l.several() {
+		return cells
+	}
+	return append([]string{l.names[e.log]}, cells...)
+}
+
+// listEntries is List(f) over every log, where a user filter also takes in
+// everything recorded under the user's certificates, in any log.
+func listEntries(logs *auditLogs, f audit.Filter, user string) []logEntry {
 	limit := f.Limit
-	f.Limit = 0
-	byActor := f
-	byActor.Actor = user
-	out := ix.List(byActor)
-	for _, serial := range userSerials(ix, user) {
-		if f.Serial != nil && *f.Serial != serial {
-			continue
+	var serials []uint64
+	if user != "" {
+		f.Limit = 0
+		for _, ix := range logs.ix {
+			serials = append(serials, userSerials(ix, user)...)
 		}
-		g := f
-		g.Serial = &serial
-		out = append(out, ix.List(g)...)
 	}
-	out = sortUnique(out)
+	out := logs.collect(func(ix *audit.Index) []audit.Entry {
+		if user == "" {
+			return ix.List(f)
+		}
+		byActor := f
+		byActor.Actor = user
+		found := ix.List(byActor)
+		for _, serial := range serials {
+			if f.Serial != nil && *f.Serial != serial {
+				continue
+			}
+			g := f
+			g.Serial = &serial
+			found = append(found, ix.List(g)...)
+		}
+		return found
+	})
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
@@ -179,7 +207,7 @@ func auditCertsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "certs",
 		Usage:     "list every certificate issued, with its state",
-		UsageText: "jitssh audit certs --log FILE [--json]",
+		UsageText: "jitssh audit certs --log FILE [--log FILE...] [--json]",
 		Description: "One line per certificate the daemon issued or `jitssh ca sign` signed (break-glass):\n" +
 			"serial, key ID, principals, validity, requester, approvers and state now: active, expired,\n" +
 			"revoked or released.",
@@ -236,12 +264,14 @@ func auditCerts(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	ix, err := loadAuditIndex(c)
+	logs, err := loadAuditLogs(c)
 	if err != nil {
 		return err
 	}
-	entries := entriesOfKinds(ix, audit.KindRequest, audit.KindIssue, audit.KindCASign, audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
-	certs := audit.CollectCerts(entries)
+	entries := logs.collect(func(ix *audit.Index) []audit.Entry {
+		return entriesOfKinds(ix, audit.KindRequest, audit.KindIssue, audit.KindCASign, audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
+	})
+	certs := audit.CollectCerts(entriesOf(entries))
 	now := time.Now()
 	if c.Bool("json") {
 		views := make([]certView, len(certs))
@@ -275,10 +305,11 @@ func auditShowCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "show",
 		Usage:     "the whole story of one certificate",
-		UsageText: "jitssh audit show --log FILE [--json] SERIAL",
-		Description: "Prints what the log holds about the certificate with serial SERIAL (decimal or 0x-hex):\n" +
+		UsageText: "jitssh audit show --log FILE [--log FILE...] [--json] SERIAL",
+		Description: "Prints what the logs hold about the certificate with serial SERIAL (decimal or 0x-hex):\n" +
 			"the request, the approvals, the issue, every Git operation with the refs it moved (old → new),\n" +
-			"and how it ended.",
+			"and how it ended. Give the Git servers' logs with more --log to see the Git operations they\n" +
+			"recorded.",
 		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag()},
 		Action: cliAction(auditShow),
 	}
@@ -292,15 +323,15 @@ func auditShow(c *cli.Context) error {
 	if err != nil {
 		return usageError("serial %q: %v", c.Args().First(), err)
 	}
-	ix, err := loadAuditIndex(c)
+	logs, err := loadAuditLogs(c)
 	if err != nil {
 		return err
 	}
-	story := certStory(ix, serial)
+	story := logs.collect(func(ix *audit.Index) []audit.Entry { return certStory(ix, serial) })
 	if len(story) == 0 {
 		return fmt.Errorf("serial %s is not on the record", audit.FormatSerial(serial))
 	}
-	certs := audit.CollectCerts(story)
+	certs := audit.CollectCerts(entriesOf(story))
 	var cert *audit.CertRecord
 	for i := range certs {
 		if certs[i].Serial == serial {
@@ -310,8 +341,8 @@ func auditShow(c *cli.Context) error {
 	now := time.Now()
 	if c.Bool("json") {
 		out := struct {
-			Certificate *certView     `json:"certificate"`
-			Entries     []audit.Entry `json:"entries"`
+			Certificate *certView  `json:"certificate"`
+			Entries     []logEntry `json:"entries"`
 		}{Entries: story}
 		if cert != nil {
 			v := newCertView(cert, now)
@@ -326,15 +357,15 @@ func auditShow(c *cli.Context) error {
 	} else {
 		writeCertHeader(w, cert, now)
 	}
-	tw := newTable(w, "SEQ", "TIME (UTC)", "KIND", "ACTOR", "WHAT")
+	tw := newTable(w, logs.head("SEQ", "TIME (UTC)", "KIND", "ACTOR", "WHAT")...)
 	for _, e := range story {
 		if e.Kind != audit.KindGit {
-			tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, audit.Summarize(e))
+			tw.row(logs.cells(e, strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, audit.Summarize(e.Entry))...)
 			continue
 		}
 		var ev sshd.Event
 		if json.Unmarshal(e.Data, &ev) != nil {
-			tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, audit.Summarize(e))
+			tw.row(logs.cells(e, strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, audit.Summarize(e.Entry))...)
 			continue
 		}
 		what := fmt.Sprintf("%s %s %s", ev.Decision, ev.Service, ev.Repo)
@@ -344,17 +375,17 @@ func auditShow(c *cli.Context) error {
 		if ev.Error != "" {
 			what += fmt.Sprintf(" (error %q)", ev.Error)
 		}
-		tw.row(strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, what)
+		tw.row(logs.cells(e, strconv.FormatUint(e.Seq, 10), fmtUTC(e.Time), e.Kind, e.Actor, what)...)
 		for _, u := range ev.Updates {
 			line := fmt.Sprintf("  %s %s → %s %s", u.Ref, u.Old, u.New, u.Result)
 			if u.Reason != "" {
 				line += fmt.Sprintf(": %q", u.Reason)
 			}
-			tw.row("", "", "", "", line)
+			tw.row(logs.blank("", "", "", "", line)...)
 		}
 	}
 	if cert != nil && cert.State(now) == audit.StateExpired {
-		tw.row("", fmtUTC(cert.ValidBefore), "(expiry)", "", "the certificate stopped being valid")
+		tw.row(logs.blank("", fmtUTC(cert.ValidBefore), "(expiry)", "", "the certificate stopped being valid")...)
 	}
 	return tw.flush()
 }
@@ -457,414 +488,7 @@ func findByID(ix *audit.Index, kind, actor, id string, since, until time.Time, a
 	return match(audit.Filter{Kind: kind, Since: since, Until: until})
 }
 
-// --- verify ---
-
-func auditVerifyCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "verify",
-		Usage:     "verify the log: chain, signatures, and every certificate against its approvals",
-		UsageText: "jitssh audit verify --log FILE --ca FILE [--people CONFIG] [--head FILE --head-key PUBKEYFILE] [--json]",
-		Description: "Checks, without trusting the daemon: the hash chain; that every request is signed by its\n" +
-			"requester and every approval or denial by its approver (--people: the daemon's config, or\n" +
-			"any YAML file with its people: section); and that every issued certificate is signed by a\n" +
-			"CA key in --ca, follows an undenied request with the approvals its steps require from the\n" +
-			"right groups, nobody approving their own request, carries exactly the requested grant, and\n" +
-			"is valid no longer than granted. With --head, also that the log still holds the entry a\n" +
-			"signed head names (a PATH.head file kept elsewhere), signed by the key in --head-key.\n" +
-			"Prints \"ok: N entries, head H\", or names the first entry that fails and exits 1.",
-		Flags: []cli.Flag{
-			auditLogFlag(),
-			&cli.StringFlag{Name: "ca", Usage: "trusted CA public keys, one authorized_keys line each (required)", EnvVars: []string{"JITSSH_AUDIT_CA"}, TakesFile: true},
-			&cli.StringFlag{Name: "people", Usage: "YAML config whose people: section lists names, keys and groups", EnvVars: []string{"JITSSH_AUDIT_PEOPLE"}, TakesFile: true},
-			&cli.StringFlag{Name: "head", Usage: "a signed head file (PATH.head) to check the log against", EnvVars: []string{"JITSSH_AUDIT_HEAD"}, TakesFile: true},
-			&cli.StringFlag{Name: "head-key", Usage: "public key that signs heads (required with --head)", EnvVars: []string{"JITSSH_AUDIT_HEAD_KEY"}, TakesFile: true},
-			auditJSONFlag(),
-		},
-		Action: cliAction(auditVerify),
-	}
-}
-
-// verifyResult is what `audit verify --json` prints.
-type verifyResult struct {
-	OK            bool       `json:"ok"`
-	Entries       uint64     `json:"entries"`
-	Head          string     `json:"head"`
-	Requests      int        `json:"requests"`
-	Approvals     int        `json:"approvals"`
-	Denials       int        `json:"denials"`
-	Issued        int        `json:"issued"`
-	BreakGlass    int        `json:"break_glass"`
-	PeopleChecked bool       `json:"people_checked"`
-	CheckpointSeq *uint64    `json:"checkpoint_seq,omitempty"`
-	Failure       *failureAt `json:"failure,omitempty"`
-}
-
-type failureAt struct {
-	Line   int    `json:"line"`
-	Seq    uint64 `json:"seq,omitempty"`
-	Kind   string `json:"kind,omitempty"`
-	Reason string `json:"reason"`
-	Error  string `json:"error"`
-}
-
-func auditVerify(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	logPath, err := requiredString(c, "log")
-	if err != nil {
-		return err
-	}
-	caPath, err := requiredString(c, "ca")
-	if err != nil {
-		return err
-	}
-	headPath, headKeyPath := c.String("head"), c.String("head-key")
-	if (headPath == "") != (headKeyPath == "") {
-		return usageError("--head and --head-key go together")
-	}
-	opts := audit.CheckOptions{}
-	if opts.CAKeys, err = readPublicKeys(caPath); err != nil {
-		return err
-	}
-	if p := c.String("people"); p != "" {
-		if opts.People, err = audit.LoadPeople(p); err != nil {
-			return err
-		}
-	}
-	var head []byte
-	var headKey ssh.PublicKey
-	if headPath != "" {
-		if head, err = readSmallFile(headPath); err != nil {
-			return fmt.Errorf("read head: %w", err)
-		}
-		keys, err := readPublicKeys(headKeyPath)
-		if err != nil {
-			return err
-		}
-		if len(keys) != 1 {
-			return fmt.Errorf("read head key %s: want one key, found %d", headKeyPath, len(keys))
-		}
-		headKey = keys[0]
-	}
-
-	snap, err := audit.OpenSnapshot(logPath)
-	if err != nil {
-		return err
-	}
-	defer snap.Close()
-	sum, verr := audit.CheckGrants(snap, opts)
-	res := verifyResult{OK: verr == nil, Entries: sum.Entries, Head: sum.Head, Requests: sum.Requests, Approvals: sum.Approvals,
-		Denials: sum.Denials, Issued: sum.Issued, BreakGlass: sum.BreakGlass, PeopleChecked: sum.PeopleChecked}
-	if verr == nil && head != nil {
-		if _, err := snap.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("read audit log %s: %w", logPath, err)
-		}
-		if _, verr = audit.VerifyCheckpoint(snap, head, headKey); verr == nil {
-			h, _ := audit.ParseHead(head)
-			res.CheckpointSeq = &h.Seq
-		}
-		res.OK = verr == nil
-	}
-	if verr != nil {
-		if c.Bool("json") {
-			res.Failure = failureOf(verr)
-			if err := writeJSON(c.App.Writer, res); err != nil {
-				return err
-			}
-		}
-		return verr
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, res)
-	}
-	w := c.App.Writer
-	fmt.Fprintf(w, "ok: %d entries, head %s\n", res.Entries, res.Head)
-	fmt.Fprintf(w, "checked: %d requests, %d approvals, %d denials, %d certificates issued, %d break-glass certificates (not approved by design)\n",
-		res.Requests, res.Approvals, res.Denials, res.Issued, res.BreakGlass)
-	if res.CheckpointSeq != nil {
-		fmt.Fprintf(w, "checkpoint: the log holds the signed head at seq %d\n", *res.CheckpointSeq)
-	}
-	if !res.PeopleChecked {
-		fmt.Fprintln(w, "not checked: signatures and approvers' groups (no --people)")
-	}
-	return nil
-}
-
-func failureOf(err error) *failureAt {
-	f := &failureAt{Error: err.Error()}
-	var ce *audit.CheckError
-	var ve *audit.VerifyError
-	switch {
-	case errors.As(err, &ce):
-		f.Line, f.Seq, f.Kind, f.Reason = ce.Line, ce.Seq, ce.Kind, ce.Reason
-	case errors.As(err, &ve):
-		f.Line, f.Seq, f.Reason = ve.Line, ve.Seq, ve.Reason
-	default:
-		f.Reason = err.Error()
-	}
-	return f
-}
-
-// readPublicKeys reads every key in an authorized_keys-style file; blank
-// lines and comments are skipped.
-func readPublicKeys(path string) ([]ssh.PublicKey, error) {
-	data, err := readSmallFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read public keys: %w", err)
-	}
-	var keys []ssh.PublicKey
-	for rest := data; len(bytes.TrimSpace(rest)) > 0; {
-		var k ssh.PublicKey
-		k, _, _, rest, err = ssh.ParseAuthorizedKey(rest)
-		if err != nil {
-			return nil, fmt.Errorf("read public keys %s: %w", path, err)
-		}
-		keys = append(keys, k)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("read public keys %s: no key in the file", path)
-	}
-	return keys, nil
-}
-
-func readSmallFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxTrustFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(data) > maxTrustFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxTrustFileSize)
-	}
-	return data, nil
-}
-
-// --- export ---
-
-func auditExportCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "export",
-		Usage:     "write the log's entries as JSON Lines or CSV",
-		UsageText: "jitssh audit export --log FILE [--format json|csv] [--since T] [--until T]",
-		Description: "Verifies the chain, then writes the entries to stdout. json: JSON Lines, each entry's line\n" +
-			"exactly as stored, so an export of the whole log is the log, and verifies as one.\n" +
-			"csv: a header, then seq,time,kind,actor,serial,repo,summary; a text cell that a spreadsheet\n" +
-			"would take for a formula (starting with = + - @) is prefixed with a quote (').",
-		Flags: []cli.Flag{
-			auditLogFlag(),
-			&cli.StringFlag{Name: "format", Value: "json", Usage: "json or csv"},
-			auditSinceFlag("entries from this time on"),
-			&cli.StringFlag{Name: "until", Usage: "entries before this time, same forms as --since"},
-		},
-		Action: cliAction(auditExport),
-	}
-}
-
-func auditExport(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	format := c.String("format")
-	if format != "json" && format != "csv" {
-		return usageError("--format %q: want json or csv", format)
-	}
-	now := time.Now()
-	since, err := timeFlag(c, "since", now)
-	if err != nil {
-		return err
-	}
-	until, err := timeFlag(c, "until", now)
-	if err != nil {
-		return err
-	}
-	path, err := requiredString(c, "log")
-	if err != nil {
-		return err
-	}
-	snap, err := audit.OpenSnapshot(path)
-	if err != nil {
-		return err
-	}
-	defer snap.Close()
-	if _, err := audit.Verify(snap); err != nil {
-		return err
-	}
-	if _, err := snap.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("read audit log %s: %w", path, err)
-	}
-
-	out := bufio.NewWriterSize(c.App.Writer, 1<<16)
-	var cw *csv.Writer
-	if format == "csv" {
-		cw = csv.NewWriter(out)
-		cw.Write([]string{"seq", "time", "kind", "actor", "serial", "repo", "summary"})
-	}
-	sc := bufio.NewScanner(snap)
-	sc.Buffer(make([]byte, 0, 64<<10), audit.MaxLineSize+1)
-	for sc.Scan() {
-		line := sc.Bytes()
-		var e audit.Entry
-		if err := json.Unmarshal(line, &e); err != nil {
-			return fmt.Errorf("read audit log %s: %w", path, err) // verified above: only a changing file gets here
-		}
-		if !since.IsZero() && e.Time.Before(since) || !until.IsZero() && !e.Time.Before(until) {
-			continue
-		}
-		if cw == nil {
-			out.Write(line)
-			out.WriteByte('\n')
-			continue
-		}
-		serial, repo := entryRefs(e)
-		cw.Write([]string{strconv.FormatUint(e.Seq, 10), e.Time.UTC().Format(time.RFC3339Nano), csvText(e.Kind), csvText(e.Actor),
-			serial, csvText(repo), csvText(audit.Summarize(e))})
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read audit log %s: %w", path, err)
-	}
-	if cw != nil {
-		cw.Flush()
-		if err := cw.Error(); err != nil {
-			return err
-		}
-	}
-	return out.Flush()
-}
-
-// csvText defuses a cell that a spreadsheet would evaluate as a formula.
-func csvText(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
-}
-
-// --- report ---
-
-func auditReportCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "report",
-		Usage:     "the compliance report: grants, approvals, denials, revocations, break-glass, Git use",
-		UsageText: "jitssh audit report --log FILE [--since T] [--format md|html] [--out FILE]",
-		Description: "Reviews the log from --since on (default: all of it): grants by repository and by person,\n" +
-			"for each certificate how long access was held against how long was asked, time from request\n" +
-			"to issue, denials, revocations, break-glass signings and Git operations per certificate.\n" +
-			"html is one self-contained page with a timeline of every certificate. The report's clock is\n" +
-			"the last entry of the log, so the same log always gives the same report.",
-		Flags: []cli.Flag{
-			auditLogFlag(),
-			auditSinceFlag("review from this time on"),
-			&cli.StringFlag{Name: "format", Value: "md", Usage: "md (Markdown) or html"},
-			&cli.StringFlag{Name: "out", Usage: "write the report to this file instead of stdout", TakesFile: true},
-		},
-		Action: cliAction(auditReport),
-	}
-}
-
-func auditReport(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	format := c.String("format")
-	if format != "md" && format != "html" {
-		return usageError("--format %q: want md or html", format)
-	}
-	since, err := timeFlag(c, "since", time.Now())
-	if err != nil {
-		return err
-	}
-	var out *pendingFile
-	if path := c.String("out"); path != "" {
-		if out, err = createPending(path); err != nil {
-			return err
-		}
-		defer out.abort()
-	}
-	ix, err := loadAuditIndex(c)
-	if err != nil {
-		return err
-	}
-	entries := entriesOfKinds(ix, audit.KindRequest, audit.KindDeny, audit.KindIssue, audit.KindCASign,
-		audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
-	entries = append(entries, ix.List(audit.Filter{Kind: audit.KindGit, Since: since})...)
-	var last audit.Entry
-	if n := ix.Len(); n > 0 {
-		last, _ = ix.Get(uint64(n))
-		entries = append(entries, last)
-	}
-	rep := audit.BuildReport(sortUnique(entries), since)
-	rep.LogEntries = uint64(ix.Len())
-	rep.Head = headOf(last)
-
-	var b bytes.Buffer
-	if format == "html" {
-		err = rep.HTML(&b)
-	} else {
-		err = rep.Markdown(&b)
-	}
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if out != nil {
-		return out.commit(b.Bytes(), 0o644)
-	}
-	_, err = c.App.Writer.Write(b.Bytes())
-	return err
-}
-
-// headOf is the head hash of a log whose last entry is e: the SHA-256 of
-// its line, which is the entry's canonical JSON encoding.
-func headOf(e audit.Entry) string {
-	if e.Seq == 0 {
-		return audit.GenesisHash
-	}
-	line, err := json.Marshal(e)
-	if err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(line)
-	return hex.EncodeToString(sum[:])
-}
-
 // --- shared ---
-
-// loadAuditIndex verifies the log named by --log into an index.
-func loadAuditIndex(c *cli.Context) (*audit.Index, error) {
-	path, err := requiredString(c, "log")
-	if err != nil {
-		return nil, err
-	}
-	snap, err := audit.OpenSnapshot(path)
-	if err != nil {
-		return nil, err
-	}
-	defer snap.Close()
-	ix, err := audit.BuildIndex(snap)
-	if err != nil {
-		return nil, fmt.Errorf("audit log %s: %w", path, err)
-	}
-	return ix, nil
-}
-
-// entriesOfKinds returns the entries of the given kinds in seq order.
-func entriesOfKinds(ix *audit.Index, kinds ...string) []audit.Entry {
-	var out []audit.Entry
-	for _, k := range kinds {
-		out = append(out, ix.List(audit.Filter{Kind: k})...)
-	}
-	return sortUnique(out)
-}
-
-// sortUnique sorts entries by seq and drops repeats.
-func sortUnique(entries []audit.Entry) []audit.Entry {
-	slices.SortFunc(entries, func(a, b audit.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
-	return slices.CompactFunc(entries, func(a, b audit.Entry) bool { return a.Seq == b.Seq })
-}
 
 // entryRefs returns the serial and repo an entry's data names, as text.
 func entryRefs(e audit.Entry) (serial, repo string) {

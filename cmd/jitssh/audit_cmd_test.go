@@ -18,12 +18,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hiddeco/sshsig"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
@@ -49,6 +52,14 @@ type auditFixture struct {
 	headSigner                ssh.Signer
 	activeSerial, breakSerial uint64
 }
+
+// auditRules are the rules of the fixture's config: reads are approved
+// automatically, writes need a lead.
+const auditRules = `listen: 127.0.0.1:2200
+rules:
+  - {name: auto, groups: [dev, ops], repos: ["*/*"], refs: ["*"], access: [read], auto_approve: true}
+  - {name: reviewed, groups: [dev], repos: ["*/*"], refs: ["*"], access: [write, force], approvals: [{group: leads, count: 1}]}
+`
 
 var auditGroups = map[string][]string{"alice": {"dev"}, "bob": {"dev", "leads"}, "carol": {"leads"}, "dave": {"dev"}, "erin": {"ops"}}
 
@@ -90,7 +101,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 	require.NoError(t, os.WriteFile(fx.headKey, ssh.MarshalAuthorizedKey(fx.headSigner.PublicKey()), 0o644))
 
 	var people strings.Builder
-	people.WriteString("listen: 127.0.0.1:2200\nrules:\n  - name: main\n    approvals: [{group: leads, count: 2}]\npeople:\n")
+	people.WriteString(auditRules + "people:\n")
 	for _, name := range []string{"alice", "bob", "carol", "dave", "erin"} {
 		fx.signers[name] = auditSigner(t)
 		fmt.Fprintf(&people, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", name, authorizedLine(fx.signers[name].PublicKey()), strings.Join(auditGroups[name], ", "))
@@ -115,7 +126,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 		Service: "git-receive-pack", Repo: "demo/app", Updates: []sshd.RefUpdate{
 			{Ref: "refs/heads/feature/login", Old: strings.Repeat("1", 40), New: strings.Repeat("2", 40), Result: "updated"},
 			{Ref: "refs/heads/main", Old: strings.Repeat("1", 40), New: strings.Repeat("3", 40), Result: "refused", Reason: "not granted"}}})
-	add("release r1", audit.KindRelease, "alice", audit.EndData{ID: "r1", Serial: 11, By: "alice", Reason: "done"})
+	add("release r1", audit.KindRelease, "alice", audit.EndData{Subject: audit.Subject{ID: "r1", Serial: 11}, By: "alice", Reason: "done"})
 
 	r2 := fx.request(t, "r2", "dave", "force", "demo/app", "refs/heads/main", "1h0m0s", "revert", audit.Step{Group: "leads", Count: 2})
 	add("request r2", audit.KindRequest, "dave", r2)
@@ -125,7 +136,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 	add("git r2", audit.KindGit, "dave/r2", sshd.Event{Time: time.Now().UTC(), Decision: sshd.Allow, Serial: 12, KeyID: "dave/r2",
 		Service: "git-receive-pack", Repo: "demo/app", Updates: []sshd.RefUpdate{
 			{Ref: "refs/heads/main", Old: strings.Repeat("2", 40), New: strings.Repeat("4", 40), Result: "updated"}}})
-	add("revoke r2", audit.KindRevoke, "carol", audit.RevokeData{ID: "r2", Serial: 12, By: "carol", Reason: "rolled back"})
+	add("revoke r2", audit.KindRevoke, "carol", audit.RevokeData{Subject: audit.Subject{ID: "r2", Serial: 12}, By: "carol", Reason: "rolled back"})
 
 	r3 := fx.request(t, "r3", "alice", "read", "docs/handbook", "*", "2h0m0s", "reading")
 	add("request r3", audit.KindRequest, "alice", r3)
@@ -176,7 +187,7 @@ func (fx *auditFixture) decide(t *testing.T, kind string, req audit.RequestData,
 	if kind == audit.KindDeny {
 		ns = audit.NamespaceDeny
 	}
-	return audit.DecisionData{ID: req.ID, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: fx.sign(t, by, ns, st.Message())}
+	return audit.DecisionData{Subject: audit.Subject{ID: req.ID}, By: by, TTL: ttl, Reason: reason, Statement: string(st.Message()), Signature: fx.sign(t, by, ns, st.Message())}
 }
 
 func (fx *auditFixture) issue(t *testing.T, a *ca.Authority, req audit.RequestData, serial uint64, ttl time.Duration, approvers ...string) audit.IssueData {
@@ -266,7 +277,7 @@ func TestAuditVerify(t *testing.T) {
 	fx := newAuditFixture(t)
 	n := fx.seq["checkpoint"]
 
-	r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", fx.people)
+	r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", fx.people, "--head-key", fx.headKey)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Empty(t, r.stderr)
 	assert.True(t, strings.HasPrefix(r.stdout, fmt.Sprintf("ok: %d entries, head %s\n", n, lastLineHash(t, fx.log))), r.stdout)
@@ -301,12 +312,12 @@ func TestAuditVerify(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, "audit log line 4 (seq 4): prev is not the hash of line 3"},
+		{"edit a byte", func(*testing.T) string { return writeLines(t, edited) }, nil, " line 4 (seq 4): prev is not the hash of line 3: one of them was altered: hash chain broken"},
 		{"delete a line", func(*testing.T) string {
 			return writeLines(t, append(append([]string(nil), lines[:3]...), lines[4:]...))
 		}, nil,
-			"audit log line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
-		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, "audit log line 6 (seq 7)"},
+			" line 4 (seq 5): seq 5 follows seq 3: 1 entries missing: sequence broken"},
+		{"swap two lines", func(*testing.T) string { return writeLines(t, swapped) }, nil, " line 6 (seq 7): seq 7 follows seq 5: 1 entries missing: sequence broken"},
 		{"torn last line, as a crash mid-write leaves it", func(t *testing.T) string {
 			p := fx.copyLog(t)
 			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
@@ -315,7 +326,7 @@ func TestAuditVerify(t *testing.T) {
 			_, err = f.WriteString(torn)
 			require.NoError(t, err)
 			return p
-		}, nil, fmt.Sprintf("audit log line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
+		}, nil, fmt.Sprintf(" line %d: last line has no trailing newline (%d bytes): torn tail", n+1, len(torn))},
 		{"truncate below the signed head", func(*testing.T) string { return writeLines(t, lines[:len(lines)-3]) },
 			[]string{"--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey}, "log truncated or rewritten"},
 		{"forge an approval with another key", func(t *testing.T) string {
@@ -346,13 +357,17 @@ func TestAuditVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"audit", "verify", "--log", tt.log(t), "--ca", fx.caPub, "--people", fx.people}, tt.args...)
-			assertOneLineError(t, runJitssh(t, nil, args...), 1, tt.want)
+			assertVerifyFailures(t, runJitssh(t, nil, args...), tt.want)
 		})
 	}
 
 	t.Run("certificates from another CA", func(t *testing.T) {
-		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA),
-			1, fmt.Sprintf("audit log line %d (seq %d, issue): serial 11: signed by", fx.seq["issue r1"], fx.seq["issue r1"]))
+		// Every certificate fails, each on its own line.
+		var want []string
+		for i, name := range []string{"issue r1", "issue r2", "issue r3"} {
+			want = append(want, fmt.Sprintf("%s line %d (seq %d, issue): serial %d: signed by", fx.log, fx.seq[name], fx.seq[name], 11+i))
+		}
+		assertVerifyFailures(t, runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.otherCA), want...)
 	})
 	t.Run("json failure", func(t *testing.T) {
 		p := writeLines(t, edited)
@@ -363,8 +378,11 @@ func TestAuditVerify(t *testing.T) {
 		assert.False(t, res.OK)
 		require.NotNil(t, res.Failure)
 		assert.Equal(t, 4, res.Failure.Line)
-		assert.Equal(t, uint64(3), res.Entries)
-		assert.Contains(t, r.stderr, "hash chain broken")
+		assert.Equal(t, "hash chain broken", res.Failure.Cause)
+		assert.Equal(t, 1, res.FailureCount)
+		assert.Len(t, res.Failures, 1)
+		assert.Equal(t, n, res.Entries, "the whole log is read")
+		assert.Equal(t, "jitssh: audit verify: 1 failure in "+p+fmt.Sprintf(" (%d entries read)\n", n), r.stderr)
 	})
 	for _, tt := range []struct {
 		name string
@@ -374,15 +392,591 @@ func TestAuditVerify(t *testing.T) {
 	}{
 		{"no --ca", []string{"--log", fx.log}, 2, "missing --ca"},
 		{"no --log", []string{"--ca", fx.caPub}, 2, "missing --log"},
-		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head and --head-key go together"},
+		{"--head alone", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix}, 2, "--head needs --head-key"},
+		{"--head and --no-head", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.headKey, "--no-head"}, 2, "--head and --no-head contradict"},
 		{"missing log", []string{"--log", filepath.Join(fx.dir, "nope"), "--ca", fx.caPub}, 1, "no such file"},
-		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "read public keys"},
+		{"bad CA file", []string{"--log", fx.log, "--ca", fx.people}, 1, "load CA public keys"},
 		{"bad people file", []string{"--log", fx.log, "--ca", fx.caPub, "--people", fx.caPub}, 1, "load people"},
-		{"head signed by another key", []string{"--log", fx.log, "--ca", fx.caPub, "--head", fx.log + audit.HeadSuffix, "--head-key", fx.caPub}, 1, "bad checkpoint signature"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			assertOneLineError(t, runJitssh(t, nil, append([]string{"audit", "verify"}, tt.args...)...), tt.code, tt.want)
 		})
+	}
+}
+
+// TestAuditVerifyEveryFailure tampers with one log in six places and
+// checks that audit verify names every one of them, in log order, the later
+// ones as well as the first, and that --max-failures caps what is printed,
+// not what is checked.
+func TestAuditVerifyEveryFailure(t *testing.T) {
+	fx := newAuditFixture(t)
+	p := fx.copyLog(t)
+	// A request whose signature is not its requester's, and a certificate
+	// issued for a request nobody approved.
+	r5 := fx.request(t, "r5", "alice", "write", "demo/app", "refs/heads/main", "1h0m0s", "sneak", audit.Step{Group: "leads", Count: 1})
+	r5.Signature = fx.sign(t, "mallory", audit.NamespaceRequest, []byte(r5.Statement))
+	seqR5 := appendTo(t, p, audit.KindRequest, "alice", r5)
+	r6 := fx.request(t, "r6", "dave", "write", "infra/tf", "refs/heads/main", "1h0m0s", "quick fix", audit.Step{Group: "leads", Count: 1})
+	appendTo(t, p, audit.KindRequest, "dave", r6)
+	seqIssue6 := appendTo(t, p, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r6, 31, time.Hour))
+	seqGit := appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-upload-pack", Repo: "infra/tf"})
+	appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-receive-pack", Repo: "infra/tf"})
+	appendTo(t, p, audit.KindGit, "dave/r6", sshd.Event{Decision: sshd.Allow, Serial: 31, KeyID: "dave/r6", Service: "git-upload-pack", Repo: "infra/tf"})
+
+	// Then the chain: line 2's reason edited, line 10 deleted, and the
+	// last two Git operations swapped.
+	lines := logLines(t, p)
+	lines[1] = strings.Replace(lines[1], `"ok"`, `"OK"`, 1)
+	last := len(lines) - 1
+	lines[last] += "\n"
+	lines[last-1], lines[last] = lines[last], lines[last-1]
+	lines = slices.Delete(lines, 9, 10)
+	tampered := writeLines(t, lines)
+
+	at := func(line int, seq uint64, kind string) string {
+		if kind == "" {
+			return fmt.Sprintf("%s line %d (seq %d): ", tampered, line, seq)
+		}
+		return fmt.Sprintf("%s line %d (seq %d, %s): ", tampered, line, seq, kind)
+	}
+	want := []string{
+		at(2, 2, "approve") + "approve of r1: reason is \"OK\", but bob signed \"ok\": record disagrees with its signed statement",
+		at(3, 3, "") + "prev is not the hash of line 2: one of them was altered: hash chain broken",
+		// The approval no longer verifies, so the certificate lacks it.
+		at(3, 3, "issue") + "serial 11 lists bob as approver of r1, but no valid approval by bob is recorded before it: certificate issued without approval",
+		at(10, 11, "") + "seq 11 follows seq 9: 1 entries missing: sequence broken",
+		at(int(seqR5)-1, seqR5, "request") + "request r5 by alice: not signed by any key of alice: bad statement signature: public key does not match",
+		at(int(seqIssue6)-1, seqIssue6, "issue") + "serial 31 for request r6: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval",
+		at(int(seqGit), seqGit+2, "") + fmt.Sprintf("seq %d follows seq %d: 1 entries missing: sequence broken", seqGit+2, seqGit),
+		at(int(seqGit)+1, seqGit+1, "") + fmt.Sprintf("seq %d follows seq %d: out of order, seq %d came before: sequence broken", seqGit+1, seqGit+2, seqGit+2),
+	}
+	r := runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people)
+	assertVerifyFailures(t, r, want...)
+	assert.Equal(t, strings.Join(want, "\n")+"\n"+fmt.Sprintf("jitssh: audit verify: 8 failures in %s (%d entries read)\n", tampered, len(lines)), r.stderr)
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people, "--max-failures", "2")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, want[0]+"\n"+want[1]+"\n... and 6 more failures (--max-failures 0 prints them all)\n"+
+		fmt.Sprintf("jitssh: audit verify: 8 failures in %s (%d entries read)\n", tampered, len(lines)), r.stderr)
+
+	r = runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--people", fx.people, "--max-failures", "3", "--json")
+	assert.Equal(t, 1, r.code)
+	var res verifyResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &res), r.stdout)
+	assert.Equal(t, 8, res.FailureCount)
+	require.Len(t, res.Failures, 3)
+	assert.Equal(t, []int{2, 3, 3}, []int{res.Failures[0].Line, res.Failures[1].Line, res.Failures[2].Line})
+	assert.Equal(t, "certificate issued without approval", res.Failures[2].Cause)
+	assert.Equal(t, uint64(len(lines)), res.Entries)
+
+	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", tampered, "--ca", fx.caPub, "--max-failures", "-1"), 2, "--max-failures -1")
+}
+
+// TestAuditVerifySignedHead: with the key that signs checkpoints known,
+// verify checks every checkpoint entry and, without being asked, the head
+// file beside the log, so a cut tail or a chain rewritten with its hashes
+// is caught by the plain invocation.
+func TestAuditVerifySignedHead(t *testing.T) {
+	fx := newAuditFixture(t)
+	n := fx.seq["checkpoint"]
+	lines := logLines(t, fx.log)
+	headFile, err := os.ReadFile(fx.log + audit.HeadSuffix)
+	require.NoError(t, err)
+	// withHead puts lines in a new directory, with the fixture's head file
+	// beside them unless head is nil.
+	withHead := func(t *testing.T, lines []string, head []byte) string {
+		p := writeLines(t, lines)
+		if head != nil {
+			require.NoError(t, os.WriteFile(p+audit.HeadSuffix, head, 0o600))
+		}
+		return p
+	}
+	env := []string{"JITSSH_AUDIT_CA=" + fx.caPub, "JITSSH_AUDIT_PEOPLE=" + fx.people, "JITSSH_AUDIT_HEAD_KEY=" + fx.headKey}
+	verify := func(log string, args ...string) cliResult {
+		return runJitssh(t, env, append([]string{"audit", "verify", "--log", log}, args...)...)
+	}
+
+	r := verify(fx.log)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "checkpoints: 1 signed with the head key, each matching the chain\n")
+	assert.Contains(t, r.stdout, fmt.Sprintf("checkpoint: the log holds the signed head at seq %d (%s)\n", n-1, fx.log+audit.HeadSuffix))
+	assert.NotContains(t, r.stdout, "not checked")
+
+	// Someone with write access to the log, but not to the daemon's key.
+	edit := func(e *audit.Entry) {
+		if e.Kind == audit.KindRelease {
+			e.Data = json.RawMessage(strings.Replace(string(e.Data), `"done"`, `"never used it"`, 1))
+		}
+	}
+	cut := lines[:n-3]
+	rewritten := logLines(t, rechain(t, lines, edit))
+	t.Run("tail cut", func(t *testing.T) {
+		assertVerifyFailures(t, verify(withHead(t, cut, headFile)),
+			fmt.Sprintf(" line %d (seq %d): log ends at seq %d, but a head signed at ", n-2, n-2, n-3))
+	})
+	t.Run("tail cut, head not checked", func(t *testing.T) {
+		r := verify(withHead(t, cut, headFile), "--no-head")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.NotContains(t, r.stdout, "checkpoint: the log holds")
+	})
+	t.Run("rewritten with its chain", func(t *testing.T) {
+		assertVerifyFailures(t, verify(withHead(t, rewritten, headFile)),
+			fmt.Sprintf(" line %d (seq %d): entry does not hash to the head signed at ", n-1, n-1),
+			fmt.Sprintf(" line %d (seq %d, checkpoint): signs hash ", n, n))
+	})
+	t.Run("rewritten with its chain, head file gone", func(t *testing.T) {
+		// The checkpoint entry in the log still catches it.
+		assertVerifyFailures(t, verify(withHead(t, rewritten, nil)),
+			fmt.Sprintf(" line %d (seq %d, checkpoint): signs hash ", n, n))
+	})
+	t.Run("rewritten and cut before the checkpoint", func(t *testing.T) {
+		// The head file catches what leaves no checkpoint entry behind.
+		assertVerifyFailures(t, verify(withHead(t, rewritten[:n-1], headFile)),
+			fmt.Sprintf(" line %d (seq %d): entry does not hash to the head signed at ", n-1, n-1))
+	})
+	t.Run("head file signed by another key", func(t *testing.T) {
+		other := auditSigner(t)
+		var h audit.Head
+		require.NoError(t, json.Unmarshal(headFile, &h))
+		sig, err := sshsig.Sign(bytes.NewReader(h.Message()), other, sshsig.HashSHA512, audit.CheckpointNamespace)
+		require.NoError(t, err)
+		h.Signature = string(sshsig.Armor(sig))
+		forged, err := json.Marshal(h)
+		require.NoError(t, err)
+		p := withHead(t, lines, forged)
+		assertVerifyFailures(t, verify(p), p+audit.HeadSuffix+": head at seq "+strconv.FormatUint(n-1, 10)+" is not signed by the head key")
+	})
+	t.Run("no head key", func(t *testing.T) {
+		p := withHead(t, cut, headFile)
+		r := runJitssh(t, env[:2], "audit", "verify", "--log", p)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: the signed head "+p+audit.HeadSuffix+" (no --head-key)\n")
+		r = runJitssh(t, env[:2], "audit", "verify", "--log", fx.log)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: 1 checkpoint entry (no --head-key)\n")
+	})
+	t.Run("no head file", func(t *testing.T) {
+		p := withHead(t, lines, nil)
+		r := verify(p)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: that "+p+" was not cut short (no signed head "+p+audit.HeadSuffix+")\n")
+	})
+	t.Run("head named", func(t *testing.T) {
+		elsewhere := filepath.Join(t.TempDir(), "kept-safe.head")
+		require.NoError(t, os.WriteFile(elsewhere, headFile, 0o600))
+		assertVerifyFailures(t, verify(withHead(t, cut, nil), "--head", elsewhere), "log truncated or rewritten")
+	})
+}
+
+// rebuild rewrites a log as someone who can rewrite the whole file would:
+// edit changes each entry or drops it (returning false), and the rest are
+// numbered and chained anew.
+func rebuild(t *testing.T, lines []string, edit func(e *audit.Entry) bool) string {
+	t.Helper()
+	prev, seq := audit.GenesisHash, uint64(0)
+	var out []string
+	for _, line := range lines {
+		var e audit.Entry
+		require.NoError(t, json.Unmarshal([]byte(line), &e))
+		if !edit(&e) {
+			continue
+		}
+		seq++
+		e.Seq, e.Prev = seq, prev
+		b, err := json.Marshal(e)
+		require.NoError(t, err)
+		sum := sha256.Sum256(b)
+		prev = hex.EncodeToString(sum[:])
+		out = append(out, string(b)+"\n")
+	}
+	return writeLines(t, out)
+}
+
+// editData rewrites an entry's data through a map.
+func editData(t *testing.T, e *audit.Entry, edit func(m map[string]any)) {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(e.Data, &m))
+	edit(m)
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	e.Data = b
+}
+
+// TestAuditVerifyPolicyVersions: each request is judged by the policy
+// version that decided it, given as one --people file among several.
+func TestAuditVerifyPolicyVersions(t *testing.T) {
+	fx := newAuditFixture(t)
+	v1Data, err := os.ReadFile(fx.people)
+	require.NoError(t, err)
+	// v2: bob is offboarded.
+	v2Data := regexp.MustCompile(`(?m)^  - name: bob\n(    .*\n)*?(    groups: .*\n)`).ReplaceAll(v1Data, nil)
+	require.NotEqual(t, v1Data, v2Data)
+	require.NotContains(t, string(v2Data), "name: bob")
+	v1, v2 := filepath.Join(fx.dir, "v1.yaml"), filepath.Join(fx.dir, "v2.yaml")
+	require.NoError(t, os.WriteFile(v1, v1Data, 0o600))
+	require.NoError(t, os.WriteFile(v2, v2Data, 0o600))
+	digest := func(data []byte) string {
+		p, err := approvals.ParsePolicy("x", data)
+		require.NoError(t, err)
+		return p.Digest()
+	}
+	d1, d2 := digest(v1Data), digest(v2Data)
+
+	// alice's write, approved by bob under v1; bob offboarded; dave's
+	// write, approved by carol under v2.
+	log := filepath.Join(t.TempDir(), "audit.log")
+	l, err := audit.Open(log, audit.Options{})
+	require.NoError(t, err)
+	add := func(kind, actor string, data any) {
+		_, err := l.Append(kind, actor, data)
+		require.NoError(t, err)
+	}
+	leads := audit.Step{Group: "leads", Count: 1}
+	r1 := fx.request(t, "r1", "alice", "write", "demo/app", "refs/heads/feature/*", "1h0m0s", "login form", leads)
+	r1.PolicySHA256 = d1
+	add(audit.KindRequest, "alice", r1)
+	add(audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r1, "bob", "", "ok"))
+	add(audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
+	add(audit.KindPolicyReload, "jitssh", audit.PolicyReloadData{PolicySHA256: d2, People: 4, Rules: 2, Offboarded: map[string]string{"bob": "removed from the policy"}})
+	r2 := fx.request(t, "r2", "dave", "write", "demo/app", "refs/heads/main", "1h0m0s", "fix", leads)
+	r2.PolicySHA256 = d2
+	add(audit.KindRequest, "dave", r2)
+	add(audit.KindApprove, "carol", fx.decide(t, audit.KindApprove, r2, "carol", "", "ok"))
+	add(audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r2, 12, time.Hour, "carol"))
+	require.NoError(t, l.Close())
+
+	verify := func(log string, args ...string) cliResult {
+		return runJitssh(t, nil, append([]string{"audit", "verify", "--log", log, "--ca", fx.caPub}, args...)...)
+	}
+	t.Run("every version given", func(t *testing.T) {
+		r := verify(log, "--people", v1, "--people", v2)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, fmt.Sprintf("policy version %s (%s): 1 request judged by it\n", d1, v1))
+		assert.Contains(t, r.stdout, fmt.Sprintf("policy version %s (%s): 1 request judged by it\n", d2, v2))
+		assert.NotContains(t, r.stdout, "not checked")
+	})
+	t.Run("the offboarded approver's version missing", func(t *testing.T) {
+		assertVerifyFailures(t, verify(log, "--people", v2), fmt.Sprintf(" line 1 (seq 1, request): request r1: policy version %s not supplied: policy version not supplied", d1))
+		r := verify(log, "--people", v2, "--allow-unknown-policy", "--json")
+		require.Equal(t, 0, r.code, r.stderr)
+		var res verifyResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+		assert.Equal(t, []policyVersionView{{Digest: d2, Source: v2, Requests: 1}, {Digest: d1, Requests: 1}}, res.PolicyVersions)
+		assert.Equal(t, 1, res.UnknownPolicy)
+		assert.Equal(t, 1, res.NotChecked, "bob's approval: bob is in no version given")
+		r = verify(log, "--people", v2, "--allow-unknown-policy")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "not checked: 1 request decided by policy versions not given (--allow-unknown-policy)\n")
+		assert.Contains(t, r.stdout, "not checked: 1 signature by people in no policy version given\n")
+	})
+	t.Run("steps stripped and the approval removed", func(t *testing.T) {
+		strip := func(keepVersion bool) string {
+			return rebuild(t, logLines(t, log), func(e *audit.Entry) bool {
+				switch {
+				case e.Kind == audit.KindApprove && e.Actor == "bob":
+					return false
+				case e.Kind == audit.KindRequest && e.Actor == "alice":
+					editData(t, e, func(m map[string]any) {
+						m["steps"] = []any{}
+						if !keepVersion {
+							delete(m, "policy_sha256")
+						}
+					})
+				case e.Kind == audit.KindIssue && strings.Contains(string(e.Data), `"id":"r1"`):
+					editData(t, e, func(m map[string]any) { m["approvers"] = []any{} })
+				}
+				return true
+			})
+		}
+		// Without versions the entries agree with each other, and nothing
+		// says the rule wanted a lead.
+		r := verify(strip(false), "--people", v1, "--people", v2)
+		require.Equal(t, 0, r.code, r.stderr)
+		assertVerifyFailures(t, verify(strip(true), "--people", v1, "--people", v2),
+			" line 1 (seq 1, request): request r1 records approval steps none (approved automatically), but rule reviewed of policy version ",
+			" line 2 (seq 2, issue): serial 11 for request r1: 1 approvals required (1 from leads), 0 recorded: certificate issued without approval")
+	})
+}
+
+// twoLogs writes a daemon's log and a Git server's log side by side, as
+// the two processes would: a write certificate issued and released in the
+// daemon's log, and its Git operations, one before and one after the
+// release, in the Git server's. It returns the two paths and, in the order
+// written, which log (0 or 1) and seq each entry went to.
+func twoLogs(t *testing.T, fx *auditFixture) (daemon, git string, order [][2]uint64) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "logs, two") // a comma in a name is a name, not a list
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	daemon, git = filepath.Join(dir, "audit.log"), filepath.Join(dir, "git.log")
+	dl, err := audit.Open(daemon, audit.Options{})
+	require.NoError(t, err)
+	defer dl.Close()
+	gl, err := audit.Open(git, audit.Options{})
+	require.NoError(t, err)
+	defer gl.Close()
+	add := func(which uint64, kind, actor string, data any) {
+		l := dl
+		if which == 1 {
+			l = gl
+		}
+		e, err := l.Append(kind, actor, data)
+		require.NoError(t, err)
+		order = append(order, [2]uint64{which, e.Seq})
+	}
+	leads := audit.Step{Group: "leads", Count: 1}
+	r1 := fx.request(t, "r1", "alice", "write", "demo/app", "refs/heads/feature/*", "1h0m0s", "login form", leads)
+	add(0, audit.KindRequest, "alice", r1)
+	add(1, audit.KindGit, "alice/old", sshd.Event{Decision: sshd.Deny, Serial: 5, KeyID: "alice/old", Service: "git-receive-pack", Repo: "demo/app", Reason: "certificate expired"})
+	add(0, audit.KindApprove, "bob", fx.decide(t, audit.KindApprove, r1, "bob", "", "ok"))
+	add(0, audit.KindIssue, "jitssh", fx.issue(t, fx.ca, r1, 11, time.Hour, "bob"))
+	add(1, audit.KindGit, "alice/r1", sshd.Event{Decision: sshd.Allow, Serial: 11, KeyID: "alice/r1", Service: "git-receive-pack", Repo: "demo/app",
+		Updates: []sshd.RefUpdate{{Ref: "refs/heads/feature/login", Old: strings.Repeat("1", 40), New: strings.Repeat("2", 40), Result: "updated"}}})
+	add(0, audit.KindRelease, "alice", audit.EndData{Subject: audit.Subject{ID: "r1", Serial: 11}, By: "alice", Reason: "done"})
+	add(1, audit.KindGit, "alice/r1", sshd.Event{Decision: sshd.Deny, Serial: 11, KeyID: "alice/r1", Service: "git-upload-pack", Repo: "demo/app", Reason: "certificate revoked"})
+	return daemon, git, order
+}
+
+// TestAuditSeveralLogs: every audit command reads the daemon's log and a
+// Git server's together, each verified on its own chain, their entries
+// merged by time.
+func TestAuditSeveralLogs(t *testing.T) {
+	fx := newAuditFixture(t)
+	daemon, git, order := twoLogs(t, fx)
+	paths := []string{daemon, git}
+	both := []string{"--log", daemon, "--log", git}
+	run := func(args ...string) cliResult {
+		r := runJitssh(t, nil, append(args[:2:2], append(both, args[2:]...)...)...)
+		require.Equal(t, 0, r.code, "%q: %s", args, r.stderr)
+		return r
+	}
+
+	t.Run("list", func(t *testing.T) {
+		var got []logEntry
+		require.NoError(t, json.Unmarshal([]byte(run("audit", "list", "--json").stdout), &got))
+		var gotOrder [][2]uint64
+		for _, e := range got {
+			which := uint64(slices.Index(paths, e.Log))
+			gotOrder = append(gotOrder, [2]uint64{which, e.Seq})
+		}
+		assert.Equal(t, order, gotOrder, "merged by time, each entry naming its log")
+
+		rows := strings.Split(strings.TrimSpace(run("audit", "list", "--serial", "11").stdout), "\n")
+		require.Len(t, rows, 5)
+		assert.Regexp(t, `^LOG +SEQ +TIME \(UTC\) +KIND +ACTOR +SERIAL +REPO +WHAT$`, rows[0])
+		assert.Regexp(t, `^audit\.log +3 +.* issue `, rows[1])
+		assert.Regexp(t, `^git\.log +2 +.* git +alice/r1 +11 +demo/app +allow git-receive-pack`, rows[2])
+		assert.Regexp(t, `^audit\.log +4 +.* release `, rows[3])
+		assert.Regexp(t, `^git\.log +3 +.* deny git-upload-pack`, rows[4])
+
+		var one []map[string]any
+		r := runJitssh(t, nil, "audit", "list", "--log", daemon, "--json")
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &one))
+		assert.NotContains(t, one[0], "log", "one log: its entries as they are")
+
+		r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + daemon + string(os.PathListSeparator) + git}, "audit", "list", "--user", "alice", "--json")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+		assert.Len(t, got, 5, "alice's request and release, and her certificate's Git operations from the other log")
+	})
+	t.Run("show", func(t *testing.T) {
+		out := run("audit", "show", "11").stdout
+		assert.Contains(t, out, "git          0 fetches, 1 pushes (1 refs updated, 0 refused), 1 refused")
+		assert.Contains(t, out, "refs/heads/feature/login "+strings.Repeat("1", 40)+" → "+strings.Repeat("2", 40)+" updated")
+		var kinds []string
+		for _, line := range strings.Split(out[strings.Index(out, "LOG "):], "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasSuffix(f[0], ".log") {
+				kinds = append(kinds, f[0]+" "+f[4])
+			}
+		}
+		assert.Equal(t, []string{"audit.log request", "audit.log approve", "audit.log issue", "git.log git", "audit.log release", "git.log git"}, kinds)
+
+		var js struct {
+			Certificate certView   `json:"certificate"`
+			Entries     []logEntry `json:"entries"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(run("audit", "show", "--json", "11").stdout), &js))
+		require.Len(t, js.Entries, 6)
+		assert.Equal(t, git, js.Entries[3].Log)
+		assert.Equal(t, &gitCounts{Fetches: 0, Pushes: 1, Refused: 1, RefUpdates: 1}, js.Certificate.Git)
+	})
+	t.Run("certs", func(t *testing.T) {
+		var certs []certView
+		require.NoError(t, json.Unmarshal([]byte(run("audit", "certs", "--json").stdout), &certs))
+		require.Len(t, certs, 1)
+		assert.Equal(t, "released", certs[0].State)
+	})
+	t.Run("export", func(t *testing.T) {
+		daemonLines, gitLines := logLines(t, daemon), logLines(t, git)
+		var want []string
+		for _, o := range order {
+			name, lines := daemon, daemonLines
+			if o[0] == 1 {
+				name, lines = git, gitLines
+			}
+			quoted, err := json.Marshal(name)
+			require.NoError(t, err)
+			want = append(want, `{"log":`+string(quoted)+`,"entry":`+strings.TrimSuffix(lines[o[1]-1], "\n")+"}")
+		}
+		assert.Equal(t, strings.Join(want, "\n")+"\n", run("audit", "export").stdout, "each line as stored, inside an object naming its log")
+
+		records, err := csv.NewReader(strings.NewReader(run("audit", "export", "--format", "csv").stdout)).ReadAll()
+		require.NoError(t, err)
+		require.Len(t, records, len(order)+1)
+		assert.Equal(t, []string{"log", "seq", "time", "kind", "actor", "serial", "repo", "summary"}, records[0])
+		assert.Equal(t, []string{git, "1"}, records[2][:2])
+	})
+	t.Run("report", func(t *testing.T) {
+		out := run("audit", "report").stdout
+		assert.Regexp(t, `Hash chains verified, each on its own: audit\.log, 4 entries, head [0-9a-f]{64}; git\.log, 3 entries, head [0-9a-f]{64}\.`, out)
+		assert.Contains(t, out, "| Git operations | 3, of which 2 refused;")
+	})
+	t.Run("verify", func(t *testing.T) {
+		r := run("audit", "verify", "--ca", fx.caPub, "--people", fx.people)
+		assert.Contains(t, r.stdout, "ok: "+daemon+": 4 entries, head ")
+		assert.Contains(t, r.stdout, "ok: "+git+": 3 entries, head ")
+
+		// A tampered Git server log fails on its own chain; the daemon's
+		// is checked all the same.
+		lines := logLines(t, git)
+		lines[0] = strings.Replace(lines[0], "certificate expired", "certificate fine", 1)
+		bad := writeLines(t, lines)
+		r = runJitssh(t, nil, "audit", "verify", "--log", bad, "--log", daemon, "--ca", fx.caPub, "--people", fx.people, "--json")
+		assert.Equal(t, 1, r.code)
+		var res verifyResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+		require.Len(t, res.Failures, 1)
+		assert.Equal(t, bad, res.Failures[0].Log)
+		assert.Equal(t, 2, res.Failures[0].Line)
+		require.Len(t, res.Logs, 2)
+		assert.Equal(t, uint64(4), res.Logs[1].Entries)
+		assert.Equal(t, 1, res.Issued)
+		assert.Contains(t, r.stderr, "jitssh: audit verify: 1 failure in 2 logs (7 entries read)")
+
+		assertOneLineError(t, runJitssh(t, nil, "audit", "list", "--log", daemon, "--log", bad), 1, "audit log "+bad+": audit log line 2 (seq 2)")
+		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", daemon, "--log", git, "--ca", fx.caPub, "--head-key", fx.headKey, "--head", daemon+".head"),
+			2, "--head is the head of one log")
+	})
+}
+
+// TestAuditFlagsOnce: a flag that takes one value, given twice, is an
+// error rather than a silent choice of one of them.
+func TestAuditFlagsOnce(t *testing.T) {
+	fx := newAuditFixture(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify", "--log", fx.log, "--ca", fx.caPub, "--ca", fx.otherCA}, `flag -ca: given more than once`},
+		{[]string{"verify", "--log", fx.log, "--ca", fx.caPub, "--head-key", fx.headKey, "--head-key", fx.caPub}, `flag -head-key: given more than once`},
+		{[]string{"verify", "--log", fx.log, "--ca", fx.caPub, "--max-failures", "1", "--max-failures", "2"}, `flag -max-failures: given more than once`},
+		{[]string{"list", "--log", fx.log, "--kind", "issue", "--kind", "git"}, `flag -kind: given more than once`},
+		{[]string{"list", "--log", fx.log, "--limit", "1", "--limit", "2"}, `flag -limit: given more than once`},
+		{[]string{"list", "--log", fx.log, "--since", "1h", "--since", "2h"}, `flag -since: given more than once`},
+		{[]string{"export", "--log", fx.log, "--format", "csv", "--format", "json"}, `flag -format: given more than once`},
+		{[]string{"report", "--log", fx.log, "--out", "a", "--out", "b"}, `flag -out: given more than once`},
+		{[]string{"list", "--log", fx.log, "--log", fx.log}, `--log ` + fx.log + ` given twice`},
+		{[]string{"list", "--log", fx.log, "--log", fx.dir + "/./audit.log"}, `given twice`},
+	} {
+		assertOneLineError(t, runJitssh(t, nil, append([]string{"audit"}, tt.args...)...), 2, tt.want)
+	}
+	// The environment is a default, which the command line replaces.
+	r := runJitssh(t, []string{"JITSSH_AUDIT_CA=" + fx.otherCA}, "audit", "verify", "--log", fx.log, "--ca", fx.caPub)
+	assert.Equal(t, 0, r.code, r.stderr)
+	r = runJitssh(t, []string{"JITSSH_AUDIT_LOG=" + filepath.Join(fx.dir, "nope")}, "audit", "list", "--log", fx.log)
+	assert.Equal(t, 0, r.code, r.stderr)
+}
+
+// TestAuditTrustedKeysParse: the auditor reads every key it trusts with
+// the parser of the program that trusts it: people's keys and the head key
+// as the daemon reads a person's key, CA keys as the Git servers read
+// them. A key file one accepts and the other refuses would make the
+// auditor vouch for something the servers never trusted, or the reverse.
+func TestAuditTrustedKeysParse(t *testing.T) {
+	fx := newAuditFixture(t)
+	plain := authorizedLine(fx.headSigner.PublicKey())
+	cert := fx.issue(t, fx.ca, fx.request(t, "rk", "alice", "read", "demo/app", "*", "1h0m0s", "x"), 99, time.Hour).Certificate
+	lines := []struct {
+		name, line string
+	}{
+		{"plain key", plain},
+		{"plain key with comment", plain + " daemon@host"},
+		{"options", `from="10.0.0.1" ` + plain},
+		{"cert-authority option", "cert-authority " + plain},
+		{"certificate", cert},
+		{"garbage", "ssh-ed25519 AAAAnope"},
+		{"two keys on one line", plain + "\n" + plain},
+	}
+	dir := t.TempDir()
+	for _, tt := range lines {
+		t.Run(tt.name, func(t *testing.T) {
+			// The head key, as the daemon reads a key.
+			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".pub")
+			require.NoError(t, os.WriteFile(p, []byte(tt.line+"\n"), 0o600))
+			_, daemonErr := approvals.ParseIdentityKey(tt.line)
+			_, err := readHeadKey(p)
+			if daemonErr == nil {
+				assert.NoError(t, err)
+			} else if assert.Error(t, err) && !strings.Contains(tt.line, "\n") {
+				assert.Contains(t, err.Error(), daemonErr.Error(), "the daemon's own words")
+			}
+
+			// CA keys, as the Git servers read them.
+			_, serverErr := ca.LoadPublicKeys(p)
+			r := runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", p)
+			if serverErr == nil {
+				assert.NotContains(t, r.stderr, "load CA public keys", "accepted by the Git servers")
+			} else {
+				assertOneLineError(t, r, 1, serverErr.Error())
+			}
+
+			// A person's key in a --people file, as the daemon reads its
+			// config.
+			people := strings.Replace(string(mustRead(t, fx.people)), authorizedLine(fx.signers["erin"].PublicKey()), strings.ReplaceAll(tt.line, "\n", "\\n"), 1)
+			pp := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".yaml")
+			require.NoError(t, os.WriteFile(pp, []byte(people), 0o600))
+			_, policyErr := approvals.ParsePolicy(pp, []byte(people))
+			r = runJitssh(t, nil, "audit", "verify", "--log", fx.log, "--ca", fx.caPub, "--people", pp)
+			if policyErr == nil {
+				assert.NotContains(t, r.stderr, "load people", "accepted by the daemon")
+			} else {
+				assertOneLineError(t, r, 1, "load people: "+oneLine(policyErr.Error()))
+			}
+		})
+	}
+	// Both parsers accept the plain key, and refuse at least options and
+	// certificates: the cases above are not all one way.
+	_, err := approvals.ParseIdentityKey(plain)
+	require.NoError(t, err)
+	_, err = approvals.ParseIdentityKey("cert-authority " + plain)
+	require.Error(t, err)
+	_, err = approvals.ParseIdentityKey(cert)
+	require.Error(t, err)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
+
+// assertVerifyFailures checks that audit verify failed and printed each of
+// want, in order, on a line of its own, then the count of failures.
+func assertVerifyFailures(t *testing.T, r cliResult, want ...string) {
+	t.Helper()
+	assert.Equal(t, 1, r.code, "exit code; stderr: %s", r.stderr)
+	assert.Empty(t, r.stdout, "stdout on failure")
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	require.NotEmpty(t, lines)
+	assert.Regexp(t, `^jitssh: audit verify: \d+ failures? in `, lines[len(lines)-1])
+	lines = lines[:len(lines)-1]
+	for _, w := range want {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, w) })
+		if !assert.GreaterOrEqual(t, i, 0, "want a line with %q in:\n%s", w, r.stderr) {
+			return
+		}
+		lines = lines[i+1:]
 	}
 }
 
@@ -658,7 +1252,7 @@ func TestAuditHelp(t *testing.T) {
 		"list":   {"--user", "--repo", "--serial", "--kind", "--since", "--until", "--limit", "--json"},
 		"certs":  {"--json"},
 		"show":   {"SERIAL", "--json"},
-		"verify": {"--ca", "--people", "--head", "--head-key", "--json", "JITSSH_AUDIT_CA"},
+		"verify": {"--ca", "--people", "--allow-unknown-policy", "--head", "--head-key", "--no-head", "--max-failures", "--json", "JITSSH_AUDIT_CA", "JITSSH_AUDIT_PEOPLE", "JITSSH_AUDIT_HEAD_KEY"},
 		"export": {"--format", "--since", "--until"},
 		"report": {"--since", "--format", "--out"},
 	} {
@@ -804,7 +1398,7 @@ func writeMillionAuditLog(b *testing.B, path string, n int) int {
 		put(audit.KindRequest, user, audit.RequestData{ID: id, Requester: user, Repo: repo, Ref: "refs/heads/feature/*", Access: "write", Grant: grant,
 			TTL: "1h0m0s", Reason: "work", Rule: "feature", Steps: []audit.Step{{Group: "leads", Count: 1}}, PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq",
 			Statement: st, Signature: sig})
-		put(audit.KindApprove, approver, audit.DecisionData{ID: id, By: approver, Statement: `{"kind":"approve","request":"` + id + `"}` + "\n", Signature: sig})
+		put(audit.KindApprove, approver, audit.DecisionData{Subject: audit.Subject{ID: id}, By: approver, Statement: `{"kind":"approve","request":"` + id + `"}` + "\n", Signature: sig})
 		t0 := base.Add(time.Duration(seq) * 5 * time.Second)
 		put(audit.KindIssue, "jitssh", audit.IssueData{ID: id, Serial: serial, KeyID: user + "/" + id, Requester: user, Principals: []string{grant},
 			ValidAfter: t0.Add(-time.Minute), ValidBefore: t0.Add(time.Hour), Approvers: []string{approver}, Rule: "feature", Certificate: cert})
@@ -817,7 +1411,7 @@ func writeMillionAuditLog(b *testing.B, path string, n int) int {
 			}
 			put(audit.KindGit, user+"/"+id, ev)
 		}
-		put(audit.KindRelease, user, audit.EndData{ID: id, Serial: serial, By: user})
+		put(audit.KindRelease, user, audit.EndData{Subject: audit.Subject{ID: id, Serial: serial}, By: user})
 	}
 	for int(seq) < n {
 		put(audit.KindPolicyReload, "jitssh", map[string]any{"rules": 3})
@@ -916,6 +1510,12 @@ people:
 	require.NoError(t, err)
 
 	ctx := context.Background()
+	as := func(person string) approvals.Actor {
+		t.Helper()
+		who, err := svc.Authenticate(signers[person].PublicKey())
+		require.NoError(t, err)
+		return who
+	}
 	submit := func(req apiRequest) *approvals.Request {
 		t.Helper()
 		key := auditSigner(t).PublicKey()
@@ -924,7 +1524,7 @@ people:
 		sig, err := audit.SignStatement(signers["alice"], audit.NamespaceRequest, st.Message())
 		require.NoError(t, err)
 		ttl, _ := time.ParseDuration(req.TTL)
-		r, err := svc.Submit(ctx, "alice", approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
+		r, err := svc.Submit(ctx, as("alice"), approvals.SubmitInput{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: ttl, Reason: req.Reason,
 			PublicKey: key, Signature: sig, Statement: string(st.Message())})
 		require.NoError(t, err)
 		return r
@@ -941,9 +1541,9 @@ people:
 		ttl, _ := time.ParseDuration(req.TTL)
 		in := approvals.DecisionInput{Reason: req.Reason, TTL: ttl, Signature: sig, Statement: string(st.Message())}
 		if method == methodDeny {
-			r, err = svc.Deny(ctx, person, r.ID, in)
+			r, err = svc.Deny(ctx, as(person), r.ID, in)
 		} else {
-			r, err = svc.Approve(ctx, person, r.ID, in)
+			r, err = svc.Approve(ctx, as(person), r.ID, in)
 		}
 		require.NoError(t, err)
 		return r
@@ -954,7 +1554,7 @@ people:
 	feature := submit(apiRequest{Repo: "/demo/app", Ref: "refs/heads/feature/*", Access: "write", TTL: "90m", Reason: "login form"})
 	feature = decide(methodApprove, "bob", feature, apiRequest{TTL: "30m", Reason: "half an hour"})
 	require.NotZero(t, feature.Serial)
-	_, err = svc.Release(ctx, "alice", feature.ID)
+	_, err = svc.Release(ctx, as("alice"), feature.ID)
 	require.NoError(t, err)
 	denied := submit(apiRequest{Repo: "demo/app", Ref: "refs/heads/feature/x", Access: "write", Reason: "again"})
 	decide(methodDeny, "carol", denied, apiRequest{Reason: "not today"})
@@ -981,6 +1581,6 @@ people:
 			e.Data = json.RawMessage(strings.Replace(string(e.Data), "half an hour", "a whole day", 1))
 		}
 	})
-	assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config), 1,
+	assertVerifyFailures(t, runJitssh(t, nil, "audit", "verify", "--log", p, "--ca", caPub, "--people", config),
 		`approve of `+feature.ID+`: reason is "a whole day", but bob signed "half an hour": record disagrees with its signed statement`)
 }

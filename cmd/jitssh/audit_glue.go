@@ -9,15 +9,25 @@ import (
 	"github.com/jitssh/jitssh/sshd"
 )
 
-// auditKindGit is the audit entry kind of every Git decision.
-const auditKindGit = "git"
+// Audit entry kinds of Git decisions: auditKindGit is the one record of
+// each operation, what it did (or why it was refused); auditKindGitDecided
+// is the record of an allowed operation's decision, written before it acts
+// (sshd.StageDecided), kept apart so that each operation is counted once.
+const (
+	auditKindGit        = "git"
+	auditKindGitDecided = "git.decided"
+)
 
 // auditRecorder puts Git decisions on the hash-chained audit log, with the
 // certificate's key ID as the actor.
 type auditRecorder struct{ log *audit.Log }
 
 func (r auditRecorder) Record(_ context.Context, e sshd.Event) error {
-	if _, err := r.log.Append(auditKindGit, e.KeyID, e); err != nil {
+	kind := auditKindGit
+	if e.Stage == sshd.StageDecided {
+		kind = auditKindGitDecided
+	}
+	if _, err := r.log.Append(kind, e.KeyID, e); err != nil {
 		return fmt.Errorf("audit git decision (serial %d): %w", e.Serial, err)
 	}
 	return nil

@@ -721,14 +721,25 @@ func TestCertificateLoginOpenSSH(t *testing.T) {
 		return certFile, pub.(*ssh.Certificate).Serial
 	}
 
-	// First the short-lived one, so that its second runs out while the
-	// rest is set up.
-	expired, _ := sign("expired", caDir, "1s", "--grant", grant)
-	expiredData, err := os.ReadFile(expired)
-	require.NoError(t, err)
-	expiredPub, _, _, _, err := ssh.ParseAuthorizedKey(expiredData)
-	require.NoError(t, err)
-	expiresAt := time.Unix(int64(expiredPub.(*ssh.Certificate).ValidBefore), 0)
+	// The expired one is signed by the same CA on a clock two hours
+	// back, so that its hour ran out an hour ago.
+	expired := filepath.Join(dir, "expired.cert")
+	{
+		authority, err := ca.Load(caDir)
+		require.NoError(t, err)
+		authority.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+		pubData, err := os.ReadFile(key + ".pub")
+		require.NoError(t, err)
+		pub, _, _, _, err := ssh.ParseAuthorizedKey(pubData)
+		require.NoError(t, err)
+		g, err := principals.Parse(grant)
+		require.NoError(t, err)
+		serials, err := ca.OpenSerialFile(filepath.Join(caDir, "serial"))
+		require.NoError(t, err)
+		cert, err := authority.Sign(ca.CertRequest{PublicKey: pub, KeyID: "alice/expired", Grants: []principals.Grant{g}, TTL: time.Hour}, serials)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(expired, ssh.MarshalAuthorizedKey(cert), 0o644))
+	}
 
 	good, _ := sign("good", caDir, "1h", "--grant", grant)
 	fromHere, _ := sign("from-here", caDir, "1h", "--grant", grant, "--source-address", "127.0.0.1/32")
@@ -815,9 +826,6 @@ func TestCertificateLoginOpenSSH(t *testing.T) {
 		refused(t, server, "", "ssh2: ED25519 SHA256:")
 	})
 	t.Run("expired certificate is refused", func(t *testing.T) {
-		// OpenSSH refuses from ValidBefore on; wait until then (at most
-		// about a second after the certificate was signed).
-		time.Sleep(time.Until(expiresAt.Add(100 * time.Millisecond)))
 		refused(t, server, expired, "expired")
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,15 +19,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
@@ -43,7 +47,14 @@ type inProcessDaemon struct {
 
 func startInProcessDaemon(t testing.TB, extra string) *inProcessDaemon {
 	t.Helper()
-	d := &inProcessDaemon{dir: t.TempDir()}
+	return startInProcessDaemonIn(t, t.TempDir(), extra)
+}
+
+// startInProcessDaemonIn is startInProcessDaemon in dir, which may hold
+// files extra refers to.
+func startInProcessDaemonIn(t testing.TB, dir, extra string) *inProcessDaemon {
+	t.Helper()
+	d := &inProcessDaemon{dir: dir}
 	_, err := ca.Init(filepath.Join(d.dir, "ca"), ca.Ed25519)
 	require.NoError(t, err)
 	var people strings.Builder
@@ -114,6 +125,14 @@ func (d *inProcessDaemon) client(t testing.TB, person string) *apiClient {
 // submit sends a signed request for a fresh key, as jitssh request does.
 func (d *inProcessDaemon) submit(t testing.TB, c *apiClient, person string, req apiRequest) *apiResponse {
 	t.Helper()
+	resp, err := d.trySubmit(t, c, person, req)
+	require.NoError(t, err)
+	return resp
+}
+
+// trySubmit is submit, for a request the daemon may refuse.
+func (d *inProcessDaemon) trySubmit(t testing.TB, c *apiClient, person string, req apiRequest) (*apiResponse, error) {
+	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	pub, err := ssh.NewPublicKey(priv.Public())
@@ -121,9 +140,7 @@ func (d *inProcessDaemon) submit(t testing.TB, c *apiClient, person string, req 
 	req.PublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
 	req.Signature, err = c.sign(audit.NamespaceRequest, requestStatement(person, req).Message())
 	require.NoError(t, err)
-	resp, err := c.call(methodSubmit, req)
-	require.NoError(t, err)
-	return resp
+	return c.call(methodSubmit, req)
 }
 
 func httpGet(t *testing.T, url string) []byte {
@@ -167,49 +184,164 @@ func TestDaemonPublicEndpoints(t *testing.T) {
 	assert.Contains(t, metrics, `jitssh_requests{state="approved"} 1`)
 }
 
+// TestDaemonWebhook: each delivery is signed over a body that names it
+// and says when it was sent, with both repeated in headers, so a receiver
+// can refuse a replay; a retry is the same delivery.
 func TestDaemonWebhook(t *testing.T) {
 	const secret = "s3cret"
+	type delivery struct {
+		body              webhookEvent
+		id, stamp, signed string
+		raw               string
+	}
 	var mu sync.Mutex
-	var bodies []string
-	attempts := 0
+	var got []delivery
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
+		raw, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write(raw)
+		d := delivery{id: r.Header.Get("X-Jitssh-Delivery"), stamp: r.Header.Get("X-Jitssh-Timestamp"), raw: string(raw)}
+		if r.Header.Get("X-Jitssh-Signature") == "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+			d.signed = "yes"
+		}
+		_ = json.Unmarshal(raw, &d.body)
 		mu.Lock()
 		defer mu.Unlock()
-		attempts++
-		if attempts == 1 {
+		got = append(got, d)
+		if len(got) == 1 {
 			http.Error(w, "try again", http.StatusServiceUnavailable)
-			return
 		}
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write(body)
-		if r.Header.Get("X-Jitssh-Signature") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		bodies = append(bodies, string(body))
 	}))
 	defer hook.Close()
 	d := startInProcessDaemon(t, fmt.Sprintf("webhooks:\n  - url: %s\n    secret: %s\n", hook.URL, secret))
 	alice := d.client(t, "alice")
+	before := time.Now().Add(-time.Second)
 	resp := d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "fix"})
+	var pending []delivery
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, b := range bodies {
-			if strings.Contains(b, resp.Request.ID) && strings.Contains(b, `"event":"request.pending"`) {
-				return true
+		pending = nil
+		for _, g := range got {
+			if g.body.Request != nil && g.body.Request.ID == resp.Request.ID && g.body.Event == "request.pending" {
+				pending = append(pending, g)
 			}
 		}
-		return false
-	}, 10*time.Second, 50*time.Millisecond, "no signed webhook for the pending request after a retry")
+		return len(pending) == 2
+	}, 10*time.Second, 50*time.Millisecond, "no retried webhook for the pending request")
+	first, retry := pending[0], pending[1]
+	for _, g := range pending {
+		assert.Equal(t, "yes", g.signed, "signature over the body")
+		assert.Len(t, g.body.Delivery, 32)
+		assert.Equal(t, g.body.Delivery, g.id, "the header repeats the signed delivery ID")
+		assert.Equal(t, strconv.FormatInt(g.body.Timestamp.Unix(), 10), g.stamp, "the header repeats the signed timestamp")
+		assert.False(t, g.body.Timestamp.Before(before.Truncate(time.Second)), g.body.Timestamp)
+	}
+	assert.Equal(t, first.raw, retry.raw, "a retry is the same delivery, byte for byte")
+
+	// The next event is a new delivery.
+	mu.Lock()
+	n := len(got)
+	mu.Unlock()
+	_, err := alice.call(methodCancel, apiRequest{ID: resp.Request.ID})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > n
+	}, 10*time.Second, 50*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.NotEqual(t, first.body.Delivery, got[n].body.Delivery)
+}
+
+// TestDaemonMetricLabelsAreBounded: calls to methods that do not exist
+// count under one label, whatever their names.
+func TestDaemonMetricLabelsAreBounded(t *testing.T) {
+	d := startInProcessDaemon(t, "")
+	alice := d.client(t, "alice")
+	for i := range 30 {
+		_, err := alice.call(fmt.Sprintf("bogus-%d", i), apiRequest{})
+		require.Error(t, err)
+	}
+	_, err := alice.call(methodGet, apiRequest{ID: "req-nope"})
+	require.Error(t, err)
+	metrics := string(httpGet(t, "http://"+d.addrs.HTTP.String()+"/metrics"))
+	assert.Contains(t, metrics, `jitssh_api_errors_total{method="other"} 30`)
+	assert.Contains(t, metrics, `jitssh_api_errors_total{method="get"} 1`)
+	assert.NotContains(t, metrics, "bogus")
+	assert.Equal(t, len(apiMethods)+1, strings.Count(metrics, "jitssh_api_errors_total{"), "one series per known method and one for the rest")
+}
+
+// TestDaemonMetricsListen: with metrics_listen, /metrics is served there
+// and not beside the revocation list.
+func TestDaemonMetricsListen(t *testing.T) {
+	d := startInProcessDaemon(t, "metrics_listen: 127.0.0.1:0\n")
+	require.NotNil(t, d.addrs.Metrics)
+	assert.Contains(t, string(httpGet(t, "http://"+d.addrs.Metrics.String()+"/metrics")), "jitssh_requests{")
+	assert.Equal(t, "ok\n", string(httpGet(t, "http://"+d.addrs.Metrics.String()+"/healthz")))
+	resp, err := http.Get("http://" + d.addrs.HTTP.String() + "/metrics")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	httpGet(t, "http://"+d.addrs.HTTP.String()+"/v1/krl")
+
+	d2 := startInProcessDaemon(t, "")
+	assert.Nil(t, d2.addrs.Metrics)
+	assert.Contains(t, string(httpGet(t, "http://"+d2.addrs.HTTP.String()+"/metrics")), "jitssh_requests{", "without metrics_listen, beside the rest")
+}
+
+// brokenRevocations is a Service whose state cannot be read.
+type brokenRevocations struct{}
+
+func (brokenRevocations) KRL() ([]byte, error) {
+	return nil, errors.New("build KRL: read revoked index: /var/lib/jitssh/data")
+}
+
+func (brokenRevocations) Revoked() ([]uint64, error) {
+	return nil, errors.New("read revoked serials: /var/lib/jitssh/data")
+}
+
+func (brokenRevocations) Status() approvals.NodeStatus {
+	return approvals.NodeStatus{Problems: []string{"state unreadable"}}
+}
+
+// TestRevocationListsFailClosed: when the state cannot be read, both
+// revocation lists answer 503 rather than an empty list, and say no more;
+// /healthz says the node is unhealthy.
+func TestRevocationListsFailClosed(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	authority, err := ca.New(priv)
+	require.NoError(t, err)
+	var log strings.Builder
+	srv := httptest.NewServer(publicHandler(brokenRevocations{}, authority, prometheus.NewRegistry(), true, slog.New(slog.NewJSONHandler(&log, nil))))
+	defer srv.Close()
+	for _, path := range []string{"/v1/krl", "/v1/revoked"} {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, path)
+		assert.Equal(t, "revocation list unavailable\n", string(body), path)
+	}
+	assert.Equal(t, 2, strings.Count(log.String(), "/var/lib/jitssh/data"), "the log has the detail")
+
+	resp, err := http.Get(srv.URL + "/healthz")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "/healthz follows the node's status")
+	assert.Equal(t, "unhealthy: state unreadable\n", string(body))
 }
 
 // BenchmarkAPISubmitAutoApprove is issued certificates per second on the
 // auto-approved path, end to end over the SSH API: sign the request, send
 // it, the daemon verifies, matches policy, applies durably, signs, audits.
 func BenchmarkAPISubmitAutoApprove(b *testing.B) {
-	d := startInProcessDaemon(b, "")
+	// One person requesting as fast as they can is what the limits stop;
+	// here they are out of reach.
+	d := startInProcessDaemon(b, "limits: {requests_per_hour: 1000000000, request_burst: 1000000000, max_live_certificates: 1000000000}\n")
 	alice := d.client(b, "alice")
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -13,9 +13,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
@@ -49,12 +51,19 @@ func devCommand() *cli.Command {
 		Description: "Runs the approval daemon, the CA and the native Git front-end in one process,\n" +
 			"with everything under --dir (a temporary directory when omitted). Once all\n" +
 			"listeners are up it writes DIR/alice.env, bob.env, carol.env and auditor.env:\n" +
-			"sourcing one makes jitssh and git act as that person. Restarting on the same\n" +
-			"--dir keeps all state. Ctrl-C stops everything.",
+			"sourcing one makes jitssh and git act as that person, with DIR/bin/jitssh (a copy\n" +
+			"of this binary, refreshed at each start) first on PATH and in GIT_SSH_COMMAND, so\n" +
+			"shells keep working across restarts, even of `go run`. Restarting on the same\n" +
+			"--dir keeps all state. Ctrl-C, or the end of the process that started it, stops\n" +
+			"everything.\n\n" +
+			"It plays a CI platform too: DIR/ci holds its issuer key and key set, the daemon\n" +
+			"trusts its tokens, and DIR/ci.env acts as a CI job of demo/app's main branch,\n" +
+			"which may write refs/heads/ci/* with a token from `jitssh dev ci-token`.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Usage: "keep everything here", EnvVars: []string{"JITSSH_DEV_DIR"}},
+			&cli.StringFlag{Name: "dir", Usage: "keep everything in `DIR` (kept across restarts)", EnvVars: []string{"JITSSH_DEV_DIR"}},
 		},
-		Action: runDev,
+		Action:      runDev,
+		Subcommands: []*cli.Command{devCITokenCommand()},
 	}
 }
 
@@ -85,8 +94,8 @@ func runDev(c *cli.Context) error {
 
 	// The env files announce that every listener is up: old ones from a
 	// previous run go first, so nobody mistakes them for this run's.
-	for _, p := range devPeople {
-		if err := os.Remove(filepath.Join(dir, p.name+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, name := range append(devNames(), "ci") {
+		if err := os.Remove(filepath.Join(dir, name+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
@@ -94,8 +103,15 @@ func runDev(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext(c)
-	defer stop()
+	bin, err := installDevBinary(dir)
+	if err != nil {
+		return err
+	}
+	// A closed terminal sends SIGHUP: stop as cleanly as on Ctrl-C.
+	sigCtx, stopSignals := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
+	ctx, stopWatch, parentGone := untilParentGoes(sigCtx)
+	defer stopWatch()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -137,7 +153,7 @@ func runDev(c *cli.Context) error {
 		return err
 	}
 	defer agents.stop()
-	if err := writeDevEnv(dir, st, daemon); err != nil {
+	if err := writeDevEnv(dir, st, daemon, bin); err != nil {
 		cancel()
 		wg.Wait()
 		return err
@@ -150,7 +166,12 @@ func runDev(c *cli.Context) error {
 		wg.Wait()
 		return err
 	}
-	fmt.Fprintln(c.App.Writer, "\njitssh dev: stopping")
+	if parentGone() {
+		// Whoever watched the output went with the parent.
+		logger.Info("jitssh dev: the process that started it is gone; stopping")
+	} else {
+		fmt.Fprintln(c.App.Writer, "\njitssh dev: stopping")
+	}
 	cancel()
 	wg.Wait()
 	return nil
@@ -185,6 +206,9 @@ func prepareDev(dir string) (devState, error) {
 		}
 	}
 	if err := ensureDemoRepo(filepath.Join(dir, "repos", "demo", "app.git")); err != nil {
+		return st, err
+	}
+	if err := ensureDevCI(dir); err != nil {
 		return st, err
 	}
 	for _, port := range []*int{&st.APIPort, &st.HTTPPort, &st.GitPort} {
@@ -305,7 +329,9 @@ func writeDevServerConfig(dir string, st devState) error {
 		}
 		fmt.Fprintf(&b, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", p.name, strings.TrimSpace(string(pub)), strings.Join(p.groups, ", "))
 	}
+	b.WriteString(devCIConfig)
 	b.WriteString(devRules)
+	b.WriteString(devCIRule)
 	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
 }
 
@@ -391,9 +417,13 @@ func shWord(s string) string {
 
 // writeDevEnv writes one shell file per person, and the known_hosts file
 // that pins both servers' host keys.
-func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
+func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error {
 	gitKey, err := sshdHostPub(filepath.Join(dir, "git_host_key"))
 	if err != nil {
+		return err
+	}
+	daemonPub := filepath.Join(dir, "daemon_host_key.pub")
+	if err := writeFileAtomic(daemonPub, ssh.MarshalAuthorizedKey(daemon.HostKey), 0o644); err != nil {
 		return err
 	}
 	knownHosts := filepath.Join(dir, "known_hosts")
@@ -402,16 +432,17 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
 		return err
 	}
 	gitURL := fmt.Sprintf("ssh://git@127.0.0.1:%d", st.GitPort)
-	// git-ssh offers each repository the certificate that covers it, so
-	// grants on several repositories can sit in the agent at once.
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find the jitssh binary for GIT_SSH_COMMAND: %w", err)
+	// git-ssh offers each Git operation the certificate that covers it,
+	// so several grants can sit in the agent at once. It is named by the
+	// stable copy in DIR/bin, which outlives a `go run` binary.
+	if err := writeDevCIEnv(dir, st, knownHosts, gitURL, bin); err != nil {
+		return err
 	}
-	gitSSH := fmt.Sprintf("%s git-ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", shWord(exe), shWord(knownHosts))
+	gitSSH := fmt.Sprintf("%s git-ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", shWord(bin), shWord(knownHosts))
 	for _, p := range devPeople {
 		var b strings.Builder
 		fmt.Fprintf(&b, "# jitssh dev: act as %s (%s). Source this file: . %s\n", p.name, p.role, filepath.Join(dir, p.name+".env"))
+		fmt.Fprintf(&b, "export PATH=%s:\"$PATH\"\n", shq(filepath.Dir(bin)))
 		fmt.Fprintf(&b, "export JITSSH_SERVER=%s\n", shq(fmt.Sprintf("127.0.0.1:%d", st.APIPort)))
 		fmt.Fprintf(&b, "export JITSSH_IDENTITY=%s\n", shq(filepath.Join(dir, "keys", p.name)))
 		fmt.Fprintf(&b, "export JITSSH_KNOWN_HOSTS=%s\n", shq(knownHosts))
@@ -420,7 +451,10 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs) error {
 		fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))
 		fmt.Fprintf(&b, "export GIT_SSH_COMMAND=%s\n", shq(gitSSH))
 		fmt.Fprintf(&b, "export GIT_SSH_VARIANT=ssh\n")
-		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")))
+		// The daemon's log and the Git front-end's: the auditor's commands
+		// read both, and check the daemon's against its signed head.
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")+":"+filepath.Join(dir, "git-audit.log")))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_HEAD_KEY=%s\n", shq(daemonPub))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_CA=%s\n", shq(filepath.Join(dir, "ca", ca.PublicKeyFile)))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(filepath.Join(dir, "server.yaml")))
 		fmt.Fprintf(&b, "export SSH_AUTH_SOCK=\"${SSH_AUTH_SOCK:-%s}\"\n", filepath.Join(dir, "agents", p.name+".sock"))
@@ -447,34 +481,72 @@ func sshdHostPub(path string) (ssh.PublicKey, error) {
 // output never sees half of it.
 func printDevStory(w io.Writer, dir string) {
 	var b strings.Builder
-	if _, err := exec.LookPath("jitssh"); err != nil {
-		exe, _ := os.Executable()
-		fmt.Fprintf(&b, "(jitssh is not on PATH: run `go install ./cmd/jitssh`, or use %s)\n\n", exe)
-	}
-	fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n\n", dir)
-	fmt.Fprintf(&b, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s\n", devStory(dir))
+	fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n", dir)
+	fmt.Fprintf(&b, "Sourcing %[1]s/alice.env (or bob, carol, auditor) acts as that person, with\n%[1]s/bin first on PATH: a copy of this jitssh that stays across restarts.\n", dir)
+	fmt.Fprintf(&b, "Sourcing %[1]s/ci.env acts as a CI job of demo/app, known by the tokens\n`jitssh dev ci-token` mints (README, \"CI/CD pipelines\").\n\n", dir)
+	fmt.Fprintf(&b, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s%s%s", storyBegin, devStory(dir), storyEnd)
 	io.WriteString(w, b.String())
 }
 
-// devStory is the story PRODUCT.md tells, as a script: alice reads and
-// clones, bob approves her feature work, main stays closed, and a short
-// grant runs out. Lines starting with "!" are expected to be refused. The
-// dev end-to-end test runs exactly this script.
+// The story is printed between these lines, so that a test can take it
+// from the output exactly as printed.
+const (
+	storyBegin = "# ---- 8< ----\n"
+	storyEnd   = "# ---- >8 ----\n"
+)
+
+// refused is what the story prints after each step that must be refused,
+// when it is: a person pasting the story sees it, and the test counts it.
+const refused = "refused, as it should be"
+
+// devStory is the story the README tells, as a script: alice reads and
+// clones; bob approves her feature work; main needs bob and carol; carol
+// denies a force push; bob revokes the feature grant; a short grant runs
+// out while the long read grant goes on; the auditor verifies the record.
+// The dev end-to-end test runs the printed script.
 func devStory(dir string) string {
 	return fmt.Sprintf(`cd "$(mktemp -d)"
-. %[1]s/alice.env                       # act as alice, a developer
+. %[1]s/alice.env                      # act as alice, a developer
 jitssh request --repo demo/app --ref '*' --access read --ttl 30m --reason "look around"   # approved automatically
 git clone -q "$JITSSH_DEMO_REPO_URL" app && cd app
+
+# Write on feature branches needs one approver.
 ID=$(jitssh request --repo demo/app --ref 'refs/heads/feature/*' --access write --ttl 30m --reason "login work" --no-wait)
 (. %[1]s/bob.env && jitssh requests list && jitssh approve "$ID" --reason "go ahead")   # bob approves
 jitssh request wait "$ID"
 git checkout -q feature/login && git commit -q --allow-empty -m "wip" && git push -q origin feature/login
-! git push origin HEAD:main              # refused: main needs two approvers (bob and carol)
-jitssh status
+! git push origin HEAD:main && echo "%[2]s: the grant covers feature/* only"
+
+# Write on main needs two approvers: bob and carol.
+MAIN=$(jitssh request --repo demo/app --branch main --access write --ttl 10m --reason "release" --no-wait)
+(. %[1]s/bob.env && jitssh approve "$MAIN" --reason "looks good")   # one of two
+(. %[1]s/carol.env && jitssh requests show "$MAIN" && jitssh approve "$MAIN" --reason "ship it")
+jitssh request wait "$MAIN"
+git push -q origin HEAD:main
+jitssh release "$MAIN"                  # done with main: end that grant now
+
+# A denial: request wait exits with status 3.
+NOPE=$(jitssh request --repo demo/app --branch main --access force --ttl 10m --reason "rewrite history" --no-wait)
+(. %[1]s/carol.env && jitssh deny "$NOPE" --reason "not on main")
+! jitssh request wait "$NOPE" && echo "%[2]s: carol denied it"
+
+# An approver revokes a grant: it stops working within seconds.
+(. %[1]s/bob.env && jitssh revoke "$ID" --reason "login work merged")
+sleep 3
+git commit -q --allow-empty -m "after the revoke"
+! git push origin feature/login && echo "%[2]s: the grant was revoked"
+jitssh status                          # what is left: the read grant
+
+# A short grant ends on its own; the 30-minute read grant goes on.
 ID=$(jitssh request --repo demo/app --branch feature/login --access write --ttl 5s --reason "quick fix" --no-wait)
 (. %[1]s/bob.env && jitssh approve "$ID") && jitssh request wait "$ID"
-git commit -q --allow-empty -m "quick" && git push -q origin feature/login
+git push -q origin feature/login
 sleep 6
-! git push origin feature/login          # refused: the 5-second grant is over
-`, dir)
+git commit -q --allow-empty -m "too late"
+! git push origin feature/login && echo "%[2]s: the 5-second grant is over"
+git fetch origin && echo "fetched: the read grant still works"
+
+# The auditor checks the whole record: hash chain, signatures, approvals.
+(. %[1]s/auditor.env && jitssh audit verify)
+`, dir, refused)
 }

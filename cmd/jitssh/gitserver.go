@@ -44,7 +44,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	if err != nil {
 		return err
 	}
-	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey)
+	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey, "git-server")
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 		// One fetch before serving, so a reachable daemon means no
 		// window in which everyone is refused.
 		if err := urlSource.Fetch(runCtx); err != nil {
-			logger.Warn("first revocation list fetch failed; refusing certificates until one succeeds", "error", err.Error())
+			logger.Warn("first revocation list fetch failed; refusing certificates until one succeeds", "err", err)
 		}
 		go urlSource.Run(runCtx)
 	}
@@ -91,19 +91,21 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := sshd.NewServer(sshd.ServerOptions{
-		HostKeys:           []ssh.Signer{hostKey},
-		Verifier:           current.Load,
-		Repos:              repos,
-		Git:                git,
-		Recorder:           rec,
-		Logger:             logger,
-		Metrics:            sshd.NewMetrics(reg),
-		HandshakeTimeout:   time.Duration(cfg.Limits.HandshakeTimeout),
-		IdleTimeout:        time.Duration(cfg.Limits.IdleTimeout),
-		MaxConnections:     cfg.Limits.MaxConnections,
-		MaxPerSource:       cfg.Limits.MaxPerSource,
-		MaxSessionsPerConn: cfg.Limits.MaxSessionsPerConn,
-		KeepExpired:        cfg.KeepExpired,
+		HostKeys:               []ssh.Signer{hostKey},
+		Verifier:               current.Load,
+		Repos:                  repos,
+		Git:                    git,
+		Recorder:               rec,
+		Logger:                 logger,
+		Metrics:                sshd.NewMetrics(reg),
+		HandshakeTimeout:       time.Duration(cfg.Limits.HandshakeTimeout),
+		IdleTimeout:            time.Duration(cfg.Limits.IdleTimeout),
+		MaxConnections:         cfg.Limits.MaxConnections,
+		MaxPerSource:           cfg.Limits.MaxPerSource,
+		MaxSessionsPerConn:     cfg.Limits.MaxSessionsPerConn,
+		MaxHandshakes:          cfg.Limits.MaxHandshakes,
+		MaxHandshakesPerSource: cfg.Limits.MaxHandshakesPerSource,
+		KeepExpired:            cfg.KeepExpired,
 	})
 	if err != nil {
 		return err
@@ -158,7 +160,7 @@ func reloadVerifier(configPath string, checker sshd.RevocationChecker, current *
 			return
 		}
 	}
-	logger.Error("reload failed; keeping the running configuration", "error", err.Error())
+	logger.Error("reload failed; keeping the running configuration", "err", err)
 }
 
 // serveMetrics serves Prometheus metrics and a health check.
@@ -175,7 +177,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, logger *slog.Logger) (f
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("metrics server stopped", "error", err.Error())
+			logger.Error("metrics server stopped", "err", err)
 		}
 	}()
 	return func() { hs.Close() }, nil

@@ -37,6 +37,8 @@ type gitServerProc struct {
 	knownHosts string
 	log        *lockedBuffer
 	dir, root  string
+	// extra is appended to the configuration.
+	extra string
 }
 
 type lockedBuffer struct {
@@ -46,12 +48,18 @@ type lockedBuffer struct {
 
 func (s *gitServerProc) configText(cas []string, krl string) string {
 	return fmt.Sprintf("listen: %s\nhost_key: %s\ntrusted_ca_keys: [%s]\nrepos: %s\nmetrics_listen: %s\nrevocation:\n  krl_file: %s\nlimits:\n  shutdown_grace: 20s\n",
-		s.addr, filepath.Join(s.dir, "host_key"), strings.Join(cas, ", "), s.root, s.metrics, krl)
+		s.addr, filepath.Join(s.dir, "host_key"), strings.Join(cas, ", "), s.root, s.metrics, krl) + s.extra
 }
 
 func startGitServer(t *testing.T, cas []string, krl string) *gitServerProc {
 	t.Helper()
-	s := &gitServerProc{dir: t.TempDir(), root: repoRoot(t), addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}}
+	return startGitServerWith(t, cas, krl, "")
+}
+
+// startGitServerWith is startGitServer with extra configuration lines.
+func startGitServerWith(t *testing.T, cas []string, krl, extra string) *gitServerProc {
+	t.Helper()
+	s := &gitServerProc{dir: t.TempDir(), root: repoRoot(t), addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
 	s.config = filepath.Join(s.dir, "git-server.yaml")
 	require.NoError(t, os.WriteFile(s.config, []byte(s.configText(cas, krl)), 0o600))
 	s.cmd = exec.Command(jitsshBin, "git-server", "--config", s.config)
@@ -183,4 +191,29 @@ func TestGitServerReloadAndRevocation(t *testing.T) {
 	stdin.Close()
 	require.NoError(t, hold.Wait(), "the running operation was cut by SIGTERM")
 	require.NoError(t, s.cmd.Wait(), "git-server did not exit cleanly")
+}
+
+// TestGitServerFailsClosedOnAudit: with an audit log that takes no writes
+// (/dev/full), git-server serves nothing, tells the client why, and logs
+// the failed record.
+func TestGitServerFailsClosedOnAudit(t *testing.T) {
+	needTool(t, "ssh")
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	dir := t.TempDir()
+	st := &stockServer{dir: dir}
+	caDir := filepath.Join(dir, "ca")
+	r := runJitssh(t, nil, "ca", "init", "--dir", caDir)
+	require.Equal(t, 0, r.code, r.stderr)
+	krl := filepath.Join(dir, "revoked.krl")
+	r = runJitssh(t, nil, "ca", "krl", "--dir", caDir, "--out", krl)
+	require.Equal(t, 0, r.code, r.stderr)
+	dev := st.credential(t, "dev", caDir, "1h", "git:read:demo/app:*")
+	s := startGitServerWith(t, []string{filepath.Join(caDir, ca.PublicKeyFile)}, krl, "audit_log: /dev/full\n")
+	out, err := s.lsRemote(dev)
+	require.Error(t, err, out)
+	assert.NotContains(t, out, "refs/heads")
+	assert.Contains(t, out, "audit log cannot be written")
+	s.waitLog(t, "audit record failed")
 }

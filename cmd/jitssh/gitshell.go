@@ -42,6 +42,7 @@ func shellConfig(c *cli.Context) (sshd.ShellConfig, func(), error) {
 		return cfg, nil, err
 	}
 	cfg.Recorder = rec
+	cfg.Logger = logger
 	return cfg, func() { closeRec(); closeLog() }, nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -46,6 +47,24 @@ func gitSSHCommand() *cli.Command {
 			return runGitSSH(c.Args().Slice())
 		},
 	}
+}
+
+// gitSSHArgs returns git-ssh's arguments when args (the whole command
+// line) run git-ssh to connect, which every Git connection does, so that
+// run can skip building the command tree. Help and shell completion are
+// left to the command tree.
+func gitSSHArgs(args []string) ([]string, bool) {
+	if len(args) < 2 || args[1] != "git-ssh" {
+		return nil, false
+	}
+	rest := args[2:]
+	if len(rest) == 1 && (rest[0] == "--help" || rest[0] == "-h") {
+		return nil, false
+	}
+	if len(rest) > 0 && rest[len(rest)-1] == "--generate-bash-completion" {
+		return nil, false
+	}
+	return rest, true
 }
 
 func runGitSSH(args []string) error {
@@ -204,7 +223,9 @@ func certForCommand(certs []*ssh.Certificate, cmd sshd.Command, now time.Time) *
 		if r := rank(a) - rank(b); r != 0 {
 			return r
 		}
-		return int(int64(a.cert.ValidAfter) - int64(b.cert.ValidAfter))
+		// The newest: certificates issued within the same second share
+		// ValidAfter, and then the later serial is the newer.
+		return cmp.Or(cmp.Compare(a.cert.ValidAfter, b.cert.ValidAfter), cmp.Compare(a.cert.Serial, b.cert.Serial))
 	})
 	return best.cert
 }

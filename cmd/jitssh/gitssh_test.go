@@ -4,6 +4,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +71,11 @@ func TestCertForCommand(t *testing.T) {
 	expired := testCert("expired", old, now, "git:write:demo/app:*")
 	future := testCert("future", later, later.Add(time.Hour), "git:write:demo/app:*")
 	multi := testCert("multi", old, later, "git:read:team/tool:*", "git:write:demo/app:refs/heads/main")
+	// Two grants issued in the same second: the later serial is newer.
+	sameSecondA := testCert("same-second-a", newer, later, "git:write:demo/app:refs/heads/feature/*")
+	sameSecondA.Serial = 7
+	sameSecondB := testCert("same-second-b", newer, later, "git:write:demo/app:refs/heads/main")
+	sameSecondB.Serial = 8
 
 	fetch := sshd.Command{Service: sshd.UploadPack, Repo: "demo/app"}
 	push := sshd.Command{Service: sshd.ReceivePack, Repo: "demo/app"}
@@ -82,6 +90,8 @@ func TestCertForCommand(t *testing.T) {
 		{"read: newest when none is '*'", []*ssh.Certificate{forceOld, readMain}, fetch, "read-main"},
 		{"push: only a writer will do", []*ssh.Certificate{readAll, writeFeature, readMain}, push, "write-feature"},
 		{"push: newest writer", []*ssh.Certificate{forceOld, writeFeature}, push, "write-feature"},
+		{"push: the same second, the later serial", []*ssh.Certificate{sameSecondB, sameSecondA}, push, "same-second-b"},
+		{"push: the same second, the later serial, either order", []*ssh.Certificate{sameSecondA, sameSecondB}, push, "same-second-b"},
 		{"push with only a reader: the reader, so the server says why", []*ssh.Certificate{tool, readMain}, push, "read-main"},
 		{"another repository only", []*ssh.Certificate{tool}, fetch, ""},
 		{"expired and not yet valid are never offered", []*ssh.Certificate{expired, future}, push, ""},
@@ -103,63 +113,6 @@ func TestCertForCommand(t *testing.T) {
 	}
 }
 
-// TestInstallInAgentKeepsOnePerRepository checks, against a real
-// ssh-agent, that a new grant replaces the person's older grants on the
-// same repository and leaves the rest.
-func TestInstallInAgentKeepsOnePerRepository(t *testing.T) {
-	needTool(t, "ssh-agent")
-	conn, err := net.Dial("unix", newAgent(t))
-	require.NoError(t, err)
-	defer conn.Close()
-	ag := agent.NewClient(conn)
-
-	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	caSigner, err := ssh.NewSignerFromKey(caPriv)
-	require.NoError(t, err)
-	now := time.Now()
-	add := func(keyID string, grants ...string) []string {
-		t.Helper()
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		require.NoError(t, err)
-		sshPub, err := ssh.NewPublicKey(pub)
-		require.NoError(t, err)
-		cert := testCert(keyID, now.Add(-time.Minute), now.Add(time.Hour), grants...)
-		cert.Key = sshPub
-		require.NoError(t, cert.SignCert(rand.Reader, caSigner))
-		replaced, err := installInAgent(ag, priv, cert)
-		require.NoError(t, err)
-		var ids []string
-		for _, r := range replaced {
-			ids = append(ids, r.KeyId)
-		}
-		return ids
-	}
-	held := func() []string {
-		t.Helper()
-		keys, err := ag.List()
-		require.NoError(t, err)
-		var ids []string
-		for _, k := range keys {
-			ids = append(ids, k.Comment)
-		}
-		return ids
-	}
-
-	add("alice/req-1", "git:read:demo/app:*")
-	add("alice/req-2", "git:read:team/tool:*")
-	assert.ElementsMatch(t, []string{"alice/req-1", "alice/req-2"}, held())
-	assert.Equal(t, []string{"alice/req-1"}, add("alice/req-3", "git:write:demo/app:refs/heads/feature/*"), "what was replaced")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3"}, held(), "the newer demo/app grant replaces the older")
-	add("bob/req-4", "git:read:demo/app:*")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-3", "bob/req-4"}, held(), "another person's grants stay")
-	add("alice/req-5", "git:read:demo/app:*", "git:read:other/repo:*")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "bob/req-4"}, held())
-	add("alice/req-6", "git:read:other/repo:*")
-	assert.ElementsMatch(t, []string{"alice/req-2", "alice/req-5", "alice/req-6", "bob/req-4"}, held(),
-		"a grant that covers only part of an older certificate's repositories leaves it")
-}
-
 // FuzzRemoteGitCommand: any ssh command line either yields a Git service
 // on a well-formed repository name or nothing.
 func FuzzRemoteGitCommand(f *testing.F) {
@@ -178,4 +131,110 @@ func FuzzRemoteGitCommand(f *testing.F) {
 			t.Fatalf("accepted service %q", cmd.Service)
 		}
 	})
+}
+
+func TestGitSSHArgs(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		direct bool
+		rest   []string
+	}{
+		{"a fetch", []string{"jitssh", "git-ssh", "-p", "22", "h", "git-upload-pack 'a/b'"}, true, []string{"-p", "22", "h", "git-upload-pack 'a/b'"}},
+		{"no arguments", []string{"jitssh", "git-ssh"}, true, []string{}},
+		{"-h with more is ssh's", []string{"jitssh", "git-ssh", "-h", "x"}, true, []string{"-h", "x"}},
+		{"help", []string{"jitssh", "git-ssh", "--help"}, false, nil},
+		{"short help", []string{"jitssh", "git-ssh", "-h"}, false, nil},
+		{"shell completion", []string{"jitssh", "git-ssh", "h", "--generate-bash-completion"}, false, nil},
+		{"another command", []string{"jitssh", "request", "git-ssh"}, false, nil},
+		{"nothing", []string{"jitssh"}, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rest, ok := gitSSHArgs(tt.args)
+			assert.Equal(t, tt.direct, ok)
+			assert.Equal(t, tt.rest, rest)
+		})
+	}
+}
+
+// TestGitSSHDirectMatchesCommandTree runs git-ssh both ways run can take,
+// straight and through the command tree, with a stand-in ssh that records
+// what it was given (the certificate file's content in place of its
+// temporary name), and expects the same ssh command line and exit code.
+func TestGitSSHDirectMatchesCommandTree(t *testing.T) {
+	needTool(t, "ssh-agent")
+	dir := t.TempDir()
+	conn, err := net.Dial("unix", newAgent(t))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	caSigner, err := ssh.NewSignerFromKey(caPriv)
+	require.NoError(t, err)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	sshPub, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	cert := testCert("alice/req-1", time.Now().Add(-time.Minute), time.Now().Add(time.Hour), "git:read:demo/app:*")
+	cert.Key = sshPub
+	require.NoError(t, cert.SignCert(rand.Reader, caSigner))
+	require.NoError(t, agent.NewClient(conn).Add(agent.AddedKey{PrivateKey: priv, Certificate: cert}))
+
+	fakeSSH := filepath.Join(dir, "ssh")
+	require.NoError(t, os.WriteFile(fakeSSH, []byte(`#!/bin/sh
+for a; do
+	case $a in IdentityFile=*) cat "${a#IdentityFile=}" ;; *) printf '%s\n' "$a" ;; esac
+done >"$GITSSH_TEST_OUT"
+exit "$GITSSH_TEST_CODE"
+`), 0o755))
+	tmp := t.TempDir()
+	t.Setenv("SSH_AUTH_SOCK", conn.RemoteAddr().String())
+	t.Setenv("JITSSH_SSH", fakeSSH)
+	t.Setenv("TMPDIR", tmp)
+
+	runBoth := func(t *testing.T, code string, args ...string) (direct, tree string, directCode, treeCode int) {
+		t.Helper()
+		t.Setenv("GITSSH_TEST_CODE", code)
+		argv := append([]string{"jitssh", "git-ssh"}, args...)
+		out := filepath.Join(dir, "out")
+		t.Setenv("GITSSH_TEST_OUT", out)
+		_, ok := gitSSHArgs(argv)
+		require.True(t, ok, "not a direct run")
+		directCode = run(argv)
+		data, err := os.ReadFile(out)
+		require.NoError(t, err)
+		direct = string(data)
+		require.NoError(t, os.Remove(out))
+		app := newApp()
+		treeCode = exitCode(app.Run(argv), app.ErrWriter)
+		data, err = os.ReadFile(out)
+		require.NoError(t, err)
+		tree = string(data)
+		left, err := os.ReadDir(tmp)
+		require.NoError(t, err)
+		assert.Empty(t, left, "certificate files left behind")
+		return direct, tree, directCode, treeCode
+	}
+	for _, tt := range []struct {
+		name string
+		code string
+		args []string
+		cert bool
+	}{
+		{"a fetch the certificate covers", "0", []string{"-o", "SendEnv=GIT_PROTOCOL", "-p", "22", "git@h", "git-upload-pack '/demo/app.git'"}, true},
+		{"ssh's exit code", "3", []string{"-p", "22", "git@h", "git-upload-pack 'demo/app'"}, true},
+		{"another repository", "0", []string{"h", "git-upload-pack 'team/tool'"}, false},
+		{"not git", "0", []string{"-G", "-p", "22", "h"}, false},
+		{"ssh's own -h", "255", []string{"-h", "x"}, false},
+		{"double dash", "0", []string{"--", "h", "ls", "--generate-bash-completion", "x"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			direct, tree, directCode, treeCode := runBoth(t, tt.code, tt.args...)
+			assert.Equal(t, tree, direct)
+			assert.Equal(t, treeCode, directCode)
+			assert.Equal(t, tt.code, strconv.Itoa(directCode))
+			assert.Equal(t, tt.cert, strings.Contains(direct, string(ssh.MarshalAuthorizedKey(cert))), "certificate offered:\n%s", direct)
+		})
+	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -16,7 +17,7 @@ import (
 const (
 	exitOK    = 0
 	exitError = 1
-	exitUsage = 2
+	exitUsage = 2 // bad usage: unknown command or flag, wrong arguments
 )
 
 func main() {
@@ -24,30 +25,59 @@ func main() {
 }
 
 func run(args []string) int {
-	app := newApp()
-	if err := app.Run(flagsFirst(app, args)); err != nil {
-		var coder cli.ExitCoder
-		if errors.As(err, &coder) {
-			if msg := err.Error(); msg != "" {
-				fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", msg)
-			}
-			return coder.ExitCode()
-		}
-		fmt.Fprintf(app.ErrWriter, "jitssh: %s\n", err)
-		return exitError
+	if rest, ok := gitSSHArgs(args); ok {
+		return exitCode(runGitSSH(rest), os.Stderr)
 	}
-	return exitOK
+	app := newApp()
+	if len(args) > 1 && args[len(args)-1] == completionFlag {
+		writeCompletions(app.Writer, app.Commands, args[1:len(args)-1])
+		return exitOK
+	}
+	err := helpTopicError(app.Commands, args)
+	if err == nil {
+		err = app.Run(flagsFirst(app, args))
+	}
+	return exitCode(err, app.ErrWriter)
+}
+
+// exitCode reports err, if any, on stderr and returns the exit code.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var coder cli.ExitCoder
+	if errors.As(err, &coder) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(stderr, "jitssh: %s\n", msg)
+		}
+		return coder.ExitCode()
+	}
+	fmt.Fprintf(stderr, "jitssh: %s\n", err)
+	// urfave/cli reports a missing required flag with a plain error of an
+	// unexported type; it is bad usage all the same.
+	if strings.HasPrefix(err.Error(), "Required flag") {
+		return exitUsage
+	}
+	return exitError
 }
 
 func newApp() *cli.App {
 	app := &cli.App{
-		Name:                 "jitssh",
-		Usage:                "just-in-time SSH certificates for Git",
-		HideVersion:          true,
-		EnableBashCompletion: true,
+		Name:        "jitssh",
+		Usage:       "just-in-time SSH certificates for Git",
+		HideVersion: true,
+		// Completion is answered in run, before urfave/cli could parse
+		// flags or run an action.
+		EnableBashCompletion: false,
 		Writer:               os.Stdout,
 		ErrWriter:            os.Stderr,
 		Commands:             commands(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return unknownCommand("jitssh", c.Args().First(), c.App.Commands)
+			}
+			return cli.ShowAppHelp(c)
+		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return cli.Exit(err.Error(), exitUsage)
 		},
@@ -55,7 +85,23 @@ func newApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 	setUsageErrors(app.Commands)
+	checkArgs(app.Commands)
+	quietSwitches(app.Commands)
+	needCA(app.Commands)
 	return app
+}
+
+// quietSwitches drops "(default: false)" from the help of every switch:
+// a switch is off unless given.
+func quietSwitches(cmds []*cli.Command) {
+	for _, c := range cmds {
+		for _, f := range c.Flags {
+			if b, ok := f.(*cli.BoolFlag); ok && !b.Value {
+				b.DisableDefaultText = true
+			}
+		}
+		quietSwitches(c.Subcommands)
+	}
 }
 
 // commands lists every top-level command. Each lives in its own file.
@@ -78,6 +124,7 @@ func commands() []*cli.Command {
 		devCommand(),
 		auditCommand(),
 		completionCommand(),
+		versionCommand(),
 
 		hookCommand(),
 		devAgentCommand(),
@@ -89,7 +136,7 @@ func commands() []*cli.Command {
 func setUsageErrors(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
-			return cli.Exit(err.Error(), exitUsage)
+			return cli.Exit(explainFlagError(c, err), exitUsage)
 		}
 		setUsageErrors(c.Subcommands)
 	}
@@ -172,7 +219,7 @@ func takesValue(cmd *cli.Command, name string) bool {
 func commandGroup(name string) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.NArg() > 0 {
-			return cli.Exit(fmt.Sprintf("%s: unknown command %q", name, c.Args().First()), exitUsage)
+			return unknownCommand("jitssh "+name, c.Args().First(), c.Command.Subcommands)
 		}
 		return cli.ShowSubcommandHelp(c)
 	}

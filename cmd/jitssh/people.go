@@ -1,17 +1,19 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
@@ -62,16 +64,69 @@ func newProgress(w io.Writer) *progress {
 }
 
 func (p *progress) line() string {
-	r := p.r
-	if r == nil {
+	if p.r == nil {
 		return ""
 	}
-	who := ""
-	if len(p.who) > 0 {
-		who = " (" + strings.Join(p.who, ", ") + " can approve)"
+	return waitingLine(p.r, p.who, time.Now(), 0)
+}
+
+// waitingLine says where a pending request stands, in at most width
+// columns when width is positive: the spinner redraws it in place, and a
+// line longer than the terminal wraps and leaves a copy behind on every
+// redraw. It drops detail before it cuts: who can approve first, then the
+// wording.
+func waitingLine(r *approvals.Request, who []string, now time.Time, width int) string {
+	waited := now.Sub(r.CreatedAt).Round(time.Second)
+	needs := describeSteps(r.Steps)
+	variants := []string{
+		fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s%s; waited %s",
+			r.ID, len(r.Approvals), needs, canApproveNote(who), waited),
+		fmt.Sprintf("%s waiting for approval: %d so far, needs %s; waited %s", r.ID, len(r.Approvals), needs, waited),
+		fmt.Sprintf("%s: %d/%d approvals; %s", r.ID, len(r.Approvals), needed(r.Steps), waited),
 	}
-	return fmt.Sprintf("%s waiting for approval: %d approval(s) so far, needs %s%s; waited %s",
-		r.ID, len(r.Approvals), describeSteps(r.Steps), who, time.Since(r.CreatedAt).Round(time.Second))
+	if width <= 0 {
+		return variants[0]
+	}
+	for _, v := range variants {
+		if utf8.RuneCountInString(v) <= width {
+			return v
+		}
+	}
+	return cutToWidth(variants[len(variants)-1], width)
+}
+
+func canApproveNote(who []string) string {
+	if len(who) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(who, ", ") + " can approve)"
+}
+
+// cutToWidth keeps the first width characters of s, the last of them an
+// ellipsis when s was longer.
+func cutToWidth(s string, width int) string {
+	if width <= 0 {
+		return ""
+	}
+	if utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	runes := []rune(s)
+	return string(runes[:width-1]) + "…"
+}
+
+// terminalWidth is the width of the terminal w writes to: the terminal's
+// own word, else $COLUMNS, else 80.
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	if cols, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && cols > 0 {
+		return cols
+	}
+	return 80
 }
 
 func (p *progress) update(r *approvals.Request, canApprove []string) {
@@ -100,7 +155,10 @@ func (p *progress) spin() {
 		}
 		p.mu.Lock()
 		if p.r != nil && p.r.State == approvals.StatePending {
-			fmt.Fprintf(p.w, "\r\033[K%c %s", frames[i%len(frames)], p.line())
+			// One column less than the width: a line that fills the last
+			// column makes some terminals wrap before the next \r.
+			width := terminalWidth(p.w) - 3
+			fmt.Fprintf(p.w, "\r\033[K%c %s", frames[i%len(frames)], waitingLine(p.r, p.who, time.Now(), width))
 		}
 		p.mu.Unlock()
 	}
@@ -125,9 +183,9 @@ func requestsCommand() *cli.Command {
 				Name:  "list",
 				Usage: "requests you may see, newest first (approvers see everyone's)",
 				Flags: append(clientFlags(),
-					&cli.StringSliceFlag{Name: "state", Usage: "only these states (pending, approved, denied, expired, cancelled)"},
+					&cli.StringSliceFlag{Name: "state", Usage: "only requests in this `STATE` (pending, approved, denied, expired, cancelled); repeatable"},
 					&cli.BoolFlag{Name: "mine", Usage: "only your own requests"},
-					&cli.IntFlag{Name: "limit", Usage: "at most this many"},
+					&cli.IntFlag{Name: "limit", Usage: "at most `N` requests", DefaultText: "all"},
 					jsonOutFlag()),
 				Action: runRequestsList,
 			},
@@ -149,7 +207,7 @@ func requestsCommand() *cli.Command {
 }
 
 func runRequestsList(c *cli.Context) error {
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -168,14 +226,20 @@ func runRequestsList(c *cli.Context) error {
 		fmt.Fprintln(c.App.Writer, "no requests")
 		return nil
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREQUESTER\tGRANT\tSTATE\tAPPROVALS\tWHEN")
-	now := time.Now()
-	for _, r := range resp.Requests {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", r.ID, r.Requester, r.Grant, colourState(c.App.Writer, displayState(r, now)),
-			len(r.Approvals), needed(r.Steps), relativeWhen(r, now))
+	return requestsTable(resp.Requests, time.Now()).write(c.App.Writer, isTerminal(c.App.Writer))
+}
+
+// requestsTable is the listing of requests list, its STATE column
+// coloured on a terminal.
+func requestsTable(requests []*approvals.Request, now time.Time) *grid {
+	t := &grid{}
+	t.addText("ID", "REQUESTER", "GRANT", "STATE", "APPROVALS", "WHEN")
+	for _, r := range requests {
+		state := displayState(r, now)
+		t.add(cell{text: r.ID}, cell{text: r.Requester}, cell{text: r.Grant}, cell{text: state, colour: stateColour(state)},
+			cell{text: fmt.Sprintf("%d/%d", len(r.Approvals), needed(r.Steps))}, cell{text: relativeWhen(r, now)})
 	}
-	return tw.Flush()
+	return t
 }
 
 func needed(steps []approvals.Step) int {
@@ -196,20 +260,18 @@ func displayState(r *approvals.Request, now time.Time) string {
 	return string(r.State)
 }
 
-func colourState(w io.Writer, s string) string {
-	if !isTerminal(w) {
-		return s
-	}
-	code := "0"
+// stateColour is the SGR colour of a state word: green for a live grant,
+// yellow for waiting, red for a refusal or a revocation.
+func stateColour(s string) string {
 	switch {
 	case strings.HasSuffix(s, "active"):
-		code = "32"
+		return "32"
 	case s == "pending":
-		code = "33"
+		return "33"
 	case s == "denied", strings.HasSuffix(s, "revoked"):
-		code = "31"
+		return "31"
 	}
-	return "\033[" + code + "m" + s + "\033[0m"
+	return ""
 }
 
 // relativeWhen says how long a request has waited, or how long its
@@ -248,7 +310,7 @@ func runRequestsShow(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("jitssh requests show needs the request ID", exitUsage)
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -268,35 +330,35 @@ func showRequest(w io.Writer, r *approvals.Request) {
 	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
-	fmt.Fprintf(tw, "requester:\t%s\n", r.Requester)
+	fmt.Fprintf(tw, "requester:\t%s\n", terminalSafe(r.Requester))
 	fmt.Fprintf(tw, "grant:\t%s\n", r.Grant)
 	fmt.Fprintf(tw, "ttl asked:\t%s\n", time.Duration(r.TTL))
-	fmt.Fprintf(tw, "reason:\t%s\n", r.Reason)
+	fmt.Fprintf(tw, "reason:\t%s\n", terminalSafe(r.Reason))
 	fmt.Fprintf(tw, "rule:\t%s (needs %s)\n", r.Rule, describeSteps(r.Steps))
 	fmt.Fprintf(tw, "state:\t%s (%s)\n", displayState(r, now), relativeWhen(r, now))
 	fmt.Fprintf(tw, "created:\t%s\n", r.CreatedAt.Format(time.RFC3339))
 	for _, a := range r.Approvals {
 		line := fmt.Sprintf("%s at %s", a.By, a.At.Format(time.RFC3339))
 		if a.Reason != "" {
-			line += ": " + a.Reason
+			line += ": " + terminalSafe(a.Reason)
 		}
 		fmt.Fprintf(tw, "approved by:\t%s\n", line)
 	}
 	if d := r.Decision; d != nil {
-		fmt.Fprintf(tw, "%s by:\t%s at %s: %s\n", r.State, d.By, d.At.Format(time.RFC3339), d.Reason)
+		fmt.Fprintf(tw, "%s by:\t%s at %s: %s\n", r.State, d.By, d.At.Format(time.RFC3339), terminalSafe(d.Reason))
 	}
 	if r.Serial != 0 {
 		fmt.Fprintf(tw, "serial:\t%d\n", r.Serial)
 		fmt.Fprintf(tw, "valid:\t%s to %s\n", r.ValidAfter.Format(time.RFC3339), r.ValidBefore.Format(time.RFC3339))
 	}
 	if d := r.Revoked; d != nil {
-		fmt.Fprintf(tw, "revoked by:\t%s at %s: %s\n", d.By, d.At.Format(time.RFC3339), d.Reason)
+		fmt.Fprintf(tw, "revoked by:\t%s at %s: %s\n", d.By, d.At.Format(time.RFC3339), terminalSafe(d.Reason))
 	}
 	tw.Flush()
 }
 
 func runRequestsWatch(c *cli.Context) error {
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -318,7 +380,7 @@ func runRequestsWatch(c *cli.Context) error {
 			return true, nil
 		}
 		shown[r.ID] = state
-		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", now.Format("15:04:05"), r.ID, r.Requester, r.Grant, state)
+		fmt.Fprintf(c.App.Writer, "%s  %s  %s  %s  %s\n", now.Format("15:04:05"), r.ID, terminalSafe(r.Requester), terminalSafe(r.Grant), state)
 		return true, nil
 	})
 	if ctx.Err() != nil {
@@ -334,8 +396,8 @@ func decisionCommands() []*cli.Command {
 			Usage:     "approve a request (your own key identifies you)",
 			ArgsUsage: "ID",
 			Flags: append(clientFlags(),
-				&cli.StringFlag{Name: "reason", Usage: "why", EnvVars: []string{"JITSSH_REASON"}},
-				&cli.DurationFlag{Name: "ttl", Usage: "shorten the grant to this (never longer than asked)"},
+				&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.DurationFlag{Name: "ttl", Usage: "shorten the grant to this `DURATION` (never longer than asked)", DefaultText: "as asked"},
 				jsonOutFlag()),
 			Action: func(c *cli.Context) error { return decide(c, methodApprove) },
 		},
@@ -344,7 +406,7 @@ func decisionCommands() []*cli.Command {
 			Usage:     "deny a request",
 			ArgsUsage: "ID",
 			Flags: append(clientFlags(),
-				&cli.StringFlag{Name: "reason", Usage: "why (required)", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why (required)", EnvVars: []string{"JITSSH_REASON"}},
 				jsonOutFlag()),
 			Action: func(c *cli.Context) error { return decide(c, methodDeny) },
 		},
@@ -353,8 +415,8 @@ func decisionCommands() []*cli.Command {
 			Usage:     "revoke an issued certificate now, by request ID or --serial",
 			ArgsUsage: "[ID]",
 			Flags: append(clientFlags(),
-				&cli.Uint64Flag{Name: "serial", Usage: "certificate serial"},
-				&cli.StringFlag{Name: "reason", Usage: "why (required)", EnvVars: []string{"JITSSH_REASON"}},
+				&cli.Uint64Flag{Name: "serial", Usage: "certificate serial `N`", DefaultText: "none"},
+				&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why (required)", EnvVars: []string{"JITSSH_REASON"}},
 				jsonOutFlag()),
 			Action: runRevoke,
 		},
@@ -378,7 +440,7 @@ func decide(c *cli.Context, method string) error {
 			req.TTL = ttl.String()
 		}
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -428,7 +490,7 @@ func runRevoke(c *cli.Context) error {
 	if c.String("reason") == "" {
 		return cli.Exit("jitssh revoke needs --reason", exitUsage)
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -466,13 +528,6 @@ func isJitsshCert(c *ssh.Certificate) bool {
 		}
 	}
 	return true
-}
-
-// samePerson: both key IDs name the same person ("alice/req-...").
-func samePerson(a, b *ssh.Certificate) bool {
-	pa, _, okA := strings.Cut(a.KeyId, "/")
-	pb, _, okB := strings.Cut(b.KeyId, "/")
-	return okA && okB && pa == pb
 }
 
 // requestOf takes the request ID from a key ID "user/req-...".
@@ -522,84 +577,12 @@ func statusCommand() *cli.Command {
 				fmt.Fprintln(c.App.Writer, "no live jitssh certificates in ssh-agent")
 				return nil
 			}
-			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REQUEST\tSERIAL\tGRANTS\tLEFT")
+			t := &grid{}
+			t.addText("REQUEST", "SERIAL", "GRANTS", "LEFT")
 			for _, lc := range certs {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", lc.Request, lc.Serial, strings.Join(lc.Grants, " "), lc.Left)
+				t.addText(lc.Request, strconv.FormatUint(lc.Serial, 10), strings.Join(lc.Grants, " "), lc.Left)
 			}
-			return tw.Flush()
+			return t.write(c.App.Writer, false)
 		},
 	}
-}
-
-func releaseCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "release",
-		Usage:     "the task is done: end a grant now (revoked on the daemon, removed from ssh-agent)",
-		ArgsUsage: "[ID]",
-		Flags:     append(clientFlags(), jsonOutFlag()),
-		Action:    runRelease,
-	}
-}
-
-func runRelease(c *cli.Context) error {
-	id := c.Args().First()
-	certs, agentErr := liveCerts()
-	if id == "" {
-		if agentErr != nil {
-			return agentErr
-		}
-		switch len(certs) {
-		case 0:
-			return errors.New("no live jitssh certificate in ssh-agent; name the request: jitssh release ID")
-		case 1:
-			id = certs[0].Request
-		default:
-			var ids []string
-			for _, lc := range certs {
-				ids = append(ids, lc.Request)
-			}
-			return cli.Exit("several live grants; say which: jitssh release "+strings.Join(ids, " | "), exitUsage)
-		}
-	}
-	client, err := dialAPI(c)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	// A request still waiting for approval has no grant to end yet; ending
-	// the task then means withdrawing it.
-	if got, err := client.call(methodGet, apiRequest{ID: id}); err == nil && got.Request.State == approvals.StatePending {
-		resp, err := client.call(methodCancel, apiRequest{ID: id})
-		if err != nil {
-			return err
-		}
-		removeStashedKey(id)
-		if c.Bool("json") {
-			return writeJSON(c.App.Writer, resp.Request)
-		}
-		fmt.Fprintf(c.App.Writer, "%s was still pending: cancelled\n", id)
-		return nil
-	}
-	resp, err := client.call(methodRelease, apiRequest{ID: id})
-	if err != nil {
-		return err
-	}
-	removed := 0
-	if ag, err := connectAgent(); err == nil {
-		for _, lc := range certs {
-			if lc.Request == id && ag.Remove(lc.cert) == nil {
-				removed++
-			}
-		}
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, resp.Request)
-	}
-	fmt.Fprintf(c.App.Writer, "%s released: certificate serial %d revoked", id, resp.Request.Serial)
-	if removed > 0 {
-		fmt.Fprint(c.App.Writer, " and removed from ssh-agent")
-	}
-	fmt.Fprintln(c.App.Writer)
-	return nil
 }

@@ -20,39 +20,49 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
-	"github.com/jitssh/jitssh/principals"
 )
 
 // Exit codes of jitssh request and jitssh request wait.
 const (
 	exitDenied  = 3 // an approver denied the request
 	exitExpired = 4 // nobody acted in time, or it was cancelled
+	// exitStillPending: request wait was interrupted; the request is still
+	// open on the daemon and another request wait picks it up.
+	exitStillPending = 5
 )
 
 func requestCommand() *cli.Command {
 	flags := append(clientFlags(),
-		&cli.StringFlag{Name: "repo", Usage: "repository, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
-		&cli.StringFlag{Name: "branch", Usage: "branch name (refs/heads/BRANCH)", EnvVars: []string{"JITSSH_BRANCH"}},
-		&cli.StringFlag{Name: "ref", Usage: "full ref or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
-		&cli.StringFlag{Name: "access", Usage: "read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
-		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last (default: the policy's)", EnvVars: []string{"JITSSH_TTL"}},
-		&cli.StringFlag{Name: "reason", Usage: "why you need it", EnvVars: []string{"JITSSH_REASON"}},
-		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with `jitssh request wait ID`"},
+		&cli.StringFlag{Name: "repo", Usage: "repository `REPO`, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
+		&cli.StringFlag{Name: "branch", Usage: "branch `NAME`, meaning refs/heads/NAME", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "ref", Usage: "full `REF` or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
+		&cli.StringFlag{Name: "access", Usage: "`ACCESS`: read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
+		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last, a `DURATION` such as 30m or 2h", DefaultText: "the policy's", EnvVars: []string{"JITSSH_TTL"}},
+		&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why you need it", EnvVars: []string{"JITSSH_REASON"}},
+		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with 'jitssh request wait ID'"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "only say whether the request would be allowed, and under which rule"},
-		&cli.StringFlag{Name: "out", Usage: "write the key (FILE, 0600) and certificate (FILE-cert.pub) instead of using ssh-agent"},
+		&cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"},
+		&cli.StringFlag{Name: "oidc-token", Usage: "request as a CI/CD job with the OIDC ID token in `FILE` (- reads stdin); needs no listed key", TakesFile: true},
+		&cli.BoolFlag{Name: "oidc", Usage: "request as a CI/CD job: the token from JITSSH_OIDC_TOKEN, else from GitHub Actions (permissions: id-token: write)", EnvVars: []string{"JITSSH_OIDC"}},
+		&cli.StringFlag{Name: "oidc-audience", Usage: "`AUDIENCE` to ask GitHub Actions' token for; the daemon's oidc: audience", Value: "jitssh", EnvVars: []string{"JITSSH_OIDC_AUDIENCE"}},
 		jsonOutFlag(),
 	)
 	return &cli.Command{
-		Name:      "request",
-		Usage:     "ask for access to one repository and ref for a while",
-		UsageText: "jitssh request --repo R --branch B|--ref REF --access read|write|force --ttl D --reason TEXT [--no-wait] [--dry-run] [--out FILE]",
+		Name:  "request",
+		Usage: "ask for access to one repository and ref for a while",
+		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]\n" +
+			"jitssh request --oidc-token FILE|--oidc --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --out FILE",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
-			"lifetime, replacing your older jitssh certificate for the same repository there\n" +
-			"(it stays valid until it ends). Use 'jitssh git-ssh' as GIT_SSH_COMMAND when you\n" +
-			"hold grants on several repositories.\n" +
+			"lifetime. Grants add up: your other grants stay there, each until its own end.\n" +
+			"Use 'jitssh git-ssh' as GIT_SSH_COMMAND so that each Git operation is offered\n" +
+			"the grant that covers it.\n" +
 			"Ctrl-C cancels the request.\n\n" +
-			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 1 error, 2 bad usage.",
+			"A CI/CD job requests with its platform's OIDC ID token instead of a listed key:\n" +
+			"--oidc-token FILE, JITSSH_OIDC_TOKEN (GitLab CI's id_tokens), or --oidc in GitHub\n" +
+			"Actions. It authenticates with the fresh key, which is what gets certified.\n\n" +
+			"Exit status: 0 issued, 3 denied, 4 expired or cancelled, 5 still pending\n" +
+			"(request wait interrupted), 1 error, 2 bad usage.",
 		Flags:  flags,
 		Action: runRequest,
 		Subcommands: []*cli.Command{{
@@ -67,10 +77,12 @@ func requestCommand() *cli.Command {
 			Flags:     append(clientFlags(), jsonOutFlag()),
 			Action:    runRequestCancel,
 		}, {
-			Name:      "wait",
-			Usage:     "wait for a request made with --no-wait and load its certificate",
+			Name:  "wait",
+			Usage: "wait for a request made with --no-wait and load its certificate",
+			Description: "Ctrl-C stops waiting and leaves the request pending (exit status 5); run\n" +
+				"request wait again to pick it up, or request cancel to withdraw it.",
 			ArgsUsage: "ID",
-			Flags:     append(clientFlags(), &cli.StringFlag{Name: "out", Usage: "write key and certificate to FILE and FILE-cert.pub"}, jsonOutFlag()),
+			Flags:     append(clientFlags(), &cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"}, jsonOutFlag()),
 			Action:    runRequestWait,
 		}},
 	}
@@ -90,9 +102,6 @@ func requestedRef(c *cli.Context) (string, error) {
 }
 
 func runRequest(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return cli.Exit(fmt.Sprintf("unexpected argument %q (did you mean `jitssh request wait ID`?)", c.Args().First()), exitUsage)
-	}
 	repo := c.String("repo")
 	if repo == "" {
 		return cli.Exit("say which repository: --repo R", exitUsage)
@@ -100,6 +109,11 @@ func runRequest(c *cli.Context) error {
 	ref, err := requestedRef(c)
 	if err != nil {
 		return err
+	}
+	if token, isWorkload, err := workloadToken(c); err != nil {
+		return err
+	} else if isWorkload {
+		return runWorkloadRequest(c, token, repo, ref)
 	}
 	dryRun, noWait, out := c.Bool("dry-run"), c.Bool("no-wait"), c.String("out")
 	var ag agent.ExtendedAgent
@@ -116,7 +130,7 @@ func runRequest(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -212,7 +226,7 @@ func runRequestWait(c *cli.Context) error {
 			return fmt.Errorf("%w; start one with `eval $(ssh-agent)`, or use --out FILE", err)
 		}
 	}
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -251,7 +265,7 @@ func runRequestCancel(c *cli.Context) error {
 		return cli.Exit("jitssh request cancel needs the request ID", exitUsage)
 	}
 	id := c.Args().First()
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}
@@ -301,7 +315,7 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 				}
 				return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
 			}
-			return cli.Exit("interrupted: request "+r.ID+" is still pending; `jitssh request wait "+r.ID+"` picks it up", exitExpired)
+			return cli.Exit(fmt.Sprintf("stopped waiting; request %s is still pending: `jitssh request wait %s` picks it up, `jitssh request cancel %s` withdraws it", r.ID, r.ID, r.ID), exitStillPending)
 		}
 		if err != nil {
 			return err
@@ -330,15 +344,8 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 			return err
 		}
 	} else {
-		replaced, err := installInAgent(ag, priv, cert)
-		if err != nil {
+		if err := installInAgent(ag, priv, cert); err != nil {
 			return err
-		}
-		for _, old := range replaced {
-			if time.Now().Before(time.Unix(int64(old.ValidBefore), 0)) {
-				fmt.Fprintf(c.App.ErrWriter, "note: replaced your grant %s (%s) in ssh-agent with this one; it stays valid on the servers until %s unless you `jitssh release %s`\n",
-					requestOf(old.KeyId), strings.Join(old.ValidPrincipals, " "), time.Unix(int64(old.ValidBefore), 0).Format(time.RFC3339), requestOf(old.KeyId))
-			}
 		}
 		if n := len(agentCerts()); n > 1 && !strings.Contains(os.Getenv("GIT_SSH_COMMAND"), "git-ssh") {
 			fmt.Fprintf(c.App.ErrWriter, "note: ssh-agent holds %d jitssh certificates; set GIT_SSH_COMMAND='jitssh git-ssh' so git offers each repository its own\n", n)
@@ -365,57 +372,24 @@ func parseCert(line string) (*ssh.Certificate, error) {
 
 // installInAgent adds key and certificate with the agent lifetime set to
 // what is left of the certificate, so the key vanishes with the grant.
-// The person's older jitssh certificates for the same repositories are
-// removed first: the newest grant on a repository is the one meant for
-// it now, and the agent keeps one per repository so that whatever ssh
-// offers (git-ssh picks by repository, plain ssh in agent order) means the
-// same thing. Grants on other repositories stay. A removed grant stays
-// valid on the servers until it ends.
-func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) (replaced []*ssh.Certificate, err error) {
+// Grants add up: the person's other certificates stay, each until its own
+// end, even on the same repository. A newer grant may be narrower or
+// shorter than an older one, and replacing would leave nothing once it
+// ended; jitssh git-ssh offers each Git operation the certificate that
+// covers it.
+func installInAgent(ag agent.ExtendedAgent, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
 	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
 	if left <= 0 {
-		return nil, errors.New("the certificate has already expired")
-	}
-	if keys, err := ag.List(); err == nil {
-		for _, k := range keys {
-			old, err := ssh.ParsePublicKey(k.Blob)
-			if err != nil {
-				continue
-			}
-			if oc, ok := old.(*ssh.Certificate); ok && isJitsshCert(oc) && samePerson(oc, cert) && reposWithin(oc, cert) {
-				if ag.Remove(old) == nil {
-					replaced = append(replaced, oc)
-				}
-			}
-		}
+		return errors.New("the certificate has already expired")
 	}
 	secs := uint32(left / time.Second)
 	if secs == 0 {
 		secs = 1
 	}
-	err = ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs})
-	if err != nil {
-		return replaced, fmt.Errorf("add certificate to ssh-agent: %w", err)
+	if err := ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: cert.KeyId, LifetimeSecs: secs}); err != nil {
+		return fmt.Errorf("add certificate to ssh-agent: %w", err)
 	}
-	return replaced, nil
-}
-
-// reposWithin reports whether every repository old grants is one that
-// cert grants too.
-func reposWithin(old, cert *ssh.Certificate) bool {
-	repos := make(map[string]bool)
-	for _, p := range cert.ValidPrincipals {
-		if g, err := principals.Parse(p); err == nil {
-			repos[g.Repo] = true
-		}
-	}
-	for _, p := range old.ValidPrincipals {
-		g, err := principals.Parse(p)
-		if err != nil || !repos[g.Repo] {
-			return false
-		}
-	}
-	return true
+	return nil
 }
 
 func writeKeyAndCert(path string, priv ed25519.PrivateKey, cert *ssh.Certificate) error {
@@ -530,7 +504,7 @@ func removeStashedKey(id string) {
 }
 
 func runRequestAllowed(c *cli.Context) error {
-	client, err := dialAPI(c)
+	client, err := dialDaemon(c)
 	if err != nil {
 		return err
 	}

@@ -1,20 +1,26 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/sshd"
 )
 
 func TestRequestOutDryRunAndRelease(t *testing.T) {
@@ -256,20 +262,174 @@ func TestRequestWaitsForApproval(t *testing.T) {
 
 // startWaitingRequest runs `jitssh request` for write on main, which needs
 // an approver, and returns once the daemon lists it as pending.
-func startWaitingRequest(t *testing.T, approver *apiClient, env []string) (cmd *exec.Cmd, stdout, stderr *strings.Builder, pending *approvals.Request) {
+func startWaitingRequest(t *testing.T, approver *apiClient, env []string) (cmd *exec.Cmd, stdout, stderr *syncBuffer, pending *approvals.Request) {
 	t.Helper()
 	cmd = exec.Command(jitsshBin, "request", "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
 	cmd.Env = append(os.Environ(), env...)
-	stdout, stderr = &strings.Builder{}, &strings.Builder{}
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	require.NoError(t, cmd.Start())
 	require.Eventually(t, func() bool {
 		resp, err := approver.call(methodList, apiRequest{States: []string{"pending"}})
 		if err == nil && len(resp.Requests) > 0 {
 			pending = resp.Requests[0]
-			return true
+			// The requester has its answer, and says it waits, only once
+			// the request is on the audit log.
+			return strings.Contains(stderr.String(), pending.ID) || strings.Contains(stdout.String(), pending.ID)
 		}
 		return false
 	}, 10*time.Second, 50*time.Millisecond)
 	return cmd, stdout, stderr, pending
+}
+
+// TestWaitingLineOnATerminal runs jitssh request on a 60-column terminal
+// (a pty made by script(1)) until it is approved: every redraw of the
+// waiting line fits, so none leaves a wrapped copy behind.
+func TestWaitingLineOnATerminal(t *testing.T) {
+	needTool(t, "ssh-agent")
+	scriptProg := needTool(t, "script")
+	d := startInProcessDaemon(t, "")
+	bob := d.client(t, "bob")
+	const cols = 60
+	shell := fmt.Sprintf("stty cols %d rows 24; exec %s request --repo demo/app --branch main --access write --ttl 10m --reason 'a reason long enough'", cols, jitsshBin)
+	cmd := exec.Command(scriptProg, "-q", "-e", "-c", shell, "/dev/null")
+	cmd.Env = append(os.Environ(), append(d.env("alice"), "SSH_AUTH_SOCK="+newAgent(t), "SHELL=/bin/sh", "TERM=xterm", "NO_COLOR=")...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	var pending *approvals.Request
+	require.Eventually(t, func() bool {
+		resp, err := bob.call(methodList, apiRequest{States: []string{"pending"}})
+		if err != nil || len(resp.Requests) == 0 {
+			return false
+		}
+		pending = resp.Requests[0]
+		// Two frames drawn: at least one redraw over the first.
+		return strings.Count(out.String(), pending.ID) >= 2
+	}, 20*time.Second, 50*time.Millisecond, "no waiting line: %q", out)
+	req := apiRequest{ID: pending.ID, Reason: "ok"}
+	var err error
+	req.Signature, err = bob.sign("jitssh-approve@jitssh", decisionStatement(methodApprove, "bob", pending, req).Message())
+	require.NoError(t, err)
+	_, err = bob.call(methodApprove, req)
+	require.NoError(t, err)
+	require.NoError(t, cmd.Wait(), "%q", out)
+	assert.Contains(t, out.String(), "issued "+pending.ID)
+	redraws := 0
+	for _, line := range strings.FieldsFunc(out.String(), func(r rune) bool { return r == '\r' || r == '\n' }) {
+		line = strings.ReplaceAll(line, "\033[K", "")
+		if strings.Contains(line, pending.ID) && !strings.HasPrefix(line, "issued") {
+			redraws++
+			assert.LessOrEqual(t, utf8.RuneCountInString(line), cols-1, "a redraw wider than the terminal: %q", line)
+		}
+	}
+	assert.GreaterOrEqual(t, redraws, 2)
+}
+
+// TestRequestWaitInterruptedStaysPending: Ctrl-C on request wait only
+// stops waiting. The request stays pending with its key kept, the exit
+// status says so (5, not 4 "cancelled"), and a later wait picks it up.
+func TestRequestWaitInterruptedStaysPending(t *testing.T) {
+	needTool(t, "ssh-agent")
+	d := startInProcessDaemon(t, "")
+	bob := d.client(t, "bob")
+	env := append(d.env("alice"), "SSH_AUTH_SOCK="+newAgent(t))
+	id := noWait(t, env, "--repo", "demo/app", "--branch", "main", "--access", "write", "--ttl", "10m", "--reason", "x")
+
+	cmd := exec.Command(jitsshBin, "request", "wait", id)
+	cmd.Env = append(os.Environ(), env...)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), id+" waiting for approval") },
+		10*time.Second, 20*time.Millisecond, "request wait did not start waiting: %s", stderr)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	_ = cmd.Wait()
+	assert.Equal(t, exitStillPending, cmd.ProcessState.ExitCode(), stderr.String())
+	assert.Contains(t, stderr.String(), "still pending")
+	assert.Contains(t, stderr.String(), "jitssh request wait "+id)
+	assert.NotContains(t, stderr.String(), "cancelled")
+	got, err := bob.call(methodGet, apiRequest{ID: id})
+	require.NoError(t, err)
+	assert.Equal(t, approvals.StatePending, got.Request.State)
+	assert.FileExists(t, filepath.Join(d.dir, "state", "alice", "pending", id+".key"))
+
+	// It is picked up where it was left.
+	req := apiRequest{ID: id, Reason: "ok"}
+	req.Signature, err = bob.sign("jitssh-approve@jitssh", decisionStatement(methodApprove, "bob", got.Request, req).Message())
+	require.NoError(t, err)
+	_, err = bob.call(methodApprove, req)
+	require.NoError(t, err)
+	r := runJitssh(t, env, "request", "wait", id)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "issued "+id)
+}
+
+// TestInstallInAgentKeepsEveryGrant checks, against a real ssh-agent,
+// that grants add up: a newer, narrower and shorter grant on a repository
+// does not push out the older one, and when it ends the older one is still
+// there to use.
+func TestInstallInAgentKeepsEveryGrant(t *testing.T) {
+	needTool(t, "ssh-agent")
+	sock := newAgent(t)
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	ag, err := connectAgent()
+	require.NoError(t, err)
+
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	caSigner, err := ssh.NewSignerFromKey(caPriv)
+	require.NoError(t, err)
+	now := time.Now()
+	add := func(keyID string, until time.Time, grants ...string) {
+		t.Helper()
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		sshPub, err := ssh.NewPublicKey(pub)
+		require.NoError(t, err)
+		cert := testCert(keyID, now.Add(-time.Minute), until, grants...)
+		cert.Key = sshPub
+		require.NoError(t, cert.SignCert(rand.Reader, caSigner))
+		require.NoError(t, installInAgent(ag, priv, cert))
+	}
+	held := func() []string {
+		t.Helper()
+		certs, err := jitsshCertsInAgent()
+		require.NoError(t, err)
+		var ids []string
+		for _, c := range certs {
+			ids = append(ids, c.KeyId)
+		}
+		return ids
+	}
+	fetch := sshd.Command{Service: sshd.UploadPack, Repo: "demo/app"}
+	push := sshd.Command{Service: sshd.ReceivePack, Repo: "demo/app"}
+	offered := func(cmd sshd.Command) string {
+		t.Helper()
+		c := certForCommand(agentCerts(), cmd, time.Now())
+		require.NotNil(t, c)
+		return c.KeyId
+	}
+
+	add("alice/req-read", now.Add(30*time.Minute), "git:read:demo/app:*")
+	add("alice/req-tool", now.Add(30*time.Minute), "git:read:team/tool:*")
+	// ssh-agent counts lifetimes in whole seconds: three seconds of
+	// validity leave it at least one before it drops the key.
+	add("alice/req-write", now.Add(3*time.Second), "git:write:demo/app:refs/heads/feature/*")
+	assert.ElementsMatch(t, []string{"alice/req-read", "alice/req-tool", "alice/req-write"}, held(), "a newer grant on demo/app pushed out an older one")
+	assert.Equal(t, "alice/req-write", offered(push))
+	assert.Equal(t, "alice/req-read", offered(fetch))
+
+	// The short grant leaves the agent with its own lifetime; the others
+	// keep theirs.
+	require.Eventually(t, func() bool { return !slices.Contains(held(), "alice/req-write") }, 10*time.Second, 100*time.Millisecond,
+		"the short grant outlived its lifetime in the agent")
+	assert.ElementsMatch(t, []string{"alice/req-read", "alice/req-tool"}, held())
+	assert.Equal(t, "alice/req-read", offered(fetch))
+
+	// A certificate that has ended is not added at all.
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	past := time.Now().Add(-time.Minute)
+	assert.ErrorContains(t, installInAgent(ag, priv, testCert("alice/req-old", past.Add(-time.Hour), past, "git:read:demo/app:*")), "already expired")
 }

@@ -39,11 +39,14 @@ func serverCommand() *cli.Command {
 	}
 }
 
-// daemonAddrs are where a running daemon listens.
+// daemonAddrs are where a running daemon listens; Metrics is nil when
+// /metrics is served on HTTP. Reload does what SIGHUP does and reports
+// whether the new policy took.
 type daemonAddrs struct {
-	API, HTTP net.Addr
-	HostKey   ssh.PublicKey
-	CA        ssh.PublicKey
+	API, HTTP, Metrics net.Addr
+	HostKey            ssh.PublicKey
+	CA                 ssh.PublicKey
+	Reload             func() bool
 }
 
 // runDaemon runs the approval daemon until ctx is done. ready, when not
@@ -61,11 +64,14 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey)
+	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey, "approval daemon")
 	if err != nil {
 		return err
 	}
-	var auditLog approvals.AuditLog
+	var (
+		auditLog approvals.AuditLog
+		headLog  *audit.Log
+	)
 	if cfg.AuditLog != "" {
 		// Only the daemon's state machine writes this log (a journal): its
 		// entries are exactly those of the applied commands.
@@ -74,11 +80,11 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 			return fmt.Errorf("open audit log: %w", err)
 		}
 		defer log.Close()
-		auditLog = log
-		defer signAuditHead(ctx, log, hostKey, logger)()
+		auditLog, headLog = log, log
 	}
 	opts := approvals.Options{
 		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditLog,
+		HostKey: hostKey.PublicKey(),
 	}
 	if cfg.Cluster != nil {
 		// One listener for the node's peers and operators: raft and
@@ -92,10 +98,13 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 		return err
 	}
 	defer svc.Close()
+	if headLog != nil {
+		defer signAuditHead(ctx, headLog, hostKey, logger)()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := newDaemonMetrics(reg, svc)
+	metrics := newDaemonMetrics(reg, svc, logger)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -103,40 +112,52 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 		go runWebhooks(runCtx, svc, cfg.Webhooks, logger)
 	}
 
-	api := newAPIServer(svc, hostKey, logger, metrics)
+	// The connection limits are read once: a reload changes the people
+	// and their limits, not the listener.
+	api := newAPIServer(svc, hostKey, cfg.Limits, logger, metrics)
 	apiL, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	defer apiL.Close()
-	var httpL net.Listener
+	addrs := daemonAddrs{API: apiL.Addr(), HostKey: hostKey.PublicKey(), CA: authority.PublicKey()}
+	// /metrics is on http_listen unless metrics_listen gives it an address
+	// of its own, where it can be firewalled apart from what Git servers
+	// fetch.
+	withMetrics := cfg.MetricsListen == ""
 	if cfg.HTTPListen != "" {
-		httpL, err = net.Listen("tcp", cfg.HTTPListen)
+		l, stop, err := serveHTTP(cfg.HTTPListen, publicHandler(svc, authority, reg, withMetrics, logger), logger)
 		if err != nil {
-			return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)
+			return err
 		}
-		hs := &http.Server{Handler: publicHandler(svc, authority, reg), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := hs.Serve(httpL); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http server stopped", "error", err.Error())
-			}
-		}()
-		defer hs.Close()
+		defer stop()
+		addrs.HTTP = l.Addr()
+	}
+	if !withMetrics {
+		l, stop, err := serveHTTP(cfg.MetricsListen, metricsHandler(reg, svc.Status), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		addrs.Metrics = l.Addr()
 	}
 	go func() {
 		if err := api.Serve(apiL); err != nil {
-			logger.Error("api server stopped", "error", err.Error())
+			logger.Error("api server stopped", "err", err)
 		}
 	}()
 	defer api.Close()
 
-	onHangup(runCtx, func() { reloadPolicy(configPath, svc, logger) })
-
-	addrs := daemonAddrs{API: apiL.Addr(), HostKey: hostKey.PublicKey(), CA: authority.PublicKey()}
-	if httpL != nil {
-		addrs.HTTP = httpL.Addr()
+	addrs.Reload = func() bool {
+		if !reloadPolicy(configPath, svc, logger) {
+			return false
+		}
+		api.policyChanged()
+		return true
 	}
-	logger.Info("approval daemon listening", "api", addrs.API.String(), "http", cfg.HTTPListen,
+	onHangup(runCtx, func() { addrs.Reload() })
+
+	logger.Info("approval daemon listening", "api", addrs.API.String(), "http", cfg.HTTPListen, "metrics", cfg.MetricsListen,
 		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "ca", ssh.FingerprintSHA256(authority.PublicKey()))
 	if cfg.Cluster != nil {
 		logger.Info("cluster node", "node", cfg.Cluster.NodeID, "bind", cfg.Cluster.Bind, "advertise", cfg.Cluster.AdvertiseAddr())
@@ -149,25 +170,44 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	return nil
 }
 
-// reloadPolicy applies a changed policy file. A file that does not load
-// or validate keeps the running policy, and says why.
-func reloadPolicy(configPath string, svc *approvals.Service, logger *slog.Logger) {
+// reloadPolicy applies a changed policy file and reports whether it did.
+// A file that does not load or validate keeps the running policy, and
+// says why.
+func reloadPolicy(configPath string, svc *approvals.Service, logger *slog.Logger) bool {
 	cfg, err := approvals.LoadConfig(configPath)
 	if err == nil {
 		var p *approvals.Policy
 		if p, err = approvals.NewPolicy(cfg); err == nil {
 			if err = svc.SetPolicy(p); err == nil {
 				logger.Info("policy reloaded")
-				return
+				return true
 			}
 		}
 	}
-	logger.Error("policy reload failed; keeping the running policy", "error", err.Error())
+	logger.Error("policy reload failed; keeping the running policy", "err", err)
+	return false
+}
+
+// serveHTTP serves h on addr until stop.
+func serveHTTP(addr string, h http.Handler, logger *slog.Logger) (net.Listener, func(), error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server stopped", "addr", addr, "err", err)
+		}
+	}()
+	return l, func() { hs.Close() }, nil
 }
 
 // publicHandler serves what Git servers and operators may fetch without
-// authenticating: nothing in it is secret.
-func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometheus.Registry) http.Handler {
+// authenticating: nothing in it is secret. Both revocation lists fail
+// closed: when the state cannot be read, they answer 503 rather than an
+// empty list.
+func publicHandler(svc publicState, authority *ca.Authority, reg *prometheus.Registry, withMetrics bool, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ca.pub", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -176,6 +216,7 @@ func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometh
 	mux.HandleFunc("GET /v1/krl", func(w http.ResponseWriter, _ *http.Request) {
 		krl, err := svc.KRL()
 		if err != nil {
+			logger.Error("serve /v1/krl", "err", err)
 			http.Error(w, "revocation list unavailable", http.StatusServiceUnavailable)
 			return
 		}
@@ -184,17 +225,22 @@ func publicHandler(svc *approvals.Service, authority *ca.Authority, reg *prometh
 		w.Write(krl)
 	})
 	mux.HandleFunc("GET /v1/revoked", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		serials := svc.RevokedSerials()
+		serials, err := svc.Revoked()
+		if err != nil {
+			logger.Error("serve /v1/revoked", "err", err)
+			http.Error(w, "revocation list unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		if serials == nil {
 			serials = []uint64{}
 		}
+		w.Header().Set("Content-Type", "application/json")
 		_ = writeJSON(w, map[string]any{"ca": authority.AuthorizedKey(), "serials": serials})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		serveHealth(w, r, svc.Status())
-	})
+	if withMetrics {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /healthz", healthz(svc.Status))
 	return mux
 }
 
@@ -213,6 +259,7 @@ func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *
 			logger.Error("sign audit log head", "log", log.Path(), "err", err)
 		}
 	}
+	sign()
 	go func() {
 		defer close(done)
 		t := time.NewTicker(auditHeadInterval)
@@ -231,6 +278,26 @@ func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *
 		<-done
 		sign()
 	}
+}
+
+// publicState is what the public endpoints read from the Service.
+type publicState interface {
+	KRL() ([]byte, error)
+	Revoked() ([]uint64, error)
+	Status() approvals.NodeStatus
+}
+
+// metricsHandler serves /metrics and /healthz on metrics_listen.
+func metricsHandler(reg *prometheus.Registry, status func() approvals.NodeStatus) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", healthz(status))
+	return mux
+}
+
+// healthz answers /healthz from the node's status (see serveHealth).
+func healthz(status func() approvals.NodeStatus) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { serveHealth(w, r, status()) }
 }
 
 // serveHealth answers /healthz: "ok" while the daemon takes writes, 503

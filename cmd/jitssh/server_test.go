@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/audit"
 )
 
 // TestServerReloadOffboards runs the real `jitssh server` binary: a bad
@@ -111,4 +112,60 @@ func TestServerReloadOffboards(t *testing.T) {
 	assert.Equal(t, approvals.CertRevoked, got.Request.CertState(time.Now()))
 	_, err = connectAPI(api, filepath.Join(dir, "alice"), known)
 	require.Error(t, err, "an offboarded key still gets in")
+}
+
+// TestReloadCutsRemovedKeys: a reload that removes bob's key ends the
+// connections opened with it, and the watch running on one, at once and
+// with nothing more to see; an approval on such a connection is refused.
+// Alice, whose key stays, keeps her connection.
+func TestReloadCutsRemovedKeys(t *testing.T) {
+	d := startInProcessDaemon(t, "")
+	alice, bob := d.client(t, "alice"), d.client(t, "bob")
+	r := d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "x"}).Request
+	got, err := bob.call(methodGet, apiRequest{ID: r.ID})
+	require.NoError(t, err)
+	approval := apiRequest{ID: r.ID, Reason: "ok"}
+	approval.Signature, err = bob.sign(audit.NamespaceApprove, decisionStatement(methodApprove, "bob", got.Request, approval).Message())
+	require.NoError(t, err)
+
+	seen := make(chan string, 10)
+	watched := make(chan error, 1)
+	go func() {
+		watched <- bob.stream(t.Context(), methodWatch, apiRequest{}, func(resp *apiResponse) (bool, error) {
+			seen <- resp.Request.ID
+			return true, nil
+		})
+	}()
+	require.Equal(t, r.ID, <-seen, "bob's watch is running")
+
+	// bob gets a new key; his old one goes.
+	newKey := filepath.Join(t.TempDir(), "bob2")
+	require.NoError(t, ensureKey(newKey))
+	oldPub, newPub := readFile(t, filepath.Join(d.dir, "bob.pub")), readFile(t, newKey+".pub")
+	cfgPath := filepath.Join(d.dir, "server.yaml")
+	cfg := readFile(t, cfgPath)
+	require.Contains(t, cfg, strings.TrimSpace(oldPub))
+	require.NoError(t, os.WriteFile(cfgPath, []byte(strings.Replace(cfg, strings.TrimSpace(oldPub), strings.TrimSpace(newPub), 1)), 0o600))
+	require.True(t, d.addrs.Reload())
+
+	select {
+	case <-watched:
+	case <-time.After(time.Minute):
+		t.Fatal("the removed key's watch did not end")
+	}
+	next := d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "y"}).Request
+	assert.Empty(t, seen, "the removed key's watch saw more")
+	_, err = bob.call(methodApprove, approval)
+	require.Error(t, err, "an approval on the removed key's connection")
+	after, err := alice.call(methodGet, apiRequest{ID: r.ID})
+	require.NoError(t, err, "alice's connection stays")
+	assert.Equal(t, approvals.StatePending, after.Request.State)
+	assert.Empty(t, after.Request.Approvals)
+
+	// bob's new key works, and sees the new request.
+	bob2, err := connectAPI(d.addrs.API.String(), newKey, d.knownHosts)
+	require.NoError(t, err)
+	defer bob2.Close()
+	_, err = bob2.call(methodGet, apiRequest{ID: next.ID})
+	require.NoError(t, err)
 }

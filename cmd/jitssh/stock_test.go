@@ -72,6 +72,13 @@ type stockServer struct {
 
 func startStock(t *testing.T) *stockServer {
 	t.Helper()
+	return startStockAudit(t, "")
+}
+
+// startStockAudit is startStock with the audit log at auditPath; "" is a
+// fresh file.
+func startStockAudit(t *testing.T, auditPath string) *stockServer {
+	t.Helper()
 	safe := opensshtest.SafeDir(t)
 	bin := filepath.Join(safe, "jitssh")
 	data, err := os.ReadFile(jitsshBin)
@@ -85,7 +92,10 @@ func startStock(t *testing.T) *stockServer {
 	s.krl = filepath.Join(s.dir, "revoked.krl")
 	r = runJitssh(t, nil, "ca", "krl", "--dir", s.caDir, "--out", s.krl)
 	require.Equal(t, 0, r.code, r.stderr)
-	s.audit = filepath.Join(s.dir, "audit.log")
+	s.audit = auditPath
+	if s.audit == "" {
+		s.audit = filepath.Join(s.dir, "audit.log")
+	}
 	caPub := filepath.Join(s.caDir, ca.PublicKeyFile)
 	s.Server = opensshtest.Start(t, opensshtest.Config{
 		TrustedUserCAKeys:               caPub,
@@ -215,7 +225,7 @@ func TestStockOpenSSHGit(t *testing.T) {
 	}
 	out, err = s.git(dev, clone, "push", s.GitURL("demo/app"), "HEAD:refs/heads/main")
 	require.Error(t, err)
-	assert.Contains(t, out, "! [remote rejected] HEAD -> main (updating needs write access)")
+	assert.Contains(t, out, "! [remote rejected] HEAD -> main (updating refs/heads/main needs write access on demo/app; your grant gives read)")
 
 	// A command that is not Git gets nowhere, under the forced command.
 	cmd := s.SSH(t, "-i", dev.key, "-o", "CertificateFile="+dev.cert, "id")
@@ -277,4 +287,29 @@ func TestStockOpenSSHSourceAddress(t *testing.T) {
 			require.Error(t, err, "from %s: %s", tt.from, out)
 		}
 	}
+}
+
+// TestStockOpenSSHFailsClosedOnAudit: with an audit log that takes no
+// writes (/dev/full), git-shell serves nothing: a clone gets no objects and
+// a push changes no ref, and the client is told why.
+func TestStockOpenSSHFailsClosedOnAudit(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	s := startStockAudit(t, "/dev/full")
+	dev := s.credential(t, "dev", s.caDir, "1h", "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:*")
+	work := t.TempDir()
+	mustGit(t, work, "init", "-q")
+	out, err := s.git(dev, work, "fetch", s.GitURL("demo/app"), "main")
+	require.Error(t, err, out)
+	assert.Contains(t, out, "audit log cannot be written")
+	_, err = gitRun(work, nil, "rev-parse", "--verify", "FETCH_HEAD")
+	assert.Error(t, err, "the fetch brought something")
+
+	before := s.refs(t, "demo/app.git")
+	src := filepath.Join(s.root, "demo/app.git")
+	out, err = s.git(dev, src, "push", s.GitURL("demo/app"), "main:refs/heads/feature/new")
+	require.Error(t, err, out)
+	assert.Contains(t, out, "[remote rejected] main -> feature/new (the audit record could not be written)")
+	assert.Equal(t, before, s.refs(t, "demo/app.git"), "a push changed refs with no record")
 }
