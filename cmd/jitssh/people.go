@@ -17,18 +17,13 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/principals"
 )
 
-// writeFileAtomic writes data to a temporary file beside path, syncs it
-// and renames it into place, so readers never see half a file.
+// writeFileAtomic replaces path so that readers never see half a file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	p, err := createPending(path)
-	if err != nil {
-		return err
-	}
-	defer p.abort()
-	return p.commit(data, perm)
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // isTerminal reports whether w is a terminal: only then are there colours
