@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/jitssh/jitssh/ca"
 )
 
 // State is where a request is in its lifecycle; see the package
@@ -148,7 +150,7 @@ func (r *Request) GrantedTTL() Duration {
 
 // KeyID is the certificate key ID, which names the user and the request in
 // OpenSSH's logs.
-func (r *Request) KeyID() string { return r.Requester + "/" + r.ID }
+func (r *Request) KeyID() string { return ca.KeyID(r.Requester, r.ID) }
 
 // approvedBy reports whether person has approved r.
 func (r *Request) approvedBy(person string) bool {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/principals"
 )
@@ -525,15 +526,6 @@ func isJitsshCert(c *ssh.Certificate) bool {
 	return true
 }
 
-// requestOf takes the request ID from a key ID "user/req-...".
-func requestOf(keyID string) string {
-	_, id, ok := strings.Cut(keyID, "/")
-	if !ok {
-		return ""
-	}
-	return id
-}
-
 func liveCerts() ([]liveCert, error) {
 	certs, err := jitsshCertsInAgent()
 	if err != nil {
@@ -546,7 +538,8 @@ func liveCerts() ([]liveCert, error) {
 		if !now.Before(until) {
 			continue
 		}
-		out = append(out, liveCert{Request: requestOf(cert.KeyId), KeyID: cert.KeyId, Serial: cert.Serial,
+		_, request := ca.ParseKeyID(cert.KeyId)
+		out = append(out, liveCert{Request: request, KeyID: cert.KeyId, Serial: cert.Serial,
 			Grants: cert.ValidPrincipals, ValidUntil: until, Left: human(until.Sub(now)), cert: cert})
 	}
 	return out, nil
