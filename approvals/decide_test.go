@@ -180,7 +180,7 @@ func TestValidityStartsAtIssue(t *testing.T) {
 	issued := t0.Add(45 * time.Minute)
 	assert.Equal(t, issued, r.IssuedAt)
 	assert.Equal(t, issued.Add(10*time.Minute), r.ValidBefore)
-	assert.Equal(t, issued.Add(-ca.DefaultSkew), r.ValidAfter)
+	assert.Equal(t, issued.Add(-ca.DefaultBackdate), r.ValidAfter)
 	cert := parseCert(t, r)
 	assert.Equal(t, uint64(issued.Add(10*time.Minute).Unix()), cert.ValidBefore)
 	assert.Equal(t, CertActive, r.CertState(issued.Add(10*time.Minute-time.Second)))

@@ -127,9 +127,9 @@ func (a *Authority) build(req CertRequest) (*ssh.Certificate, error) {
 	if a.Now != nil {
 		now = a.Now
 	}
-	skew := max(a.Skew, 0)
+	backdate := max(a.Backdate, 0)
 	issued := now()
-	after, before := issued.Add(-skew).Unix(), issued.Add(req.TTL).Unix()
+	after, before := issued.Add(-backdate).Unix(), issued.Add(req.TTL).Unix()
 	if after < 0 {
 		return nil, fmt.Errorf("clock reads %v, before 1970", issued)
 	}
