@@ -1,7 +1,11 @@
 package approvals
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -72,8 +76,26 @@ func TestSetPolicyOffboards(t *testing.T) {
 	p, err := NewPolicy(c)
 	require.NoError(t, err)
 	env.clock.Advance(time.Minute)
+	var logged bytes.Buffer
+	env.Service.logger = slog.New(slog.NewJSONHandler(&logged, nil))
 	require.NoError(t, env.SetPolicy(p))
 	assert.Same(t, p, env.Policy())
+
+	// The operator is told, person by person, what the change ended.
+	said := map[string]map[string]any{}
+	for _, line := range bytes.Split(bytes.TrimSpace(logged.Bytes()), []byte("\n")) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal(line, &rec))
+		if rec["event"] == "offboard" {
+			said[rec["person"].(string)] = rec
+		}
+	}
+	require.Len(t, said, 2, "alice and bob are offboarded, carol is not: %s", logged.String())
+	assert.Equal(t, "removed from the policy", said["alice"]["reason"])
+	assert.Equal(t, []any{pending.ID}, said["alice"]["cancelled"])
+	assert.Equal(t, []any{fmt.Sprintf("%s (serial %d)", live.ID, live.Serial)}, said["alice"]["revoked"])
+	assert.Contains(t, said["bob"]["reason"], "removed from the policy")
+	assert.Equal(t, []any{fmt.Sprintf("%s (serial %d)", bobs.ID, bobs.Serial)}, said["bob"]["revoked"])
 
 	got, err := env.Get(pending.ID)
 	require.NoError(t, err)
