@@ -66,6 +66,9 @@ type apiResponse struct {
 	Rules    []ruleSummary        `json:"rules,omitempty"`
 	// CanApprove names the people who may still approve Request.
 	CanApprove []string `json:"can_approve,omitempty"`
+	// Node is whoami's answer about the daemon that answered: its role in
+	// the cluster, its leader, whether it takes writes.
+	Node *approvals.NodeStatus `json:"node,omitempty"`
 }
 
 // ruleSummary tells a person what one rule lets them request.

@@ -176,7 +176,8 @@ func readAPIRequest(r io.Reader) (apiRequest, error) {
 func (a *apiServer) call(ctx context.Context, who approvals.Actor, method string, req apiRequest) (*apiResponse, error) {
 	switch method {
 	case methodWhoami:
-		return &apiResponse{Person: who.Person, Groups: who.Groups, Key: ssh.FingerprintSHA256(who.Key)}, nil
+		node := a.svc.Status()
+		return &apiResponse{Person: who.Person, Groups: who.Groups, Key: ssh.FingerprintSHA256(who.Key), Node: &node}, nil
 	case methodSubmit:
 		r, err := a.svc.SubmitSigned(ctx, who, signedRequest(req))
 		if err != nil {

@@ -120,6 +120,7 @@ func commands() []*cli.Command {
 		decisionCommands()[1],
 		decisionCommands()[2],
 		statusCommand(),
+		whoamiCommand(),
 		releaseCommand(),
 		devCommand(),
 		auditCommand(),
