@@ -298,3 +298,32 @@ func TestIssueRetriedInBackground(t *testing.T) {
 	assert.Empty(t, env.retry)
 	env.mu.Unlock()
 }
+
+// TestRequestTTL: a requester may give a request less time to wait than
+// the daemon's request_timeout, never more, and it expires at its own end.
+func TestRequestTTL(t *testing.T) {
+	env := newTestService(t, nil)
+	in := featureReq(t)
+	in.RequestTTL = 10 * time.Minute
+	short := env.submit(t, "alice", in)
+	assert.Equal(t, t0.Add(10*time.Minute), short.ExpiresAt)
+	long := env.submit(t, "alice", featureReq(t))
+
+	env.clock.Advance(10 * time.Minute)
+	next := env.expireDue(memdb.NewWatchSet())
+	assert.Equal(t, t0.Add(time.Hour), next, "the other request waits its full hour")
+	got, err := env.Get(short.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateExpired, got.State)
+	assert.Contains(t, got.Decision.Reason, "nobody decided within 10m0s")
+	got, err = env.Get(long.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StatePending, got.State)
+
+	for _, bad := range []time.Duration{time.Hour + time.Second, -time.Second} {
+		in := featureReq(t)
+		in.RequestTTL = bad
+		_, err := env.Service.Submit(ctx, env.as("alice"), in)
+		require.ErrorIs(t, err, ErrBadRequest, "request ttl %v", bad)
+	}
+}

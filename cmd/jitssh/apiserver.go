@@ -342,7 +342,7 @@ func decisionStatement(method, person string, r *approvals.Request, req apiReque
 
 func signedRequest(req apiRequest) approvals.SignedRequest {
 	return approvals.SignedRequest{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: req.TTL, Reason: req.Reason,
-		PublicKey: req.PublicKey, Signature: req.Signature, DryRun: req.DryRun}
+		PublicKey: req.PublicKey, Signature: req.Signature, DryRun: req.DryRun, RequestTTL: req.RequestTTL}
 }
 
 func signedDecision(req apiRequest) approvals.SignedDecision {

@@ -39,6 +39,7 @@ func requestCommand() *cli.Command {
 		&cli.StringFlag{Name: "access", Usage: "`ACCESS`: read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
 		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last, a `DURATION` such as 30m or 2h", DefaultText: "the policy's", EnvVars: []string{"JITSSH_TTL"}},
 		&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why you need it", EnvVars: []string{"JITSSH_REASON"}},
+		&cli.DurationFlag{Name: "request-ttl", Usage: "how long the request may wait for approval, a `DURATION`; it expires after", DefaultText: "the daemon's request_timeout", EnvVars: []string{"JITSSH_REQUEST_TTL"}},
 		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with 'jitssh request wait ID'"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "only say whether the request would be allowed, and under which rule"},
 		&cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"},
@@ -145,6 +146,13 @@ func runRequest(c *cli.Context) error {
 			return usageError("--ttl %s: a grant needs a positive duration (leave --ttl out for the policy's default)", ttl)
 		}
 		req.TTL = ttl.String()
+	}
+	if c.IsSet("request-ttl") {
+		wait := c.Duration("request-ttl")
+		if wait <= 0 {
+			return usageError("--request-ttl %s: a request needs a positive time to wait (leave it out for the daemon's request_timeout)", wait)
+		}
+		req.RequestTTL = wait.String()
 	}
 	if !dryRun {
 		who, err := client.call(methodWhoami, apiRequest{})
