@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -173,7 +172,7 @@ func (s *Service) buildRequest(p *Policy, requester string, in SubmitInput, now 
 		PublicKey:     strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(in.PublicKey)), "\n"),
 		Rule:          rule.Name,
 		Policy:        p.Digest(),
-		Steps:         slices.Clone(rule.Approvals),
+		Steps:         append([]Step{}, rule.Approvals...), // [] rather than null when none
 		SourceAddress: rule.SourceAddress,
 		State:         StatePending,
 		CreatedAt:     now,

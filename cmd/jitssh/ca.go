@@ -52,8 +52,10 @@ func caDirFlag() *cli.StringFlag {
 	}
 }
 
+// jsonFlag is --json for a command whose own variable, env, predates the
+// one JITSSH_JSON every command reads; both are honoured.
 func jsonFlag(env string) *cli.BoolFlag {
-	return &cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: []string{env}}
+	return &cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: []string{env, "JITSSH_JSON"}}
 }
 
 func caInitCommand() *cli.Command {

@@ -165,6 +165,9 @@ func runRequest(c *cli.Context) error {
 		}
 	}
 	resp, err := client.call(methodSubmit, req)
+	if err != nil && dryRun {
+		return printDryRunRefusal(c, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -188,9 +191,40 @@ func runRequest(c *cli.Context) error {
 	return waitAndInstall(c, client, r, resp.CanApprove, priv, ag, out, true)
 }
 
+// dryRunAnswer is `request --dry-run --json`: whether the policy would
+// take the request, under which rule, and what it would take.
+type dryRunAnswer struct {
+	Allowed     bool             `json:"allowed"`
+	Rule        string           `json:"rule,omitempty"`
+	Grant       string           `json:"grant,omitempty"`
+	TTL         string           `json:"ttl,omitempty"`
+	AutoApprove bool             `json:"auto_approve"`
+	Approvals   []approvals.Step `json:"approvals"`
+	// Reason says why not, when not allowed.
+	Reason string `json:"reason,omitempty"`
+}
+
+// printDryRunRefusal answers a dry run the policy refuses: as JSON on
+// stdout under --json (exit 1 all the same), else as the error it is.
+func printDryRunRefusal(c *cli.Context, err error) error {
+	var ae *apiError
+	if !c.Bool("json") || !errors.As(err, &ae) || ae.Code == codeInternal {
+		return err
+	}
+	if werr := writeJSON(c.App.Writer, dryRunAnswer{Reason: ae.Message, Approvals: []approvals.Step{}}); werr != nil {
+		return werr
+	}
+	return cli.Exit("", exitError)
+}
+
 func printDryRun(c *cli.Context, r *approvals.Request) error {
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, r)
+		steps := r.Steps
+		if steps == nil {
+			steps = []approvals.Step{}
+		}
+		return writeJSON(c.App.Writer, dryRunAnswer{Allowed: true, Rule: r.Rule, Grant: r.Grant,
+			TTL: time.Duration(r.TTL).String(), AutoApprove: r.State == approvals.StateApproved, Approvals: steps})
 	}
 	w := c.App.Writer
 	fmt.Fprintf(w, "allowed under rule %q: %s for %s\n", r.Rule, r.Grant, time.Duration(r.TTL))
