@@ -71,6 +71,11 @@ func (c *checker) server(cfg *Config) {
 			c.bad(at(f.key), "%s: missing", f.key)
 		}
 	}
+	if len(cfg.HostNames) > 0 {
+		if err := ca.CheckHostNames(cfg.HostNames); err != nil {
+			c.bad(at("host_names"), "host_names: %v", err)
+		}
+	}
 	for i, w := range cfg.Webhooks {
 		u, err := url.Parse(w.URL)
 		switch {

@@ -40,7 +40,7 @@ const actorKey apiCtxKey = "jitssh-actor"
 // since any traffic counts against the idle timeout.
 const keepaliveRequest = "keepalive@openssh.com"
 
-func newAPIServer(svc *approvals.Service, hostKey ssh.Signer, limits approvals.Limits, logger *slog.Logger, metrics *daemonMetrics) *apiServer {
+func newAPIServer(svc *approvals.Service, hostKeys []ssh.Signer, limits approvals.Limits, logger *slog.Logger, metrics *daemonMetrics) *apiServer {
 	a := &apiServer{svc: svc, logger: logger, metrics: metrics, gate: newConnGate(limits, logger)}
 	a.srv = &gliderssh.Server{
 		Handler: a.handle,
@@ -79,7 +79,9 @@ func newAPIServer(svc *approvals.Service, hostKey ssh.Signer, limits approvals.L
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
 		ChannelHandlers:   map[string]gliderssh.ChannelHandler{"session": a.gate.limitSessions(gliderssh.DefaultSessionHandler)},
 	}
-	a.srv.AddHostKey(hostKey)
+	for _, k := range hostKeys {
+		a.srv.AddHostKey(k)
+	}
 	return a
 }
 

@@ -37,6 +37,7 @@ func caCommand() *cli.Command {
 			caInitCommand(),
 			caPubkeyCommand(),
 			caSignCommand(),
+			caSignHostCommand(),
 			caKRLCommand(),
 		},
 		Action: commandGroup("ca"),

@@ -59,7 +59,14 @@ func startGitServer(t *testing.T, cas []string, krl string) *gitServerProc {
 // startGitServerWith is startGitServer with extra configuration lines.
 func startGitServerWith(t *testing.T, cas []string, krl, extra string) *gitServerProc {
 	t.Helper()
-	s := &gitServerProc{dir: t.TempDir(), root: repoRoot(t), addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
+	return startGitServerIn(t, t.TempDir(), cas, krl, extra)
+}
+
+// startGitServerIn is startGitServerWith with its files in dir, which may
+// hold a host key made beforehand.
+func startGitServerIn(t *testing.T, dir string, cas []string, krl, extra string) *gitServerProc {
+	t.Helper()
+	s := &gitServerProc{dir: dir, root: repoRoot(t), addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
 	s.config = filepath.Join(s.dir, "git-server.yaml")
 	require.NoError(t, os.WriteFile(s.config, []byte(s.configText(cas, krl)), 0o600))
 	s.cmd = exec.Command(jitsshBin, "git-server", "--config", s.config)

@@ -131,7 +131,16 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 
 	// The connection limits are read once: a reload changes the people
 	// and their limits, not the listener.
-	api := newAPIServer(svc, hostKey, cfg.Limits, logger, metrics)
+	hostKeys := []ssh.Signer{hostKey}
+	if len(cfg.HostNames) > 0 {
+		cert, err := newHostCertSigner(hostKey, authority, cfg.HostNames, time.Now)
+		if err != nil {
+			return err
+		}
+		go cert.renew(runCtx, logger)
+		hostKeys = append(hostKeys, cert)
+	}
+	api := newAPIServer(svc, hostKeys, cfg.Limits, logger, metrics)
 	apiL, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
