@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -446,6 +447,13 @@ func decide(c *cli.Context, method string) error {
 	// Sign exactly the request as stored: the statement names it by the
 	// hash of what the requester signed.
 	got, err := client.call(methodGet, apiRequest{ID: req.ID})
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Code == "not_found" {
+		// A request one may not see reads as unknown, so say what would
+		// make it visible rather than whether it exists.
+		return &apiError{Code: ae.Code, Message: ae.Message + "; you see only your own requests and those waiting on a group you are in, so you cannot " +
+			method + " this one (jitssh whoami shows your groups)"}
+	}
 	if err != nil {
 		return err
 	}
