@@ -3,6 +3,7 @@ package approvals
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 
 	"golang.org/x/crypto/ssh"
@@ -85,12 +86,7 @@ func (s *Service) logOffboarded(gone map[string]string, res *applyResult) {
 			}
 		}
 	}
-	names := make([]string, 0, len(gone))
-	for name := range gone {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(gone)) {
 		e := byPerson[name]
 		s.logger.Warn("offboarded by policy change", "event", "offboard", "person", name, "reason", gone[name],
 			"cancelled", e.cancelled, "revoked", e.revoked)
