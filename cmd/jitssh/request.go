@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -146,17 +147,7 @@ func runRequest(c *cli.Context) error {
 		}
 		req.TTL = ttl.String()
 	}
-	if !dryRun {
-		who, err := client.call(methodWhoami, apiRequest{})
-		if err != nil {
-			return err
-		}
-		stmt := requestStatement(who.Person, req)
-		if req.Signature, err = client.sign(audit.NamespaceRequest, stmt.Message()); err != nil {
-			return err
-		}
-	}
-	resp, err := client.call(methodSubmit, req)
+	resp, err := submitRequest(client, req)
 	if err != nil {
 		return err
 	}
@@ -178,6 +169,22 @@ func runRequest(c *cli.Context) error {
 		return nil
 	}
 	return waitAndInstall(c, client, r, resp.CanApprove, priv, ag, out, true)
+}
+
+// submitRequest submits req, signed with the person's own key unless it
+// is a dry run, which needs no signature.
+func submitRequest(client *apiClient, req apiRequest) (*apiResponse, error) {
+	if !req.DryRun {
+		who, err := client.call(methodWhoami, apiRequest{})
+		if err != nil {
+			return nil, err
+		}
+		stmt := requestStatement(who.Person, req)
+		if req.Signature, err = client.sign(audit.NamespaceRequest, stmt.Message()); err != nil {
+			return nil, err
+		}
+	}
+	return client.call(methodSubmit, req)
 }
 
 func printDryRun(c *cli.Context, r *approvals.Request) error {
@@ -287,53 +294,29 @@ func runRequestCancel(c *cli.Context) error {
 func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, canApprove []string, priv ed25519.PrivateKey, ag agent.ExtendedAgent, out string, cancelOnInterrupt bool) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	progress := newProgress(c.App.ErrWriter)
-	final := r
-	if !settled(r) {
-		progress.update(r, canApprove)
-		err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
-			final = resp.Request
-			progress.update(final, resp.CanApprove)
-			return !settled(final), nil
-		})
-		progress.done()
-		if ctx.Err() == nil && (err != nil || !settled(final)) {
-			// The daemon went away with the request still open there. Keep
-			// the key, so the certificate an approval brings is not lost.
-			if serr := stashKey(r.ID, priv); serr != nil {
-				return fmt.Errorf("lost the approval daemon while %s is pending (%v), and could not keep its key: %w", r.ID, err, serr)
-			}
-			if err == nil {
-				err = errors.New("the connection closed")
-			}
-			return fmt.Errorf("lost the approval daemon while %s is pending: %w; the request stays open there, and `jitssh request wait %s` picks it up", r.ID, err, r.ID)
+	final, err := awaitRequest(ctx, client, r, canApprove, c.App.ErrWriter)
+	switch {
+	case errors.Is(err, errDaemonLost):
+		// The request is still open there. Keep the key, so the
+		// certificate an approval brings is not lost.
+		if serr := stashKey(r.ID, priv); serr != nil {
+			return fmt.Errorf("%w while %s is pending, and could not keep its key: %w", err, r.ID, serr)
 		}
-		if ctx.Err() != nil {
-			if cancelOnInterrupt {
-				if _, cerr := client.call(methodCancel, apiRequest{ID: r.ID}); cerr != nil {
-					return fmt.Errorf("interrupted; cancelling %s failed: %w", r.ID, cerr)
-				}
-				return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
+		return fmt.Errorf("%w while %s is pending; the request stays open there, and `jitssh request wait %s` picks it up", err, r.ID, r.ID)
+	case ctx.Err() != nil:
+		if cancelOnInterrupt {
+			if _, cerr := client.call(methodCancel, apiRequest{ID: r.ID}); cerr != nil {
+				return fmt.Errorf("interrupted; cancelling %s failed: %w", r.ID, cerr)
 			}
-			return cli.Exit(fmt.Sprintf("stopped waiting; request %s is still pending: `jitssh request wait %s` picks it up, `jitssh request cancel %s` withdraws it", r.ID, r.ID, r.ID), exitStillPending)
+			return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
 		}
-		if err != nil {
-			return err
-		}
+		return cli.Exit(fmt.Sprintf("stopped waiting; request %s is still pending: `jitssh request wait %s` picks it up, `jitssh request cancel %s` withdraws it", r.ID, r.ID, r.ID), exitStillPending)
+	case err != nil:
+		return err
 	}
-	if final.State != approvals.StateApproved {
+	if err := unissued(final); err != nil {
 		removeStashedKey(final.ID) // it will never be used
-	}
-	switch final.State {
-	case approvals.StateApproved:
-	case approvals.StateDenied:
-		reason := ""
-		if final.Decision != nil {
-			reason = fmt.Sprintf(" by %s: %s", final.Decision.By, final.Decision.Reason)
-		}
-		return cli.Exit(fmt.Sprintf("request %s denied%s", final.ID, reason), exitDenied)
-	default:
-		return cli.Exit(fmt.Sprintf("request %s %s", final.ID, final.State), exitExpired)
+		return err
 	}
 	cert, err := parseCert(final.Certificate)
 	if err != nil {
@@ -356,6 +339,55 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 	}
 	printIssued(c.App.Writer, final, out)
 	return nil
+}
+
+// errDaemonLost: the daemon went away while a request was still open
+// there.
+var errDaemonLost = errors.New("lost the approval daemon")
+
+// awaitRequest follows r until it is settled, showing where it stands on
+// w: a live line on a terminal, a line per change otherwise. It returns
+// ctx's error when ctx ends first, and errDaemonLost when the daemon goes
+// away first.
+func awaitRequest(ctx context.Context, client *apiClient, r *approvals.Request, canApprove []string, w io.Writer) (*approvals.Request, error) {
+	if settled(r) {
+		return r, nil
+	}
+	progress := newProgress(w)
+	progress.update(r, canApprove)
+	final := r
+	err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
+		final = resp.Request
+		progress.update(final, resp.CanApprove)
+		return !settled(final), nil
+	})
+	progress.done()
+	if ctx.Err() != nil {
+		return final, ctx.Err()
+	}
+	if err != nil || !settled(final) {
+		if err == nil {
+			err = errors.New("the connection closed")
+		}
+		return final, fmt.Errorf("%w: %w", errDaemonLost, err)
+	}
+	return final, nil
+}
+
+// unissued says how a settled request ended without a certificate (exit
+// status 3 denied, 4 otherwise), or nil when it was approved.
+func unissued(r *approvals.Request) error {
+	switch r.State {
+	case approvals.StateApproved:
+		return nil
+	case approvals.StateDenied:
+		reason := ""
+		if r.Decision != nil {
+			reason = fmt.Sprintf(" by %s: %s", r.Decision.By, r.Decision.Reason)
+		}
+		return cli.Exit(fmt.Sprintf("request %s denied%s", r.ID, reason), exitDenied)
+	}
+	return cli.Exit(fmt.Sprintf("request %s %s", r.ID, r.State), exitExpired)
 }
 
 func parseCert(line string) (*ssh.Certificate, error) {
