@@ -80,6 +80,15 @@ func (l localRepo) currentBranch() (string, bool) {
 	return name, err == nil && ok && name != ""
 }
 
+// remoteURL is the URL of the named remote.
+func (l localRepo) remoteURL(name string) (string, error) {
+	out, err := l.output(nil, "config", "--get", "remote."+name+".url")
+	if err != nil {
+		return "", fmt.Errorf("no remote %q here", name)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
 // lastFetched is what this repository last saw of the repository repo at
 // host: the remote-tracking refs of the remotes whose URL points there,
 // named as the server names them (refs/remotes/origin/main is

@@ -47,7 +47,7 @@ func parseGitRemoteURL(s string) (gitRemoteURL, bool) {
 		}
 		return gitRemoteURL{host: gitHost{host: u.Hostname(), port: port}, path: u.Path}, true
 	}
-	// scp-like: a colon before any slash, and not a Windows drive letter.
+	// scp-like: a colon before any slash.
 	colon := strings.IndexByte(s, ':')
 	slash := strings.IndexByte(s, '/')
 	if colon <= 0 || (slash >= 0 && slash < colon) {
@@ -58,7 +58,7 @@ func parseGitRemoteURL(s string) (gitRemoteURL, bool) {
 		host = host[at+1:]
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" || len(host) == 1 {
+	if host == "" {
 		return gitRemoteURL{}, false
 	}
 	return gitRemoteURL{host: gitHost{host: host, port: 22}, path: s[colon+1:]}, true

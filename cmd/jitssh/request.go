@@ -34,8 +34,9 @@ const (
 
 func requestCommand() *cli.Command {
 	flags := append(clientFlags(),
-		&cli.StringFlag{Name: "repo", Usage: "repository `REPO`, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
-		&cli.StringFlag{Name: "branch", Usage: "branch `NAME`, meaning refs/heads/NAME", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "repo", Usage: "repository `REPO`, e.g. demo/app", DefaultText: "from --remote's URL, in a Git checkout", EnvVars: []string{"JITSSH_REPO"}},
+		&cli.StringFlag{Name: "branch", Usage: "branch `NAME`, meaning refs/heads/NAME", DefaultText: "the current branch, in a Git checkout", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "remote", Usage: "in a Git checkout, the `REMOTE` whose URL names the repository when --repo is not given", Value: "origin", EnvVars: []string{"JITSSH_REMOTE"}},
 		&cli.StringFlag{Name: "ref", Usage: "full `REF` or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
 		&cli.StringFlag{Name: "access", Usage: "`ACCESS`: read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
 		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last, a `DURATION` such as 30m or 2h", DefaultText: "the policy's", EnvVars: []string{"JITSSH_TTL"}},
@@ -51,7 +52,7 @@ func requestCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "request",
 		Usage: "ask for access to one repository and ref for a while",
-		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]\n" +
+		UsageText: "jitssh request [--repo REPO] [--branch NAME|--ref REF] [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]\n" +
 			"jitssh request --oidc-token FILE|--oidc --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --out FILE",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
@@ -59,6 +60,8 @@ func requestCommand() *cli.Command {
 			"Use 'jitssh git-ssh' as GIT_SSH_COMMAND so that each Git operation is offered\n" +
 			"the grant that covers it.\n" +
 			"Ctrl-C cancels the request.\n\n" +
+			"In a Git checkout, --repo defaults to the repository the URL of the remote\n" +
+			"--remote (origin) names, and --branch to the branch checked out.\n\n" +
 			"A CI/CD job requests with its platform's OIDC ID token instead of a listed key:\n" +
 			"--oidc-token FILE, JITSSH_OIDC_TOKEN (GitLab CI's id_tokens), or --oidc in GitHub\n" +
 			"Actions. It authenticates with the fresh key, which is what gets certified.\n\n" +
@@ -89,7 +92,7 @@ func requestCommand() *cli.Command {
 	}
 }
 
-func requestedRef(c *cli.Context) (string, error) {
+func requestedRef(c *cli.Context, local localRepo) (string, error) {
 	branch, ref := c.String("branch"), c.String("ref")
 	switch {
 	case branch != "" && ref != "":
@@ -99,15 +102,44 @@ func requestedRef(c *cli.Context) (string, error) {
 	case ref != "":
 		return ref, nil
 	}
+	if b, ok := local.currentBranch(); ok {
+		fmt.Fprintf(c.App.ErrWriter, "branch %s (checked out here)\n", b)
+		return "refs/heads/" + b, nil
+	}
 	return "", cli.Exit("say which ref: --branch B or --ref REF", exitUsage)
 }
 
-func runRequest(c *cli.Context) error {
-	repo := c.String("repo")
-	if repo == "" {
-		return cli.Exit("say which repository: --repo R", exitUsage)
+// requestedRepo is --repo, else, in a Git checkout, the repository the
+// URL of --remote names: ssh://host[:port]/org/repo(.git) or
+// [user@]host:org/repo(.git), as jitssh dev's URLs are.
+func requestedRepo(c *cli.Context, local localRepo) (string, error) {
+	if repo := c.String("repo"); repo != "" {
+		return repo, nil
 	}
-	ref, err := requestedRef(c)
+	remote := c.String("remote")
+	url, err := local.remoteURL(remote)
+	if err != nil {
+		return "", cli.Exit("say which repository: --repo R (or run this in a Git checkout whose remote "+remote+" is the repository's SSH URL)", exitUsage)
+	}
+	u, ok := parseGitRemoteURL(url)
+	if !ok {
+		return "", cli.Exit(fmt.Sprintf("say which repository: --repo R (remote %s is %s, not an SSH URL)", remote, url), exitUsage)
+	}
+	repo, err := u.repo()
+	if err != nil {
+		return "", cli.Exit(fmt.Sprintf("say which repository: --repo R (remote %s, %s, names none: %v)", remote, url, err), exitUsage)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "repository %s (from remote %s)\n", repo, remote)
+	return repo, nil
+}
+
+func runRequest(c *cli.Context) error {
+	var local localRepo
+	repo, err := requestedRepo(c, local)
+	if err != nil {
+		return err
+	}
+	ref, err := requestedRef(c, local)
 	if err != nil {
 		return err
 	}
