@@ -135,8 +135,13 @@ func (s *gitSSHSession) fetch(first *ssh.Certificate) int {
 		s.say(hintLines(need)...)
 		return code
 	}
-	s.say(why + "; asking for one")
-	cert, err := s.obtain(need)
+	// Another git may have loaded a grant that names the repository since
+	// the agent was asked.
+	cert := certForCommand(agentCerts(), s.cmd, time.Now())
+	if cert == nil {
+		s.say(why + "; asking for one")
+		cert, err = s.obtain(need)
+	}
 	if err != nil {
 		s.say(err.Error())
 		return code
@@ -247,6 +252,11 @@ func (s *gitSSHSession) repoWhy(cert *ssh.Certificate) string {
 }
 
 func (s *gitSSHSession) pushWithNewGrant(need grantNeed, had *ssh.Certificate, ops []refOpOf, req pushRequest, drained <-chan struct{}, seen map[string]string) int {
+	// Another git may have loaded a grant that covers this since the
+	// agent was asked.
+	if c := coveringCert(agentCerts(), s.cmd.Repo, ops, had, time.Now()); c != nil {
+		return s.replay(c, req, drained, seen)
+	}
 	why := s.whyRefused(had, ops)
 	why[len(why)-1] += "; asking for " + need.grant()
 	s.say(why...)
