@@ -24,29 +24,30 @@ var errPktFlush = errors.New("flush packet")
 // readPktLine reads one pkt-line from r and returns its payload and the
 // bytes read, header included. A flush packet returns errPktFlush (with
 // raw set); a delimiter or response-end packet, which push never sends,
-// is an error.
+// is an error. On any error raw still holds every byte consumed, so that
+// a caller passing the stream on loses nothing.
 func readPktLine(r io.Reader) (payload, raw []byte, err error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, nil, err
+	if m, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, hdr[:m], err
 	}
 	n, err := strconv.ParseUint(string(hdr[:]), 16, 16)
 	if err != nil {
-		return nil, nil, fmt.Errorf("bad pkt-line length %q", hdr[:])
+		return nil, hdr[:], fmt.Errorf("bad pkt-line length %q", hdr[:])
 	}
 	switch {
 	case n == 0:
 		return nil, hdr[:], errPktFlush
 	case n < 4 || n > pktMaxLen:
-		return nil, nil, fmt.Errorf("bad pkt-line length %d", n)
+		return nil, hdr[:], fmt.Errorf("bad pkt-line length %d", n)
 	}
 	raw = make([]byte, n)
 	copy(raw, hdr[:])
-	if _, err := io.ReadFull(r, raw[4:]); err != nil {
+	if m, err := io.ReadFull(r, raw[4:]); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, nil, err
+		return nil, raw[:4+m], err
 	}
 	return raw[4:], raw, nil
 }
@@ -220,8 +221,8 @@ func readPushRequest(r io.Reader) (pushRequest, error) {
 	return req, nil
 }
 
-// encode writes the request as git would, with cmds in place of git's
-// commands and caps on the first.
+// encodePushRequest writes a request as git would: cmds with caps on the
+// first, then the push options section when caps has push-options.
 func encodePushRequest(cmds []refCmd, caps []string, options []string) []byte {
 	var b bytes.Buffer
 	for i, c := range cmds {
@@ -232,7 +233,7 @@ func encodePushRequest(cmds []refCmd, caps []string, options []string) []byte {
 		b.Write(pkt(line + "\n"))
 	}
 	b.WriteString(pktFlushBytes)
-	if len(options) > 0 {
+	if slices.Contains(caps, "push-options") {
 		for _, o := range options {
 			b.Write(pkt(o + "\n"))
 		}
