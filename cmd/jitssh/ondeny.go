@@ -280,7 +280,8 @@ func (s *gitSSHSession) obtain(need grantNeed) (*ssh.Certificate, error) {
 
 // refusedForGrant reports whether a connection that ended before the
 // server said anything was a jitssh server refusing it for want of a
-// grant: its own refusal, or, at the host JITSSH_GIT_URL names, an
+// grant: its own refusal (none on the repository, too little access, a
+// certificate that expired), or, at the host JITSSH_GIT_URL names, an
 // authentication failure (which is how a jitssh server answers an agent
 // with no certificate at all).
 func (s *gitSSHSession) refusedForGrant(conn *sshConn, code int) bool {
@@ -288,7 +289,7 @@ func (s *gitSSHSession) refusedForGrant(conn *sshConn, code int) bool {
 		return false
 	}
 	said := conn.tail.String()
-	if strings.Contains(said, sshd.ClientMessage(sshd.ErrNotGranted)) {
+	if strings.Contains(said, sshd.GrantRefusal) {
 		return true
 	}
 	if code != 255 || !strings.Contains(said, "Permission denied (publickey") {
