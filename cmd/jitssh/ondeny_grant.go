@@ -371,8 +371,8 @@ func obtainGrant(ctx context.Context, n grantNeed, sigs <-chan os.Signal, w *os.
 	}
 	removePendingRecord(n)
 	removeStashedKey(r.ID)
-	if err := unissued(final); err != nil {
-		return nil, &errNotObtained{msg: "jitssh: " + err.Error()}
+	if err := endedWithoutGrant(final); err != nil {
+		return nil, err
 	}
 	cert, err := parseCert(final.Certificate)
 	if err != nil {
@@ -384,6 +384,16 @@ func obtainGrant(ctx context.Context, n grantNeed, sigs <-chan os.Signal, w *os.
 	left := time.Until(time.Unix(int64(cert.ValidBefore), 0)).Round(time.Second)
 	fmt.Fprintf(w, "jitssh: %s approved: %s for %s, in ssh-agent now; going on with git\n", final.ID, final.Grant, left)
 	return cert, nil
+}
+
+// endedWithoutGrant says how a settled request ended without a
+// certificate, for stderr and, through refReason, for each ref of the
+// push; nil when it was approved.
+func endedWithoutGrant(r *approvals.Request) error {
+	if err := unissued(r); err != nil {
+		return &errNotObtained{msg: "jitssh: " + err.Error()}
+	}
+	return nil
 }
 
 // fileRequest submits a signed request for n with a fresh key, and
