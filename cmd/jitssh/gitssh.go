@@ -30,14 +30,19 @@ func gitSSHCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "git-ssh",
 		Usage:     "ssh for git: offer first the jitssh certificate that covers the repository (use as GIT_SSH_COMMAND)",
-		ArgsUsage: "[ssh options] DESTINATION [COMMAND]",
+		ArgsUsage: "[--on-deny off|hint|auto] [ssh options] DESTINATION [COMMAND]",
 		Description: "Runs ssh with the given arguments. When the command is one git runs on a server\n" +
 			"(git-upload-pack, git-receive-pack or git-upload-archive and a repository), it offers\n" +
 			"first the live jitssh certificate in ssh-agent that grants that repository the access the\n" +
 			"command needs (read, or write for a push), preferring one with a '*' grant, then the\n" +
 			"newest. Anything else goes to ssh unchanged. Set it up with\n\n" +
 			"   export GIT_SSH_COMMAND='jitssh git-ssh'   GIT_SSH_VARIANT=ssh\n\n" +
-			"and add your own ssh options after git-ssh. The ssh program is JITSSH_SSH, or ssh.",
+			"and add your own ssh options after git-ssh. The ssh program is JITSSH_SSH, or ssh.\n\n" +
+			"When the server refuses an operation for want of a grant, --on-deny (or JITSSH_ON_DENY)\n" +
+			"says what git-ssh does: off leaves git's failure as it is; hint (the default) adds the\n" +
+			"jitssh request line the policy would accept, or says that no rule allows it; auto files\n" +
+			"that request (reason JITSSH_REASON, else the operation; TTL JITSSH_TTL), waits for it\n" +
+			"(Ctrl-C cancels it), loads the certificate and completes the same git operation.",
 		SkipFlagParsing: true,
 		HideHelp:        true,
 		Action: func(c *cli.Context) error {
