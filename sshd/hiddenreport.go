@@ -36,6 +36,7 @@ type hiddenReport struct {
 	sideband int // 0: not known yet, 1: with a side band, -1: without
 	buf      []byte
 	band1    []byte // side-band data that is not yet a whole report line
+	band1Raw bool   // side band 1 turned out not to carry pkt-lines
 }
 
 const (
@@ -108,7 +109,7 @@ func (h *hiddenReport) packet(out *bytes.Buffer, raw []byte) {
 		out.Write(h.rewrite(raw))
 		return
 	}
-	if len(payload) == 0 || payload[0] != 1 {
+	if len(payload) == 0 || payload[0] != 1 || h.band1Raw {
 		out.Write(raw)
 		return
 	}
@@ -120,9 +121,10 @@ func (h *hiddenReport) packet(out *bytes.Buffer, raw []byte) {
 			break
 		}
 		if size < 0 {
-			// Not a report after all: pass what there is.
+			// Not a report after all: pass what there is, and the
+			// rest as it comes.
 			data = append(data, h.band1...)
-			h.band1 = nil
+			h.band1, h.band1Raw = nil, true
 			break
 		}
 		line := h.band1[:size]

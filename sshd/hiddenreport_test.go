@@ -117,6 +117,7 @@ func TestHiddenReportPassesOthers(t *testing.T) {
 		testAdvert + pktStr("unpack index-pack failed\n") + pktStr("ng refs/heads/main unpacker error\n") + "0000",
 		testAdvert + "zzzz" + pktStr("ng refs/heads/main deny updating a hidden ref\n"),
 		testAdvert + band(3, "fatal\n"),
+		testAdvert + band(1, "zzzz not a report") + band(1, pktStr("ng refs/heads/main deny updating a hidden ref\n")) + "0000",
 		testAdvert[:30],
 	} {
 		var out bytes.Buffer
