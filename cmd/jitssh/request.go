@@ -219,6 +219,9 @@ func runRequest(c *cli.Context) error {
 type dryRunAnswer struct {
 	Allowed     bool             `json:"allowed"`
 	Rule        string           `json:"rule,omitempty"`
+	Repo        string           `json:"repo,omitempty"`
+	Ref         string           `json:"ref,omitempty"`
+	Access      string           `json:"access,omitempty"`
 	Grant       string           `json:"grant,omitempty"`
 	TTL         string           `json:"ttl,omitempty"`
 	AutoApprove bool             `json:"auto_approve"`
@@ -262,7 +265,7 @@ func printDryRun(c *cli.Context, r *approvals.Request) error {
 		if steps == nil {
 			steps = []approvals.Step{}
 		}
-		return writeJSON(c.App.Writer, dryRunAnswer{Allowed: true, Rule: r.Rule, Grant: r.Grant,
+		return writeJSON(c.App.Writer, dryRunAnswer{Allowed: true, Rule: r.Rule, Repo: r.Repo, Ref: r.Ref, Access: r.Access, Grant: r.Grant,
 			TTL: time.Duration(r.TTL).String(), AutoApprove: r.State == approvals.StateApproved, Approvals: steps})
 	}
 	w := c.App.Writer

@@ -12,8 +12,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/jitssh/jitssh/approvals"
 )
 
 // gitIn runs git in dir and fails the test if it fails.
@@ -109,7 +107,7 @@ func TestRequestFillsRepoAndBranchFromCheckout(t *testing.T) {
 				return
 			}
 			require.NoError(t, err, stderr.String())
-			var r approvals.Request
+			var r dryRunAnswer
 			require.NoError(t, json.Unmarshal(stdout.Bytes(), &r), stdout.String())
 			assert.Equal(t, tt.wantRepo, r.Repo)
 			assert.Equal(t, tt.wantRef, r.Ref)
