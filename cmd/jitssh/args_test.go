@@ -96,12 +96,18 @@ func TestUnknownCommands(t *testing.T) {
 		{[]string{"request", "req-01ABC"}, `"jitssh request wait req-01ABC"`},
 		{[]string{"ca", "int"}, `did you mean "init"?`},
 		{[]string{"audit", "help", "lsit"}, `audit: unknown command "lsit"; did you mean "list"?`},
-		{[]string{"--json", "x"}, `flag provided but not defined`},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			assertOneLineError(t, s.run(t, tt.args...), exitUsage, tt.want)
 		})
 	}
+	// Asked for JSON, the usage error is JSON too.
+	r := s.run(t, "--json", "x")
+	assert.Empty(t, r.stdout)
+	e := assertJSONError(t, r)
+	assert.Equal(t, exitUsage, e.Exit)
+	assert.Equal(t, "usage", e.Code)
+	assert.Contains(t, e.Error, "flag provided but not defined")
 	// Known commands and help topics still work.
 	for _, args := range [][]string{{"help", "status"}, {"request", "help", "wait"}, {"requests"}, {}} {
 		r := s.run(t, args...)

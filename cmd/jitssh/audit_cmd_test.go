@@ -382,7 +382,8 @@ func TestAuditVerify(t *testing.T) {
 		assert.Equal(t, 1, res.FailureCount)
 		assert.Len(t, res.Failures, 1)
 		assert.Equal(t, n, res.Entries, "the whole log is read")
-		assert.Equal(t, "jitssh: audit verify: 1 failure in "+p+fmt.Sprintf(" (%d entries read)\n", n), r.stderr)
+		e := assertJSONError(t, r)
+		assert.Equal(t, "audit verify: 1 failure in "+p+fmt.Sprintf(" (%d entries read)", n), e.Error)
 	})
 	for _, tt := range []struct {
 		name string
@@ -851,7 +852,7 @@ func TestAuditSeveralLogs(t *testing.T) {
 		require.Len(t, res.Logs, 2)
 		assert.Equal(t, uint64(4), res.Logs[1].Entries)
 		assert.Equal(t, 1, res.Issued)
-		assert.Contains(t, r.stderr, "jitssh: audit verify: 1 failure in 2 logs (7 entries read)")
+		assert.Equal(t, "audit verify: 1 failure in 2 logs (7 entries read)", assertJSONError(t, r).Error)
 
 		assertOneLineError(t, runJitssh(t, nil, "audit", "list", "--log", daemon, "--log", bad), 1, "audit log "+bad+": audit log line 2 (seq 2)")
 		assertOneLineError(t, runJitssh(t, nil, "audit", "verify", "--log", daemon, "--log", git, "--ca", fx.caPub, "--head-key", fx.headKey, "--head", daemon+".head"),

@@ -80,6 +80,18 @@ func runJitssh(t *testing.T, env []string, args ...string) cliResult {
 	return cliResult{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
 }
 
+// assertJSONError checks the shape of a failure under --json or JITSSH_JSON:
+// one JSON object on stderr, its exit field the real one. Stdout is the
+// caller's to check: some commands answer there even when they fail.
+func assertJSONError(t *testing.T, r cliResult) jsonError {
+	t.Helper()
+	require.Equal(t, 1, strings.Count(r.stderr, "\n"), "one line: %q", r.stderr)
+	var e jsonError
+	require.NoError(t, json.Unmarshal([]byte(r.stderr), &e), r.stderr)
+	assert.Equal(t, r.code, e.Exit)
+	return e
+}
+
 // assertOneLineError checks the shape every failure must have.
 func assertOneLineError(t *testing.T, r cliResult, wantCode int, wantMsg string) {
 	t.Helper()

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -43,20 +42,13 @@ func TestJSONEverywhere(t *testing.T) {
 	assert.Contains(t, a.Reason, "no rule")
 	assert.Empty(t, r.stderr, "the answer is the output")
 
-	jsonFailure := func(t *testing.T, r cliResult) jsonError {
-		t.Helper()
-		assert.Empty(t, r.stdout)
-		require.Equal(t, 1, strings.Count(r.stderr, "\n"), "one line: %q", r.stderr)
-		var e jsonError
-		require.NoError(t, json.Unmarshal([]byte(r.stderr), &e), r.stderr)
-		assert.Equal(t, r.code, e.Exit)
-		return e
-	}
-	e := jsonFailure(t, runJitssh(t, env, "requests", "show", "req-nope", "--json"))
+	r = runJitssh(t, env, "requests", "show", "req-nope", "--json")
+	assert.Empty(t, r.stdout)
+	e := assertJSONError(t, r)
 	assert.Equal(t, "not_found", e.Code)
 	assert.Contains(t, e.Error, `no request "req-nope"`)
 
-	e = jsonFailure(t, runJitssh(t, append(env, "JITSSH_JSON=1"), "requets"))
+	e = assertJSONError(t, runJitssh(t, append(env, "JITSSH_JSON=1"), "requets"))
 	assert.Equal(t, "usage", e.Code)
 	assert.Equal(t, exitUsage, e.Exit)
 
