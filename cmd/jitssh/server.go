@@ -161,6 +161,13 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	if cfg.Cluster != nil {
 		logger.Info("cluster node", "node", cfg.Cluster.NodeID, "bind", cfg.Cluster.Bind, "advertise", cfg.Cluster.AdvertiseAddr())
 	}
+	if cfg.PIDFile != "" {
+		removePID, err := writePIDFile(cfg.PIDFile)
+		if err != nil {
+			return err
+		}
+		defer removePID()
+	}
 	if ready != nil {
 		ready <- addrs
 	}
