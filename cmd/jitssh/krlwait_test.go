@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -138,4 +139,33 @@ func TestKRLLongPoll(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the long-poll was not answered after a revocation")
 	}
+}
+
+// BenchmarkRevocationReachesFollower measures a revocation from the call
+// to the daemon until a Git server's KRL follower has applied it (ns/op),
+// and the part of that after the daemon acknowledged the revocation
+// (ms-after-ack).
+func BenchmarkRevocationReachesFollower(b *testing.B) {
+	d := startInProcessDaemon(b, "limits: {requests_per_hour: 1000000, request_burst: 1000000, max_live_certificates: 1000000}\n")
+	k := sshd.NewKRLURL([]string{"http://" + d.addrs.HTTP.String() + "/v1/krl"}, time.Hour, time.Hour, nil)
+	changed := make(chan struct{}, 1)
+	k.OnChange(func() { changed <- struct{}{} })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(b, k.Fetch(ctx))
+	go k.Run(ctx)
+	alice, bob := d.client(b, "alice"), d.client(b, "bob")
+	var afterAck time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		sub := d.submit(b, alice, "alice", apiRequest{Repo: "demo/app", Ref: "*", Access: "read", TTL: "10m", Reason: "r"})
+		b.StartTimer()
+		_, err := bob.call(methodRevoke, apiRequest{ID: sub.Request.ID, Reason: "done"})
+		acked := time.Now()
+		require.NoError(b, err)
+		<-changed
+		afterAck += time.Since(acked)
+	}
+	b.ReportMetric(float64(afterAck.Microseconds())/1000/float64(b.N), "ms-after-ack")
 }
