@@ -168,7 +168,8 @@ func TestClientDoesNotFailOverARefusal(t *testing.T) {
 
 // TestClientFailoverInCluster: a waiting `jitssh request` whose node
 // stops picks the wait up on another node, and gets the certificate that
-// an approval made on a third node brings.
+// an approval made on a third node brings; a `requests watch` on the
+// stopped node goes on elsewhere and sees the approval.
 func TestClientFailoverInCluster(t *testing.T) {
 	needTool(t, "ssh-agent")
 	nodes, dir, known := startTestCluster(t, 3)
@@ -183,6 +184,16 @@ func TestClientFailoverInCluster(t *testing.T) {
 
 	env := append(personEnv(d, "alice", strings.Join(servers, ",")), "SSH_AUTH_SOCK="+newAgent(t))
 	cmd, stdout, stderr, pending := startWaitingRequest(t, bob, env)
+	watch := exec.Command(jitsshBin, "requests", "watch")
+	watch.Env = append(os.Environ(), personEnv(d, "bob", strings.Join(servers, ","))...)
+	watched, err := watch.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, watch.Start())
+	t.Cleanup(func() { watch.Process.Kill(); watch.Wait() })
+	lines := bufio.NewScanner(watched)
+	require.True(t, lines.Scan(), "the watch lists the pending request")
+	require.Contains(t, lines.Text(), pending.ID+"  alice")
+	require.Contains(t, lines.Text(), "pending")
 	nodes[0].stop()
 
 	req := apiRequest{ID: pending.ID, Reason: "ok"}
@@ -192,6 +203,14 @@ func TestClientFailoverInCluster(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cmd.Wait(), "stdout: %s\nstderr: %s", stdout, stderr)
 	assert.Contains(t, stdout.String(), "issued "+pending.ID)
+	stopWatch := time.AfterFunc(20*time.Second, func() { watch.Process.Kill() })
+	defer stopWatch.Stop()
+	for lines.Scan() {
+		if strings.Contains(lines.Text(), pending.ID) && strings.Contains(lines.Text(), "approved/active") {
+			return
+		}
+	}
+	t.Fatalf("the watch never showed the approval: %v", lines.Err())
 }
 
 // startTestCluster starts n in-process daemons that found one cluster,
@@ -279,4 +298,40 @@ people:
 	known := filepath.Join(dir, "known_hosts")
 	require.NoError(t, os.WriteFile(known, []byte(hosts.String()), 0o644))
 	return nodes, dir, known
+}
+
+// TestWatchResumesAfterVersion: a watch that resumes on another node says
+// the newest version it had; it gets every request changed since, in
+// whatever state, and none it already had. A fresh watch gets the pending
+// requests.
+func TestWatchResumesAfterVersion(t *testing.T) {
+	d := startInProcessDaemon(t, "")
+	alice, bob := d.client(t, "alice"), d.client(t, "bob")
+	pending := d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "w"}).Request
+	d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "*", Access: "read", TTL: "10m", Reason: "r"})
+	list, err := bob.call(methodList, apiRequest{})
+	require.NoError(t, err)
+	var approved *approvals.Request
+	for _, r := range list.Requests {
+		if r.ID != pending.ID {
+			approved = r
+		}
+	}
+	require.NotNil(t, approved)
+	require.Equal(t, approvals.StateApproved, approved.State)
+	require.Greater(t, approved.Version, pending.Version)
+
+	first := func(after uint64) *approvals.Request {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var got *approvals.Request
+		require.NoError(t, bob.stream(ctx, methodWatch, apiRequest{After: after}, func(r *apiResponse) (bool, error) {
+			got = r.Request
+			return false, nil
+		}))
+		return got
+	}
+	assert.Equal(t, pending.ID, first(0).ID, "a fresh watch: the pending requests")
+	assert.Equal(t, approved.ID, first(pending.Version).ID, "resumed: what changed since, approved or not, and not what it had")
 }
