@@ -109,6 +109,7 @@ func (k *KRLURL) OnChange(fn func()) { k.onChange.Store(&fn) }
 func (k *KRLURL) Run(ctx context.Context) {
 	t := time.NewTicker(k.refresh)
 	defer t.Stop()
+	warned := false // about following, since it last worked
 	for {
 		err := k.Fetch(ctx)
 		if err != nil {
@@ -116,12 +117,15 @@ func (k *KRLURL) Run(ctx context.Context) {
 			// Said here too, so a server nobody connects to says it.
 			_ = k.staleness()
 		} else if k.canFollow() {
-			err = k.follow(ctx)
+			answered, err := k.follow(ctx)
 			if ctx.Err() != nil {
 				return
 			}
-			k.logger.Warn("following the revocation list failed; polling it every refresh until following works again",
-				"refresh", k.refresh.String(), "err", err)
+			if answered > 0 || !warned {
+				k.logger.Warn("following the revocation list failed; polling it every refresh until following works again",
+					"refresh", k.refresh.String(), "err", err)
+				warned = true
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -161,8 +165,9 @@ func (k *KRLURL) Fetch(ctx context.Context) error {
 	return k.fail(errors.New(strings.Join(errs, "; ")))
 }
 
-// follow long-polls the URL that last answered until a long-poll fails.
-func (k *KRLURL) follow(ctx context.Context) error {
+// follow long-polls the URL that last answered until a long-poll fails,
+// and says how many were answered before that.
+func (k *KRLURL) follow(ctx context.Context) (answered int, err error) {
 	// No client timeout: the request's own deadline allows for the hold.
 	waiter := &http.Client{Transport: k.client.Transport}
 	for {
@@ -178,21 +183,22 @@ func (k *KRLURL) follow(ctx context.Context) error {
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return answered, ctx.Err()
 			}
-			return k.fail(fmt.Errorf("%s: %w", k.urls[at], err))
+			return answered, k.fail(fmt.Errorf("%s: %w", k.urls[at], err))
 		}
 		k.mu.RLock()
 		follows, same := k.follows, k.krl.Version == gen
 		k.mu.RUnlock()
 		switch {
 		case !follows:
-			return fmt.Errorf("%s no longer holds long-polls", k.urls[at])
+			return answered, fmt.Errorf("%s no longer holds long-polls", k.urls[at])
 		case same && k.now().Sub(start) < k.hold/2:
 			// Answered early with nothing new: the daemon is going away,
 			// or does not hold as it says. Poll instead of spinning.
-			return fmt.Errorf("%s answered a long-poll early with nothing new", k.urls[at])
+			return answered, fmt.Errorf("%s answered a long-poll early with nothing new", k.urls[at])
 		}
+		answered++
 	}
 }
 
