@@ -61,6 +61,8 @@ func TestClientFailsOverToTheNextAddress(t *testing.T) {
 	assert.Contains(t, run(bob, "approve", id, "--reason", "ok"), "issued")
 	assert.Contains(t, run(alice, "request", "wait", id), "issued")
 	assert.Contains(t, run(bob, "revoke", id, "--reason", "done"), "revoked")
+	assert.Contains(t, run(alice, "status"), "revoked", "status asks the daemon")
+	assert.Contains(t, run(alice, "whoami"), "alice")
 
 	other := strings.TrimSpace(run(alice, "request", "--no-wait", "--repo", "demo/app", "--branch", "dev", "--access", "write", "--ttl", "10m", "--reason", "y"))
 	assert.Contains(t, run(bob, "deny", other, "--reason", "no"), "denied")
@@ -114,6 +116,7 @@ func TestClientAllAddressesDead(t *testing.T) {
 		{"deny", id, "--reason", "no"},
 		{"revoke", id, "--reason", "no"},
 		{"release", id},
+		{"whoami"},
 	} {
 		t.Run(strings.Join(args[:min(2, len(args))], " "), func(t *testing.T) {
 			r := runJitssh(t, env, args...)

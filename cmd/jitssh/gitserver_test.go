@@ -66,14 +66,24 @@ func startGitServer(t *testing.T, cas []string, krl string) *gitServerProc {
 // startGitServerWith is startGitServer with extra configuration lines.
 func startGitServerWith(t *testing.T, cas []string, krl, extra string) *gitServerProc {
 	t.Helper()
-	return launchGitServer(t, cas, &gitServerProc{krl: krl, extra: extra})
+	return startGitServerIn(t, t.TempDir(), cas, krl, extra)
 }
 
-// launchGitServer starts the binary with s's krl, extra and revocation
-// settings.
+// startGitServerIn is startGitServerWith with its files in dir, which may
+// hold a host key made beforehand.
+func startGitServerIn(t *testing.T, dir string, cas []string, krl, extra string) *gitServerProc {
+	t.Helper()
+	return launchGitServer(t, cas, &gitServerProc{dir: dir, krl: krl, extra: extra})
+}
+
+// launchGitServer starts the binary with s's dir (a new one when empty),
+// krl, extra and revocation settings.
 func launchGitServer(t *testing.T, cas []string, s *gitServerProc) *gitServerProc {
 	t.Helper()
-	s.dir, s.root, s.addr, s.metrics = t.TempDir(), repoRoot(t), freeAddr(t), freeAddr(t)
+	if s.dir == "" {
+		s.dir = t.TempDir()
+	}
+	s.root, s.addr, s.metrics = repoRoot(t), freeAddr(t), freeAddr(t)
 	s.log = &lockedBuffer{ch: make(chan string, 1000)}
 	krl := s.krl
 	s.config = filepath.Join(s.dir, "git-server.yaml")
