@@ -616,7 +616,7 @@ func askDaemonState(c *cli.Context, certs []liveCert) {
 	if len(certs) == 0 {
 		return
 	}
-	if c.String("server") == "" {
+	if serverFlag(c) == "" {
 		fmt.Fprintln(c.App.ErrWriter, "note: no daemon named (JITSSH_SERVER or --server): whether each grant was revoked is unknown")
 		return
 	}
