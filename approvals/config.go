@@ -48,6 +48,7 @@ type Config struct {
 	DataDir           string    `yaml:"data_dir" json:"data_dir"`                         // raft log, snapshots and state
 	CADir             string    `yaml:"ca_dir" json:"ca_dir"`                             // read with ca.Load
 	AuditLog          string    `yaml:"audit_log" json:"audit_log"`                       // the hash-chained audit log
+	PIDFile           string    `yaml:"pid_file" json:"pid_file,omitempty"`               // written with the daemon's process ID while it runs
 	RequestTimeout    Duration  `yaml:"request_timeout" json:"request_timeout"`           // a pending request nobody acted on expires after this
 	MaxPendingPerUser int       `yaml:"max_pending_per_user" json:"max_pending_per_user"` // pending requests one person may have at once
 	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
@@ -142,7 +143,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.HostKey, &c.DataDir, &c.CADir, &c.AuditLog} {
+	for _, p := range []*string{&c.HostKey, &c.DataDir, &c.CADir, &c.AuditLog, &c.PIDFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

@@ -156,8 +156,9 @@ func TestPolicyDigestCoversEveryField(t *testing.T) {
 		// Who may read requests, and how fast one person may make them, are
 		// the daemon's to enforce; neither changes what a request needs.
 		// The cluster block differs from node to node by design. The host
-		// names only go into the daemon's own host certificate.
-		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "HostNames", "DataDir", "CADir", "AuditLog", "Webhooks",
+		// names only go into the daemon's own host certificate; the pid
+		// file is the daemon's process.
+		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "HostNames", "DataDir", "CADir", "AuditLog", "PIDFile", "Webhooks",
 			"AuditorGroups", "Limits", "Cluster"},
 	}
 	for _, v := range []any{Config{}, Person{}, Rule{}, Step{}} {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -47,11 +48,47 @@ type ServerConfig struct {
 type RevocationConfig struct {
 	// KRLFile is an OpenSSH KRL, reread when it changes.
 	KRLFile string `yaml:"krl_file"`
-	// KRLURL is fetched every Refresh. When no fetch has succeeded for
-	// MaxStale, every certificate is refused until one does.
-	KRLURL   string   `yaml:"krl_url"`
+	// KRLURL is the approval daemon's /v1/krl, followed while the daemon
+	// holds long-polls and fetched every Refresh otherwise. When no fetch
+	// has succeeded for MaxStale, every certificate is refused until one
+	// does.
+	KRLURL string `yaml:"krl_url"`
+	// KRLURLs are several, a cluster's nodes, tried in turn; MaxStale
+	// applies to them together.
+	KRLURLs  []string `yaml:"krl_urls"`
 	Refresh  Duration `yaml:"refresh"`
 	MaxStale Duration `yaml:"max_stale"`
+}
+
+// URLs returns the KRL URLs the configuration names, krl_url or
+// krl_urls, in the order they are tried.
+func (r RevocationConfig) URLs() []string {
+	if r.KRLURL != "" {
+		return []string{r.KRLURL}
+	}
+	return r.KRLURLs
+}
+
+// validate checks the KRL URLs: one key or the other, each an http(s)
+// URL, none twice.
+func (r RevocationConfig) validate() error {
+	if r.KRLURL != "" && len(r.KRLURLs) > 0 {
+		return errors.New("revocation: krl_url and krl_urls: give one of them (krl_urls for several)")
+	}
+	seen := map[string]bool{}
+	for _, raw := range r.URLs() {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil:
+			return fmt.Errorf("revocation: KRL URL %q: %w", raw, err)
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			return fmt.Errorf("revocation: KRL URL %q: want http:// or https:// and a host", raw)
+		case seen[raw]:
+			return fmt.Errorf("revocation: KRL URL %q listed twice", raw)
+		}
+		seen[raw] = true
+	}
+	return nil
 }
 
 // LimitsConfig are the connection limits; zero means the default.
@@ -123,7 +160,7 @@ func (c *ServerConfig) validate() error {
 	case c.Repos == "":
 		return errors.New("repos is required")
 	}
-	return nil
+	return c.Revocation.validate()
 }
 
 // Verifier builds the certificate verifier the configuration describes,

@@ -61,7 +61,7 @@ func TestKRLURLStaleness(t *testing.T) {
 	srv, up := krlServer(t)
 	var logs logBuffer
 	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
-	k := NewKRLURL(srv.URL, time.Second, time.Minute, slog.New(slog.NewJSONHandler(&logs, nil)))
+	k := NewKRLURL([]string{srv.URL}, time.Second, time.Minute, slog.New(slog.NewJSONHandler(&logs, nil)))
 	k.now = clock.now
 	cert := signCert(t, newCA(t), certOpts{})
 	ctx := context.Background()
@@ -108,7 +108,7 @@ func TestNativeStaleRevocationList(t *testing.T) {
 	up.Store(false)
 	var logs logBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
-	k := NewKRLURL(srv.URL, time.Second, time.Minute, logger)
+	k := NewKRLURL([]string{srv.URL}, time.Second, time.Minute, logger)
 	n := startNative(t, func(o *ServerOptions) { o.Logger = logger })
 	n.verifier.Store(&Verifier{CAs: []ssh.PublicKey{n.ca.PublicKey()}, Revocations: []RevocationChecker{k}})
 	u := n.newUser("alice", time.Hour, "git:read:demo/app:*")

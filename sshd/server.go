@@ -72,6 +72,7 @@ type Server struct {
 	mu        sync.Mutex
 	perSource map[string]int
 	total     int
+	recheck   chan struct{} // closed, and replaced, by Recheck
 }
 
 type ctxKey string
@@ -100,7 +101,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	setDefaultInt(&opts.MaxHandshakes, DefaultMaxHandshakes)
 	setDefaultInt(&opts.MaxHandshakesPerSource, DefaultMaxHandshakesPerSource)
 
-	s := &Server{opts: opts, perSource: map[string]int{}, handshakes: newHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)}
+	s := &Server{opts: opts, perSource: map[string]int{}, recheck: make(chan struct{}),
+		handshakes: newHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)}
 	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
 	s.srv = &gliderssh.Server{
 		Handler:              s.handleSession,
@@ -252,6 +254,22 @@ func (s *Server) limitSessions(next gliderssh.ChannelHandler) gliderssh.ChannelH
 	}
 }
 
+// Recheck verifies every open connection's certificate again now, as the
+// periodic check does: a revocation source calls it when its list
+// changes, so a revoked certificate's connections close at once.
+func (s *Server) Recheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.recheck)
+	s.recheck = make(chan struct{})
+}
+
+func (s *Server) recheckSignal() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recheck
+}
+
 // watchConn closes conn when its certificate expires or is revoked,
 // unless KeepExpired is set. It returns when the connection ends.
 func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
@@ -273,13 +291,14 @@ func (s *Server) watchConn(ctx gliderssh.Context, conn *ssh.ServerConn) {
 			conn.Close()
 			return
 		case <-tick.C:
-			// The same rule that let the certificate in, with the current
-			// CAs and revocations.
-			if _, err := s.opts.Verifier().Verify(id.Cert, conn.RemoteAddr()); err != nil {
-				s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "err", err)
-				conn.Close()
-				return
-			}
+		case <-s.recheckSignal():
+		}
+		// The same rule that let the certificate in, with the current CAs
+		// and revocations.
+		if _, err := s.opts.Verifier().Verify(id.Cert, conn.RemoteAddr()); err != nil {
+			s.opts.Logger.Info("closing connection: certificate no longer valid", "serial", id.Serial, "key_id", id.KeyID, "err", err)
+			conn.Close()
+			return
 		}
 	}
 }
@@ -301,6 +320,13 @@ func (s *Server) handleSession(sess gliderssh.Session) {
 		r.refused = ErrNoGrants
 	case sess.Subsystem() != "":
 		r.refused = fmt.Errorf("%w: subsystem %q", ErrCommand, sess.Subsystem())
+	default:
+		// Each operation on an open connection is a new use of the
+		// certificate: it is checked against the revocations and CAs in
+		// force now, not those of the handshake.
+		if _, err := s.opts.Verifier().Verify(r.id.Cert, sess.RemoteAddr()); err != nil {
+			r.refused = err
+		}
 	}
 	s.pipeline.serve(ctx, r)
 }

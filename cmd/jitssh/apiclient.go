@@ -1,17 +1,15 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -26,9 +24,9 @@ import (
 // clientFlags are shared by every command that talks to the daemon.
 func clientFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "server", Usage: "approval daemon address HOST:PORT", EnvVars: []string{"JITSSH_SERVER"}},
+		&cli.StringSliceFlag{Name: "server", Usage: "approval daemon address HOST:PORT; a cluster's nodes, repeated or comma-separated, are tried in order", EnvVars: []string{"JITSSH_SERVER"}},
 		&cli.StringFlag{Name: "identity", Usage: "your SSH private key file (default: the keys in ssh-agent)", EnvVars: []string{"JITSSH_IDENTITY"}},
-		&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file holding the daemon's host key", EnvVars: []string{"JITSSH_KNOWN_HOSTS"}},
+		&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file holding the daemon's host key (each node's)", EnvVars: []string{"JITSSH_KNOWN_HOSTS"}},
 	}
 }
 
@@ -36,12 +34,38 @@ func jsonOutFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", Usage: "print JSON instead of text", EnvVars: []string{"JITSSH_JSON"}}
 }
 
-// apiClient is one authenticated SSH connection to the daemon.
+// serverFlag returns the daemon addresses --server (or JITSSH_SERVER)
+// gives, comma-separated, in the order they are tried.
+func serverFlag(c *cli.Context) string {
+	return strings.Join(splitServers(strings.Join(c.StringSlice("server"), ",")), ",")
+}
+
+// splitServers splits a comma-separated list of daemon addresses, leaving
+// out empty ones.
+func splitServers(list string) []string {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// apiClient is one authenticated SSH connection to a daemon: to the first
+// of its addresses that answers, and to the next one when that node goes
+// away or cannot have the cluster make a change (see apifailover.go).
 type apiClient struct {
-	conn *ssh.Client
-	// signers are the keys that may have authenticated; identity is the
-	// one that did, found on first use.
+	servers  []string
 	signers  []ssh.Signer
+	hostKeys ssh.HostKeyCallback
+	warn     io.Writer // told about nodes passed over for a wrong host key
+
+	mu   sync.Mutex
+	conn *ssh.Client // the connection calls use now
+	addr string      // the address conn is to
+
+	// identity is the key that authenticated, found on first use.
 	identity ssh.Signer
 	stop     chan struct{} // closed by Close: ends the keepalives
 	stopOnce sync.Once
@@ -58,37 +82,165 @@ var apiKeepalive = 30 * time.Second
 // plain keys in ssh-agent. The daemon's host key must be in the
 // known_hosts file: nothing is trusted on first use.
 func dialAPI(c *cli.Context) (*apiClient, error) {
-	return connectAPI(c.String("server"), c.String("identity"), c.String("known-hosts"))
+	signers, hostKeys, err := credentials(serverFlag(c), c.String("identity"), c.String("known-hosts"))
+	if err != nil {
+		return nil, err
+	}
+	return newAPIClient(serverFlag(c), signers, hostKeys, c.App.ErrWriter)
 }
 
-func connectAPI(server, identity, knownHostsFile string) (*apiClient, error) {
-	if server == "" {
-		return nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
+// connectAPI connects to the first of servers (comma-separated) that
+// answers.
+func connectAPI(servers, identity, knownHostsFile string) (*apiClient, error) {
+	signers, hostKeys, err := credentials(servers, identity, knownHostsFile)
+	if err != nil {
+		return nil, err
+	}
+	return connectWith(servers, signers, hostKeys)
+}
+
+// credentials loads what connecting takes: the person's keys and the
+// daemon's pinned host keys.
+func credentials(servers, identity, knownHostsFile string) ([]ssh.Signer, ssh.HostKeyCallback, error) {
+	if len(splitServers(servers)) == 0 {
+		return nil, nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
 	}
 	hostKeys, err := hostKeyCallback(knownHostsFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	signers, err := identitySigners(identity)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return connectWith(server, signers, hostKeys)
+	return signers, hostKeys, nil
 }
 
-// connectWith connects authenticating with one of signers.
-func connectWith(server string, signers []ssh.Signer, hostKeys ssh.HostKeyCallback) (*apiClient, error) {
-	if server == "" {
+// connectWith connects to the first of servers (comma-separated) that
+// answers, authenticating with one of signers. A node that cannot be
+// reached, or fails the handshake (its host key included), is passed over
+// for the next; when none answers, the error names each address and what
+// it did.
+func connectWith(servers string, signers []ssh.Signer, hostKeys ssh.HostKeyCallback) (*apiClient, error) {
+	return newAPIClient(servers, signers, hostKeys, io.Discard)
+}
+
+// newAPIClient is connectWith, telling warn about each node whose host
+// key did not match known_hosts and was passed over.
+func newAPIClient(servers string, signers []ssh.Signer, hostKeys ssh.HostKeyCallback, warn io.Writer) (*apiClient, error) {
+	list := splitServers(servers)
+	if len(list) == 0 {
 		return nil, cli.Exit("no daemon address: set --server or JITSSH_SERVER", exitUsage)
 	}
+	c := &apiClient{servers: list, signers: signers, hostKeys: hostKeys, warn: warn, stop: make(chan struct{})}
+	if err := c.connect(map[string]bool{}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect makes a connection to the first address not in skip, in order,
+// and makes it the one calls use. Each address it could not connect to
+// is added to skip.
+func (a *apiClient) connect(skip map[string]bool) error {
+	var tried []dialFailure
+	for _, addr := range a.servers {
+		if skip[addr] {
+			continue
+		}
+		conn, err := a.dial(addr)
+		if err != nil {
+			skip[addr] = true
+			tried = append(tried, dialFailure{addr, err})
+			continue
+		}
+		for _, f := range tried {
+			// Not silently: a wrong host key may be someone in the way.
+			var wrong *wrongHostKeyError
+			if errors.As(f.err, &wrong) {
+				fmt.Fprintf(a.warn, "jitssh: warning: %v; used %s instead\n", f.err, addr)
+			}
+		}
+		a.mu.Lock()
+		old := a.conn
+		a.conn, a.addr = conn, addr
+		a.mu.Unlock()
+		if old != nil {
+			old.Close()
+		}
+		go a.keepalive(conn, apiKeepalive)
+		return nil
+	}
+	switch len(tried) {
+	case 0:
+		return errors.New("no daemon address left to try")
+	case 1:
+		return tried[0].err
+	}
+	return &noDaemonError{tried: tried}
+}
+
+// dialFailure is one address a client could not connect to.
+type dialFailure struct {
+	addr string
+	err  error
+}
+
+// noDaemonError is a client none of whose addresses answered. It names
+// each address with what went wrong there, on one line.
+type noDaemonError struct{ tried []dialFailure }
+
+func (e *noDaemonError) Error() string {
+	addrs := make([]string, len(e.tried))
+	why := make([]string, len(e.tried))
+	for i, f := range e.tried {
+		addrs[i] = f.addr
+		why[i] = dialReason(f)
+	}
+	return fmt.Sprintf("no daemon answered at any of %s: %s", strings.Join(addrs, ", "), strings.Join(why, "; "))
+}
+
+func (e *noDaemonError) Unwrap() []error {
+	errs := make([]error, len(e.tried))
+	for i, f := range e.tried {
+		errs[i] = f.err
+	}
+	return errs
+}
+
+// dialReason says in a few words why addr did not answer.
+func dialReason(f dialFailure) string {
+	var op *net.OpError
+	switch {
+	case errors.Is(f.err, syscall.ECONNREFUSED):
+		return f.addr + " refused the connection"
+	case errors.Is(f.err, os.ErrDeadlineExceeded):
+		return f.addr + " timed out"
+	case errors.As(f.err, &op) && op.Err != nil:
+		return f.addr + ": " + op.Err.Error()
+	}
+	return f.err.Error()
+}
+
+// wrongHostKeyError is a node whose host key is not the one known_hosts
+// pins for its address.
+type wrongHostKeyError struct{ addr string }
+
+func (e *wrongHostKeyError) Error() string {
+	return fmt.Sprintf("the daemon at %s presented a host key that does not match the known_hosts file: refusing to connect", e.addr)
+}
+
+// dial connects to one daemon address. Its host key is checked against
+// known_hosts for that address: each node of a cluster has its own.
+func (a *apiClient) dial(server string) (*ssh.Client, error) {
 	user := os.Getenv("USER")
 	if user == "" {
 		user = "jitssh"
 	}
 	conn, err := ssh.Dial("tcp", server, &ssh.ClientConfig{
 		User:            user,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signers...)},
-		HostKeyCallback: hostKeys,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(a.signers...)},
+		HostKeyCallback: a.hostKeys,
 		Timeout:         10 * time.Second,
 	})
 	if err != nil {
@@ -97,18 +249,23 @@ func connectWith(server string, signers []ssh.Signer, hostKeys ssh.HostKeyCallba
 			if len(keyErr.Want) == 0 {
 				return nil, fmt.Errorf("the daemon's host key for %s is not in the known_hosts file; refusing to trust it", server)
 			}
-			return nil, fmt.Errorf("the daemon at %s presented a host key that does not match the known_hosts file: refusing to connect", server)
+			return nil, &wrongHostKeyError{addr: server}
 		}
 		return nil, fmt.Errorf("connect to daemon %s: %w", server, err)
 	}
-	c := &apiClient{conn: conn, signers: signers, stop: make(chan struct{})}
-	go c.keepalive(apiKeepalive)
-	return c, nil
+	return conn, nil
 }
 
-// keepalive sends keepalive@openssh.com every interval until the client
-// is closed or the connection fails.
-func (a *apiClient) keepalive(interval time.Duration) {
+// current returns the connection calls use now, and its address.
+func (a *apiClient) current() (*ssh.Client, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conn, a.addr
+}
+
+// keepalive sends keepalive@openssh.com on conn every interval until the
+// client is closed or the connection fails (or is replaced, and closed).
+func (a *apiClient) keepalive(conn *ssh.Client, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -116,7 +273,7 @@ func (a *apiClient) keepalive(interval time.Duration) {
 		case <-a.stop:
 			return
 		case <-tick.C:
-			if _, _, err := a.conn.SendRequest(keepaliveRequest, true, nil); err != nil {
+			if _, _, err := conn.SendRequest(keepaliveRequest, true, nil); err != nil {
 				return
 			}
 		}
@@ -234,7 +391,8 @@ func connectAgent() (agent.ExtendedAgent, error) {
 
 func (a *apiClient) Close() error {
 	a.stopOnce.Do(func() { close(a.stop) })
-	return a.conn.Close()
+	conn, _ := a.current()
+	return conn.Close()
 }
 
 // call runs one method and returns its single response. A list is
@@ -264,70 +422,5 @@ func (a *apiClient) listAll(req apiRequest) (*apiResponse, error) {
 			req.Limit = want - len(all)
 		}
 		req.AfterID = resp.Next
-	}
-}
-
-func (a *apiClient) callOnce(method string, req apiRequest) (*apiResponse, error) {
-	var resp *apiResponse
-	err := a.stream(context.Background(), method, req, func(r *apiResponse) (bool, error) {
-		resp = r
-		return false, nil
-	})
-	if err != nil {
-		return resp, err
-	}
-	if resp == nil {
-		return nil, fmt.Errorf("%s: the daemon closed the call without an answer", method)
-	}
-	return resp, nil
-}
-
-// stream runs a method and hands each response line to fn until fn says
-// stop, the daemon ends the call, or ctx is done.
-func (a *apiClient) stream(ctx context.Context, method string, req apiRequest, fn func(*apiResponse) (more bool, err error)) error {
-	sess, err := a.conn.NewSession()
-	if err != nil {
-		return fmt.Errorf("%s: open session: %w", method, err)
-	}
-	defer sess.Close()
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	sess.Stdin = bytes.NewReader(append(body, '\n'))
-	out, err := sess.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := sess.Start(method); err != nil {
-		return fmt.Errorf("%s: %w", method, err)
-	}
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
-	r := bufio.NewReaderSize(out, 64<<10)
-	for {
-		line, err := r.ReadBytes('\n')
-		if len(bytes.TrimSpace(line)) > 0 {
-			resp, derr := decodeResponse(line)
-			if derr != nil {
-				return derr
-			}
-			more, ferr := fn(resp)
-			if ferr != nil || !more {
-				return ferr
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return nil
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%s: %w", method, err)
-		}
 	}
 }

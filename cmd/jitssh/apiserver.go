@@ -148,7 +148,7 @@ func (a *apiServer) handle(sess gliderssh.Session) {
 	case methodWait:
 		err = a.wait(ctx, who, req, enc)
 	case methodWatch:
-		err = a.watch(ctx, who, enc)
+		err = a.watch(ctx, who, req.After, enc)
 	default:
 		var resp *apiResponse
 		if resp, err = a.call(ctx, who, method, req); err == nil {
@@ -281,16 +281,25 @@ func (a *apiServer) wait(ctx context.Context, who approvals.Actor, req apiReques
 }
 
 // watch streams every change to requests the caller may see, after the
-// pending ones as they stand.
-func (a *apiServer) watch(ctx context.Context, who approvals.Actor, enc *json.Encoder) error {
+// pending ones as they stand. A watch resumed from another node gives
+// after, the newest version it had: it gets, instead of the pending ones,
+// every request changed since, as it stands now, so that nothing changed
+// while it moved is missed.
+func (a *apiServer) watch(ctx context.Context, who approvals.Actor, after uint64, enc *json.Encoder) error {
 	events := a.svc.Events(ctx, who)
 	f := approvals.ListFilter{States: []approvals.State{approvals.StatePending}}
+	if after > 0 {
+		f.States = nil
+	}
 	for {
 		page, err := a.svc.List(who, f)
 		if err != nil {
 			return err
 		}
 		for _, r := range page.Requests {
+			if r.Version <= after {
+				continue
+			}
 			if err := enc.Encode(apiResponse{OK: true, Request: r}); err != nil {
 				return nil
 			}

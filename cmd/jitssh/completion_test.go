@@ -204,7 +204,7 @@ func TestCompletionWords(t *testing.T) {
 		want []string
 	}{
 		{[]string{"req"}, []string{"request", "requests"}},
-		{[]string{"dev", "--"}, []string{"--dir", "--help"}},
+		{[]string{"dev", "--"}, []string{"--dir", "--nodes", "--help"}},
 		{[]string{"request", "w"}, []string{"wait"}},
 		{[]string{"request", "wait", "req-1", "--o"}, []string{"--out"}},
 		{[]string{"completion", ""}, []string{"bash", "zsh", "fish"}},
@@ -296,7 +296,7 @@ complete -C "jitssh $argv"`},
 			run(fake, "request", "--")
 			assert.NoFileExists(t, marker, "the completion script ran a word jitssh answered")
 
-			assert.Equal(t, "--dir\n--help\n", run(realDir, "dev", "--"))
+			assert.Equal(t, "--dir\n", run(realDir, "dev", "--d"))
 			assert.Equal(t, "--json\n", run(realDir, "status", "--j"))
 		})
 	}

@@ -298,6 +298,8 @@ func (brokenRevocations) KRL() ([]byte, error) {
 	return nil, errors.New("build KRL: read revoked index: /var/lib/jitssh/data")
 }
 
+func (brokenRevocations) AllEvents(context.Context) <-chan *approvals.Request { return nil }
+
 func (brokenRevocations) Revoked() ([]uint64, error) {
 	return nil, errors.New("read revoked serials: /var/lib/jitssh/data")
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/jitssh/jitssh/ca"
 )
@@ -42,6 +43,9 @@ type devState struct {
 	APIPort  int `json:"api_port"`
 	HTTPPort int `json:"http_port"`
 	GitPort  int `json:"git_port"`
+	// Nodes are the approval daemons of a cluster (--nodes); none when
+	// one daemon runs in this process.
+	Nodes []devNode `json:"nodes,omitempty"`
 }
 
 func devCommand() *cli.Command {
@@ -58,9 +62,13 @@ func devCommand() *cli.Command {
 			"everything.\n\n" +
 			"It plays a CI platform too: DIR/ci holds its issuer key and key set, the daemon\n" +
 			"trusts its tokens, and DIR/ci.env acts as a CI job of demo/app's main branch,\n" +
-			"which may write refs/heads/ci/* with a token from `jitssh dev ci-token`.",
+			"which may write refs/heads/ci/* with a token from `jitssh dev ci-token`.\n\n" +
+			"With --nodes 3 the approval daemon is a raft cluster of three `jitssh server`\n" +
+			"processes, each under DIR/nodes/<id> (config, data, audit log, pid file, log);\n" +
+			"clients and the Git front-end know every node and go on when one stops.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep everything in `DIR` (kept across restarts)", EnvVars: []string{"JITSSH_DEV_DIR"}},
+			&cli.IntFlag{Name: "nodes", Usage: "run the approval daemon as a cluster of `N` processes (3 to 9)", DefaultText: "1, in this process; a later run keeps the first run's"},
 		},
 		Action:      runDev,
 		Subcommands: []*cli.Command{devCITokenCommand()},
@@ -92,6 +100,9 @@ func runDev(c *cli.Context) error {
 	defer logFile.Close()
 	logger := slog.New(slog.NewJSONHandler(logFile, nil))
 
+	if err := checkNoDevNodeRuns(dir); err != nil {
+		return err
+	}
 	// The env files announce that every listener is up: old ones from a
 	// previous run go first, so nobody mistakes them for this run's.
 	for _, name := range append(devNames(), "ci") {
@@ -99,7 +110,7 @@ func runDev(c *cli.Context) error {
 			return err
 		}
 	}
-	st, err := prepareDev(dir)
+	st, err := prepareDev(dir, c.Int("nodes"), c.IsSet("nodes"))
 	if err != nil {
 		return err
 	}
@@ -117,19 +128,37 @@ func runDev(c *cli.Context) error {
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	daemonReady := make(chan daemonAddrs, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := runDaemon(runCtx, filepath.Join(dir, "server.yaml"), logger, daemonReady); err != nil {
-			errs <- fmt.Errorf("approval daemon: %w", err)
+	var daemons []devDaemon
+	if len(st.Nodes) > 0 {
+		cluster, ds, err := startDevNodes(runCtx, dir, st.Nodes, bin, c.App.Writer, logger)
+		if err != nil {
+			return err
 		}
-	}()
-	var daemon daemonAddrs
-	select {
-	case daemon = <-daemonReady:
-	case err := <-errs:
-		return err
+		defer cluster.stop()
+		daemons = ds
+	} else {
+		daemonReady := make(chan daemonAddrs, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := runDaemon(runCtx, filepath.Join(dir, "server.yaml"), logger, daemonReady); err != nil {
+				errs <- fmt.Errorf("approval daemon: %w", err)
+			}
+		}()
+		var daemon daemonAddrs
+		select {
+		case daemon = <-daemonReady:
+		case err := <-errs:
+			return err
+		}
+		pub := filepath.Join(dir, "daemon_host_key.pub")
+		if err := writeFileAtomic(pub, ssh.MarshalAuthorizedKey(daemon.HostKey), 0o644); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		daemons = []devDaemon{{API: daemon.API.String(), HostKey: daemon.HostKey, HeadKey: pub,
+			AuditLog: filepath.Join(dir, "audit.log"), Config: filepath.Join(dir, "server.yaml")}}
 	}
 	gitReady := make(chan net.Addr, 1)
 	wg.Add(1)
@@ -153,12 +182,12 @@ func runDev(c *cli.Context) error {
 		return err
 	}
 	defer agents.stop()
-	if err := writeDevEnv(dir, st, daemon, bin); err != nil {
+	if err := writeDevEnv(dir, st, daemons, bin); err != nil {
 		cancel()
 		wg.Wait()
 		return err
 	}
-	printDevStory(c.App.Writer, dir)
+	printDevStory(c.App.Writer, dir, st.Nodes, bin)
 	select {
 	case <-ctx.Done():
 	case err := <-errs:
@@ -180,7 +209,7 @@ func runDev(c *cli.Context) error {
 // prepareDev creates, on the first run, the CA, the people's keys, the
 // sample repository and both configuration files; later runs reuse them,
 // choosing new ports only if the old ones are taken.
-func prepareDev(dir string) (devState, error) {
+func prepareDev(dir string, nodes int, nodesSet bool) (devState, error) {
 	var st devState
 	statePath := filepath.Join(dir, "dev.json")
 	if data, err := os.ReadFile(statePath); err == nil {
@@ -188,6 +217,10 @@ func prepareDev(dir string) (devState, error) {
 			return st, fmt.Errorf("read %s: %w", statePath, err)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
+		return st, err
+	}
+	n, err := checkDevNodes(dir, nodes, nodesSet, st)
+	if err != nil {
 		return st, err
 	}
 	caDir := filepath.Join(dir, "ca")
@@ -211,7 +244,15 @@ func prepareDev(dir string) (devState, error) {
 	if err := ensureDevCI(dir); err != nil {
 		return st, err
 	}
-	for _, port := range []*int{&st.APIPort, &st.HTTPPort, &st.GitPort} {
+	ports := []*int{&st.GitPort}
+	if n > 1 {
+		if err := prepareDevNodes(dir, n, &st); err != nil {
+			return st, err
+		}
+	} else {
+		ports = append(ports, &st.APIPort, &st.HTTPPort)
+	}
+	for _, port := range ports {
 		if *port == 0 || !portFree(*port) {
 			p, err := freePort()
 			if err != nil {
@@ -224,8 +265,10 @@ func prepareDev(dir string) (devState, error) {
 	if err := writeFileAtomic(statePath, append(data, '\n'), 0o600); err != nil {
 		return st, err
 	}
-	if err := writeDevServerConfig(dir, st); err != nil {
-		return st, err
+	if n == 1 {
+		if err := writeDevServerConfig(dir, st); err != nil {
+			return st, err
+		}
 	}
 	return st, writeDevGitConfig(dir, st)
 }
@@ -320,19 +363,31 @@ func writeDevServerConfig(dir string, st devState) error {
 	fmt.Fprintf(&b, "# jitssh dev: the approval daemon and its policy\n")
 	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nhttp_listen: 127.0.0.1:%d\n", st.APIPort, st.HTTPPort)
 	fmt.Fprintf(&b, "host_key: daemon_host_key\ndata_dir: data\nca_dir: ca\naudit_log: audit.log\n")
+	policy, err := devPolicy(dir, filepath.Join("ci", devCIJWKSFile))
+	if err != nil {
+		return err
+	}
+	b.WriteString(policy)
+	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
+}
+
+// devPolicy is the playground's people, CI issuer (its key set in jwks)
+// and rules, the same for every daemon.
+func devPolicy(dir, jwks string) (string, error) {
+	var b strings.Builder
 	fmt.Fprintf(&b, "request_timeout: 1h\nmax_pending_per_user: 10\n")
 	b.WriteString("people:\n")
 	for _, p := range devPeople {
 		pub, err := os.ReadFile(filepath.Join(dir, "keys", p.name+".pub"))
 		if err != nil {
-			return err
+			return "", err
 		}
 		fmt.Fprintf(&b, "  - name: %s\n    keys: [%q]\n    groups: [%s]\n", p.name, strings.TrimSpace(string(pub)), strings.Join(p.groups, ", "))
 	}
-	b.WriteString(devCIConfig)
+	b.WriteString(devCIConfigFor(jwks))
 	b.WriteString(devRules)
 	b.WriteString(devCIRule)
-	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
+	return b.String(), nil
 }
 
 // devRules is the playground policy: read approved automatically, write
@@ -370,6 +425,14 @@ const devRules = `rules:
 `
 
 func writeDevGitConfig(dir string, st devState) error {
+	krl := fmt.Sprintf("krl_url: http://127.0.0.1:%d/v1/krl", st.HTTPPort)
+	if len(st.Nodes) > 0 {
+		var urls []string
+		for _, nd := range st.Nodes {
+			urls = append(urls, "http://"+nd.http()+"/v1/krl")
+		}
+		krl = "krl_urls: [" + strings.Join(urls, ", ") + "]"
+	}
 	cfg := fmt.Sprintf(`# jitssh dev: the native Git front-end
 listen: 127.0.0.1:%d
 host_key: git_host_key
@@ -377,10 +440,10 @@ trusted_ca_keys: [ca/%s]
 repos: repos
 audit_log: git-audit.log
 revocation:
-  krl_url: http://127.0.0.1:%d/v1/krl
+  %s
   refresh: 1s
   max_stale: 1m
-`, st.GitPort, ca.PublicKeyFile, st.HTTPPort)
+`, st.GitPort, ca.PublicKeyFile, krl)
 	return writeFileAtomic(filepath.Join(dir, "git-server.yaml"), []byte(cfg), 0o600)
 }
 
@@ -416,26 +479,30 @@ func shWord(s string) string {
 }
 
 // writeDevEnv writes one shell file per person, and the known_hosts file
-// that pins both servers' host keys.
-func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error {
+// that pins the daemons' and the Git server's host keys. The people's
+// JITSSH_SERVER lists every daemon; the auditor reads the first one's log.
+func writeDevEnv(dir string, st devState, daemons []devDaemon, bin string) error {
 	gitKey, err := sshdHostPub(filepath.Join(dir, "git_host_key"))
 	if err != nil {
 		return err
 	}
-	daemonPub := filepath.Join(dir, "daemon_host_key.pub")
-	if err := writeFileAtomic(daemonPub, ssh.MarshalAuthorizedKey(daemon.HostKey), 0o644); err != nil {
-		return err
-	}
 	knownHosts := filepath.Join(dir, "known_hosts")
-	kh := fmt.Sprintf("[127.0.0.1]:%d %s[127.0.0.1]:%d %s", st.APIPort, ssh.MarshalAuthorizedKey(daemon.HostKey), st.GitPort, ssh.MarshalAuthorizedKey(gitKey))
-	if err := writeFileAtomic(knownHosts, []byte(kh), 0o644); err != nil {
+	var kh strings.Builder
+	var servers []string
+	for _, d := range daemons {
+		fmt.Fprintf(&kh, "%s %s", knownhosts.Normalize(d.API), ssh.MarshalAuthorizedKey(d.HostKey))
+		servers = append(servers, d.API)
+	}
+	fmt.Fprintf(&kh, "[127.0.0.1]:%d %s", st.GitPort, ssh.MarshalAuthorizedKey(gitKey))
+	if err := writeFileAtomic(knownHosts, []byte(kh.String()), 0o644); err != nil {
 		return err
 	}
+	server, first := strings.Join(servers, ","), daemons[0]
 	gitURL := fmt.Sprintf("ssh://git@127.0.0.1:%d", st.GitPort)
 	// git-ssh offers each Git operation the certificate that covers it,
 	// so several grants can sit in the agent at once. It is named by the
 	// stable copy in DIR/bin, which outlives a `go run` binary.
-	if err := writeDevCIEnv(dir, st, knownHosts, gitURL, bin); err != nil {
+	if err := writeDevCIEnv(dir, server, knownHosts, gitURL, bin); err != nil {
 		return err
 	}
 	gitSSH := fmt.Sprintf("%s git-ssh -F /dev/null -o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes", shWord(bin), shWord(knownHosts))
@@ -443,7 +510,7 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error 
 		var b strings.Builder
 		fmt.Fprintf(&b, "# jitssh dev: act as %s (%s). Source this file: . %s\n", p.name, p.role, filepath.Join(dir, p.name+".env"))
 		fmt.Fprintf(&b, "export PATH=%s:\"$PATH\"\n", shq(filepath.Dir(bin)))
-		fmt.Fprintf(&b, "export JITSSH_SERVER=%s\n", shq(fmt.Sprintf("127.0.0.1:%d", st.APIPort)))
+		fmt.Fprintf(&b, "export JITSSH_SERVER=%s\n", shq(server))
 		fmt.Fprintf(&b, "export JITSSH_IDENTITY=%s\n", shq(filepath.Join(dir, "keys", p.name)))
 		fmt.Fprintf(&b, "export JITSSH_KNOWN_HOSTS=%s\n", shq(knownHosts))
 		fmt.Fprintf(&b, "export JITSSH_STATE_DIR=%s\n", shq(filepath.Join(dir, "state", p.name)))
@@ -453,10 +520,10 @@ func writeDevEnv(dir string, st devState, daemon daemonAddrs, bin string) error 
 		fmt.Fprintf(&b, "export GIT_SSH_VARIANT=ssh\n")
 		// The daemon's log and the Git front-end's: the auditor's commands
 		// read both, and check the daemon's against its signed head.
-		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(filepath.Join(dir, "audit.log")+":"+filepath.Join(dir, "git-audit.log")))
-		fmt.Fprintf(&b, "export JITSSH_AUDIT_HEAD_KEY=%s\n", shq(daemonPub))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_LOG=%s\n", shq(first.AuditLog+":"+filepath.Join(dir, "git-audit.log")))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_HEAD_KEY=%s\n", shq(first.HeadKey))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_CA=%s\n", shq(filepath.Join(dir, "ca", ca.PublicKeyFile)))
-		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(filepath.Join(dir, "server.yaml")))
+		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(first.Config))
 		fmt.Fprintf(&b, "export SSH_AUTH_SOCK=\"${SSH_AUTH_SOCK:-%s}\"\n", filepath.Join(dir, "agents", p.name+".sock"))
 		if err := writeFileAtomic(filepath.Join(dir, p.name+".env"), []byte(b.String()), 0o644); err != nil {
 			return err
@@ -479,9 +546,20 @@ func sshdHostPub(path string) (ssh.PublicKey, error) {
 
 // printDevStory writes the greeting in one write, so whoever watches the
 // output never sees half of it.
-func printDevStory(w io.Writer, dir string) {
+func printDevStory(w io.Writer, dir string, nodes []devNode, bin string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n", dir)
+	if len(nodes) == 0 {
+		fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log, audit: %[1]s/audit.log). Ctrl-C stops it.\n", dir)
+	} else {
+		fmt.Fprintf(&b, "jitssh dev is running; everything lives in %[1]s\n(logs: %[1]s/jitssh.log and each node's server.log). Ctrl-C stops it.\n", dir)
+		fmt.Fprintf(&b, "The approval daemon is a cluster of %d `jitssh server` processes; the env files\nlist them all, and the Git server follows all of them:\n", len(nodes))
+		for _, nd := range nodes {
+			fmt.Fprintf(&b, "  %s  %s  pid %s\n", nd.ID, nd.api(), nd.pidFile(dir))
+		}
+		nd := nodes[0]
+		fmt.Fprintf(&b, "Kill one (kill -9 $(cat %s)) and the rest go on; restart it with\n  %s server --config %s\n",
+			shWord(nd.pidFile(dir)), shWord(bin), shWord(nd.config(dir)))
+	}
 	fmt.Fprintf(&b, "Sourcing %[1]s/alice.env (or bob, carol, auditor) acts as that person, with\n%[1]s/bin first on PATH: a copy of this jitssh that stays across restarts.\n", dir)
 	fmt.Fprintf(&b, "Sourcing %[1]s/ci.env acts as a CI job of demo/app, known by the tokens\n`jitssh dev ci-token` mints (README, \"CI/CD pipelines\").\n\n", dir)
 	fmt.Fprintf(&b, "The whole story, ready to paste into another terminal (sh or bash):\n\n%s%s%s", storyBegin, devStory(dir), storyEnd)

@@ -63,10 +63,14 @@ func ensureDevCI(dir string) error {
 }
 
 // devCIConfig is the server.yaml part that trusts the playground's CI
-// issuer.
-const devCIConfig = `oidc:
-  - {name: ` + devCIName + `, issuer: "` + devCIIssuer + `", audience: ` + devCIAudience + `, jwks_file: ci/` + devCIJWKSFile + `}
-`
+// issuer, for a config in DIR.
+var devCIConfig = devCIConfigFor(filepath.Join("ci", devCIJWKSFile))
+
+// devCIConfigFor is devCIConfig with the issuer's key set at jwks.
+func devCIConfigFor(jwks string) string {
+	return fmt.Sprintf("oidc:\n  - {name: %s, issuer: %q, audience: %s, jwks_file: %q}\n",
+		devCIName, devCIIssuer, devCIAudience, jwks)
+}
 
 // devCIRule lets the CI job of demo/app's main branch write
 // refs/heads/ci/* of demo/app, approved automatically, for 10 minutes at
@@ -205,12 +209,12 @@ func devNames() []string {
 
 // writeDevCIEnv writes DIR/ci.env: a CI job's shell, which knows the
 // daemon and the Git server but holds no listed key and no agent.
-func writeDevCIEnv(dir string, st devState, knownHosts, gitURL, bin string) error {
+func writeDevCIEnv(dir, servers, knownHosts, gitURL, bin string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# jitssh dev: act as a CI job of demo/app, known by the OIDC tokens `jitssh dev ci-token` mints. Source this file: . %s\n", filepath.Join(dir, "ci.env"))
 	fmt.Fprintf(&b, "export PATH=%s:\"$PATH\"\n", shq(filepath.Dir(bin)))
 	fmt.Fprintf(&b, "export JITSSH_DEV_DIR=%s\n", shq(dir))
-	fmt.Fprintf(&b, "export JITSSH_SERVER=%s\n", shq(fmt.Sprintf("127.0.0.1:%d", st.APIPort)))
+	fmt.Fprintf(&b, "export JITSSH_SERVER=%s\n", shq(servers))
 	fmt.Fprintf(&b, "export JITSSH_KNOWN_HOSTS=%s\n", shq(knownHosts))
 	fmt.Fprintf(&b, "export JITSSH_GIT_URL=%s\n", shq(gitURL))
 	fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))

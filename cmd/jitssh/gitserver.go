@@ -64,14 +64,13 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	defer cancel()
 
 	var urlSource *sshd.KRLURL
-	if cfg.Revocation.KRLURL != "" {
-		urlSource = sshd.NewKRLURL(cfg.Revocation.KRLURL, time.Duration(cfg.Revocation.Refresh), time.Duration(cfg.Revocation.MaxStale), logger)
+	if urls := cfg.Revocation.URLs(); len(urls) > 0 {
+		urlSource = sshd.NewKRLURL(urls, time.Duration(cfg.Revocation.Refresh), time.Duration(cfg.Revocation.MaxStale), logger)
 		// One fetch before serving, so a reachable daemon means no
 		// window in which everyone is refused.
 		if err := urlSource.Fetch(runCtx); err != nil {
 			logger.Warn("first revocation list fetch failed; refusing certificates until one succeeds", "err", err)
 		}
-		go urlSource.Run(runCtx)
 	}
 	var checker sshd.RevocationChecker
 	if urlSource != nil {
@@ -117,6 +116,12 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	})
 	if err != nil {
 		return err
+	}
+	if urlSource != nil {
+		// A new revocation closes the connections it concerns at once,
+		// rather than at their next periodic check.
+		urlSource.OnChange(srv.Recheck)
+		go urlSource.Run(runCtx)
 	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -37,8 +37,11 @@ type gitServerProc struct {
 	knownHosts string
 	log        *lockedBuffer
 	dir, root  string
-	// extra is appended to the configuration.
-	extra string
+	// krl is the KRL file, and extra is appended to the configuration.
+	krl, extra string
+	// revocation, when set, is the revocation block's body in place of
+	// the KRL file.
+	revocation string
 }
 
 type lockedBuffer struct {
@@ -47,8 +50,12 @@ type lockedBuffer struct {
 }
 
 func (s *gitServerProc) configText(cas []string, krl string) string {
-	return fmt.Sprintf("listen: %s\nhost_key: %s\ntrusted_ca_keys: [%s]\nrepos: %s\nmetrics_listen: %s\nrevocation:\n  krl_file: %s\nlimits:\n  shutdown_grace: 20s\n",
-		s.addr, filepath.Join(s.dir, "host_key"), strings.Join(cas, ", "), s.root, s.metrics, krl) + s.extra
+	revocation := s.revocation
+	if revocation == "" {
+		revocation = "  krl_file: " + krl + "\n"
+	}
+	return fmt.Sprintf("listen: %s\nhost_key: %s\ntrusted_ca_keys: [%s]\nrepos: %s\nmetrics_listen: %s\nrevocation:\n%slimits:\n  shutdown_grace: 20s\n",
+		s.addr, filepath.Join(s.dir, "host_key"), strings.Join(cas, ", "), s.root, s.metrics, revocation) + s.extra
 }
 
 func startGitServer(t *testing.T, cas []string, krl string) *gitServerProc {
@@ -66,7 +73,19 @@ func startGitServerWith(t *testing.T, cas []string, krl, extra string) *gitServe
 // hold a host key made beforehand.
 func startGitServerIn(t *testing.T, dir string, cas []string, krl, extra string) *gitServerProc {
 	t.Helper()
-	s := &gitServerProc{dir: dir, root: repoRoot(t), addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
+	return launchGitServer(t, cas, &gitServerProc{dir: dir, krl: krl, extra: extra})
+}
+
+// launchGitServer starts the binary with s's dir (a new one when empty),
+// krl, extra and revocation settings.
+func launchGitServer(t *testing.T, cas []string, s *gitServerProc) *gitServerProc {
+	t.Helper()
+	if s.dir == "" {
+		s.dir = t.TempDir()
+	}
+	s.root, s.addr, s.metrics = repoRoot(t), freeAddr(t), freeAddr(t)
+	s.log = &lockedBuffer{ch: make(chan string, 1000)}
+	krl := s.krl
 	s.config = filepath.Join(s.dir, "git-server.yaml")
 	require.NoError(t, os.WriteFile(s.config, []byte(s.configText(cas, krl)), 0o600))
 	s.cmd = exec.Command(jitsshBin, "git-server", "--config", s.config)

@@ -123,13 +123,21 @@ func dialDaemon(c *cli.Context) (*apiClient, error) {
 	if err == nil {
 		return client, nil
 	}
-	server := c.String("server")
+	servers := splitServers(serverFlag(c))
 	file, ferr := knownHostsPath(c.String("known-hosts"))
-	if server == "" || ferr != nil {
+	if len(servers) == 0 || ferr != nil {
 		return nil, err
 	}
-	if hint := pinHint(server, file); hint != "" {
-		return nil, errors.New(hint)
+	// Each node of a cluster has its own host key: one line per node
+	// that is not pinned.
+	var hints []string
+	for _, server := range servers {
+		if hint := pinHint(server, file); hint != "" {
+			hints = append(hints, hint)
+		}
+	}
+	if len(hints) > 0 {
+		return nil, errors.New(strings.Join(hints, "\n"))
 	}
 	return nil, err
 }

@@ -508,8 +508,19 @@ func runRevoke(c *cli.Context) error {
 	if c.Bool("json") {
 		return writeJSON(c.App.Writer, resp.Request)
 	}
-	fmt.Fprintf(c.App.Writer, "%s: certificate serial %d revoked\n", resp.Request.ID, resp.Request.Serial)
+	r := resp.Request
+	fmt.Fprintf(c.App.Writer, "%s: certificate serial %d revoked\n%s\n", r.ID, r.Serial, revocationReach(r.ValidBefore))
 	return nil
+}
+
+// revocationReach says when a revocation is in force: at once on the
+// daemon, within moments on Git servers following its KRL, within their
+// refresh on those that poll it, and everywhere once the certificate
+// expires.
+func revocationReach(validBefore time.Time) string {
+	return fmt.Sprintf("in force: within about a second on git servers following the daemon's KRL (jitssh git-server with krl_url or krl_urls), "+
+		"within their refresh interval on those only polling it (5s by default), and everywhere by %s, when the certificate expires",
+		validBefore.UTC().Format(time.RFC3339))
 }
 
 // liveCert is a jitssh certificate found in ssh-agent.
@@ -605,7 +616,7 @@ func askDaemonState(c *cli.Context, certs []liveCert) {
 	if len(certs) == 0 {
 		return
 	}
-	if c.String("server") == "" {
+	if serverFlag(c) == "" {
 		fmt.Fprintln(c.App.ErrWriter, "note: no daemon named (JITSSH_SERVER or --server): whether each grant was revoked is unknown")
 		return
 	}

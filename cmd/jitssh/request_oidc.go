@@ -143,7 +143,7 @@ func runWorkloadRequest(c *cli.Context, token, repo, ref string) error {
 	if err != nil {
 		return err
 	}
-	client, err := connectWith(c.String("server"), []ssh.Signer{signer}, hostKeys)
+	client, err := newAPIClient(serverFlag(c), []ssh.Signer{signer}, hostKeys, c.App.ErrWriter)
 	if err != nil {
 		return err
 	}

@@ -18,8 +18,9 @@ import (
 
 // TestScripts runs the end-to-end scripts in testdata/script, one per story
 // and one per attack. Each script gets its own `jitssh dev` under
-// $WORK/dev and talks to it only as a person would: the env files, the
-// jitssh CLI, and the real git, ssh, ssh-agent and ssh-keygen.
+// $WORK/dev (with the flags in the script's file dev.args, if it has one)
+// and talks to it only as a person would: the env files, the jitssh CLI,
+// and the real git, ssh, ssh-agent and ssh-keygen.
 //
 // Besides testscript's own commands the scripts have:
 //
@@ -61,7 +62,11 @@ func setupDevScript(env *testscript.Env) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(jitsshBin, "dev", "--dir", dev)
+	args := []string{"dev", "--dir", dev}
+	if extra, err := os.ReadFile(filepath.Join(env.WorkDir, "dev.args")); err == nil {
+		args = append(args, strings.Fields(string(extra))...)
+	}
+	cmd := exec.Command(jitsshBin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = env.Vars
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -188,6 +187,13 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	if cfg.Cluster != nil {
 		logger.Info("cluster node", "node", cfg.Cluster.NodeID, "bind", cfg.Cluster.Bind, "advertise", cfg.Cluster.AdvertiseAddr())
 	}
+	if cfg.PIDFile != "" {
+		removePID, err := writePIDFile(cfg.PIDFile)
+		if err != nil {
+			return err
+		}
+		defer removePID()
+	}
 	if ready != nil {
 		ready <- addrs
 	}
@@ -239,17 +245,7 @@ func publicHandler(svc publicState, authority *ca.Authority, reg *prometheus.Reg
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, authority.AuthorizedKey())
 	})
-	mux.HandleFunc("GET /v1/krl", func(w http.ResponseWriter, _ *http.Request) {
-		krl, err := svc.KRL()
-		if err != nil {
-			logger.Error("serve /v1/krl", "err", err)
-			http.Error(w, "revocation list unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.Itoa(len(krl)))
-		w.Write(krl)
-	})
+	mux.HandleFunc("GET /v1/krl", krlHandler(svc, reg, logger))
 	mux.HandleFunc("GET /v1/revoked", func(w http.ResponseWriter, _ *http.Request) {
 		serials, err := svc.Revoked()
 		if err != nil {
@@ -309,6 +305,7 @@ func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *
 // publicState is what the public endpoints read from the Service.
 type publicState interface {
 	KRL() ([]byte, error)
+	AllEvents(ctx context.Context) <-chan *approvals.Request
 	Revoked() ([]uint64, error)
 	Status() approvals.NodeStatus
 }
