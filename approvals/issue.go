@@ -58,18 +58,40 @@ func (n nextSerial) NextSerial() (uint64, error) {
 	return n.serial, nil
 }
 
-func certRequest(r *Request, key ssh.PublicKey, grant principals.Grant) ca.CertRequest {
+// certRequest is what r's certificate is signed from, under policy p: a
+// grant certificate, or, when r's rule names a Git host's profile, a
+// certificate for the requester's account on that host, which the host
+// scopes to the whole account and jitssh only to the grant's time.
+func certRequest(p *Policy, r *Request, key ssh.PublicKey, grant principals.Grant) (ca.CertRequest, error) {
 	keyID := r.KeyID()
 	if r.ID == "" { // a dry run: the key ID has the shape of the real one
 		keyID = r.Requester + "/" + idPrefix + strings.Repeat("0", idLen-len(idPrefix))
 	}
-	return ca.CertRequest{
+	req := ca.CertRequest{
 		PublicKey:     key,
 		KeyID:         keyID,
 		Grants:        []principals.Grant{grant},
 		TTL:           r.GrantedTTL().D(),
 		SourceAddress: r.SourceAddress,
 	}
+	rule, ok := p.Rule(r.Rule)
+	if !ok || rule.Profile == "" {
+		return req, nil
+	}
+	profile, err := ca.ParseHostProfile(rule.Profile) // checked with the policy
+	if err != nil {
+		return ca.CertRequest{}, err
+	}
+	account := p.Account(r.Requester, profile)
+	if account == "" {
+		return ca.CertRequest{}, fmt.Errorf("%w: rule %s issues %s certificates, and the policy lists no %s account for %s (people: accounts: {%s: NAME})",
+			ErrNoAccount, rule.Name, profile, profile, r.Requester, profile)
+	}
+	req.Profile, req.Account, req.Host, req.Grants = profile, account, rule.Host, nil
+	if profile.KeyIDIsAccount() {
+		req.KeyID = "" // the host reads the key ID as the account
+	}
+	return req, nil
 }
 
 // issue signs and stores the certificate of an approved request and
@@ -134,6 +156,11 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grant of %s: %w", r.ID, err)
 	}
+	// Every caller of issue holds policyMu.
+	creq, err := certRequest(s.policy, r, key, grant)
+	if err != nil {
+		return nil, fmt.Errorf("certificate of %s: %w", r.ID, err)
+	}
 	s.issueMu.Lock()
 	defer s.issueMu.Unlock()
 	last, err := s.fsm.State().counter(metaSerial)
@@ -141,7 +168,7 @@ func (s *Service) sign(r *Request) (*Request, error) {
 		return nil, err
 	}
 	issuedAt := s.clock()
-	cert, err := s.authority.Sign(certRequest(r, key, grant), nextSerial{last + 1})
+	cert, err := s.authority.Sign(creq, nextSerial{last + 1})
 	if err != nil {
 		return nil, err
 	}
