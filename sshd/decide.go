@@ -32,6 +32,22 @@ func (d Decision) Allowed() bool { return d.Err == nil }
 // decision. The identity must come from Verifier.Verify on the key that
 // completed authentication.
 func Decide(repos *Repos, id *Identity, exec string) Decision {
+	d := decideGrants(id, exec)
+	if d.Err != nil {
+		return d
+	}
+	path, err := repos.Resolve(d.Command.Repo)
+	if err != nil {
+		d.Err = err
+		return d
+	}
+	d.Path = path
+	return d
+}
+
+// decideGrants is Decide up to the repository on disk: the command, and
+// whether a grant names its repository with the access its service needs.
+func decideGrants(id *Identity, exec string) Decision {
 	d := Decision{Identity: id}
 	if id == nil {
 		d.Err = ErrNoGrants
@@ -52,14 +68,7 @@ func Decide(repos *Repos, id *Identity, exec string) Decision {
 	}
 	if !anyAccess(d.Grants, cmd.Service.Access()) {
 		d.Err = fmt.Errorf("%w: %s needs %s access on %s", ErrNotGranted, cmd.Service, cmd.Service.Access(), cmd.Repo)
-		return d
 	}
-	path, err := repos.Resolve(cmd.Repo)
-	if err != nil {
-		d.Err = err
-		return d
-	}
-	d.Path = path
 	return d
 }
 
@@ -84,6 +93,10 @@ func ClientMessage(err error) string {
 		return "jitssh: refused: the audit log cannot be written, so nothing was done"
 	case errors.Is(err, ErrCommand):
 		return "jitssh: only git-upload-pack, git-receive-pack and git-upload-archive on a repository are allowed"
+	case errors.Is(err, ErrNoHostAccount):
+		return "jitssh: you have no account on the Git host behind this server; ask its operator to add yours (upstream accounts)"
+	case errors.Is(err, ErrArchiveUpstream):
+		return "jitssh: git archive --remote is not available here: this server passes repositories through from a Git host"
 	default:
 		return "jitssh: permission denied"
 	}
