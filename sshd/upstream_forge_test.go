@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -20,78 +18,24 @@ import (
 	"github.com/jitssh/jitssh/sshd/opensshtest"
 )
 
-// forge is a Git host played by stock OpenSSH sshd, the way GitLab
-// self-managed runs behind it: TrustedUserCAKeys is the forge's CA, and
-// an AuthorizedPrincipalsFile maps each account's principal to a forced
-// command, a git-shell-like wrapper that records who came and with which
-// certificate, then runs plain git-upload-pack or git-receive-pack on a
-// bare repository under root. Every repository has a pre-receive hook
-// that records each invocation, so a test can tell that nothing arrived.
+// forge is a Git host played by stock OpenSSH sshd (opensshtest.Forge),
+// trusting a CA of its own.
 type forge struct {
-	*opensshtest.Server
-	ca      *ca.Authority
-	root    string // the bare repositories
-	dir     string
-	logins  string // one line per session: account and command
-	certs   string // the certificate each session presented
-	hookLog string // every pre-receive invocation, with its updates
+	*opensshtest.Forge
+	ca *ca.Authority
 }
 
 // startForge serves the repositories under root to accounts.
 func startForge(t *testing.T, root string, accounts ...string) *forge {
 	t.Helper()
 	requireGit(t)
-	dir := t.TempDir()
-	fg := &forge{root: root, dir: dir, logins: filepath.Join(dir, "logins"), certs: filepath.Join(dir, "certs"), hookLog: filepath.Join(dir, "pre-receive.log")}
-	require.NoError(t, os.Mkdir(fg.certs, 0o755))
-	caDir := filepath.Join(dir, "forge-ca")
+	caDir := filepath.Join(t.TempDir(), "forge-ca")
 	_, err := ca.Init(caDir, ca.Ed25519)
 	require.NoError(t, err)
-	fg.ca, err = ca.Load(caDir)
+	authority, err := ca.Load(caDir)
 	require.NoError(t, err)
-	caPub := filepath.Join(dir, "ca.pub")
-	writeFile(t, caPub, []byte(fg.ca.AuthorizedKey()+"\n"))
-
-	shell := filepath.Join(dir, "forge-shell")
-	script := `#!/bin/sh
-account="$1"
-cp "$SSH_USER_AUTH" "` + fg.certs + `/$account.$$"
-printf '%s\t%s\n' "$account" "$SSH_ORIGINAL_COMMAND" >>"` + fg.logins + `"
-case "$SSH_ORIGINAL_COMMAND" in
-"git-upload-pack '"*"'") service=upload-pack ;;
-"git-receive-pack '"*"'") service=receive-pack ;;
-*) echo "forge: only Git here" >&2; exit 1 ;;
-esac
-path=${SSH_ORIGINAL_COMMAND#*\'}
-path=${path%\'}
-case "$path" in *..*) echo "forge: no such repository" >&2; exit 1 ;; esac
-exec git "$service" "` + root + `/$path"
-`
-	require.NoError(t, os.WriteFile(shell, []byte(script), 0o755))
-	var principalsFile strings.Builder
-	for _, a := range accounts {
-		fmt.Fprintf(&principalsFile, "restrict,command=\"%s %s\" %s\n", shell, a, a)
-	}
-	principals := filepath.Join(dir, "principals")
-	writeFile(t, principals, []byte(principalsFile.String()))
-
-	hook := "#!/bin/sh\necho invoked >>\"" + fg.hookLog + "\"\ncat >>\"" + fg.hookLog + "\"\n"
-	err = filepath.WalkDir(root, func(path string, e os.DirEntry, err error) error {
-		if err != nil || !e.IsDir() || !strings.HasSuffix(path, ".git") {
-			return err
-		}
-		require.NoError(t, os.WriteFile(filepath.Join(path, "hooks", "pre-receive"), []byte(hook), 0o755))
-		git(t, path, "config", "uploadpack.allowFilter", "true")
-		return filepath.SkipDir
-	})
-	require.NoError(t, err)
-
-	fg.Server = opensshtest.Start(t, opensshtest.Config{
-		TrustedUserCAKeys:        caPub,
-		AuthorizedPrincipalsFile: principals,
-		ExposeAuthInfo:           true,
-	})
-	return fg
+	fg := opensshtest.StartForge(t, opensshtest.ForgeConfig{CAPublicKey: authority.AuthorizedKey(), Root: root, Accounts: accounts})
+	return &forge{Forge: fg, ca: authority}
 }
 
 // hostKey is the forge's pinned host key.
@@ -123,39 +67,13 @@ func (fg *forge) upstream(t *testing.T, profile ca.Profile, people map[string]st
 }
 
 // loginsSoFar returns the forge's login lines.
-func (fg *forge) loginsSoFar(t *testing.T) []string {
-	t.Helper()
-	data, err := os.ReadFile(fg.logins)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	require.NoError(t, err)
-	return strings.Split(strings.TrimSpace(string(data)), "\n")
-}
+func (fg *forge) loginsSoFar(t *testing.T) []string { return fg.Logins(t) }
 
 // hookRuns returns what the forge's pre-receive hooks recorded.
-func (fg *forge) hookRuns(t *testing.T) string {
-	t.Helper()
-	data, err := os.ReadFile(fg.hookLog)
-	if os.IsNotExist(err) {
-		return ""
-	}
-	require.NoError(t, err)
-	return string(data)
-}
+func (fg *forge) hookRuns(t *testing.T) string { return fg.HookRuns(t) }
 
 // presented returns the certificates the forge was shown, as files.
-func (fg *forge) presented(t *testing.T) []string {
-	t.Helper()
-	entries, err := os.ReadDir(fg.certs)
-	require.NoError(t, err)
-	var files []string
-	for _, e := range entries {
-		files = append(files, filepath.Join(fg.certs, e.Name()))
-	}
-	sort.Strings(files)
-	return files
-}
+func (fg *forge) presented(t *testing.T) []string { return fg.Presented(t) }
 
 // presentedCert reads the certificate from an SSH_USER_AUTH file.
 func presentedCert(t *testing.T, file string) *ssh.Certificate {

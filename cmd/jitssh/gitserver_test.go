@@ -59,9 +59,16 @@ func startGitServer(t *testing.T, cas []string, krl string) *gitServerProc {
 // startGitServerWith is startGitServer with extra configuration lines.
 func startGitServerWith(t *testing.T, cas []string, krl, extra string) *gitServerProc {
 	t.Helper()
-	s := &gitServerProc{dir: t.TempDir(), root: repoRoot(t), addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
+	return startGitServerConfig(t, repoRoot(t), extra, func(s *gitServerProc) string { return s.configText(cas, krl) })
+}
+
+// startGitServerConfig runs git-server with the configuration config
+// writes, serving root.
+func startGitServerConfig(t *testing.T, root, extra string, config func(s *gitServerProc) string) *gitServerProc {
+	t.Helper()
+	s := &gitServerProc{dir: t.TempDir(), root: root, addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
 	s.config = filepath.Join(s.dir, "git-server.yaml")
-	require.NoError(t, os.WriteFile(s.config, []byte(s.configText(cas, krl)), 0o600))
+	require.NoError(t, os.WriteFile(s.config, []byte(config(s)), 0o600))
 	s.cmd = exec.Command(jitsshBin, "git-server", "--config", s.config)
 	stderr, err := s.cmd.StderrPipe()
 	require.NoError(t, err)
