@@ -91,6 +91,9 @@ type pending struct {
 	issued    uint64 // serial, once issued
 	bad       uint64 // seq of the request entry when it failed its checks
 	digest    string // the policy version that decided it; "" before versions were recorded
+	// hostPrincipals, when not nil, are the principals of the Git host
+	// certificate the deciding version's rule issues instead of the grant.
+	hostPrincipals []string
 	// groups of each approver, as the people known at their approval have
 	// them; groupsUnknown when some approver is known to none of them.
 	groups        map[string][]string
@@ -321,7 +324,12 @@ func (c *checker) checkIssue(e *Entry, d *IssueData) error {
 	if err := c.stepsMet(p); err != nil {
 		return fail(ErrUnapprovedIssue, "serial %d for request %s: %v", d.Serial, d.ID, err)
 	}
-	if len(d.Principals) != 1 || d.Principals[0] != p.grant {
+	switch {
+	case p.hostPrincipals != nil:
+		if !slices.Equal(d.Principals, p.hostPrincipals) {
+			return fail(ErrScope, "serial %d has principals %q, but request %s was issued for the Git host account %q", d.Serial, d.Principals, d.ID, p.hostPrincipals)
+		}
+	case len(d.Principals) != 1 || d.Principals[0] != p.grant:
 		return fail(ErrScope, "serial %d has principals %q, but request %s granted only %q", d.Serial, d.Principals, d.ID, p.grant)
 	}
 	if err := c.validity(p.approved, e.Time, d.ValidAfter, d.ValidBefore, p.ttl); err != nil {

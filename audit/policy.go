@@ -50,6 +50,11 @@ type PolicyVersion struct {
 type PolicyRule struct {
 	Steps          []Step // the approvals it requires; none when it approves automatically
 	MinTTL, MaxTTL time.Duration
+	// HostPrincipals is set for a rule that issues Git host certificates
+	// (a profile of github, gitlab or gitea) instead of grant
+	// certificates: the principals of the certificate it issues to
+	// requester, their account on that host. Nil for grant rules.
+	HostPrincipals func(requester string) []string
 }
 
 // name is how messages name the version.
@@ -179,6 +184,12 @@ func (c *checker) checkPolicy(d *RequestData, p *pending) error {
 		return fail(ErrPolicy, "request %s names rule %q, which policy version %s does not have", d.ID, d.Rule, pv.name())
 	}
 	p.steps = rule.Steps
+	if rule.HostPrincipals != nil {
+		p.hostPrincipals = rule.HostPrincipals(d.Requester)
+		if p.hostPrincipals == nil {
+			p.hostPrincipals = []string{}
+		}
+	}
 	switch {
 	case name != d.Rule:
 		return fail(ErrPolicy, "request %s is recorded under rule %q, but policy version %s decides it under rule %q", d.ID, d.Rule, pv.name(), name)
