@@ -99,6 +99,16 @@ exec "` + gitBin + `" "$service" "` + cfg.Root + `/$path"
 		TrustedUserCAKeys:        caFile,
 		AuthorizedPrincipalsFile: principalsFile,
 		ExposeAuthInfo:           true,
+		ExtraConfig: []string{
+			// Git hosts speak protocol v2 to clients that ask.
+			"AcceptEnv GIT_PROTOCOL",
+			// sshd runs the forced command with the account's shell, and
+			// Debian's bash then sources ~/.bashrc, which on a developer's
+			// account may cost more than the Git operation. A Git host's
+			// git account has no such rc; bash reads it only at shell
+			// level 1.
+			"SetEnv SHLVL=1",
+		},
 	})
 	return f
 }
