@@ -54,6 +54,10 @@ type Config struct {
 	// OIDC lists the CI/CD token issuers whose jobs may request under
 	// workload rules (see Rule.Workload); none means workloads may not.
 	OIDC []workload.Issuer `yaml:"oidc" json:"oidc,omitempty"`
+
+	// Cluster makes the daemon one node of a raft cluster; nil runs it on
+	// its own.
+	Cluster *ClusterConfig `yaml:"cluster" json:"cluster,omitempty"`
 }
 
 // Webhook is an endpoint told about requests; the server posts to it.
@@ -150,6 +154,9 @@ func LoadConfig(path string) (*Config, error) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	if c.Cluster != nil {
+		c.Cluster.resolvePaths(dir)
+	}
 	for i := range c.OIDC {
 		if f := &c.OIDC[i].JWKSFile; *f != "" && !filepath.IsAbs(*f) {
 			*f = filepath.Join(dir, *f)
@@ -185,6 +192,7 @@ func parseConfig(file string, data []byte) (*Config, error) {
 	c := withDefaults(&raw)
 	chk := checker{file: file, root: &root}
 	chk.server(c)
+	chk.cluster(c)
 	chk.policy(c)
 	if err := chk.err(); err != nil {
 		return nil, err
@@ -196,6 +204,7 @@ func parseConfig(file string, data []byte) (*Config, error) {
 func withDefaults(c *Config) *Config {
 	out := *c
 	out.Webhooks = append([]Webhook(nil), c.Webhooks...)
+	out.Cluster = cloneCluster(c.Cluster)
 	out.OIDC = append([]workload.Issuer(nil), c.OIDC...)
 	out.People = make([]Person, len(c.People))
 	for i, p := range c.People {

@@ -56,6 +56,19 @@
 // nothing else. Each token gets one request: the state remembers the
 // tokens used (see useTokenTxn) until they could no longer be accepted.
 //
+// # Cluster
+//
+// With Options.Cluster the Service is one node of a raft cluster over
+// mutual TLS (see forward.go). Every node takes every call: it checks the
+// caller against its own policy and builds the command as a node on its
+// own would, with everything the state machine needs in it; the leader
+// commits it (a follower sends the encoded command, whose idempotency key
+// makes sending it again harmless) and signs the certificates; every
+// replica applies the same commands to the same state and writes the same
+// audit log. A command decided under a policy that is not the cluster's
+// is refused (ErrPolicyChanged), and a CI/CD token is used once in the
+// whole cluster.
+//
 // The state lives in go-memdb (see schema.go), written only by the raft
 // state machine. Reads take watch sets, so waiting for a change (Wait,
 // Events) is pushed by the write, not polled.

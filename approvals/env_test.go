@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		os.Exit(crashChild(dir))
 	}
+	if cfg := os.Getenv(clusterChildEnv); cfg != "" {
+		os.Exit(clusterChild(cfg))
+	}
 	os.Exit(m.Run())
 }
 

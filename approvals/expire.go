@@ -15,13 +15,28 @@ const maxSleep = time.Minute
 // run is the Service's background loop: it expires pending requests when
 // their time comes and retries certificates that could not be issued. It
 // sleeps until the next deadline or until the set of pending requests
-// changes, whichever is first.
+// changes, whichever is first. In a cluster it works only while this node
+// leads (see leading).
 func (s *Service) run() {
 	defer close(s.done)
+	led := false
 	for {
+		leads, ok := s.leading(led)
+		if !ok {
+			return
+		}
+		led = leads
 		ws := memdb.NewWatchSet()
 		ws.Add(s.stop)
 		ws.Add(s.wake)
+		if s.cluster != nil {
+			// Approvals made on other nodes wake the leader too: it
+			// adopts what they leave unissued.
+			ws.Add(s.node.watchLeader())
+			if _, err := s.fsm.State().unissuedRequests(ws); err != nil {
+				s.logger.Error("find unissued requests", "err", err)
+			}
+		}
 		nextExpiry := s.expireDue(ws)
 		s.issueUnissued(false)
 

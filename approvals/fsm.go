@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,7 @@ const (
 const msgAudited msgType = 0x40
 
 func (t msgType) String() string {
-	switch t &^ msgAudited {
+	switch t &^ (msgAudited | msgEnvelope) {
 	case msgSubmit:
 		return "submit"
 	case msgApprove:
@@ -64,6 +65,8 @@ func (t msgType) String() string {
 		return "audit-anchor"
 	case msgSetPolicy:
 		return "set-policy"
+	case msgRestore:
+		return "restore"
 	}
 	return fmt.Sprintf("msgType(%d)", uint8(t))
 }
@@ -149,6 +152,9 @@ type applyResult struct {
 	requests []*Request // offboarding changes many
 	complete bool       // an approval met the last step
 	err      error
+	// repeat: the command's idempotency key was applied before, at index;
+	// this application changed nothing.
+	repeat bool
 	// refused is a refusal that is recorded on the audit log all the
 	// same, such as a CI/CD token presented again: the command commits
 	// its entry, and the caller is refused.
@@ -163,6 +169,12 @@ type fsm struct {
 	// requests, in raft order, and publishes the requests once the lines
 	// are durable.
 	journal *journal
+
+	// applied is the last raft index applied; appliedCh is closed and
+	// replaced whenever it moves, for those waiting on an index.
+	appliedMu sync.Mutex
+	applied   uint64
+	appliedCh chan struct{}
 }
 
 func newFSM(logger *slog.Logger, j *journal) (*fsm, error) {
@@ -176,7 +188,7 @@ func newFSM(logger *slog.Logger, j *journal) (*fsm, error) {
 	if j == nil { // no audit log, nobody to tell: tests of the state alone
 		j = &journal{logger: logger, changed: make(chan struct{})}
 	}
-	f := &fsm{logger: logger, journal: j}
+	f := &fsm{logger: logger, journal: j, appliedCh: make(chan struct{})}
 	f.state.Store(st)
 	return f, nil
 }
@@ -189,6 +201,7 @@ func (f *fsm) State() *stateStore { return f.state.Load() }
 func (f *fsm) Apply(l *raft.Log) any {
 	res := f.applyOne(l)
 	f.journal.flush()
+	f.noteApplied(l.Index)
 	return res
 }
 
@@ -200,6 +213,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		out[i] = f.applyOne(l)
 	}
 	f.journal.flush()
+	if len(logs) > 0 {
+		f.noteApplied(logs[len(logs)-1].Index)
+	}
 	return out
 }
 
@@ -213,14 +229,30 @@ func (f *fsm) applyOne(l *raft.Log) any {
 		return &applyResult{index: l.Index, err: errors.New("empty raft log command")}
 	}
 	t := msgType(l.Data[0])
+	body := l.Data[1:]
+	var env *envelope
 	var res *applyResult
 	var lines []auditLine
-	if t&msgAudited != 0 {
-		res, lines = f.applyAudited(l.Index, t&^msgAudited, l.Data[1:])
-	} else {
-		res = f.apply(l.Index, t, l.Data[1:])
+	if t&msgEnvelope != 0 {
+		var err error
+		if env, t, body, err = openEnvelope(t, body); err != nil {
+			res = &applyResult{err: err}
+		}
 	}
-	res.index = l.Index
+	switch {
+	case res != nil:
+	case t&msgAudited != 0:
+		res, lines = f.applyAudited(l.Index, t&^msgAudited, body, env)
+	default:
+		res = f.apply(l.Index, t, body)
+	}
+	if res.index == 0 {
+		res.index = l.Index
+	}
+	if res.repeat {
+		f.journal.add(l.Index, nil, nil)
+		return res
+	}
 	if res.err != nil {
 		var decodeErr *decodeError
 		if errors.As(res.err, &decodeErr) {
@@ -308,7 +340,10 @@ func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
 // snapshotFormat is the version of the snapshot layout: a header line,
 // then one request per line, all JSON.
 // Format 2 adds the audit chain position and the policy digest.
-const snapshotFormat = 2
+// Format 3 adds the serial epoch and, after the requests, one applied
+// idempotency key per line, then one used CI/CD token per line. Before
+// it, the used tokens were read back from the requests that carry them.
+const snapshotFormat = 3
 
 type snapshotHeader struct {
 	Format     int          `json:"format"`
@@ -317,6 +352,12 @@ type snapshotHeader struct {
 	Requests   int          `json:"requests"`
 	Audit      *audit.Chain `json:"audit,omitempty"`
 	Policy     string       `json:"policy,omitempty"`
+	Epoch      uint64       `json:"epoch,omitempty"`
+	Ops        int          `json:"ops,omitempty"`
+	Tokens     int          `json:"tokens,omitempty"`
+	// Applied is the last raft index the state machine had applied, which
+	// may be past Index when the last commands were refused.
+	Applied uint64 `json:"applied,omitempty"`
 }
 
 // errAuditBehind refuses a snapshot while audit lines of applied commands
@@ -331,10 +372,13 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if f.journal.behind() {
 		return nil, errAuditBehind
 	}
-	return &fsmSnapshot{db: f.State().db.Snapshot()}, nil
+	return &fsmSnapshot{db: f.State().db.Snapshot(), applied: f.appliedIndex()}, nil
 }
 
-type fsmSnapshot struct{ db *memdb.MemDB }
+type fsmSnapshot struct {
+	db      *memdb.MemDB
+	applied uint64
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
@@ -362,6 +406,18 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	epoch, err := counterTxn(tx, metaEpoch)
+	if err != nil {
+		return err
+	}
+	ops, err := allOps(tx)
+	if err != nil {
+		return err
+	}
+	tokens, err := allUsedTokens(tx)
+	if err != nil {
+		return err
+	}
 	it, err := tx.Get(tableRequests, indexID)
 	if err != nil {
 		return err
@@ -372,7 +428,8 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
-	h := snapshotHeader{Format: snapshotFormat, Index: index, LastSerial: serial, Requests: len(reqs), Policy: policy}
+	h := snapshotHeader{Format: snapshotFormat, Index: index, LastSerial: serial, Requests: len(reqs), Policy: policy,
+		Epoch: epoch, Ops: len(ops), Tokens: len(tokens), Applied: s.applied}
 	if !chain.IsZero() {
 		h.Audit = &chain
 	}
@@ -381,6 +438,16 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	for _, r := range reqs {
 		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	for _, o := range ops {
+		if err := enc.Encode(o); err != nil {
+			return err
+		}
+	}
+	for _, u := range tokens {
+		if err := enc.Encode(u); err != nil {
 			return err
 		}
 	}
@@ -393,48 +460,99 @@ func (s *fsmSnapshot) Release() {}
 // snapshot's, and abandons the old store so that blocking reads move over.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := readSnapshot(rc)
+	st, applied, err := readSnapshotApplied(rc)
 	if err != nil {
 		return fmt.Errorf("restore state snapshot: %w", err)
 	}
 	f.state.Swap(st).abandon()
+	chain, err := st.auditChain()
+	if err != nil {
+		return fmt.Errorf("restore state snapshot: %w", err)
+	}
+	index, err := st.counter(metaIndex)
+	if err != nil {
+		return fmt.Errorf("restore state snapshot: %w", err)
+	}
+	f.journal.restored(chain, index)
+	f.noteApplied(max(index, applied))
 	return nil
 }
 
 func readSnapshot(r io.Reader) (*stateStore, error) {
+	st, _, err := readSnapshotApplied(r)
+	return st, err
+}
+
+// readSnapshotApplied is readSnapshot that also returns the raft index
+// the state machine had applied when the snapshot was taken.
+func readSnapshotApplied(r io.Reader) (*stateStore, uint64, error) {
 	dec := json.NewDecoder(bufio.NewReader(r))
 	var h snapshotHeader
 	if err := dec.Decode(&h); err != nil {
-		return nil, fmt.Errorf("header: %w", err)
+		return nil, 0, fmt.Errorf("header: %w", err)
 	}
-	if h.Format != 1 && h.Format != snapshotFormat {
-		return nil, fmt.Errorf("snapshot format %d, want 1 or %d", h.Format, snapshotFormat)
+	if h.Format < 1 || h.Format > snapshotFormat {
+		return nil, 0, fmt.Errorf("snapshot format %d, want 1 to %d", h.Format, snapshotFormat)
 	}
-	reqs := make([]*Request, 0, h.Requests)
-	for {
+	reqs := make([]*Request, 0, min(h.Requests, 1<<16))
+	for h.Format < 3 || len(reqs) < h.Requests {
 		var req Request
 		err := dec.Decode(&req)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("request %d: %w", len(reqs)+1, err)
+			return nil, 0, fmt.Errorf("request %d: %w", len(reqs)+1, err)
 		}
 		reqs = append(reqs, &req)
 	}
 	if len(reqs) != h.Requests {
-		return nil, fmt.Errorf("holds %d requests, header says %d", len(reqs), h.Requests)
+		return nil, 0, fmt.Errorf("holds %d requests, header says %d", len(reqs), h.Requests)
+	}
+	var ops []*opEntry
+	var tokens []*usedToken
+	if h.Format >= 3 {
+		var err error
+		if ops, err = decodeLines[opEntry](dec, h.Ops, "applied key"); err != nil {
+			return nil, 0, err
+		}
+		if tokens, err = decodeLines[usedToken](dec, h.Tokens, "used token"); err != nil {
+			return nil, 0, err
+		}
+		if dec.More() {
+			return nil, 0, fmt.Errorf("more lines than the header counts (%d requests, %d applied keys, %d used tokens)", h.Requests, h.Ops, h.Tokens)
+		}
+	} else {
+		tokens = tokensOf(reqs)
 	}
 	st, err := newStateStore()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var chain audit.Chain
 	if h.Audit != nil {
 		chain = *h.Audit
 	}
-	if err := st.restore(h.Index, h.LastSerial, chain, h.Policy, reqs); err != nil {
-		return nil, err
+	if err := st.restore(h.Index, h.LastSerial, chain, h.Policy, reqs, tokens); err != nil {
+		return nil, 0, err
 	}
-	return st, nil
+	if err := st.restoreCluster(h.Index, h.Epoch, ops); err != nil {
+		return nil, 0, err
+	}
+	return st, h.Applied, nil
+}
+
+// decodeLines reads the n lines of one kind that a snapshot header counts.
+func decodeLines[T any](dec *json.Decoder, n int, what string) ([]*T, error) {
+	out := make([]*T, 0, min(n, 1<<16))
+	for len(out) < n {
+		v := new(T)
+		if err := dec.Decode(v); errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("holds %d %ss, header says %d", len(out), what, n)
+		} else if err != nil {
+			return nil, fmt.Errorf("%s %d: %w", what, len(out)+1, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }

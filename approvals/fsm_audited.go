@@ -17,16 +17,41 @@ type auditEvent struct {
 
 // applyAudited applies a command and computes its audit lines in the same
 // state transaction: the change and the chain position after its entries
-// are committed together, or neither is.
-func (f *fsm) applyAudited(index uint64, t msgType, body []byte) (*applyResult, []auditLine) {
+// are committed together, or neither is. A command in an envelope (env not
+// nil) is applied once per idempotency key, and only under the policy the
+// state records (see envelope).
+func (f *fsm) applyAudited(index uint64, t msgType, body []byte, env *envelope) (*applyResult, []auditLine) {
 	st := f.State()
 	tx := st.writeTxn(index)
 	defer tx.Abort()
+	if env != nil {
+		res, err := repeatTxn(tx, env)
+		if err != nil {
+			return &applyResult{err: err}, nil
+		}
+		if res != nil {
+			return res, nil
+		}
+		if err := checkPolicyTxn(tx, env); err != nil {
+			return &applyResult{err: err}, nil
+		}
+	}
 	res := &applyResult{}
-	events, err := applyAuditedTxn(tx, t, body, res)
+	var events []auditEvent
+	var err error
+	if t == msgRestore {
+		events, err = restoreTxn(tx, body, res)
+	} else {
+		events, err = applyAuditedTxn(tx, t, body, res)
+	}
 	if err != nil {
 		res.err = err
 		return res, nil
+	}
+	if env != nil {
+		if err := recordOpTxn(tx, env, res); err != nil {
+			return &applyResult{err: err}, nil
+		}
 	}
 	lines, err := auditTxn(tx, events)
 	if err != nil {

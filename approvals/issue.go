@@ -16,8 +16,8 @@ import (
 // Issuing a certificate is one command around the signature:
 //
 //  1. the approval must be durable on the audit log (journal.await);
-//  2. the CA signs with the next serial the state holds, one signature at
-//     a time (issueMu);
+//  2. the CA signs with the next serial, one signature at a time (issueMu),
+//     and hands it to raft in serial order;
 //  3. store-certificate takes that serial and records the certificate and
 //     its "issue" entry in one change, refusing a certificate whose serial
 //     is no longer the next one;
@@ -101,7 +101,7 @@ func (s *Service) issue(r *Request) (*Request, error) {
 	s.mu.Lock()
 	if s.issuing[r.ID] {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s is approved and its certificate is being issued; wait for it", ErrIssue, r.ID)
+		return nil, fmt.Errorf("%w: %s is approved and its certificate is being issued; wait for it", errBeingIssued, r.ID)
 	}
 	s.issuing[r.ID] = true
 	s.mu.Unlock()
@@ -156,35 +156,124 @@ func (s *Service) sign(r *Request) (*Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grant of %s: %w", r.ID, err)
 	}
-	// Every caller of issue holds policyMu.
-	creq, err := certRequest(s.policy, r, key, grant)
-	if err != nil {
-		return nil, fmt.Errorf("certificate of %s: %w", r.ID, err)
+	for {
+		if s.cluster != nil && !s.node.isLeader() {
+			// In a cluster the leader signs (see cluster_issue.go).
+			return s.issueOnLeader(ctx, r)
+		}
+		// Every caller of issue holds policyMu.
+		creq, err := certRequest(s.policy, r, key, grant)
+		if err != nil {
+			return nil, fmt.Errorf("certificate of %s: %w", r.ID, err)
+		}
+		res, handOff, err := s.signHere(ctx, r, creq)
+		if handOff {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		// The next signature may start as soon as the state holds this
+		// serial; this one leaves once its entry is on the audit log.
+		if err := s.journal.await(ctx, res.index); err != nil {
+			return nil, fmt.Errorf("%s: %w", msgStoreCertificate, err)
+		}
+		return res.request, nil
 	}
+}
+
+// signHere signs and stores the certificate on this node and returns once
+// the state holds it. Signatures are made one at a time, each with the
+// serial after the last one handed to raft (issueNext), and handed to raft
+// in that order, so that several can be committed at once: raft applies
+// them in the order they were handed over. When one is refused (its
+// request was revoked meanwhile), the ones after it are refused too, for
+// the gap, and sign again. It hands off (to the leader) when this node
+// stops leading while another node takes the serials it signs with.
+func (s *Service) signHere(ctx context.Context, r *Request, creq ca.CertRequest) (_ *applyResult, handOff bool, _ error) {
+	for attempt := 1; ; attempt++ {
+		res, err := s.signNext(ctx, r, creq)
+		// In a cluster another node may have taken the serial (sign again
+		// with the next one, or let the leader sign), or issued this very
+		// request (it has left once its entry is on this node's log too).
+		if errors.Is(err, errSerialTaken) && attempt < maxSignAttempts && ctx.Err() == nil {
+			if s.cluster != nil && !s.node.isLeader() {
+				return nil, true, err
+			}
+			continue
+		}
+		if errors.Is(err, ErrIssue) && s.cluster != nil {
+			if cur, lerr := s.lookup(r.ID); lerr == nil && cur.Certificate != "" {
+				return &applyResult{index: cur.Version, request: cur}, false, nil
+			}
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		return res, false, nil
+	}
+}
+
+// signNext makes one attempt: sign with the next serial, commit.
+func (s *Service) signNext(ctx context.Context, r *Request, creq ca.CertRequest) (*applyResult, error) {
 	s.issueMu.Lock()
-	defer s.issueMu.Unlock()
 	last, err := s.fsm.State().counter(metaSerial)
 	if err != nil {
+		s.issueMu.Unlock()
 		return nil, err
 	}
+	last = max(last, s.issueNext)
 	issuedAt := s.clock()
 	cert, err := s.authority.Sign(creq, nextSerial{last + 1})
 	if err != nil {
+		s.issueMu.Unlock()
 		return nil, err
 	}
-	res, err := s.commit(msgStoreCertificate, issuedCert{
+	data, err := encodeEnvelope(msgStoreCertificate|msgAudited, issuedCert{
 		ID:          r.ID,
 		Serial:      cert.Serial,
 		Certificate: strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(cert)), "\n"),
 		IssuedAt:    issuedAt,
 		ValidAfter:  time.Unix(int64(cert.ValidAfter), 0).UTC(),
 		ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(),
-	})
+	}, "", issuedAt)
 	if err != nil {
+		s.issueMu.Unlock()
 		return nil, err
 	}
-	return res.request, nil
+	wait, queued := s.enqueue(data)
+	if !queued {
+		// Not leading: commit it the ordinary way, one at a time.
+		defer s.issueMu.Unlock()
+		res, err := s.applyBytes(data)
+		return resultErr(res, err)
+	}
+	s.issueNext = cert.Serial
+	s.issueMu.Unlock()
+	res, err := resultErr(wait(ctx))
+	if err != nil {
+		// What was handed over after this one is refused too; whoever
+		// signs next starts from the state again.
+		s.issueMu.Lock()
+		s.issueNext = 0
+		s.issueMu.Unlock()
+	}
+	return res, err
 }
+
+func resultErr(res *applyResult, err error) (*applyResult, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", msgStoreCertificate, err)
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	return res, nil
+}
+
+// maxSignAttempts bounds how often one issue signs again after another
+// node took the serial it signed with; the apply timeout bounds it too.
+const maxSignAttempts = 100
 
 // issueUnissued issues the certificates of approved requests that have
 // none: at start, those a crash interrupted (all is true); later, those

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,6 +61,10 @@ type journal struct {
 	delay   time.Duration // the next retry's delay
 	closed  bool
 	grace   time.Duration // how long await waits for a failing log; auditGrace when zero
+
+	// catch fetches from a peer the lines a restored snapshot put the
+	// state beyond (see restored).
+	catch catchUp
 }
 
 // journalItem is what one applied command leaves to write.
@@ -67,6 +72,10 @@ type journalItem struct {
 	index    uint64
 	lines    []auditLine
 	requests []*Request
+	// jump: the state was restored from a snapshot whose audit chain
+	// position is this; the file must reach it before anything after it
+	// is written or counts as durable.
+	jump *audit.Chain
 }
 
 // auditLine is one line and the chain position after it.
@@ -156,16 +165,33 @@ func (j *journal) flushLocked() {
 	if len(j.pending) == 0 || j.closed {
 		return
 	}
+	// Everything up to the first restore the file has not reached yet.
 	var lines [][]byte
 	last := j.file
-	for _, it := range j.pending {
+	n := len(j.pending)
+	for i, it := range j.pending {
+		if it.jump != nil {
+			if it.jump.Seq > last.Seq {
+				n = i
+				break
+			}
+			if it.jump.Seq == last.Seq && it.jump.Hash != last.Hash && j.gap == nil {
+				j.gap = fmt.Errorf("audit log entry %d is not the one the restored state records (hash %.12s, want %.12s): the log belongs to other state",
+					last.Seq, last.Hash, it.jump.Hash)
+				j.notify()
+			}
+		}
 		for _, l := range it.lines {
 			lines = append(lines, l.line)
 			last = l.pos
 		}
 	}
+	if n == 0 {
+		j.catchUpLocked(*j.pending[0].jump)
+		return
+	}
 	if len(lines) > 0 {
-		if first := j.pending[firstWithLines(j.pending)].lines[0].pos.Seq; first != j.file.Seq+1 && j.gap == nil {
+		if first := j.pending[firstWithLines(j.pending[:n])].lines[0].pos.Seq; first != j.file.Seq+1 && j.gap == nil {
 			j.gap = fmt.Errorf("audit log ends at entry %d but the next entry the state has is %d: entries %d to %d are missing and cannot be written again",
 				j.file.Seq, first, j.file.Seq+1, first-1)
 			j.notify()
@@ -187,8 +213,8 @@ func (j *journal) flushLocked() {
 	if j.err != nil {
 		j.logger.Info("audit log writable again; held changes recorded", "entries", len(lines))
 	}
-	done := j.pending
-	j.pending = nil
+	done := j.pending[:n]
+	j.pending = slices.Clone(j.pending[n:])
 	j.err = nil
 	j.delay = 0
 	j.durable = max(j.durable, done[len(done)-1].index)
@@ -197,6 +223,9 @@ func (j *journal) flushLocked() {
 		if len(it.requests) > 0 && j.publish != nil {
 			j.publish(it.requests)
 		}
+	}
+	if len(j.pending) > 0 {
+		j.catchUpLocked(*j.pending[0].jump)
 	}
 }
 
@@ -252,18 +281,21 @@ const auditGrace = time.Second
 
 // await returns once every line up to raft index is durable. It fails,
 // wrapping ErrAudit, when the log cannot be written: at once when lines are
-// missing for good, and when writes keep failing for auditGrace.
+// missing for good or no peer supplies those a restored snapshot skipped,
+// and when writes keep failing for auditGrace.
 func (j *journal) await(ctx context.Context, index uint64) error {
 	var grace <-chan time.Time
 	for {
 		j.mu.Lock()
-		durable, err, gap, ch := j.durable, j.err, j.gap, j.changed
+		durable, err, gap, lag, ch := j.durable, j.err, j.gap, j.catch.lag, j.changed
 		j.mu.Unlock()
 		switch {
 		case index <= durable:
 			return nil
 		case gap != nil:
 			return fmt.Errorf("%w: %w", ErrAudit, gap)
+		case lag != nil:
+			return fmt.Errorf("%w: %w", ErrAudit, lag)
 		case err != nil && grace == nil:
 			t := time.NewTimer(cmp.Or(j.grace, auditGrace))
 			defer t.Stop()
@@ -289,6 +321,9 @@ func (j *journal) health() error {
 	if j.gap != nil {
 		return j.gap
 	}
+	if j.catch.lag != nil {
+		return j.catch.lag
+	}
 	return j.err
 }
 
@@ -302,6 +337,7 @@ func (j *journal) close() {
 		j.retry.Stop()
 		j.retry = nil
 	}
+	j.catch.stopLocked()
 	j.notify()
 }
 

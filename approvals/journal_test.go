@@ -144,7 +144,12 @@ func TestJournalOpenRefusesForeignEntries(t *testing.T) {
 	je.submit(t, "alice", featureReq(t))
 	je.stop(t)
 
-	// Another writer appends to the daemon's log while it is down.
+	// Another writer is refused the daemon's log, even while it is down...
+	_, err := audit.Open(je.path, audit.Options{})
+	require.ErrorIs(t, err, audit.ErrJournal)
+	// ...but one that ignores the marker (an older binary, a hand edit)
+	// appends to it, and the daemon will not write on after it.
+	require.NoError(t, os.Remove(je.path+audit.JournalSuffix))
 	other, err := audit.Open(je.path, audit.Options{})
 	require.NoError(t, err)
 	_, err = other.Append("ca.sign", "root", map[string]any{"serial": 1})

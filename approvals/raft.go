@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -32,27 +33,56 @@ const DefaultRaftTimeout = 500 * time.Millisecond
 
 // raftNode is raft with the stores it owns, closed together.
 type raftNode struct {
-	raft  *raft.Raft
-	store *raftboltdb.BoltStore
-	trans *raft.InmemTransport
+	raft     *raft.Raft
+	store    *raftboltdb.BoltStore
+	trans    raft.WithClose
+	existing bool   // dir held raft state when it was opened
+	id, addr string // this node's raft ID and address
+
+	// Leadership changes, for those who wait on them (see watchLeader).
+	obs     *raft.Observer
+	obsStop chan struct{}
+	obsDone chan struct{}
+	watchMu sync.Mutex
+	watchCh chan struct{}
 }
 
-// openRaft starts raft on dir with f as its state machine, bootstrapping a
-// new cluster of this one node when dir holds no raft state yet, and waits
-// until this node leads and f has applied every committed entry.
+// raftPeer is how a node of a cluster takes part in raft: nil for a node
+// on its own.
+type raftPeer struct {
+	id        string
+	advertise string
+	trans     raft.Transport // must also be a raft.WithClose
+	// bootstrapAlone founds a cluster of this node alone when dir has no
+	// raft state (bootstrap_expect 1 and nobody to join).
+	bootstrapAlone bool
+	tune           func(*raft.Config) // tests: shorter snapshot intervals
+}
+
+// openRaft starts raft on dir with f as its state machine.
+//
+// On its own (peer nil), the node bootstraps a cluster of itself when dir
+// holds no raft state yet, and openRaft waits until it leads and f has
+// applied every committed entry. In a cluster, raft starts with whatever
+// configuration dir holds (or none, until the node is bootstrapped or
+// joined; see formCluster) and openRaft does not wait for a leader.
 //
 // The log store fsyncs every append, and a command counts as committed
 // only once it is on disk on a majority of nodes, so an applied command
-// survives SIGKILL. Growing to a cluster means a network transport and
-// joining peers here; nothing else depends on how many nodes there are.
-func openRaft(ctx context.Context, dir string, f raft.FSM, timeout time.Duration, logger *slog.Logger) (*raftNode, error) {
+// survives SIGKILL.
+func openRaft(ctx context.Context, dir string, f raft.FSM, timeout time.Duration, logger *slog.Logger, peer *raftPeer) (*raftNode, error) {
 	raftDir := filepath.Join(dir, raftDirName)
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
-	id, err := nodeID(dir)
-	if err != nil {
-		return nil, err
+	var id string
+	var err error
+	if peer == nil {
+		if id, err = nodeID(dir); err != nil {
+			return nil, err
+		}
+	} else {
+		id = peer.id
 	}
 	logOut := &raftLog{logger: logger}
 
@@ -64,6 +94,18 @@ func openRaft(ctx context.Context, dir string, f raft.FSM, timeout time.Duration
 	conf.ElectionTimeout = timeout
 	conf.LeaderLeaseTimeout = timeout / 2
 	conf.CommitTimeout = min(conf.CommitTimeout, timeout/4)
+	if peer != nil {
+		// Followers learn that an entry is committed from the leader's
+		// next append, at the latest after this: it is the extra wait of
+		// a write made on a follower.
+		conf.CommitTimeout = min(conf.CommitTimeout, 10*time.Millisecond)
+		// A removed node keeps running, out of the cluster, so that it can
+		// be joined again without a restart.
+		conf.ShutdownOnRemove = false
+		if peer.tune != nil {
+			peer.tune(conf)
+		}
+	}
 
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(raftDir, raftDBName),
@@ -77,7 +119,7 @@ func openRaft(ctx context.Context, dir string, f raft.FSM, timeout time.Duration
 		}
 		return nil, fmt.Errorf("open raft log in %s: %w", raftDir, err)
 	}
-	n := &raftNode{store: store}
+	n := &raftNode{store: store, id: id}
 	fail := func(err error) (*raftNode, error) {
 		n.close()
 		return nil, err
@@ -87,21 +129,40 @@ func openRaft(ctx context.Context, dir string, f raft.FSM, timeout time.Duration
 		return fail(fmt.Errorf("open raft snapshots in %s: %w", raftDir, err))
 	}
 	var addr raft.ServerAddress
-	addr, n.trans = raft.NewInmemTransport(raft.ServerAddress(id))
+	var trans raft.Transport
+	if peer == nil {
+		var inmem *raft.InmemTransport
+		addr, inmem = raft.NewInmemTransport(raft.ServerAddress(id))
+		trans, n.trans = inmem, inmem
+	} else {
+		addr, trans = raft.ServerAddress(peer.advertise), peer.trans
+		n.trans = peer.trans.(raft.WithClose)
+	}
 
-	existing, err := raft.HasExistingState(store, store, snaps)
+	n.addr = string(addr)
+	n.existing, err = raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		return fail(fmt.Errorf("open raft: %w", err))
 	}
-	if !existing {
-		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: conf.LocalID, Address: addr}}}
-		if err := raft.BootstrapCluster(conf, store, store, snaps, n.trans, boot); err != nil {
+	self := raft.Server{Suffrage: raft.Voter, ID: conf.LocalID, Address: addr}
+	switch {
+	case !n.existing && (peer == nil || peer.bootstrapAlone):
+		boot := raft.Configuration{Servers: []raft.Server{self}}
+		if err := raft.BootstrapCluster(conf, store, store, snaps, trans, boot); err != nil {
 			return fail(fmt.Errorf("bootstrap raft: %w", err))
 		}
+	case n.existing:
+		if err := checkMembership(conf, store, snaps, trans, self, peer != nil, dir, logger); err != nil {
+			return fail(err)
+		}
 	}
-	n.raft, err = raft.NewRaft(conf, f, store, store, snaps, n.trans)
+	n.raft, err = raft.NewRaft(conf, f, store, store, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("start raft: %w", err))
+	}
+	n.observe()
+	if peer != nil {
+		return n, nil
 	}
 	if err := n.awaitLeader(ctx); err != nil {
 		return fail(err)
@@ -136,6 +197,11 @@ func (n *raftNode) close() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("shut down raft: %w", err))
 		}
+	}
+	if n.obs != nil {
+		n.raft.DeregisterObserver(n.obs)
+		close(n.obsStop)
+		<-n.obsDone
 	}
 	if n.trans != nil {
 		n.trans.Close()

@@ -123,11 +123,15 @@ func (s *Service) Wait(ctx context.Context, who Actor, id string, afterVersion u
 	})
 }
 
+// anyone is the check of a wait on the Service's own behalf.
+func anyone(*Request) error { return nil }
+
 // wait is Wait, with check deciding whether the caller may go on seeing r.
 func (s *Service) wait(ctx context.Context, id string, afterVersion uint64, check func(*Request) error) (*Request, error) {
 	if !validID(id) {
 		return nil, notFound(id)
 	}
+	synced := s.cluster == nil
 	for {
 		st := s.fsm.State()
 		ws := memdb.NewWatchSet()
@@ -136,6 +140,17 @@ func (s *Service) wait(ctx context.Context, id string, afterVersion uint64, chec
 		r, err := st.requestByID(ws, id)
 		if err != nil {
 			return nil, err
+		}
+		if r == nil && !synced {
+			// A request another node has just made may not be applied
+			// here yet (see lookup).
+			synced = true
+			sctx, cancel := context.WithTimeout(ctx, s.applyWait)
+			err := s.syncWithLeader(sctx)
+			cancel()
+			if err == nil {
+				continue
+			}
 		}
 		if r == nil {
 			return nil, notFound(id)

@@ -27,7 +27,24 @@ func (s *Service) SetPolicy(p *Policy) error {
 	s.policyMu.Lock()
 	defer s.policyMu.Unlock()
 	gone := offboarded(s.policy, p)
-	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: s.clock()}
+	now := s.clock()
+	if recorded, behind := s.outOfStep(); behind {
+		if recorded == p.Digest() {
+			// This node's file now matches the cluster's: nothing changes
+			// but what this node decides under.
+			s.policy = p
+			s.logger.Info("policy matches the cluster's again")
+			return nil
+		}
+		// This node's old policy was not the cluster's, so what p drops
+		// from the cluster's is unknown here: offboard whoever the state
+		// holds that p does not have.
+		var err error
+		if gone, err = goneFrom(s.fsm.State(), p, now); err != nil {
+			return fmt.Errorf("set policy: %w; the old policy stays", err)
+		}
+	}
+	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
 	if len(gone) > 0 {
 		cmd.Offboard = gone
 	}

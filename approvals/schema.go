@@ -46,6 +46,7 @@ func stateSchema() *memdb.DBSchema {
 		Tables: map[string]*memdb.TableSchema{
 			tableRequests:   requestsTableSchema(),
 			tableMeta:       metaTableSchema(),
+			tableOps:        opsTableSchema(),
 			tableUsedTokens: usedTokensTableSchema(),
 		},
 	}
@@ -154,9 +155,9 @@ func (f flagIndex) FromArgs(args ...any) ([]byte, error) {
 // usedToken is a CI/CD token that got a request: ID is its
 // WorkloadIdentity.TokenID, Until its UsableUntil.
 type usedToken struct {
-	ID      string
-	Until   time.Time
-	Request string
+	ID      string    `json:"id"`
+	Until   time.Time `json:"until"`
+	Request string    `json:"request"`
 }
 
 func usedTokensTableSchema() *memdb.TableSchema {

@@ -8,11 +8,11 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/hashicorp/raft"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/audit"
@@ -41,6 +41,9 @@ type Options struct {
 	// RaftTimeout is raft's heartbeat and election timeout; zero means
 	// DefaultRaftTimeout.
 	RaftTimeout time.Duration
+	// Cluster makes the Service one node of a raft cluster; nil runs it
+	// on its own, on an in-memory transport.
+	Cluster *ClusterOptions
 	// HostKey is the daemon's own SSH host key, which is never certified
 	// as a person's key; nil when there is none.
 	HostKey ssh.PublicKey
@@ -48,6 +51,9 @@ type Options struct {
 	// noBackground leaves expiry and issue retries to the caller, for
 	// tests that move a fake clock.
 	noBackground bool
+	// applyWait bounds how long a write waits for a leader; zero means
+	// applyTimeout. Tests of lost quorum shorten it.
+	applyWait time.Duration
 	// auditGrace, when set, replaces how long a call waits for a failing
 	// audit log, for tests of a log that stays failed.
 	auditGrace time.Duration
@@ -67,6 +73,17 @@ type Service struct {
 	events    *broker
 	guard     guard // what the per-person limits count (limits.go)
 
+	cluster     *cluster // nil for a node on its own
+	dataDir     string
+	digest      atomic.Pointer[policyDigest] // of the last policy asked for
+	raftTimeout time.Duration                // raft's heartbeat and election timeout
+	applyWait   time.Duration                // how long a write waits for a leader
+	ready       chan struct{}                // closed once the Service takes calls
+	// applyGate is held for reading by every raft.Apply on this node and
+	// for writing by a snapshot restore, which must see no command
+	// between reading the state's position and replacing the state.
+	applyGate sync.RWMutex
+
 	// policyMu orders a policy reload against the calls that decide
 	// under the policy: a call holds it for reading from its decision
 	// until its commands are applied, and SetPolicy holds it for writing
@@ -75,11 +92,12 @@ type Service struct {
 	policyMu sync.RWMutex
 	policy   *Policy
 
-	mu      sync.Mutex
-	issueMu sync.Mutex            // one signature at a time: each takes the next serial
-	issuing map[string]bool       // requests being signed right now
-	retry   map[string]retryState // requests whose certificate could not be issued yet
-	wake    chan struct{}         // tells the background loop a retry was scheduled
+	mu        sync.Mutex
+	issueMu   sync.Mutex            // one signature at a time: each takes the next serial
+	issueNext uint64                // guarded by issueMu: the last serial handed to raft (maybe not applied yet); 0 after a refusal
+	issuing   map[string]bool       // requests being signed right now
+	retry     map[string]retryState // requests whose certificate could not be issued yet
+	wake      chan struct{}         // tells the background loop a retry was scheduled
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -112,6 +130,8 @@ func Open(o Options) (*Service, error) {
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
+		ready:     make(chan struct{}),
+		dataDir:   o.DataDir,
 	}
 	s.guard.hostKey = o.HostKey
 	if s.now == nil {
@@ -123,6 +143,11 @@ func Open(o Options) (*Service, error) {
 	timeout := o.RaftTimeout
 	if timeout <= 0 {
 		timeout = DefaultRaftTimeout
+	}
+	s.raftTimeout = timeout
+	s.applyWait = o.applyWait
+	if s.applyWait <= 0 {
+		s.applyWait = applyTimeout
 	}
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("open approvals: %w", err)
@@ -138,9 +163,20 @@ func Open(o Options) (*Service, error) {
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
 	s.fsm = f
+	if o.Cluster != nil {
+		if err := s.openCluster(o, timeout); err != nil {
+			return nil, err
+		}
+		if o.noBackground {
+			close(s.done)
+		} else {
+			go s.run()
+		}
+		return s, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+10*timeout)
 	defer cancel()
-	s.node, err = openRaft(ctx, o.DataDir, f, timeout, s.logger)
+	s.node, err = openRaft(ctx, o.DataDir, f, timeout, s.logger, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open approvals in %s: %w", o.DataDir, err)
 	}
@@ -157,6 +193,7 @@ func Open(o Options) (*Service, error) {
 		return nil, fmt.Errorf("open approvals: %w", err)
 	}
 	s.issueUnissued(true)
+	close(s.ready)
 	if o.noBackground {
 		close(s.done)
 	} else {
@@ -172,6 +209,7 @@ func (s *Service) Close() error {
 		close(s.stop)
 		<-s.done
 		s.closeErr = s.node.close()
+		s.closeCluster()
 		s.journal.close()
 		s.events.close()
 	})
@@ -207,35 +245,6 @@ func (s *Service) commit(t msgType, cmd any) (*applyResult, error) {
 	defer cancel()
 	if err := s.journal.await(ctx, res.index); err != nil {
 		return res, fmt.Errorf("%s: %w", t, err)
-	}
-	return res, nil
-}
-
-// apply commits a command through raft and returns what the FSM made of
-// it. A command the FSM refused comes back as the refusal's error.
-func (s *Service) apply(t msgType, cmd any) (*applyResult, error) {
-	if s.closed() {
-		return nil, ErrClosed
-	}
-	data, err := encodeCmd(t, cmd)
-	if err != nil {
-		return nil, err
-	}
-	// The future is not abandoned when a caller's context ends: the
-	// command may commit regardless, and the caller must learn its fate.
-	f := s.node.raft.Apply(data, applyTimeout)
-	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrRaftShutdown) {
-			return nil, ErrClosed
-		}
-		return nil, fmt.Errorf("%s: raft: %w", t, err)
-	}
-	res, ok := f.Response().(*applyResult)
-	if !ok {
-		return nil, fmt.Errorf("%s: unexpected state machine response %T", t, f.Response())
-	}
-	if res.err != nil {
-		return nil, res.err
 	}
 	return res, nil
 }
@@ -294,6 +303,16 @@ func (s *Service) lookup(id string) (*Request, error) {
 		return nil, notFound(id)
 	}
 	r, err := s.fsm.State().requestByID(nil, id)
+	if err == nil && r == nil && s.cluster != nil {
+		// A follower may not have applied yet a request another node has
+		// just made: catch up with the leader once before saying there
+		// is no such request.
+		ctx, cancel := context.WithTimeout(context.Background(), s.applyWait)
+		if s.syncWithLeader(ctx) == nil {
+			r, err = s.fsm.State().requestByID(nil, id)
+		}
+		cancel()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -331,10 +350,32 @@ func (s *Service) anchorAudit() error {
 	if !file.IsZero() && file.Seq > chain.Seq {
 		return fmt.Errorf("audit log has %d entries, but the state made only %d: another writer appended to it, or the state is not the log's", file.Seq, chain.Seq)
 	}
-	if !file.IsZero() && file.Seq < chain.Seq {
+	if !file.IsZero() && file.Seq < chain.Seq && s.cluster == nil {
 		return fmt.Errorf("audit log ends at entry %d, but the state made %d: restore the log from a backup", file.Seq, chain.Seq)
 	}
+	// In a cluster, such a log is caught up from a peer (see restored).
 	return nil
+}
+
+// goneFrom returns the people with pending requests or live certificates
+// in st whom p does not have, each with the reason.
+func goneFrom(st *stateStore, p *Policy, now time.Time) (map[string]string, error) {
+	gone := map[string]string{}
+	for _, state := range []State{StatePending, StateApproved} {
+		reqs, err := st.requestsInState(nil, state)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range reqs {
+			if _, ok := p.people[r.Requester]; ok || r.Workload != nil {
+				continue // a CI/CD job is no person of the policy
+			}
+			if r.State == StatePending || (r.Revoked == nil && (r.Certificate == "" || now.Before(r.ValidBefore))) {
+				gone[r.Requester] = "removed from the policy"
+			}
+		}
+	}
+	return gone, nil
 }
 
 // startPolicy records the policy the Service starts with when it is not
@@ -352,21 +393,17 @@ func (s *Service) startPolicy() error {
 	if recorded == p.Digest() {
 		return nil
 	}
-	gone := map[string]string{}
+	if recorded != "" && !s.soleVoter() {
+		// In a cluster only a reload changes the cluster's policy: a node
+		// started with an older file must not undo a newer one.
+		s.logger.Error("policy differs from the cluster's: this node's decisions are refused until its file matches, or a reload makes it the cluster's",
+			"policy", p.Digest(), "cluster_policy", recorded)
+		return nil
+	}
 	now := s.clock()
-	for _, state := range []State{StatePending, StateApproved} {
-		reqs, err := st.requestsInState(nil, state)
-		if err != nil {
-			return err
-		}
-		for _, r := range reqs {
-			if _, ok := p.people[r.Requester]; ok || r.Workload != nil {
-				continue // a CI/CD job is no person of the policy
-			}
-			if r.State == StatePending || (r.Revoked == nil && (r.Certificate == "" || now.Before(r.ValidBefore))) {
-				gone[r.Requester] = "removed from the policy"
-			}
-		}
+	gone, err := goneFrom(st, p, now)
+	if err != nil {
+		return err
 	}
 	cmd := setPolicyCmd{Digest: p.Digest(), People: len(p.cfg.People), Rules: len(p.cfg.Rules), At: now}
 	if len(gone) > 0 {

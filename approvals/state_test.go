@@ -133,7 +133,7 @@ func TestStateSerialsStopBelowBreakGlass(t *testing.T) {
 	r.State = StateApproved
 	_, err := st.submitRequest(1, r, 0)
 	require.NoError(t, err)
-	require.NoError(t, st.restore(1, ca.BreakGlassBit-2, audit.Chain{}, "", []*Request{r}))
+	require.NoError(t, st.restore(1, ca.BreakGlassBit-2, audit.Chain{}, "", []*Request{r}, nil))
 	got, err := st.allocateSerial(2, idA, t0)
 	require.NoError(t, err)
 	assert.Equal(t, ca.BreakGlassBit-1, got.Serial)
@@ -258,12 +258,12 @@ func TestReadSnapshotRefusesDamage(t *testing.T) {
 
 	var h snapshotHeader
 	require.NoError(t, json.Unmarshal([]byte(header), &h))
-	assert.Equal(t, snapshotHeader{Format: 2, Index: 5, Requests: 1}, h)
+	assert.Equal(t, snapshotHeader{Format: 3, Index: 5, Requests: 1}, h)
 
 	for name, data := range map[string]string{
 		"empty":          "",
 		"truncated":      header + "\n",
-		"wrong format":   strings.Replace(good, `"format":2`, `"format":3`, 1),
+		"wrong format":   strings.Replace(good, `"format":3`, `"format":4`, 1),
 		"garbled record": header + "\n{\"id\":\n",
 	} {
 		_, err := readSnapshot(strings.NewReader(data))

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
+
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
@@ -86,6 +88,34 @@ func useTokenTxn(t *txn, req *Request) error {
 		return fmt.Errorf("remember used token: %w", err)
 	}
 	return nil
+}
+
+// tokensOf returns the used tokens of requests, for a snapshot from before
+// snapshots held them: each is on its request. Those that had stopped
+// being usable, and were forgotten, come back too, and go at the next
+// workload request, as they would have.
+func tokensOf(requests []*Request) []*usedToken {
+	var out []*usedToken
+	for _, r := range requests {
+		if w := r.Workload; w != nil && w.TokenID != "" {
+			out = append(out, &usedToken{ID: w.TokenID, Until: w.UsableUntil, Request: r.ID})
+		}
+	}
+	return out
+}
+
+// allUsedTokens returns every remembered token, by the time it stops
+// being usable, for a snapshot.
+func allUsedTokens(tx *memdb.Txn) ([]*usedToken, error) {
+	it, err := tx.Get(tableUsedTokens, indexUntil)
+	if err != nil {
+		return nil, fmt.Errorf("read used tokens: %w", err)
+	}
+	var out []*usedToken
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, obj.(*usedToken))
+	}
+	return out, nil
 }
 
 // pruneTokensTxn forgets the used tokens that could no longer be accepted
@@ -506,20 +536,17 @@ func offboardTxn(t *txn, people map[string]string, at time.Time) ([]*Request, er
 }
 
 // restore loads a whole state, from a snapshot, into an empty store.
-func (s *stateStore) restore(index, lastSerial uint64, chain audit.Chain, policy string, requests []*Request) error {
+func (s *stateStore) restore(index, lastSerial uint64, chain audit.Chain, policy string, requests []*Request, tokens []*usedToken) error {
 	t := s.writeTxn(index)
 	defer t.Abort()
 	for _, r := range requests {
 		if err := t.Insert(tableRequests, r); err != nil {
 			return fmt.Errorf("restore request %s: %w", r.ID, err)
 		}
-		// The used tokens are not in the snapshot: each is on its
-		// request. Those that stopped being usable come back too, and
-		// go at the next workload request, as they would have.
-		if w := r.Workload; w != nil && w.TokenID != "" {
-			if err := t.Insert(tableUsedTokens, &usedToken{ID: w.TokenID, Until: w.UsableUntil, Request: r.ID}); err != nil {
-				return fmt.Errorf("restore used token of %s: %w", r.ID, err)
-			}
+	}
+	for _, u := range tokens {
+		if err := t.Insert(tableUsedTokens, u); err != nil {
+			return fmt.Errorf("restore used token of %s: %w", u.Request, err)
 		}
 	}
 	if err := setCounterTxn(t, metaSerial, lastSerial); err != nil {

@@ -148,7 +148,7 @@ func usedTokens(t *testing.T, st *stateStore) int {
 	return n
 }
 
-// A snapshot keeps the used tokens: they are rebuilt from the requests.
+// A snapshot keeps the used tokens (see TestUsedTokensInTheSnapshot).
 func TestUsedTokensSurviveASnapshot(t *testing.T) {
 	env := newTestService(t, workloadPolicy(t))
 	tok := ciToken(t, githubClaims("snap"))

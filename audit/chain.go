@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -122,4 +125,37 @@ func checkContinuation(h head, line []byte) (head, error) {
 		return h, fmt.Errorf("%w: line seq %d after seq %d (prev %.12s, head %.12s)", ErrNotContinuation, e.Seq, h.seq, e.Prev, h.hash)
 	}
 	return advance(e.Seq, line), nil
+}
+
+// JournalSuffix is appended to a journal's path to name the marker file
+// that tells other writers the log is not theirs. It outlives the writer,
+// so a break-glass `jitssh ca sign --audit-log` aimed at the daemon's log
+// is refused whether the daemon runs or not.
+const JournalSuffix = ".journal"
+
+// ErrJournal: Open was asked to append to a log that a journal writer
+// owns (see Options.Journal).
+var ErrJournal = errors.New("audit log is a journal")
+
+// journalMarker is the marker file's content.
+const journalMarker = "This audit log is written by the jitssh approval daemon's state machine only.\n" +
+	"Other writers (a Git server, break-glass signing) must use a log of their own.\n"
+
+// checkJournalMarker makes the marker when a journal opens path, and
+// refuses any other writer when the marker is there.
+func checkJournalMarker(path string, journal bool) error {
+	marker := path + JournalSuffix
+	_, err := os.Stat(marker)
+	switch {
+	case journal && errors.Is(err, fs.ErrNotExist):
+		if err := os.WriteFile(marker, []byte(journalMarker), 0o644); err != nil {
+			return fmt.Errorf("mark audit log %s as a journal: %w", path, err)
+		}
+		return syncDir(filepath.Dir(path))
+	case journal || errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("audit log %s: %w", path, err)
+	}
+	return fmt.Errorf("%w: %s is written by the approval daemon only (%s); give this writer a log of its own", ErrJournal, path, marker)
 }

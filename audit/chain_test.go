@@ -104,6 +104,14 @@ func TestJournalRefusesOtherWriters(t *testing.T) {
 	assert.ErrorIs(t, err, ErrInvalidEntry)
 	_, err = l.Checkpoint(chainTestSigner(t))
 	assert.ErrorIs(t, err, ErrInvalidEntry)
+
+	// Another process cannot open it for appending either, while the
+	// journal runs or after.
+	_, err = Open(path, Options{})
+	assert.ErrorIs(t, err, ErrJournal)
+	require.NoError(t, l.Close())
+	_, err = Open(path, Options{})
+	assert.ErrorIs(t, err, ErrJournal)
 }
 
 func TestJournalTornTailMovedWithoutEntry(t *testing.T) {

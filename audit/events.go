@@ -139,4 +139,15 @@ const (
 	// KindWorkloadRefused: a CI/CD job's signed token did not get it a
 	// certificate (WorkloadRefusedData).
 	KindWorkloadRefused = "workload.refused"
+	// KindRestore: an operator restored the daemon's state from a
+	// snapshot (RestoreData).
+	KindRestore = "restore"
 )
+
+// RestoreData is the data of a KindRestore entry. The state continues
+// from the snapshot's, under the policy version it recorded.
+type RestoreData struct {
+	Reason       string            `json:"reason"`                  // what was restored, and where serials continue
+	Offboarded   map[string]string `json:"offboarded,omitempty"`    // person → why
+	PolicySHA256 string            `json:"policy_sha256,omitempty"` // the version the restored state records
+}

@@ -159,6 +159,8 @@ func (c *checker) check(e *Entry) error {
 		return c.checkpoint(e)
 	case KindPolicyReload:
 		return c.policyReload(e)
+	case KindRestore:
+		return c.restore(e)
 	case KindCASign:
 		c.sum.BreakGlass++
 		var d CASignData

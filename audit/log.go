@@ -100,6 +100,9 @@ const (
 // unless opts.RepairTornTail is set. Open does not verify the whole chain;
 // Verify does.
 func Open(path string, opts Options) (*Log, error) {
+	if err := checkJournalMarker(path, opts.Journal); err != nil {
+		return nil, err
+	}
 	f, err := openFile(path)
 	if err != nil {
 		return nil, err

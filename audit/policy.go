@@ -214,6 +214,19 @@ func (c *checker) policyReload(e *Entry) error {
 	return nil
 }
 
+// restore notes the version a restored state records: decisions after it
+// are made under that one until the next reload.
+func (c *checker) restore(e *Entry) error {
+	var d RestoreData
+	if err := decodeData(e, &d); err != nil {
+		return err
+	}
+	if d.PolicySHA256 != "" {
+		c.current = d.PolicySHA256
+	}
+	return nil
+}
+
 // sameSteps compares steps as sets of (group, count): their order decides
 // nothing.
 func sameSteps(a, b []Step) bool {

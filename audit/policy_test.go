@@ -140,6 +140,11 @@ func TestCheckerPolicyVersions(t *testing.T) {
 				set("issue r3", later(func(now time.Time) IssueData { return f.issue(r3, 3, time.Hour, now, "dave") })),
 			want: []found{{int(history.seq("issue r3")), history.seq("issue r3"), ErrUnapprovedIssue}}},
 		{name: "no people: nothing about versions is judged", story: stripped, opts: CheckOptions{}},
+		// A restored state decides under the version it recorded, as after
+		// a reload.
+		{name: "restore puts its version in force", opts: CheckOptions{Policies: []PolicyVersion{v1, v2}, People: union(v1, v2)},
+			story: history.remove("reload").insertBefore("approve r2", rec{"restore", KindRestore, "jitssh",
+				RestoreData{Reason: "state restored from a snapshot", PolicySHA256: d2}})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

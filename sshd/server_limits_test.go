@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +122,11 @@ func TestNativeSilentAndSlowClientsAreDropped(t *testing.T) {
 			start := time.Now()
 			require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
 			_, err = io.Copy(io.Discard, conn)
+			if tt.trickle && errors.Is(err, syscall.ECONNRESET) {
+				// The server closed with a trickled byte unread, which
+				// the kernel answers with a reset: closed all the same.
+				err = nil
+			}
 			require.NoError(t, err, "server did not close the connection")
 			assert.Less(t, time.Since(start), 5*time.Second)
 		})

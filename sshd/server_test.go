@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -466,9 +467,20 @@ func TestNativeRecordsRefusalsGitMakes(t *testing.T) {
 			out, err := n.gitAs(bob, c, append([]string{"push", "origin"}, tt.refspecs...)...)
 			require.Error(t, err, out)
 			assert.Contains(t, out, "[remote rejected]")
-			require.Eventually(t, func() bool { return len(n.events.all()) > before }, 10*time.Second, 20*time.Millisecond)
-			events := n.events.all()
-			assert.Equal(t, tt.want, refused(events[len(events)-1]))
+			// The gate records what it allows before git acts; the push's
+			// own event, with what became of each ref, comes after it.
+			final := func() (Event, bool) {
+				events := n.events.all()
+				for i := len(events) - 1; i >= before; i-- {
+					if !slices.ContainsFunc(events[i].Updates, func(u RefUpdate) bool { return u.Result == "allowed" }) {
+						return events[i], true
+					}
+				}
+				return Event{}, false
+			}
+			require.Eventually(t, func() bool { _, ok := final(); return ok }, 10*time.Second, 20*time.Millisecond)
+			e, _ := final()
+			assert.Equal(t, tt.want, refused(e))
 		})
 	}
 }

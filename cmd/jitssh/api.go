@@ -114,6 +114,9 @@ func errorCode(err error) string {
 		{approvals.ErrRateLimited, "rate_limited"},
 		{approvals.ErrIssue, codeNotIssued},
 		{approvals.ErrAudit, codeAuditUnavailable},
+		{approvals.ErrPolicyChanged, codePolicyChanged},
+		{approvals.ErrNoLeader, codeNoLeader},
+		{approvals.ErrNotNode, codeNotNode},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code
@@ -131,12 +134,25 @@ const codeNotIssued = "not_issued"
 // effect, once the log takes writes again.
 const codeAuditUnavailable = "audit_unavailable"
 
+// The cluster's refusals (see approvals.ErrPolicyChanged, ErrNoLeader,
+// ErrNotNode): the node that took the call cannot have the cluster make
+// the change now. What the client can do is ask again or ask another node;
+// which peer or policy version is the operator's business.
+const (
+	codePolicyChanged = "policy_changed"
+	codeNoLeader      = "no_leader"
+	codeNotNode       = "not_node"
+)
+
 // internalMessages are what a client is told, in place of the error, for
 // the codes whose detail stays in the log.
 var internalMessages = map[string]string{
 	codeInternal:         "internal error",
 	codeAuditUnavailable: "audit log unavailable: your change is held until the daemon can record it; nothing depends on it until then",
 	codeNotIssued:        "the request is approved, but its certificate is not issued yet; the daemon keeps trying, and waiting on the request picks it up",
+	codePolicyChanged:    "this node's policy differs from the cluster's, so it decides nothing until an operator reloads it; nothing was changed: ask another node",
+	codeNoLeader:         "the cluster has no leader this node can reach; the change was not acknowledged (reading the request tells whether it was made): try again shortly",
+	codeNotNode:          "this node cannot reach the cluster's leader (a peer is not a node of this cluster); nothing was changed",
 }
 
 // errorID names one internal error in the log.

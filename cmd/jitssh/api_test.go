@@ -347,6 +347,12 @@ func TestAPIInternalErrorsStayInTheLog(t *testing.T) {
 			"not_issued", "its certificate is not issued yet", "leadership lost"},
 		{"audit log unavailable", fmt.Errorf("approve: %w: the change is applied and will be recorded when the log takes writes again: write /var/log/jitssh/audit.log: %w", approvals.ErrAudit, os.ErrPermission),
 			"audit_unavailable", "audit log unavailable: your change is held", "/var/log/jitssh/audit.log"},
+		{"policy differs from the cluster's", fmt.Errorf("approve: %w (the cluster runs sha256:0123456789ab, this node decided under sha256:ba9876543210)", approvals.ErrPolicyChanged),
+			"policy_changed", "this node's policy differs from the cluster's", "sha256:0123456789ab"},
+		{"no leader", fmt.Errorf("submit: %w: dial 10.0.0.3:2201: connection refused", approvals.ErrNoLeader),
+			"no_leader", "the cluster has no leader this node can reach", "10.0.0.3:2201"},
+		{"peer not a node", fmt.Errorf("submit: call 10.0.0.3:2201: %w: certificate names node %q", approvals.ErrNotNode, "mallory"),
+			"not_node", "this node cannot reach the cluster's leader", "mallory"},
 		{"refusal", fmt.Errorf("%w: no request %q", approvals.ErrNotFound, "req-1"), "not_found", `not found: no request "req-1"`, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -724,22 +724,7 @@ func TestCertificateLoginOpenSSH(t *testing.T) {
 	// The expired one is signed by the same CA on a clock two hours
 	// back, so that its hour ran out an hour ago.
 	expired := filepath.Join(dir, "expired.cert")
-	{
-		authority, err := ca.Load(caDir)
-		require.NoError(t, err)
-		authority.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
-		pubData, err := os.ReadFile(key + ".pub")
-		require.NoError(t, err)
-		pub, _, _, _, err := ssh.ParseAuthorizedKey(pubData)
-		require.NoError(t, err)
-		g, err := principals.Parse(grant)
-		require.NoError(t, err)
-		serials, err := ca.OpenSerialFile(filepath.Join(caDir, "serial"))
-		require.NoError(t, err)
-		cert, err := authority.Sign(ca.CertRequest{PublicKey: pub, KeyID: "alice/expired", Grants: []principals.Grant{g}, TTL: time.Hour}, serials)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(expired, ssh.MarshalAuthorizedKey(cert), 0o644))
-	}
+	signExpired(t, caDir, key+".pub", expired, "alice/expired", grant)
 
 	good, _ := sign("good", caDir, "1h", "--grant", grant)
 	fromHere, _ := sign("from-here", caDir, "1h", "--grant", grant, "--source-address", "127.0.0.1/32")

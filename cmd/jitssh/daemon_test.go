@@ -30,6 +30,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
@@ -301,8 +302,13 @@ func (brokenRevocations) Revoked() ([]uint64, error) {
 	return nil, errors.New("read revoked serials: /var/lib/jitssh/data")
 }
 
+func (brokenRevocations) Status() approvals.NodeStatus {
+	return approvals.NodeStatus{Problems: []string{"state unreadable"}}
+}
+
 // TestRevocationListsFailClosed: when the state cannot be read, both
-// revocation lists answer 503 rather than an empty list, and say no more.
+// revocation lists answer 503 rather than an empty list, and say no more;
+// /healthz says the node is unhealthy.
 func TestRevocationListsFailClosed(t *testing.T) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
@@ -320,6 +326,13 @@ func TestRevocationListsFailClosed(t *testing.T) {
 		assert.Equal(t, "revocation list unavailable\n", string(body), path)
 	}
 	assert.Equal(t, 2, strings.Count(log.String(), "/var/lib/jitssh/data"), "the log has the detail")
+
+	resp, err := http.Get(srv.URL + "/healthz")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "/healthz follows the node's status")
+	assert.Equal(t, "unhealthy: state unreadable\n", string(body))
 }
 
 // BenchmarkAPISubmitAutoApprove is issued certificates per second on the
@@ -360,8 +373,14 @@ func TestDaemonHostKeyIsVerified(t *testing.T) {
 	assert.Contains(t, err.Error(), "not in the known_hosts file")
 }
 
+// TestRequestsWatch: a watch lists what is pending, then shows each change
+// as it happens. The first request is made before the watch starts, so it
+// can only come from the listing; the second and the approval only from
+// the stream of events.
 func TestRequestsWatch(t *testing.T) {
 	d := startInProcessDaemon(t, "")
+	alice := d.client(t, "alice")
+	first := d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "first"})
 	cmd := exec.Command(jitsshBin, "requests", "watch")
 	cmd.Env = append(os.Environ(), d.env("bob")...)
 	out, err := cmd.StdoutPipe()
@@ -375,17 +394,26 @@ func TestRequestsWatch(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	time.Sleep(300 * time.Millisecond) // let the watch subscribe
-	resp := d.submit(t, d.client(t, "alice"), "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/main", Access: "write", TTL: "10m", Reason: "x"})
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case l := <-lines:
-			if strings.Contains(l, resp.Request.ID) && strings.Contains(l, "pending") {
-				return
+	// expect reads lines until one names id in state, failing after 10s.
+	expect := func(id, state, why string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case l := <-lines:
+				if strings.Contains(l, id) && strings.Contains(l, state) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("requests watch did not show %s %s (%s) within 10s", id, state, why)
 			}
-		case <-deadline:
-			t.Fatal("requests watch did not show the new request within 5s")
 		}
 	}
+	// The watch subscribes before it lists, so once the listing is out,
+	// every later change reaches it.
+	expect(first.Request.ID, "pending", "the listing")
+	second := d.submit(t, alice, "alice", apiRequest{Repo: "demo/app", Ref: "refs/heads/feature/x", Access: "write", TTL: "10m", Reason: "second"})
+	expect(second.Request.ID, "pending", "a new request")
+	deny(t, d, d.client(t, "bob"), second.Request.ID)
+	expect(second.Request.ID, "denied", "a decision")
 }

@@ -113,6 +113,7 @@ func commands() []*cli.Command {
 		principalsCommand(),
 		gitServerCommand(),
 		serverCommand(),
+		operatorCommand(),
 		requestCommand(),
 		requestsCommand(),
 		decisionCommands()[0],

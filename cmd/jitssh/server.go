@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,10 +82,18 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 		defer log.Close()
 		auditLog, headLog = log, log
 	}
-	svc, err := approvals.Open(approvals.Options{
+	opts := approvals.Options{
 		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditLog,
 		HostKey: hostKey.PublicKey(),
-	})
+	}
+	if cfg.Cluster != nil {
+		// One listener for the node's peers and operators: raft and
+		// forwarded writes, over the cluster's mutual TLS.
+		if opts.Cluster, err = approvals.NewClusterOptions(cfg.Cluster); err != nil {
+			return err
+		}
+	}
+	svc, err := approvals.Open(opts)
 	if err != nil {
 		return err
 	}
@@ -125,7 +134,7 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 		addrs.HTTP = l.Addr()
 	}
 	if !withMetrics {
-		l, stop, err := serveHTTP(cfg.MetricsListen, metricsHandler(reg), logger)
+		l, stop, err := serveHTTP(cfg.MetricsListen, metricsHandler(reg, svc.Status), logger)
 		if err != nil {
 			return err
 		}
@@ -150,6 +159,9 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 
 	logger.Info("approval daemon listening", "api", addrs.API.String(), "http", cfg.HTTPListen, "metrics", cfg.MetricsListen,
 		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "ca", ssh.FingerprintSHA256(authority.PublicKey()))
+	if cfg.Cluster != nil {
+		logger.Info("cluster node", "node", cfg.Cluster.NodeID, "bind", cfg.Cluster.Bind, "advertise", cfg.Cluster.AdvertiseAddr())
+	}
 	if ready != nil {
 		ready <- addrs
 	}
@@ -195,7 +207,7 @@ func serveHTTP(addr string, h http.Handler, logger *slog.Logger) (net.Listener, 
 // authenticating: nothing in it is secret. Both revocation lists fail
 // closed: when the state cannot be read, they answer 503 rather than an
 // empty list.
-func publicHandler(svc revocations, authority *ca.Authority, reg *prometheus.Registry, withMetrics bool, logger *slog.Logger) http.Handler {
+func publicHandler(svc publicState, authority *ca.Authority, reg *prometheus.Registry, withMetrics bool, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ca.pub", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -228,7 +240,7 @@ func publicHandler(svc revocations, authority *ca.Authority, reg *prometheus.Reg
 	if withMetrics {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", healthz(svc.Status))
 	return mux
 }
 
@@ -268,18 +280,46 @@ func signAuditHead(ctx context.Context, log *audit.Log, key ssh.Signer, logger *
 	}
 }
 
-// revocations is what the public endpoints read from the Service.
-type revocations interface {
+// publicState is what the public endpoints read from the Service.
+type publicState interface {
 	KRL() ([]byte, error)
 	Revoked() ([]uint64, error)
+	Status() approvals.NodeStatus
 }
 
 // metricsHandler serves /metrics and /healthz on metrics_listen.
-func metricsHandler(reg *prometheus.Registry) http.Handler {
+func metricsHandler(reg *prometheus.Registry, status func() approvals.NodeStatus) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /healthz", healthz(status))
 	return mux
 }
 
-func healthz(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
+// healthz answers /healthz from the node's status (see serveHealth).
+func healthz(status func() approvals.NodeStatus) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { serveHealth(w, r, status()) }
+}
+
+// serveHealth answers /healthz: "ok" while the daemon takes writes, 503
+// with what stops it otherwise; the node's whole status as JSON when asked
+// with ?format=json or Accept: application/json (role, leader, last
+// contact with it, applied index, and any problems).
+func serveHealth(w http.ResponseWriter, r *http.Request, st approvals.NodeStatus) {
+	code := http.StatusOK
+	if !st.Healthy {
+		code = http.StatusServiceUnavailable
+	}
+	if r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json") {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = writeJSON(w, st)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	if st.Healthy {
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	fmt.Fprintln(w, "unhealthy: "+strings.Join(st.Problems, "; "))
+}

@@ -167,7 +167,9 @@ func TestStockOpenSSHGit(t *testing.T) {
 	r := runJitssh(t, nil, "ca", "init", "--dir", otherCA)
 	require.Equal(t, 0, r.code, r.stderr)
 
-	expired := s.credential(t, "expired", s.caDir, "1s", "git:write:demo/app:refs/heads/feature/*")
+	expired := s.credential(t, "expired", s.caDir, "")
+	expired.cert = expired.key + "-cert.pub"
+	expired.serial = signExpired(t, s.caDir, expired.key+".pub", expired.cert, "expired/req-1", "git:write:demo/app:refs/heads/feature/*")
 	dev := s.credential(t, "dev", s.caDir, "1h", "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
 	foreign := s.credential(t, "foreign", otherCA, "1h", "git:write:demo/app:refs/heads/feature/*")
 	revoked := s.credential(t, "revoked", s.caDir, "1h", "git:write:demo/app:refs/heads/feature/*")
@@ -207,8 +209,6 @@ func TestStockOpenSSHGit(t *testing.T) {
 		{"revoked serial", revoked, s.GitURL("demo/app"), "HEAD:refs/heads/feature/c"},
 		{"plain key", plain, s.GitURL("demo/app"), "HEAD:refs/heads/feature/c"},
 	}
-	// The expired certificate had one second; make sure it is gone.
-	time.Sleep(1100 * time.Millisecond)
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
 			out, err := s.git(tt.c, clone, "push", tt.url, tt.ref)

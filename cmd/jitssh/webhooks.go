@@ -52,6 +52,9 @@ func runWebhooks(ctx context.Context, svc *approvals.Service, hooks []approvals.
 	queue := make(chan *approvals.Request, webhookQueue)
 	go func() {
 		for r := range svc.AllEvents(ctx) {
+			if !svc.Leads() {
+				continue // in a cluster, the leader posts
+			}
 			select {
 			case queue <- r:
 			default:
