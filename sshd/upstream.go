@@ -64,6 +64,9 @@ type UpstreamOptions struct {
 	DialTimeout time.Duration
 	// Accounts maps a person (see PersonOf) to their Git host account.
 	Accounts map[string]string
+	// ServiceAccount is the Git host account of people Accounts does not
+	// list; when empty they are refused.
+	ServiceAccount string
 	// Git is the git binary that checks pushes; "git" when empty.
 	Git string
 	// Logger is the server's log; nil logs nothing.
@@ -76,8 +79,15 @@ type UpstreamOptions struct {
 // Upstream is a Git host behind the proxy. It is safe for concurrent use.
 type Upstream struct {
 	opts     UpstreamOptions
-	accounts atomic.Pointer[map[string]string]
+	accounts atomic.Pointer[hostAccounts]
 	algos    []string
+}
+
+// hostAccounts is who is who on the Git host: people's own accounts, and
+// the service account of everyone else ("" for none).
+type hostAccounts struct {
+	people  map[string]string
+	service string
 }
 
 // NewUpstream checks opts and returns the Git host they describe.
@@ -110,7 +120,7 @@ func NewUpstream(opts UpstreamOptions) (*Upstream, error) {
 		opts.Now = time.Now
 	}
 	u := &Upstream{opts: opts}
-	if err := u.SetAccounts(opts.Accounts); err != nil {
+	if err := u.SetAccounts(opts.Accounts, opts.ServiceAccount); err != nil {
 		return nil, err
 	}
 	// Ask the host for the pinned keys' algorithms only, so that a host
@@ -141,22 +151,24 @@ func (c *UpstreamConfig) UpstreamOptions(logger *slog.Logger) (UpstreamOptions, 
 		return UpstreamOptions{}, fmt.Errorf("upstream ca_dir: %w", err)
 	}
 	return UpstreamOptions{
-		Address:     c.Address,
-		User:        c.User,
-		HostKeys:    keys,
-		Authority:   authority,
-		Profile:     profile,
-		Host:        c.Host,
-		TTL:         time.Duration(c.TTL),
-		DialTimeout: time.Duration(c.DialTimeout),
-		Accounts:    c.Accounts,
-		Logger:      logger,
+		Address:        c.Address,
+		User:           c.User,
+		HostKeys:       keys,
+		Authority:      authority,
+		Profile:        profile,
+		Host:           c.Host,
+		TTL:            time.Duration(c.TTL),
+		DialTimeout:    time.Duration(c.DialTimeout),
+		Accounts:       c.Accounts,
+		ServiceAccount: c.ServiceAccount,
+		Logger:         logger,
 	}, nil
 }
 
-// SetAccounts replaces the person-to-account map, as a reload does;
-// operations already running keep the account they started with.
-func (u *Upstream) SetAccounts(accounts map[string]string) error {
+// SetAccounts replaces the person-to-account map and the service account
+// ("" for none), as a reload does; operations already running keep the
+// account they started with.
+func (u *Upstream) SetAccounts(accounts map[string]string, service string) error {
 	m := make(map[string]string, len(accounts))
 	for person, account := range accounts {
 		if err := ca.CheckAccount(u.opts.Profile, account); err != nil {
@@ -164,7 +176,12 @@ func (u *Upstream) SetAccounts(accounts map[string]string) error {
 		}
 		m[person] = account
 	}
-	u.accounts.Store(&m)
+	if service != "" {
+		if err := ca.CheckAccount(u.opts.Profile, service); err != nil {
+			return fmt.Errorf("upstream service_account: %w", err)
+		}
+	}
+	u.accounts.Store(&hostAccounts{people: m, service: service})
 	return nil
 }
 
@@ -178,14 +195,18 @@ func PersonOf(keyID string) string {
 	return keyID
 }
 
-// account returns the Git host account of the identity's person.
+// account returns the Git host account of the identity's person: their
+// own, else the service account.
 func (u *Upstream) account(id *Identity) (string, error) {
 	person := PersonOf(id.KeyID)
-	account, ok := (*u.accounts.Load())[person]
-	if !ok {
-		return "", fmt.Errorf("%w: %q (key ID %q) is not in upstream accounts", ErrNoHostAccount, person, id.KeyID)
+	accounts := u.accounts.Load()
+	if account, ok := accounts.people[person]; ok {
+		return account, nil
 	}
-	return account, nil
+	if accounts.service != "" {
+		return accounts.service, nil
+	}
+	return "", fmt.Errorf("%w: %q (key ID %q) is not in upstream accounts, and there is no service_account", ErrNoHostAccount, person, id.KeyID)
 }
 
 // Decide is the proxy's Decide: the same decision on the grant, with no

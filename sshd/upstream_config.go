@@ -48,6 +48,12 @@ type UpstreamConfig struct {
 	// Accounts maps a person, as the grant certificate's key ID names
 	// them, to their account on the Git host.
 	Accounts map[string]string `yaml:"accounts"`
+	// ServiceAccount is the Git host account of everyone Accounts does
+	// not list; none when empty. The proxy holds each person to their
+	// grant, so one account that may reach every repository can serve
+	// them all; the host's log then names the person by the key ID
+	// (except on GitLab, which reads the key ID as the account).
+	ServiceAccount string `yaml:"service_account"`
 }
 
 func (u *UpstreamConfig) validate() error {
@@ -74,8 +80,13 @@ func (u *UpstreamConfig) validate() error {
 	if ttl := time.Duration(u.TTL); ttl != 0 && (ttl < 10*time.Second || ttl > ca.DefaultMaxTTL) {
 		bad("ttl %v: want 10s to %v", ttl, ca.DefaultMaxTTL)
 	}
-	if len(u.Accounts) == 0 {
-		bad("accounts: none listed, so nobody could reach the Git host")
+	if len(u.Accounts) == 0 && u.ServiceAccount == "" {
+		bad("accounts: none listed and no service_account, so nobody could reach the Git host")
+	}
+	if u.ServiceAccount != "" && err == nil {
+		if aerr := ca.CheckAccount(profile, u.ServiceAccount); aerr != nil {
+			bad("service_account: %v", aerr)
+		}
 	}
 	for _, person := range slices.Sorted(maps.Keys(u.Accounts)) {
 		if person == "" {

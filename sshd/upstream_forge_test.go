@@ -25,8 +25,10 @@ type forge struct {
 	ca *ca.Authority
 }
 
-// startForge serves the repositories under root to accounts.
-func startForge(t *testing.T, root string, accounts ...string) *forge {
+// startForge serves the repositories under root to accounts, reading
+// certificates as the host of profile does (host: the GitHub Enterprise
+// Server name of the github profile's login extension).
+func startForge(t *testing.T, root string, profile ca.Profile, host string, accounts ...string) *forge {
 	t.Helper()
 	requireGit(t)
 	caDir := filepath.Join(t.TempDir(), "forge-ca")
@@ -34,7 +36,9 @@ func startForge(t *testing.T, root string, accounts ...string) *forge {
 	require.NoError(t, err)
 	authority, err := ca.Load(caDir)
 	require.NoError(t, err)
-	fg := opensshtest.StartForge(t, opensshtest.ForgeConfig{CAPublicKey: authority.AuthorizedKey(), Root: root, Accounts: accounts})
+	fg := opensshtest.StartForge(t, opensshtest.ForgeConfig{
+		Profile: string(profile), Host: host, CAPublicKey: authority.AuthorizedKey(), Root: root, Accounts: accounts,
+	})
 	return &forge{Forge: fg, ca: authority}
 }
 

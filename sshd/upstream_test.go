@@ -26,17 +26,45 @@ type proxy struct {
 	up    *Upstream
 }
 
-// startProxy runs a forge for accounts and a proxy in front of it that
-// maps people to them; mod changes the proxy's upstream options.
+// startProxy runs a forge that knows the accounts people map to, and a
+// proxy in front of it that maps people to them; mod changes the proxy's
+// upstream options.
 func startProxy(t *testing.T, profile ca.Profile, people map[string]string, mod func(*UpstreamOptions)) *proxy {
 	t.Helper()
+	return startProxySpec(t, proxySpec{profile: profile, people: people, mod: mod})
+}
+
+// proxySpec is a forge and the proxy in front of it.
+type proxySpec struct {
+	profile ca.Profile
+	host    string            // the github profile's Enterprise Server name, for both
+	people  map[string]string // the proxy's accounts
+	service string            // the proxy's service account
+	// forgeAccounts are the accounts the forge knows; nil means those of
+	// people and the service account.
+	forgeAccounts []string
+	mod           func(*UpstreamOptions)
+}
+
+func startProxySpec(t *testing.T, spec proxySpec) *proxy {
+	t.Helper()
 	fx := newFixture(t)
-	var accounts []string
-	for _, a := range people {
-		accounts = append(accounts, a)
+	accounts := spec.forgeAccounts
+	if accounts == nil {
+		for _, a := range spec.people {
+			accounts = append(accounts, a)
+		}
+		if spec.service != "" {
+			accounts = append(accounts, spec.service)
+		}
 	}
-	fg := startForge(t, fx.root, accounts...)
-	up := fg.upstream(t, profile, people, mod)
+	fg := startForge(t, fx.root, spec.profile, spec.host, accounts...)
+	up := fg.upstream(t, spec.profile, spec.people, func(o *UpstreamOptions) {
+		o.Host, o.ServiceAccount = spec.host, spec.service
+		if spec.mod != nil {
+			spec.mod(o)
+		}
+	})
 	n := startNative(t, func(o *ServerOptions) {
 		o.Repos, o.Git, o.Upstream = nil, nil, up
 	})
@@ -53,7 +81,7 @@ func upstreamIdentity(t testing.TB, keyID string, grants ...string) *Identity {
 
 func TestUpstreamPushInsideTheGrantArrives(t *testing.T) {
 	t.Parallel()
-	p := startProxy(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, nil)
+	p := startProxy(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
 	alice := p.newUser("alice", time.Hour, "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
 	p.startAgent(alice)
 
@@ -94,7 +122,7 @@ func TestUpstreamPushInsideTheGrantArrives(t *testing.T) {
 
 func TestUpstreamPushOutsideTheGrantNeverReachesTheHost(t *testing.T) {
 	t.Parallel()
-	p := startProxy(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, nil)
+	p := startProxy(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
 	alice := p.newUser("alice", time.Hour, "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
 	p.startAgent(alice)
 	dir := t.TempDir()
@@ -165,7 +193,7 @@ func TestUpstreamPushOutsideTheGrantNeverReachesTheHost(t *testing.T) {
 
 func TestUpstreamForcePushWithForceGrant(t *testing.T) {
 	t.Parallel()
-	p := startProxy(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, nil)
+	p := startProxy(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
 	alice := p.newUser("alice", time.Hour, "git:force:demo/app:refs/heads/feature/*")
 	p.startAgent(alice)
 	dir := t.TempDir()
@@ -184,7 +212,7 @@ func TestUpstreamForcePushWithForceGrant(t *testing.T) {
 
 func TestUpstreamNarrowReadSeesOnlyGrantedRefs(t *testing.T) {
 	t.Parallel()
-	p := startProxy(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, nil)
+	p := startProxy(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
 	alice := p.newUser("alice", time.Hour, "git:read:demo/app:refs/heads/feature/*")
 	p.startAgent(alice)
 	for _, proto := range []string{"0", "1", "2"} {
@@ -214,7 +242,7 @@ func TestUpstreamNarrowReadSeesOnlyGrantedRefs(t *testing.T) {
 	// A reader of every ref gets the host's answer as it is.
 	bob := p.newUser("bob", time.Hour, "git:read:demo/app:*")
 	p.startAgent(bob)
-	p.up.SetAccounts(map[string]string{"alice": "alice-gitea", "bob": "alice-gitea"})
+	require.NoError(t, p.up.SetAccounts(map[string]string{"alice": "alice.gl", "bob": "alice.gl"}, ""))
 	out, err := p.gitAs(bob, t.TempDir(), "ls-remote", p.url("demo/app"))
 	require.NoError(t, err, out)
 	for _, ref := range []string{"HEAD", "refs/heads/main", "refs/heads/secret", "refs/heads/feature/a"} {
@@ -227,8 +255,8 @@ func TestUpstreamNarrowReadSeesOnlyGrantedRefs(t *testing.T) {
 func TestUpstreamPushCannotLinkHiddenHistory(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	fg := startForge(t, fx.root, "alice-gitea")
-	u := fg.upstream(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, nil)
+	fg := startForge(t, fx.root, ca.ProfileGitLab, "", "alice.gl")
+	u := fg.upstream(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
 	id := upstreamIdentity(t, "alice/req-1", "git:write:demo/app:refs/heads/feature/*")
 	d := u.Decide(id, "git-receive-pack 'demo/app'")
 	require.NoError(t, d.Err)
@@ -281,24 +309,35 @@ func TestUpstreamPushCannotLinkHiddenHistory(t *testing.T) {
 	}
 }
 
+// TestUpstreamCertificateShapes reads the certificate the forge was shown,
+// per profile, with ssh-keygen -L; the forge logs it into the account its
+// host would (see opensshtest.Forge), so a certificate of the wrong shape
+// fails the ls-remote.
 func TestUpstreamCertificateShapes(t *testing.T) {
 	t.Parallel()
 	keygen := requireTool(t, "ssh-keygen")
 	tests := []struct {
+		name    string
 		profile ca.Profile
 		host    string
-		account string
-		keyID   string
+		people  map[string]string
+		service string
+		account string // the account the forge logs in
+		keyID   string // as ssh-keygen -L prints it
 		ext     string // the extension line ssh-keygen -L prints
 	}{
-		{ca.ProfileGitHub, "", "alice-gh", `"alice/req-1"`, "login@github.com UNKNOWN OPTION"},
-		{ca.ProfileGitHub, "ghe.example.com", "alice-gh", `"alice/req-1"`, "login@ghe.example.com UNKNOWN OPTION"},
-		{ca.ProfileGitLab, "", "alice.smith", `"alice.smith"`, "(none)"},
-		{ca.ProfileGitea, "", "alice-gitea", `"alice/req-1"`, "(none)"},
+		{"github", ca.ProfileGitHub, "", map[string]string{"alice": "alice-gh"}, "", "alice-gh", `"alice/req-1"`, "login@github.com UNKNOWN OPTION"},
+		{"github enterprise server", ca.ProfileGitHub, "ghe.example.com", map[string]string{"alice": "alice-gh"}, "", "alice-gh", `"alice/req-1"`, "login@ghe.example.com UNKNOWN OPTION"},
+		{"gitlab", ca.ProfileGitLab, "", map[string]string{"alice": "alice.smith"}, "", "alice.smith", `"alice.smith"`, "(none)"},
+		{"gitea", ca.ProfileGitea, "", map[string]string{"alice": "alice-gitea"}, "", "alice-gitea", `"alice/req-1"`, "(none)"},
+		{"github person's own account before the service account", ca.ProfileGitHub, "", map[string]string{"alice": "alice-gh"}, "jitssh-bot", "alice-gh", `"alice/req-1"`, "login@github.com UNKNOWN OPTION"},
+		{"github service account", ca.ProfileGitHub, "", map[string]string{"bob": "bob-gh"}, "jitssh-bot", "jitssh-bot", `"alice/req-1"`, "login@github.com UNKNOWN OPTION"},
+		{"gitlab service account", ca.ProfileGitLab, "", nil, "jitssh-bot", "jitssh-bot", `"jitssh-bot"`, "(none)"},
+		{"gitea service account", ca.ProfileGitea, "", nil, "jitssh-bot", "jitssh-bot", `"alice/req-1"`, "(none)"},
 	}
 	for _, tt := range tests {
-		t.Run(string(tt.profile)+tt.host, func(t *testing.T) {
-			p := startProxy(t, tt.profile, map[string]string{"alice": tt.account}, func(o *UpstreamOptions) { o.Host = tt.host })
+		t.Run(tt.name, func(t *testing.T) {
+			p := startProxySpec(t, proxySpec{profile: tt.profile, host: tt.host, people: tt.people, service: tt.service})
 			alice := p.newUser("alice", time.Hour, "git:read:demo/app:*")
 			p.startAgent(alice)
 			out, err := p.gitAs(alice, t.TempDir(), "ls-remote", p.url("demo/app"))
@@ -325,6 +364,7 @@ func TestUpstreamCertificateShapes(t *testing.T) {
 				assert.Contains(t, string(list), "Extensions: (none)")
 			} else {
 				assert.Contains(t, string(list), tt.ext)
+				assert.Equal(t, map[string]string{ca.GitHubLoginExtension(tt.host): tt.account}, cert.Extensions)
 				assert.NotContains(t, string(list), "permit-")
 			}
 			assert.Contains(t, string(list), "Signing CA: ED25519 "+ssh.FingerprintSHA256(p.forge.ca.PublicKey()))
@@ -334,7 +374,7 @@ func TestUpstreamCertificateShapes(t *testing.T) {
 
 func TestUpstreamCertificateNeverOutlivesTheGrant(t *testing.T) {
 	t.Parallel()
-	p := startProxy(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, func(o *UpstreamOptions) { o.TTL = time.Hour })
+	p := startProxy(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, func(o *UpstreamOptions) { o.TTL = time.Hour })
 	alice := p.newUser("alice", 90*time.Second, "git:read:demo/app:*")
 	p.startAgent(alice)
 	out, err := p.gitAs(alice, t.TempDir(), "ls-remote", p.url("demo/app"))
@@ -345,13 +385,18 @@ func TestUpstreamCertificateNeverOutlivesTheGrant(t *testing.T) {
 	assert.LessOrEqual(t, cert.ValidBefore, alice.cert.ValidBefore, "the upstream certificate ends with the grant")
 }
 
+// TestUpstreamRefusals: when the Git host cannot be used, or the person
+// has no account there, every operation fails with a line that says so,
+// and the host's Git sees nothing: no login, no receive hook.
 func TestUpstreamRefusals(t *testing.T) {
 	t.Parallel()
+	const unreachable = "jitssh: the Git host is unreachable or refused jitssh; nothing was sent, try again later"
 	tests := []struct {
-		name    string
-		mod     func(t *testing.T, o *UpstreamOptions)
-		people  map[string]string
-		message string
+		name          string
+		mod           func(t *testing.T, o *UpstreamOptions)
+		people        map[string]string
+		forgeAccounts []string
+		message       string
 	}{
 		{
 			name: "wrong pinned host key",
@@ -366,11 +411,16 @@ func TestUpstreamRefusals(t *testing.T) {
 			mod: func(t *testing.T, o *UpstreamOptions) {
 				o.Address = closedPort(t)
 			},
-			message: "jitssh: the Git host is unreachable or refused jitssh; nothing was sent, try again later",
+			message: unreachable,
+		},
+		{
+			name:          "host that does not know the account",
+			forgeAccounts: []string{"bob.gl"},
+			message:       unreachable,
 		},
 		{
 			name:    "person without an account",
-			people:  map[string]string{"bob": "bob-gitea"},
+			people:  map[string]string{"bob": "bob.gl"},
 			message: "jitssh: you have no account on the Git host behind this server; ask its operator to add yours (upstream accounts)",
 		},
 	}
@@ -378,21 +428,29 @@ func TestUpstreamRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			people := tt.people
 			if people == nil {
-				people = map[string]string{"alice": "alice-gitea"}
+				people = map[string]string{"alice": "alice.gl"}
 			}
 			var mod func(*UpstreamOptions)
 			if tt.mod != nil {
 				mod = func(o *UpstreamOptions) { tt.mod(t, o) }
 			}
-			p := startProxy(t, ca.ProfileGitea, people, mod)
+			p := startProxySpec(t, proxySpec{profile: ca.ProfileGitLab, people: people, forgeAccounts: tt.forgeAccounts, mod: mod})
 			alice := p.newUser("alice", time.Hour, "git:write:demo/app:*")
 			p.startAgent(alice)
-			for _, args := range [][]string{{"ls-remote", p.url("demo/app")}, {"clone", "-q", p.url("demo/app"), "c"}} {
-				out, err := p.gitAs(alice, t.TempDir(), args...)
+			local := t.TempDir()
+			git(t, local, "init", "-q")
+			git(t, local, "commit", "-q", "--allow-empty", "-m", "x")
+			for _, args := range [][]string{
+				{"ls-remote", p.url("demo/app")},
+				{"clone", "-q", p.url("demo/app"), filepath.Join(t.TempDir(), "c")},
+				{"push", p.url("demo/app"), "HEAD:refs/heads/feature/x"},
+			} {
+				out, err := p.gitAs(alice, local, args...)
 				require.Error(t, err, out)
-				assert.Contains(t, out, tt.message)
+				assert.Contains(t, out, tt.message, args[0])
 			}
 			assert.Empty(t, p.forge.loginsSoFar(t), "nothing reached the host's Git")
+			assert.Empty(t, p.forge.hookRuns(t), "the host's receive hooks saw nothing")
 			var denied bool
 			for _, e := range p.events.all() {
 				denied = denied || e.Decision == Deny || e.Error != ""
@@ -404,7 +462,7 @@ func TestUpstreamRefusals(t *testing.T) {
 
 func TestUpstreamRefusesArchive(t *testing.T) {
 	t.Parallel()
-	p := startProxy(t, ca.ProfileGitea, map[string]string{"alice": "alice-gitea"}, nil)
+	p := startProxy(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
 	alice := p.newUser("alice", time.Hour, "git:read:demo/app:*")
 	p.startAgent(alice)
 	out, err := p.gitAs(alice, t.TempDir(), "archive", "--remote="+p.url("demo/app"), "main")
@@ -440,6 +498,9 @@ func TestUpstreamConfigChecks(t *testing.T) {
 		Profile: "gitea", CADir: "/var/lib/jitssh/forge-ca", Accounts: map[string]string{"alice": "alice-gitea"},
 	}
 	require.NoError(t, good.validate())
+	serviceOnly := good
+	serviceOnly.Accounts, serviceOnly.ServiceAccount = nil, "jitssh-bot"
+	require.NoError(t, serviceOnly.validate(), "a service account alone serves everyone")
 	tests := []struct {
 		name string
 		mod  func(*UpstreamConfig)
@@ -453,8 +514,9 @@ func TestUpstreamConfigChecks(t *testing.T) {
 		{"host for gitea", func(c *UpstreamConfig) { c.Host = "x.example.com" }, "host:"},
 		{"no CA", func(c *UpstreamConfig) { c.CADir = "" }, "ca_dir"},
 		{"TTL too short", func(c *UpstreamConfig) { c.TTL = Duration(time.Second) }, "ttl"},
-		{"no accounts", func(c *UpstreamConfig) { c.Accounts = nil }, "accounts: none listed"},
+		{"no accounts", func(c *UpstreamConfig) { c.Accounts = nil }, "accounts: none listed and no service_account"},
 		{"bad account", func(c *UpstreamConfig) { c.Accounts = map[string]string{"alice": "git:read:a/b:*"} }, "reads as a jitssh grant"},
+		{"bad service account", func(c *UpstreamConfig) { c.ServiceAccount = "jitssh bot" }, "service_account:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

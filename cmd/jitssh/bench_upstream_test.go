@@ -57,7 +57,7 @@ func BenchmarkGitHostProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	host := opensshtest.StartForge(b, opensshtest.ForgeConfig{CAPublicKey: forgeCA.AuthorizedKey(), Root: repo.root, Accounts: []string{benchHostAccount}})
+	host := opensshtest.StartForge(b, opensshtest.ForgeConfig{Profile: "gitlab", CAPublicKey: forgeCA.AuthorizedKey(), Root: repo.root, Accounts: []string{benchHostAccount}})
 
 	directKey, directPub := writeBenchUserKey(b, filepath.Join(dir, "direct"))
 	directCert, err := forgeCA.Sign(ca.CertRequest{Profile: ca.ProfileGitLab, PublicKey: directPub, Account: benchHostAccount, TTL: time.Hour}, caFixedSerial(1))

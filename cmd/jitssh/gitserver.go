@@ -134,7 +134,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	}
 	serving := []any{"addr", l.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "trusted_cas", len(v.CAs)}
 	if upstream != nil {
-		serving = append(serving, "upstream", cfg.Upstream.Address, "profile", cfg.Upstream.Profile, "accounts", len(cfg.Upstream.Accounts))
+		serving = append(serving, "upstream", cfg.Upstream.Address, "profile", cfg.Upstream.Profile, "accounts", len(cfg.Upstream.Accounts), "service_account", cfg.Upstream.ServiceAccount)
 	} else {
 		serving = append(serving, "repos", repos.Root())
 	}
@@ -174,7 +174,7 @@ func reloadVerifier(configPath string, checker sshd.RevocationChecker, current *
 		var v *sshd.Verifier
 		v, err = cfg.Verifier(checker)
 		if err == nil && upstream != nil {
-			err = upstream.SetAccounts(cfg.Upstream.Accounts)
+			err = upstream.SetAccounts(cfg.Upstream.Accounts, cfg.Upstream.ServiceAccount)
 		}
 		if err == nil {
 			current.Store(v)

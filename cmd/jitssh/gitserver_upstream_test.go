@@ -34,10 +34,10 @@ func TestGitServerUpstream(t *testing.T) {
 	forgePub, err := os.ReadFile(filepath.Join(forgeCA, ca.PublicKeyFile))
 	require.NoError(t, err)
 	root := repoRoot(t)
-	forge := opensshtest.StartForge(t, opensshtest.ForgeConfig{CAPublicKey: string(forgePub), Root: root, Accounts: []string{"alice.gl", "bob.gl"}})
+	forge := opensshtest.StartForge(t, opensshtest.ForgeConfig{Profile: "gitlab", CAPublicKey: string(forgePub), Root: root, Accounts: []string{"alice.gl", "bob.gl", "svc.gl"}})
 
 	audit := filepath.Join(dir, "git-audit.log")
-	accounts := "{alice: alice.gl}"
+	accounts, service := "{alice: alice.gl}", `""`
 	config := func(s *gitServerProc) string {
 		return fmt.Sprintf(`listen: %s
 host_key: %s
@@ -51,14 +51,16 @@ upstream:
   ca_dir: %s
   ttl: 2m
   accounts: %s
+  service_account: %s
 `, s.addr, filepath.Join(s.dir, "host_key"), filepath.Join(grantCA, ca.PublicKeyFile), audit,
-			forge.Addr, forge.User, forge.HostKeyPub, forgeCA, accounts)
+			forge.Addr, forge.User, forge.HostKeyPub, forgeCA, accounts, service)
 	}
 	s := startGitServerConfig(t, root, "", config)
 	assert.Contains(t, s.log.all.String(), `"upstream":"`+forge.Addr+`"`)
 
 	alice := st.credential(t, "alice", grantCA, "1h", "git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main")
 	bob := st.credential(t, "bob", grantCA, "1h", "git:read:demo/app:*")
+	carol := st.credential(t, "carol", grantCA, "1h", "git:read:demo/app:*")
 	_, port, _ := net.SplitHostPort(s.addr)
 	url := fmt.Sprintf("ssh://git@127.0.0.1:%s/demo/app", port)
 	gitAs := func(c credential, dir string, args ...string) (string, error) {
@@ -103,17 +105,23 @@ upstream:
 	assert.Contains(t, string(log), `"ref":"refs/heads/feature/x"`)
 	assert.Contains(t, string(log), "updating refs/heads/main needs write access")
 
-	// bob has no account yet; a reload maps one.
+	// bob and carol have no account yet; a reload maps bob's, and names
+	// a service account for everyone else.
 	logins := len(forge.Logins(t))
-	out, err = gitAs(bob, dir, "ls-remote", url)
-	require.Error(t, err, out)
-	assert.Contains(t, out, "you have no account on the Git host behind this server")
-	assert.Len(t, forge.Logins(t), logins, "nothing reached the host for bob")
-	accounts = "{alice: alice.gl, bob: bob.gl}"
+	for _, c := range []credential{bob, carol} {
+		out, err = gitAs(c, dir, "ls-remote", url)
+		require.Error(t, err, out)
+		assert.Contains(t, out, "you have no account on the Git host behind this server")
+	}
+	assert.Len(t, forge.Logins(t), logins, "nothing reached the host for bob or carol")
+	accounts, service = "{alice: alice.gl, bob: bob.gl}", "svc.gl"
 	require.NoError(t, os.WriteFile(s.config, []byte(config(s)), 0o600))
 	require.NoError(t, s.cmd.Process.Signal(syscall.SIGHUP))
 	s.waitLog(t, "reloaded trusted CAs")
-	out, err = gitAs(bob, dir, "ls-remote", url)
-	require.NoError(t, err, out)
-	assert.Contains(t, out, "refs/heads/secret")
+	for _, c := range []credential{bob, carol} {
+		out, err = gitAs(c, dir, "ls-remote", url)
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "refs/heads/secret")
+	}
+	assert.Equal(t, []string{"bob.gl\tgit-upload-pack 'demo/app.git'", "svc.gl\tgit-upload-pack 'demo/app.git'"}, forge.Logins(t)[logins:])
 }
