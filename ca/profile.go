@@ -71,9 +71,10 @@ func (p Profile) IsHost() bool { return p == ProfileGitHub || p == ProfileGitLab
 // as the account, so that the key ID can carry nothing else.
 func (p Profile) KeyIDIsAccount() bool { return p == ProfileGitLab }
 
-// GitHub's limit on a certificate's validity ("About SSH certificate
-// authorities", "Issuing certificates": GitHub refuses certificates valid
-// for a year or more, and ones that never expire).
+// GitHub's limit on a certificate's validity. GitHub refuses certificates
+// that never expire or expire more than 366 days after they were created
+// (https://github.blog/changelog/2024-03-20-new-ssh-cas-must-sign-expiring-certificates/);
+// jitssh stays under a year, backdating included.
 const githubMaxValidity = 365 * 24 * time.Hour
 
 // gitHubDotCom is the host of GitHub's own extension name.
@@ -158,8 +159,8 @@ func CheckHost(p Profile, host string) error {
 
 // GitHubLoginExtension is the extension by which GitHub knows whose a
 // certificate is: "login@github.com" on GitHub.com, "login@HOSTNAME" on a
-// GitHub Enterprise Server reached at HOSTNAME ("About SSH certificate
-// authorities", "Issuing certificates").
+// GitHub Enterprise Server reached at HOSTNAME
+// (https://docs.github.com/en/enterprise-cloud@latest/organizations/managing-git-access-to-your-organizations-repositories/about-ssh-certificate-authorities#issuing-certificates).
 func GitHubLoginExtension(host string) string {
 	if host == "" {
 		host = gitHubDotCom
@@ -167,9 +168,14 @@ func GitHubLoginExtension(host string) string {
 	return "login@" + host
 }
 
-// hostShape is what a host profile puts in a certificate for account:
-// principals, extensions and the key ID it requires, "" when any will do.
-func hostShape(p Profile, account, host string) (names []string, ext map[string]string, keyID string) {
+// HostShape is what host profile p puts in a certificate for account
+// (host: the github profile's Enterprise Server name, "" for github.com):
+// its principals, its extensions, and the key ID the host requires, ""
+// when any will do. An auditor holds an issued certificate to it.
+func HostShape(p Profile, account, host string) (names []string, ext map[string]string, keyID string) {
+	if host == gitHubDotCom {
+		host = ""
+	}
 	switch p {
 	case ProfileGitHub:
 		// GitHub reads only the login extension. The account is the
@@ -178,16 +184,19 @@ func hostShape(p Profile, account, host string) (names []string, ext map[string]
 		// stock sshd the tests play GitHub with, need one.
 		return []string{account}, map[string]string{GitHubLoginExtension(host): account}, ""
 	case ProfileGitLab:
-		// GitLab's "User lookup via OpenSSH's AuthorizedPrincipalsCommand"
-		// (gitlab-shell-authorized-principals-check %i ...) and group SSH
-		// certificates take the key ID as the username. The principal is
-		// the username too; list it, or %i, after the key ID in the
-		// principals command.
+		// GitLab takes the key ID as the username, self-managed behind
+		// OpenSSH (gitlab-shell-authorized-principals-check %i ...,
+		// https://docs.gitlab.com/ee/administration/operations/ssh_certificates.html)
+		// and in a group's SSH certificates
+		// (https://docs.gitlab.com/ee/user/group/ssh_certificates.html).
+		// The principal is the username too; list it, or %i, after the
+		// key ID in the principals command.
 		return []string{account}, map[string]string{}, account
 	case ProfileGitea:
 		// Gitea matches the certificate's principals against those a user
-		// registered ("SSH certificates"; SSH_TRUSTED_USER_CA_KEYS,
-		// SSH_AUTHORIZED_PRINCIPALS_ALLOW).
+		// registered (SSH_TRUSTED_USER_CA_KEYS,
+		// SSH_AUTHORIZED_PRINCIPALS_ALLOW:
+		// https://docs.gitea.com/administration/config-cheat-sheet#ssh-server-ssh).
 		return []string{account}, map[string]string{}, ""
 	}
 	return nil, nil, ""
@@ -205,11 +214,7 @@ func checkHostRequest(req CertRequest) ([]string, map[string]string, string, err
 	if err := CheckHost(req.Profile, req.Host); err != nil {
 		return nil, nil, "", err
 	}
-	host := req.Host
-	if host == gitHubDotCom {
-		host = ""
-	}
-	names, ext, keyID := hostShape(req.Profile, req.Account, host)
+	names, ext, keyID := HostShape(req.Profile, req.Account, req.Host)
 	switch {
 	case keyID == "":
 		keyID = req.KeyID

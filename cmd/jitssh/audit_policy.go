@@ -99,12 +99,15 @@ func policyVersion(path, digest string, pol *approvals.Policy, people map[string
 		}
 		if profile, err := ca.ParseHostProfile(r.Profile); err == nil {
 			// The rule issues certificates for the requester's account
-			// on a Git host, whose one principal is that account.
-			rule.HostPrincipals = func(requester string) []string {
-				if account := pol.Account(requester, profile); account != "" {
-					return []string{account}
+			// on a Git host, in the shape that host reads.
+			host := r.Host
+			rule.HostCert = func(requester string) (audit.HostCert, bool) {
+				account := pol.Account(requester, profile)
+				if account == "" {
+					return audit.HostCert{}, false
 				}
-				return nil
+				names, ext, keyID := ca.HostShape(profile, account, host)
+				return audit.HostCert{Principals: names, Extensions: ext, KeyID: keyID}, true
 			}
 		}
 		v.Rules[r.Name] = rule

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/jitssh/jitssh/audit"
 )
 
 // TestAuditPolicyHostRules: the auditor's copy of a policy knows which
@@ -15,8 +17,11 @@ func TestAuditPolicyHostRules(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, trust.versions, 1)
 	rules := trust.versions[0].Rules
-	require.NotNil(t, rules["github-write"].HostPrincipals)
-	assert.Equal(t, []string{"alice-gh"}, rules["github-write"].HostPrincipals("alice"))
-	assert.Nil(t, rules["github-write"].HostPrincipals("sam"), "sam lists no GitHub account")
-	assert.Nil(t, rules["read-anything"].HostPrincipals, "a grant rule")
+	require.NotNil(t, rules["github-write"].HostCert)
+	shape, ok := rules["github-write"].HostCert("alice")
+	require.True(t, ok)
+	assert.Equal(t, audit.HostCert{Principals: []string{"alice-gh"}, Extensions: map[string]string{"login@github.com": "alice-gh"}}, shape)
+	_, ok = rules["github-write"].HostCert("sam")
+	assert.False(t, ok, "sam lists no GitHub account")
+	assert.Nil(t, rules["read-anything"].HostCert, "a grant rule")
 }

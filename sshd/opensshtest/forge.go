@@ -17,10 +17,10 @@ import (
 //
 //   - "gitlab": the key ID is the username, as GitLab self-managed reads it
 //     with gitlab-shell-authorized-principals-check %i
-//     (https://docs.gitlab.com/administration/auth/ssh_certificates/);
+//     (https://docs.gitlab.com/ee/administration/operations/ssh_certificates.html);
 //   - "github": the value of the login@github.com extension (login@Host
 //     for a GitHub Enterprise Server), the only part GitHub reads
-//     (https://docs.github.com/en/organizations/managing-git-access-to-your-organizations-repositories/about-ssh-certificate-authorities);
+//     (https://docs.github.com/en/enterprise-cloud@latest/organizations/managing-git-access-to-your-organizations-repositories/about-ssh-certificate-authorities);
 //   - "gitea": a principal an account registered, whatever the key ID, as
 //     Gitea writes its authorized principals
 //     (https://docs.gitea.com/administration/config-cheat-sheet#ssh-server-ssh).
