@@ -109,6 +109,9 @@ func NewUpstream(opts UpstreamOptions) (*Upstream, error) {
 		opts.User = DefaultUpstreamUser
 	}
 	setDefault(&opts.TTL, DefaultUpstreamTTL)
+	if opts.TTL < MinUpstreamTTL || opts.TTL > MaxUpstreamTTL {
+		return nil, fmt.Errorf("upstream: ttl %v: want %v to %v", opts.TTL, MinUpstreamTTL, MaxUpstreamTTL)
+	}
 	setDefault(&opts.DialTimeout, DefaultUpstreamDialTimeout)
 	if opts.Git == "" {
 		opts.Git = "git"

@@ -18,6 +18,12 @@ const (
 	DefaultUpstreamUser        = "git"
 	DefaultUpstreamTTL         = 5 * time.Minute
 	DefaultUpstreamDialTimeout = 10 * time.Second
+	// MaxUpstreamTTL bounds the upstream certificate's life. Each
+	// operation gets its own, which the host checks once, when the
+	// connection is made, so it needs to outlive only that.
+	MaxUpstreamTTL = time.Hour
+	// MinUpstreamTTL leaves room for clock skew between proxy and host.
+	MinUpstreamTTL = 10 * time.Second
 )
 
 // UpstreamConfig is git-server's upstream block: every repository is
@@ -39,8 +45,8 @@ type UpstreamConfig struct {
 	// CADir is a CA directory (jitssh ca init) whose key the Git host
 	// trusts. Relative paths are taken from the config file's directory.
 	CADir string `yaml:"ca_dir"`
-	// TTL is the life of each certificate presented upstream; never more
-	// than what is left of the person's grant. 5m when zero.
+	// TTL is the life of each certificate presented upstream, 10s to 1h;
+	// never more than what is left of the person's grant. 5m when zero.
 	TTL Duration `yaml:"ttl"`
 	// DialTimeout bounds connecting and authenticating to the Git host;
 	// 10s when zero.
@@ -77,8 +83,8 @@ func (u *UpstreamConfig) validate() error {
 	if u.CADir == "" {
 		bad("ca_dir: missing (a CA the Git host trusts: jitssh ca init --dir DIR)")
 	}
-	if ttl := time.Duration(u.TTL); ttl != 0 && (ttl < 10*time.Second || ttl > ca.DefaultMaxTTL) {
-		bad("ttl %v: want 10s to %v", ttl, ca.DefaultMaxTTL)
+	if ttl := time.Duration(u.TTL); ttl != 0 && (ttl < MinUpstreamTTL || ttl > MaxUpstreamTTL) {
+		bad("ttl %v: want %v to %v", ttl, MinUpstreamTTL, MaxUpstreamTTL)
 	}
 	if len(u.Accounts) == 0 && u.ServiceAccount == "" {
 		bad("accounts: none listed and no service_account, so nobody could reach the Git host")
