@@ -39,6 +39,14 @@ func (s *Service) Authenticate(key ssh.PublicKey) (Actor, error) {
 	return s.Policy().resolve(Actor{Key: key})
 }
 
+// fingerprint names a key in a message, or says there was none.
+func fingerprint(key ssh.PublicKey) string {
+	if key == nil {
+		return "(none)"
+	}
+	return ssh.FingerprintSHA256(key)
+}
+
 // resolve checks that a's key identifies a person in p, the same person a
 // names when it names one, and returns the actor as p knows them.
 func (p *Policy) resolve(a Actor) (Actor, error) {
@@ -47,7 +55,7 @@ func (p *Policy) resolve(a Actor) (Actor, error) {
 	case ok && (a.Person == "" || a.Person == name):
 		return Actor{Person: name, Groups: groups, Key: a.Key}, nil
 	case a.Person == "":
-		return Actor{}, fmt.Errorf("%w: the key is not listed for anyone in the policy", ErrForbidden)
+		return Actor{}, fmt.Errorf("%w: the key %s is not listed for anyone in the policy: ask an admin to add it to your entry under people", ErrForbidden, fingerprint(a.Key))
 	}
 	if _, err := actor(p, a.Person); err != nil {
 		return Actor{}, err

@@ -129,8 +129,10 @@ func TestAuthenticate(t *testing.T) {
 	assert.Equal(t, "alice", got.Person)
 	assert.Equal(t, []string{"dev"}, got.Groups)
 
-	_, err = env.Authenticate(freshKey(t))
+	stranger := freshKey(t)
+	_, err = env.Authenticate(stranger)
 	require.ErrorIs(t, err, ErrForbidden)
+	assert.ErrorContains(t, err, "the key "+ssh.FingerprintSHA256(stranger)+" is not listed for anyone", "the refusal names the key to hand to an admin")
 	_, err = env.Authenticate(nil)
 	require.ErrorIs(t, err, ErrForbidden)
 }

@@ -37,10 +37,14 @@ const maxConfigSize = 4 << 20
 // Config is the approval daemon's configuration file: where it listens and
 // keeps its state, who the people are, and the rules they request under.
 type Config struct {
-	Listen            string    `yaml:"listen" json:"listen"`                             // SSH API address, e.g. 127.0.0.1:2200
-	HTTPListen        string    `yaml:"http_listen" json:"http_listen,omitempty"`         // public HTTP endpoints
-	MetricsListen     string    `yaml:"metrics_listen" json:"metrics_listen,omitempty"`   // /metrics on its own address; empty serves it on http_listen
-	HostKey           string    `yaml:"host_key" json:"host_key"`                         // the daemon's SSH host key file
+	Listen        string `yaml:"listen" json:"listen"`                           // SSH API address, e.g. 127.0.0.1:2200
+	HTTPListen    string `yaml:"http_listen" json:"http_listen,omitempty"`       // public HTTP endpoints
+	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen,omitempty"` // /metrics on its own address; empty serves it on http_listen
+	HostKey       string `yaml:"host_key" json:"host_key"`                       // the daemon's SSH host key file
+	// HostNames, when set, are the names clients dial the daemon by: the
+	// daemon signs its host key with the CA for them, so that clients
+	// may trust one "@cert-authority" known_hosts line instead of pinning.
+	HostNames         []string  `yaml:"host_names" json:"host_names,omitempty"`
 	DataDir           string    `yaml:"data_dir" json:"data_dir"`                         // raft log, snapshots and state
 	CADir             string    `yaml:"ca_dir" json:"ca_dir"`                             // read with ca.Load
 	AuditLog          string    `yaml:"audit_log" json:"audit_log"`                       // the hash-chained audit log

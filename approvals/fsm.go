@@ -324,7 +324,9 @@ func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
 	case msgRevoke:
 		cmd, err := decode[revokeCmd](t, body)
 		if res.err = err; err == nil {
-			res.request, res.err = st.revokeCertificate(index, cmd.ID, cmd.Decision)
+			d := cmd.Decision
+			d.Release = cmd.Kind == AuditRelease
+			res.request, res.err = st.revokeCertificate(index, cmd.ID, d)
 		}
 	case msgOffboard:
 		cmd, err := decode[offboardCmd](t, body)

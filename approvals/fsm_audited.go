@@ -166,12 +166,13 @@ func applyAuditedTxn(tx *txn, t msgType, body []byte, res *applyResult) ([]audit
 		if cmd.Kind != AuditRevoke && cmd.Kind != AuditRelease {
 			return nil, fmt.Errorf("%w: revocation kind %q", ErrBadRequest, cmd.Kind)
 		}
-		r, err := revokeCertificateTxn(tx, cmd.ID, cmd.Decision)
+		d := cmd.Decision
+		d.Release = cmd.Kind == AuditRelease
+		r, err := revokeCertificateTxn(tx, cmd.ID, d)
 		if err != nil {
 			return nil, err
 		}
 		res.request = r
-		d := cmd.Decision
 		return []auditEvent{{cmd.Kind, d.By, d.At, endData(r, d.By, d.Reason)}}, nil
 	case msgSetPolicy:
 		cmd, err := decode[setPolicyCmd](t, body)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"go.etcd.io/bbolt"
 )
 
@@ -232,40 +233,10 @@ func nodeID(dir string) (string, error) {
 		return "", fmt.Errorf("raft node ID: %w", err)
 	}
 	id := "jitssh-" + hex.EncodeToString(b[:])
-	if err := writeFileSync(path, []byte(id+"\n")); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("raft node ID: %w", err)
 	}
 	return id, nil
-}
-
-// writeFileSync writes a new file and syncs it and its directory, so the
-// file exists after a crash exactly when raft state written after it does.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // raftLog passes raft's log lines to slog. hclog writes each line as

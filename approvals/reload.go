@@ -3,6 +3,7 @@ package approvals
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 
 	"golang.org/x/crypto/ssh"
@@ -50,12 +51,46 @@ func (s *Service) SetPolicy(p *Policy) error {
 	}
 	// The policy is swapped only once its record and the offboarding are
 	// durable: a decision under the new policy never precedes them.
-	if _, err := s.commit(msgSetPolicy, cmd); err != nil {
+	res, err := s.commit(msgSetPolicy, cmd)
+	if err != nil {
 		return fmt.Errorf("set policy: offboard %d %s: %w; the old policy stays",
 			len(gone), plural(len(gone), "person", "people"), err)
 	}
 	s.policy = p
+	s.logOffboarded(gone, res)
 	return nil
+}
+
+// logOffboarded tells the operator who lost access with a policy change
+// and what it ended for each, so that removing a person from the file is
+// never silent. The audit log has the same, entry by entry.
+func (s *Service) logOffboarded(gone map[string]string, res *applyResult) {
+	if len(gone) == 0 {
+		return
+	}
+	type ended struct{ cancelled, revoked []string }
+	byPerson := make(map[string]*ended, len(gone))
+	for name := range gone {
+		byPerson[name] = &ended{}
+	}
+	if res != nil {
+		for _, r := range res.requests {
+			e := byPerson[r.Requester]
+			if e == nil {
+				continue
+			}
+			if r.State == StateCancelled {
+				e.cancelled = append(e.cancelled, r.ID)
+			} else {
+				e.revoked = append(e.revoked, fmt.Sprintf("%s (serial %d)", r.ID, r.Serial))
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(gone)) {
+		e := byPerson[name]
+		s.logger.Warn("offboarded by policy change", "event", "offboard", "person", name, "reason", gone[name],
+			"cancelled", e.cancelled, "revoked", e.revoked)
+	}
 }
 
 // offboarded returns the people of old whom p drops or who lost a key in

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/jitssh/jitssh/ca"
 )
 
 // State is where a request is in its lifecycle; see the package
@@ -38,6 +40,9 @@ const (
 	CertActive  CertState = "active"
 	CertExpired CertState = "expired"
 	CertRevoked CertState = "revoked"
+	// CertReleased: the requester ended the grant early; for a Git
+	// server it is revoked like any other.
+	CertReleased CertState = "released"
 )
 
 // Request is one request for access and everything that happened to it.
@@ -101,6 +106,9 @@ type Decision struct {
 	Reason    string    `json:"reason,omitempty"`
 	Signature string    `json:"signature,omitempty"` // a denier's SSHSIG, as given
 	Statement string    `json:"statement,omitempty"` // the exact message the denier signed
+	// Release marks the end of a grant by its own requester, who was
+	// done with it (jitssh release), apart from a revocation by others.
+	Release bool `json:"release,omitempty"`
 }
 
 // CertState returns the state of the request's certificate at now, or ""
@@ -109,6 +117,8 @@ func (r *Request) CertState(now time.Time) CertState {
 	switch {
 	case r.Certificate == "":
 		return ""
+	case r.Revoked != nil && r.Revoked.Release:
+		return CertReleased
 	case r.Revoked != nil:
 		return CertRevoked
 	case !now.Before(r.ValidBefore):
@@ -148,7 +158,7 @@ func (r *Request) GrantedTTL() Duration {
 
 // KeyID is the certificate key ID, which names the user and the request in
 // OpenSSH's logs.
-func (r *Request) KeyID() string { return r.Requester + "/" + r.ID }
+func (r *Request) KeyID() string { return ca.KeyID(r.Requester, r.ID) }
 
 // approvedBy reports whether person has approved r.
 func (r *Request) approvedBy(person string) bool {

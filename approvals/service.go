@@ -409,8 +409,10 @@ func (s *Service) startPolicy() error {
 	if len(gone) > 0 {
 		cmd.Offboard = gone
 	}
-	if _, err := s.commit(msgSetPolicy, cmd); err != nil {
+	res, err := s.commit(msgSetPolicy, cmd)
+	if err != nil {
 		return fmt.Errorf("record policy: %w", err)
 	}
+	s.logOffboarded(gone, res)
 	return nil
 }

@@ -1,7 +1,11 @@
 package approvals
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -72,8 +76,26 @@ func TestSetPolicyOffboards(t *testing.T) {
 	p, err := NewPolicy(c)
 	require.NoError(t, err)
 	env.clock.Advance(time.Minute)
+	var logged bytes.Buffer
+	env.Service.logger = slog.New(slog.NewJSONHandler(&logged, nil))
 	require.NoError(t, env.SetPolicy(p))
 	assert.Same(t, p, env.Policy())
+
+	// The operator is told, person by person, what the change ended.
+	said := map[string]map[string]any{}
+	for _, line := range bytes.Split(bytes.TrimSpace(logged.Bytes()), []byte("\n")) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal(line, &rec))
+		if rec["event"] == "offboard" {
+			said[rec["person"].(string)] = rec
+		}
+	}
+	require.Len(t, said, 2, "alice and bob are offboarded, carol is not: %s", logged.String())
+	assert.Equal(t, "removed from the policy", said["alice"]["reason"])
+	assert.Equal(t, []any{pending.ID}, said["alice"]["cancelled"])
+	assert.Equal(t, []any{fmt.Sprintf("%s (serial %d)", live.ID, live.Serial)}, said["alice"]["revoked"])
+	assert.Contains(t, said["bob"]["reason"], "removed from the policy")
+	assert.Equal(t, []any{fmt.Sprintf("%s (serial %d)", bobs.ID, bobs.Serial)}, said["bob"]["revoked"])
 
 	got, err := env.Get(pending.ID)
 	require.NoError(t, err)
@@ -275,4 +297,33 @@ func TestIssueRetriedInBackground(t *testing.T) {
 	env.mu.Lock()
 	assert.Empty(t, env.retry)
 	env.mu.Unlock()
+}
+
+// TestRequestTTL: a requester may give a request less time to wait than
+// the daemon's request_timeout, never more, and it expires at its own end.
+func TestRequestTTL(t *testing.T) {
+	env := newTestService(t, nil)
+	in := featureReq(t)
+	in.RequestTTL = 10 * time.Minute
+	short := env.submit(t, "alice", in)
+	assert.Equal(t, t0.Add(10*time.Minute), short.ExpiresAt)
+	long := env.submit(t, "alice", featureReq(t))
+
+	env.clock.Advance(10 * time.Minute)
+	next := env.expireDue(memdb.NewWatchSet())
+	assert.Equal(t, t0.Add(time.Hour), next, "the other request waits its full hour")
+	got, err := env.Get(short.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateExpired, got.State)
+	assert.Contains(t, got.Decision.Reason, "nobody decided within 10m0s")
+	got, err = env.Get(long.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StatePending, got.State)
+
+	for _, bad := range []time.Duration{time.Hour + time.Second, -time.Second} {
+		in := featureReq(t)
+		in.RequestTTL = bad
+		_, err := env.Service.Submit(ctx, env.as("alice"), in)
+		require.ErrorIs(t, err, ErrBadRequest, "request ttl %v", bad)
+	}
 }

@@ -26,6 +26,10 @@ type SignedRequest struct {
 	PublicKey string // the fresh key to certify, authorized_keys form
 	Signature string // armored SSHSIG, namespace audit.NamespaceRequest
 	DryRun    bool   // check and answer only: needs no signature, stores nothing
+	// RequestTTL is how long the request may wait for a decision, e.g.
+	// "15m"; empty takes the daemon's request_timeout. It only shortens a
+	// wait, so it is not part of what the requester signs.
+	RequestTTL string
 }
 
 // Statement is what person signs to make the request.
@@ -44,6 +48,13 @@ func (s *Service) SubmitSigned(ctx context.Context, who Actor, sr SignedRequest)
 			return nil, fmt.Errorf("%w: bad ttl %q", ErrBadRequest, sr.TTL)
 		}
 		in.TTL = ttl
+	}
+	if sr.RequestTTL != "" {
+		d, err := time.ParseDuration(sr.RequestTTL)
+		if err != nil {
+			return nil, fmt.Errorf("%w: bad request ttl %q", ErrBadRequest, sr.RequestTTL)
+		}
+		in.RequestTTL = d
 	}
 	if sr.PublicKey != "" || !sr.DryRun {
 		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(sr.PublicKey))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +24,9 @@ type SubmitInput struct {
 	Signature string        // the requester's SSHSIG over the request, stored as given
 	Statement string        // the exact message Signature signs, stored as given
 	DryRun    bool          // check and answer, store nothing
+	// RequestTTL is how long the request may wait for a decision; 0 takes
+	// the daemon's request_timeout, which is also the most it may be.
+	RequestTTL time.Duration
 }
 
 // Submit makes a request as who. It checks the input, the policy and the
@@ -141,6 +143,16 @@ func (s *Service) buildRequest(p *Policy, requester string, in SubmitInput, now 
 		return nil, fmt.Errorf("%w: ttl %v is outside %v to %v, the range of rule %s",
 			ErrBadRequest, ttl, rule.MinTTL, rule.MaxTTL, rule.Name)
 	}
+	waits := p.RequestTimeout()
+	switch {
+	case in.RequestTTL < 0:
+		return nil, fmt.Errorf("%w: request ttl %v is negative", ErrBadRequest, in.RequestTTL)
+	case in.RequestTTL > waits:
+		return nil, fmt.Errorf("%w: request ttl %v is longer than the %v a request may wait here (request_timeout)",
+			ErrBadRequest, in.RequestTTL, waits)
+	case in.RequestTTL > 0:
+		waits = in.RequestTTL
+	}
 	if rule.RequireReason && strings.TrimSpace(in.Reason) == "" {
 		return nil, fmt.Errorf("%w: rule %s requires a reason", ErrBadRequest, rule.Name)
 	}
@@ -160,11 +172,11 @@ func (s *Service) buildRequest(p *Policy, requester string, in SubmitInput, now 
 		PublicKey:     strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(in.PublicKey)), "\n"),
 		Rule:          rule.Name,
 		Policy:        p.Digest(),
-		Steps:         slices.Clone(rule.Approvals),
+		Steps:         append([]Step{}, rule.Approvals...), // [] rather than null when none
 		SourceAddress: rule.SourceAddress,
 		State:         StatePending,
 		CreatedAt:     now,
-		ExpiresAt:     now.Add(p.RequestTimeout()),
+		ExpiresAt:     now.Add(waits),
 		UpdatedAt:     now,
 		Approvals:     []Approval{},
 		Signature:     in.Signature,

@@ -33,7 +33,7 @@ func TestSubmitAutoApprove(t *testing.T) {
 	assert.Equal(t, in.PublicKey.Marshal(), cert.Key.Marshal())
 	assert.Equal(t, t0, r.IssuedAt)
 	assert.Equal(t, t0.Add(time.Hour), r.ValidBefore, "the rule's default TTL, from the moment of issue")
-	assert.Equal(t, t0.Add(-ca.DefaultSkew), r.ValidAfter)
+	assert.Equal(t, t0.Add(-ca.DefaultBackdate), r.ValidAfter)
 	assert.Equal(t, CertActive, r.CertState(t0))
 	assert.Equal(t, env.ca.PublicKey().Marshal(), cert.SignatureKey.Marshal())
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -72,6 +71,11 @@ func (c *checker) server(cfg *Config) {
 	} {
 		if f.val == "" {
 			c.bad(at(f.key), "%s: missing", f.key)
+		}
+	}
+	if len(cfg.HostNames) > 0 {
+		if err := ca.CheckHostNames(cfg.HostNames); err != nil {
+			c.bad(at("host_names"), "host_names: %v", err)
 		}
 	}
 	for i, w := range cfg.Webhooks {
@@ -274,8 +278,10 @@ func (c *checker) rule(i int, where string, r Rule, members map[string][]string,
 	c.steps(i, where, r, members, people)
 	c.ttls(i, where, r)
 
-	if err := checkSourceAddress(r.SourceAddress); err != nil {
-		c.bad(at("rules", i, "source_address"), "%s: source_address: %v", where, err)
+	if r.SourceAddress != "" {
+		if _, err := ca.ParseSourceAddress(r.SourceAddress); err != nil {
+			c.bad(at("rules", i, "source_address"), "%s: source_address: %v", where, err)
+		}
 	}
 	c.hostProfile(i, where, r)
 }
@@ -385,33 +391,6 @@ func (c *checker) ttls(i int, where string, r Rule) {
 		c.bad(at("rules", i, "default_ttl"), "%s: default_ttl %v is outside min_ttl %v to max_ttl %v",
 			where, r.DefaultTTL, r.MinTTL, r.MaxTTL)
 	}
-}
-
-// checkSourceAddress accepts what OpenSSH's source-address option accepts:
-// comma-separated IP addresses and CIDR prefixes without host bits. A list
-// OpenSSH cannot parse would make every certificate useless, so it is
-// caught when the config is read.
-func checkSourceAddress(list string) error {
-	if list == "" {
-		return nil
-	}
-	for _, entry := range strings.Split(list, ",") {
-		if strings.Contains(entry, "/") {
-			p, err := netip.ParsePrefix(entry)
-			if err != nil {
-				return fmt.Errorf("%q is not an address or CIDR prefix", entry)
-			}
-			if p.Masked() != p {
-				return fmt.Errorf("%q has host bits set (want %s)", entry, p.Masked())
-			}
-			continue
-		}
-		addr, err := netip.ParseAddr(entry)
-		if err != nil || addr.Zone() != "" {
-			return fmt.Errorf("%q is not an address or CIDR prefix", entry)
-		}
-	}
-	return nil
 }
 
 func stepsString(steps []Step) string {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -151,7 +152,7 @@ func checkJournalMarker(path string, journal bool) error {
 		if err := os.WriteFile(marker, []byte(journalMarker), 0o644); err != nil {
 			return fmt.Errorf("mark audit log %s as a journal: %w", path, err)
 		}
-		return syncDir(filepath.Dir(path))
+		return atomicfile.SyncDir(filepath.Dir(path))
 	case journal || errors.Is(err, fs.ErrNotExist):
 		return nil
 	case err != nil:

@@ -19,9 +19,9 @@ type CheckOptions struct {
 	// membership are not checked, and approval steps are checked by count
 	// only; CheckSummary.PeopleChecked is then false.
 	People map[string]Person
-	// Skew is how far before its issue entry a certificate may become
-	// valid; zero means DefaultSkew.
-	Skew time.Duration
+	// Backdate is how far before its issue entry a certificate may become
+	// valid: the CA's backdate. Zero means ca.DefaultBackdate.
+	Backdate time.Duration
 	// Policies are the versions of the policy the auditor holds. A request
 	// recorded with a policy version is judged against that version: its
 	// requester and approvers must be its people (or, for an approval, the
@@ -164,7 +164,7 @@ func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
 //     principals are exactly the grant, its key the requested key; it is a
 //     user certificate signed by a trusted CA, with a serial never used
 //     before, whose serial, key ID, principals and validity are those of
-//     the entry; it becomes valid no earlier than opts.Skew before the last
+//     the entry; it becomes valid no earlier than opts.Backdate before the last
 //     approval (the request, when the rule approves automatically) and
 //     expires no later than the granted TTL (the shortest among request and
 //     approvals) after the issue entry, to the second.

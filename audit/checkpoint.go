@@ -8,11 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/hiddeco/sshsig"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -160,28 +160,7 @@ func writeHeadFile(path string, b []byte, seq uint64) error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("read head file: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write head file: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		return fmt.Errorf("write head file %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // VerifyCheckpoint verifies the log read from r like Verify and checks it

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitssh/jitssh/ca"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -48,10 +49,6 @@ var (
 	// that is not on the record.
 	ErrRecord = errors.New("malformed record")
 )
-
-// DefaultSkew is how far before its issue time a certificate may become
-// valid when CheckOptions.Skew is zero: the CA's default backdate.
-const DefaultSkew = time.Minute
 
 // clockSlack absorbs the rounding of certificate times to whole seconds.
 const clockSlack = time.Second
@@ -123,8 +120,8 @@ func newChecker(opts CheckOptions) *checker {
 	for i := range opts.Policies {
 		c.versions[opts.Policies[i].Digest] = &opts.Policies[i]
 	}
-	if c.opts.Skew <= 0 {
-		c.opts.Skew = DefaultSkew
+	if c.opts.Backdate <= 0 {
+		c.opts.Backdate = ca.DefaultBackdate
 	}
 	c.sum.PeopleChecked = opts.People != nil
 	return c
@@ -353,8 +350,8 @@ func (c *checker) validity(approved, t, after, before time.Time, ttl time.Durati
 	switch {
 	case !before.After(after):
 		return fmt.Errorf("valid before %s is not after valid after %s", before.Format(time.RFC3339), after.Format(time.RFC3339))
-	case after.Before(approved.Add(-c.opts.Skew - clockSlack)):
-		return fmt.Errorf("valid from %s, more than %v before it was approved at %s", after.Format(time.RFC3339), c.opts.Skew, approved.Format(time.RFC3339))
+	case after.Before(approved.Add(-c.opts.Backdate - clockSlack)):
+		return fmt.Errorf("valid from %s, more than %v before it was approved at %s", after.Format(time.RFC3339), c.opts.Backdate, approved.Format(time.RFC3339))
 	case before.Sub(t) > ttl+clockSlack:
 		return fmt.Errorf("valid until %s, %v after it was issued, but the grant is %v", before.Format(time.RFC3339), before.Sub(t).Round(time.Second), ttl)
 	}

@@ -496,7 +496,7 @@ func checkFile(t *testing.T, path string, opts CheckOptions) (CheckSummary, erro
 }
 
 func TestValidityWindow(t *testing.T) {
-	c := &checker{opts: CheckOptions{Skew: time.Minute}}
+	c := &checker{opts: CheckOptions{Backdate: time.Minute}}
 	approved := time.Date(2025, 3, 3, 9, 0, 0, 0, time.UTC)
 	issued := approved.Add(5 * time.Second) // the issue entry may be written a while after signing
 	for _, tt := range []struct {

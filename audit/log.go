@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -146,7 +147,7 @@ func openFile(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create audit log: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("create audit log %s: sync directory: %w", path, err)
 	}

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -110,7 +110,7 @@ func (col *collector) add(e *Entry) {
 		if json.Unmarshal(e.Data, &d) != nil {
 			return
 		}
-		user, _, _ := strings.Cut(d.KeyID, "/")
+		user, _ := ca.ParseKeyID(d.KeyID)
 		col.addCert(&CertRecord{
 			Serial: d.Serial, KeyID: d.KeyID, Principals: d.Principals,
 			ValidAfter: d.ValidAfter.UTC(), ValidBefore: d.ValidBefore.UTC(),

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // TornTailError says where a log's torn tail is. It wraps ErrTornTail.
@@ -154,7 +156,7 @@ func moveTornTail(f *os.File, path string, t tail) (string, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = atomicfile.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return "", fmt.Errorf("write torn-tail sidecar %s: %w", sidecar, err)
@@ -166,17 +168,4 @@ func moveTornTail(f *os.File, path string, t tail) (string, error) {
 		return "", fmt.Errorf("sync %s after cutting its torn tail (saved in %s): %w", path, sidecar, err)
 	}
 	return sidecar, nil
-}
-
-// syncDir makes a directory entry (a created or renamed file) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

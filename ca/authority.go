@@ -13,9 +13,11 @@ import (
 
 // Defaults for the Authority's signing limits.
 const (
-	// DefaultSkew backdates ValidAfter so that a server whose clock is a
-	// little behind the CA's still accepts a fresh certificate.
-	DefaultSkew = time.Minute
+	// DefaultBackdate is how far before its issue time a certificate
+	// becomes valid, so that a server whose clock is a little behind the
+	// CA's still accepts a fresh certificate. (A server's own grace for
+	// clocks ahead of it is its configuration, not the signer's.)
+	DefaultBackdate = time.Minute
 	// DefaultMaxTTL is the absolute cap on a certificate's lifetime. Policy
 	// grants far shorter windows; the cap only stops a bug or a typo (8000h
 	// for 8h) from issuing a credential that outlives any reasonable task.
@@ -31,9 +33,9 @@ const (
 type Authority struct {
 	// Now is the clock Sign reads; New sets it to time.Now.
 	Now func() time.Time
-	// Skew is how far ValidAfter lies before the issue time. New sets
-	// DefaultSkew; a negative value counts as zero.
-	Skew time.Duration
+	// Backdate is how far ValidAfter lies before the issue time. New sets
+	// DefaultBackdate; a negative value counts as zero.
+	Backdate time.Duration
 	// MaxTTL caps CertRequest.TTL. New sets DefaultMaxTTL; zero or a
 	// negative value also means DefaultMaxTTL.
 	MaxTTL time.Duration
@@ -72,11 +74,11 @@ func New(key crypto.Signer) (*Authority, error) {
 		return nil, fmt.Errorf("new CA: %w", err)
 	}
 	return &Authority{
-		Now:    time.Now,
-		Skew:   DefaultSkew,
-		MaxTTL: DefaultMaxTTL,
-		signer: signer,
-		pub:    s.PublicKey(),
+		Now:      time.Now,
+		Backdate: DefaultBackdate,
+		MaxTTL:   DefaultMaxTTL,
+		signer:   signer,
+		pub:      s.PublicKey(),
 	}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -159,11 +160,11 @@ func Init(dir string, kt KeyType) (ssh.PublicKey, error) {
 		os.Remove(keyPath)
 		return nil, fmt.Errorf("init CA: write %s: %w", keyPath, err)
 	}
-	if err := writeFileAtomic(pubPath, []byte(a.AuthorizedKey()+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(pubPath, []byte(a.AuthorizedKey()+"\n"), 0o644); err != nil {
 		os.Remove(keyPath)
 		return nil, fmt.Errorf("init CA: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return nil, fmt.Errorf("init CA: %w", err)
 	}
 	return a.PublicKey(), nil
@@ -179,49 +180,6 @@ func writeSync(f *os.File, data []byte) error {
 		err = cerr
 	}
 	return err
-}
-
-// syncDir makes a file creation or rename inside dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to path so that readers see either the old
-// file or the complete new one, never a part: it writes a temporary file in
-// the same directory, syncs it, and renames it over path. On error nothing
-// is left behind.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(perm)
-	if err == nil {
-		err = writeSync(f, data)
-	} else {
-		f.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
 }
 
 // Load opens the CA kept in dir by Init. It refuses a private key file that

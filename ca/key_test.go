@@ -259,7 +259,7 @@ func TestNew(t *testing.T) {
 	for _, kt := range ca.KeyTypes {
 		a, err := ca.New(caKey(t, kt))
 		require.NoError(t, err, kt)
-		assert.Equal(t, ca.DefaultSkew, a.Skew)
+		assert.Equal(t, ca.DefaultBackdate, a.Backdate)
 		assert.Equal(t, ca.DefaultMaxTTL, a.MaxTTL)
 		require.NotNil(t, a.Now)
 		assert.WithinDuration(t, time.Now(), a.Now(), time.Hour)

@@ -81,7 +81,7 @@ func TestSignHostProfiles(t *testing.T) {
 			assert.Empty(t, cert.CriticalOptions)
 			assert.Equal(t, tt.keyID, cert.KeyId)
 			assert.Equal(t, uint64(7), cert.Serial)
-			assert.Equal(t, uint64(issued.Add(-ca.DefaultSkew).Unix()), cert.ValidAfter)
+			assert.Equal(t, uint64(issued.Add(-ca.DefaultBackdate).Unix()), cert.ValidAfter)
 			assert.Equal(t, uint64(issued.Add(5*time.Minute).Unix()), cert.ValidBefore)
 			for _, p := range cert.ValidPrincipals {
 				_, err := principals.Parse(p)
@@ -140,8 +140,8 @@ func TestSignGitHubValidityUnderAYear(t *testing.T) {
 		ttl     time.Duration
 		ok      bool
 	}{
-		{ca.ProfileGitHub, year - ca.DefaultSkew - time.Second, true},
-		{ca.ProfileGitHub, year - ca.DefaultSkew, false},
+		{ca.ProfileGitHub, year - ca.DefaultBackdate - time.Second, true},
+		{ca.ProfileGitHub, year - ca.DefaultBackdate, false},
 		{ca.ProfileGitHub, year, false},
 		// Other hosts set no such limit; the Authority's cap still holds.
 		{ca.ProfileGitea, year, true},

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // BreakGlassBit is set in every serial from a SerialFile. The approval
@@ -72,7 +74,7 @@ func (s *SerialFile) NextSerial() (uint64, error) {
 	if next >= BreakGlassBit {
 		return 0, fmt.Errorf("next serial: %w: %s holds %d", ErrSerialsExhausted, s.path, count)
 	}
-	if err := writeFileAtomic(s.path, []byte(strconv.FormatUint(next, 10)+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.path, []byte(strconv.FormatUint(next, 10)+"\n"), 0o600); err != nil {
 		return 0, fmt.Errorf("next serial: %w", err)
 	}
 	return next | BreakGlassBit, nil

@@ -60,7 +60,7 @@ func TestSignShape(t *testing.T) {
 		"git:write:demo/app:refs/heads/feature/*",
 		"git:read:demo/app:refs/heads/main",
 	}, cert.ValidPrincipals, "grants in order, duplicates dropped, nothing else")
-	assert.Equal(t, uint64(issued.Add(-ca.DefaultSkew).Unix()), cert.ValidAfter)
+	assert.Equal(t, uint64(issued.Add(-ca.DefaultBackdate).Unix()), cert.ValidAfter)
 	assert.Equal(t, uint64(issued.Add(90*time.Minute).Unix()), cert.ValidBefore)
 	assert.Empty(t, cert.Extensions, "no pty, forwarding, agent, X11 or user rc")
 	assert.Empty(t, cert.CriticalOptions)
@@ -87,7 +87,7 @@ func TestSignValidityWindow(t *testing.T) {
 		wantAfter  int64
 		wantBefore int64
 	}{
-		{"default skew", ca.DefaultSkew, time.Hour, issued, issued.Unix() - 60, issued.Unix() + 3600},
+		{"default backdate", ca.DefaultBackdate, time.Hour, issued, issued.Unix() - 60, issued.Unix() + 3600},
 		{"no skew", 0, 5 * time.Second, issued, issued.Unix(), issued.Unix() + 5},
 		{"negative skew counts as none", -time.Hour, time.Second, issued, issued.Unix(), issued.Unix() + 1},
 		{"longer skew", 5 * time.Minute, 8 * time.Hour, issued, issued.Unix() - 300, issued.Unix() + 8*3600},
@@ -97,7 +97,7 @@ func TestSignValidityWindow(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newCA(t, ca.Ed25519, tt.now)
-			a.Skew = tt.skew
+			a.Backdate = tt.skew
 			cert, err := a.Sign(ca.CertRequest{
 				PublicKey: userKey(t), KeyID: "alice/req-1",
 				Grants: []principals.Grant{grant(t, "git:read:demo/app:*")}, TTL: tt.ttl,

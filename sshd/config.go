@@ -22,6 +22,10 @@ type ServerConfig struct {
 	Listen string `yaml:"listen"`
 	// HostKey is the server's private host key; created (ed25519) if missing.
 	HostKey string `yaml:"host_key"`
+	// HostCertificate, when set, is a host certificate for HostKey (from
+	// `jitssh ca sign-host`), presented beside the plain key so that
+	// clients may trust the CA with one @cert-authority line.
+	HostCertificate string `yaml:"host_certificate"`
 	// TrustedCAKeys are files of trusted CA public keys; several for rotation.
 	TrustedCAKeys []string `yaml:"trusted_ca_keys"`
 	// Repos is the root of the bare repositories.
@@ -95,7 +99,7 @@ func LoadServerConfig(path string) (*ServerConfig, error) {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
 	base := filepath.Dir(path)
-	for _, p := range []*string{&c.HostKey, &c.Repos, &c.AuditLog, &c.Revocation.KRLFile} {
+	for _, p := range []*string{&c.HostKey, &c.HostCertificate, &c.Repos, &c.AuditLog, &c.Revocation.KRLFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}

@@ -22,7 +22,7 @@ var errHandshakeTimeout = errors.New("handshake timed out")
 // instead of sharing the CPU until every one of them times out.
 func (s *Server) admit(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	source := "?"
-	if ip := remoteIP(conn.RemoteAddr()); ip != nil {
+	if ip, ok := remoteIP(conn.RemoteAddr()); ok {
 		source = ip.String()
 	}
 	s.mu.Lock()

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,12 +189,10 @@ func (u *Upstream) SetAccounts(accounts map[string]string, service string) error
 
 // PersonOf returns the person a grant certificate's key ID names: the key
 // ID up to its last "/" ("alice" of "alice/req-01J..."), or the whole key
-// ID when it has none.
+// ID when it has none (see ca.ParseKeyID).
 func PersonOf(keyID string) string {
-	if i := strings.LastIndexByte(keyID, '/'); i > 0 {
-		return keyID[:i]
-	}
-	return keyID
+	person, _ := ca.ParseKeyID(keyID)
+	return person
 }
 
 // account returns the Git host account of the identity's person: their

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
+	"net/netip"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -195,53 +196,36 @@ func certSignedBytes(cert *ssh.Certificate) []byte {
 	return out[:len(out)-4]
 }
 
-// checkSourceAddress applies the source-address critical option: a
-// comma-separated list of addresses and CIDR ranges. A list with any
-// malformed entry refuses every client, as OpenSSH does.
+// checkSourceAddress applies the source-address critical option with the
+// signer's own grammar: a list with any malformed entry refuses every
+// client, as OpenSSH does.
 func checkSourceAddress(list string, remote net.Addr) error {
-	var nets []*net.IPNet
-	for _, entry := range strings.Split(list, ",") {
-		entry = strings.TrimSpace(entry)
-		if !strings.Contains(entry, "/") {
-			a := net.ParseIP(entry)
-			if a == nil {
-				return fmt.Errorf("%w: bad source-address entry %q", ErrSourceAddress, entry)
-			}
-			bits := 8 * net.IPv6len
-			if a4 := a.To4(); a4 != nil {
-				a, bits = a4, 8*net.IPv4len
-			}
-			nets = append(nets, &net.IPNet{IP: a, Mask: net.CIDRMask(bits, bits)})
-			continue
-		}
-		_, n, err := net.ParseCIDR(entry)
-		if err != nil {
-			return fmt.Errorf("%w: bad source-address entry %q", ErrSourceAddress, entry)
-		}
-		nets = append(nets, n)
+	allowed, err := ca.ParseSourceAddress(list)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSourceAddress, err)
 	}
-	ip := remoteIP(remote)
-	if ip == nil {
+	ip, ok := remoteIP(remote)
+	if !ok {
 		return fmt.Errorf("%w: no client address to check against %q", ErrSourceAddress, list)
 	}
-	for _, n := range nets {
-		if n.Contains(ip) {
-			return nil
-		}
+	if !allowed.Allows(ip) {
+		return fmt.Errorf("%w: %s not in %q", ErrSourceAddress, ip, list)
 	}
-	return fmt.Errorf("%w: %s not in %q", ErrSourceAddress, ip, list)
+	return nil
 }
 
-func remoteIP(a net.Addr) net.IP {
+// remoteIP is the client's address without port or zone.
+func remoteIP(a net.Addr) (netip.Addr, bool) {
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		return a.IP
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), ok
 	case nil:
-		return nil
+		return netip.Addr{}, false
 	}
-	host, _, err := net.SplitHostPort(a.String())
+	ap, err := netip.ParseAddrPort(a.String())
 	if err != nil {
-		return nil
+		return netip.Addr{}, false
 	}
-	return net.ParseIP(host)
+	return ap.Addr().Unmap(), true
 }

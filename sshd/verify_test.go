@@ -66,6 +66,10 @@ func TestVerify(t *testing.T) {
 		{name: "source address plain IP allowed", key: signCert(t, trusted, certOpts{critical: map[string]string{"source-address": "127.0.0.1"}}), remote: from},
 		{name: "source address refused", key: signCert(t, trusted, certOpts{critical: map[string]string{"source-address": "10.0.0.0/8"}}), remote: from, want: ErrSourceAddress},
 		{name: "source address malformed entry", key: signCert(t, trusted, certOpts{critical: map[string]string{"source-address": "127.0.0.1/32,bogus"}}), remote: from, want: ErrSourceAddress},
+		// OpenSSH refuses these lists outright; so must both front-ends,
+		// even though the client's address is inside the network meant.
+		{name: "source address host bits set", key: signCert(t, trusted, certOpts{critical: map[string]string{"source-address": "127.0.0.1/8"}}), remote: from, want: ErrSourceAddress},
+		{name: "source address with a space", key: signCert(t, trusted, certOpts{critical: map[string]string{"source-address": "10.0.0.0/8, 127.0.0.1"}}), remote: from, want: ErrSourceAddress},
 		{name: "source address without remote", key: signCert(t, trusted, certOpts{critical: map[string]string{"source-address": "127.0.0.1/32"}}), want: ErrSourceAddress},
 		{name: "revoked serial", key: signCert(t, trusted, certOpts{serial: 666}), checker: revoked, want: ErrRevoked},
 		{name: "same serial other CA not revoked", key: signCert(t, trusted, certOpts{serial: 667}), checker: revoked},

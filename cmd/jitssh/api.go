@@ -34,22 +34,24 @@ const maxAPIBody = 64 << 10
 
 // apiRequest is every method's input; each uses the fields it needs.
 type apiRequest struct {
-	ID        string   `json:"id,omitempty"`
-	Serial    uint64   `json:"serial,omitempty"`
-	Repo      string   `json:"repo,omitempty"`
-	Ref       string   `json:"ref,omitempty"`
-	Access    string   `json:"access,omitempty"`
-	TTL       string   `json:"ttl,omitempty"`
-	Reason    string   `json:"reason,omitempty"`
-	PublicKey string   `json:"public_key,omitempty"`
-	Signature string   `json:"signature,omitempty"`
-	DryRun    bool     `json:"dry_run,omitempty"`
-	After     uint64   `json:"after,omitempty"`
-	States    []string `json:"states,omitempty"`
-	Mine      bool     `json:"mine,omitempty"`
-	Limit     int      `json:"limit,omitempty"`
-	AfterID   string   `json:"after_id,omitempty"` // list: the Next of the page before
-	Token     string   `json:"token,omitempty"`    // workload-submit: the CI/CD job's OIDC token
+	ID     string `json:"id,omitempty"`
+	Serial uint64 `json:"serial,omitempty"`
+	Repo   string `json:"repo,omitempty"`
+	Ref    string `json:"ref,omitempty"`
+	Access string `json:"access,omitempty"`
+	TTL    string `json:"ttl,omitempty"`
+	// RequestTTL is submit's: how long the request may wait for a decision.
+	RequestTTL string   `json:"request_ttl,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	PublicKey  string   `json:"public_key,omitempty"`
+	Signature  string   `json:"signature,omitempty"`
+	DryRun     bool     `json:"dry_run,omitempty"`
+	After      uint64   `json:"after,omitempty"`
+	States     []string `json:"states,omitempty"`
+	Mine       bool     `json:"mine,omitempty"`
+	Limit      int      `json:"limit,omitempty"`
+	AfterID    string   `json:"after_id,omitempty"` // list: the Next of the page before
+	Token      string   `json:"token,omitempty"`    // workload-submit: the CI/CD job's OIDC token
 }
 
 // apiResponse is every method's output.
@@ -66,6 +68,9 @@ type apiResponse struct {
 	Rules    []ruleSummary        `json:"rules,omitempty"`
 	// CanApprove names the people who may still approve Request.
 	CanApprove []string `json:"can_approve,omitempty"`
+	// Node is whoami's answer about the daemon that answered: its role in
+	// the cluster, its leader, whether it takes writes.
+	Node *approvals.NodeStatus `json:"node,omitempty"`
 }
 
 // ruleSummary tells a person what one rule lets them request.

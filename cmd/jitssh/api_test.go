@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
@@ -126,8 +127,15 @@ func TestAPIBadInput(t *testing.T) {
 	// A plain key nobody listed gets nothing.
 	stranger := filepath.Join(t.TempDir(), "stranger")
 	require.NoError(t, exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger).Run())
-	resp, _ := d.rawAPI(t, methodWhoami, "{}", "-i", stranger)
+	resp, out := d.rawAPI(t, methodWhoami, "{}", "-i", stranger)
 	assert.False(t, resp.OK)
+	// The refusal names the key, so the person can hand it to an admin.
+	pub, err := os.ReadFile(stranger + ".pub")
+	require.NoError(t, err)
+	strangerKey, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+	require.NoError(t, err)
+	assert.Contains(t, resp.Error, "the key "+ssh.FingerprintSHA256(strangerKey)+" is not listed for anyone", out)
+	assert.Contains(t, resp.Error, "ask its admin to add it", out)
 }
 
 // hostKeyLine is the public half of the dev daemon's host key.

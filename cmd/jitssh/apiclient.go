@@ -163,7 +163,23 @@ func hostKeyCallback(file string) (ssh.HostKeyCallback, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read known_hosts %s: %w", file, err)
 	}
-	return cb, nil
+	return acceptPinnedUnderCertificate(cb), nil
+}
+
+// acceptPinnedUnderCertificate lets a daemon that presents a host
+// certificate in by its pinned plain key too. The client asks for
+// certificate algorithms first, so a daemon with host_names presents one;
+// an "@cert-authority" line accepts it, and without one the key inside the
+// certificate, which is what signs the handshake, must be pinned. The
+// plain check's error is kept, so its hints still name the key to pin.
+func acceptPinnedUnderCertificate(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
+	return func(host string, remote net.Addr, key ssh.PublicKey) error {
+		err := cb(host, remote, key)
+		if cert, ok := key.(*ssh.Certificate); ok && err != nil {
+			return cb(host, remote, cert.Key)
+		}
+		return err
+	}
 }
 
 // identitySigners prefers an identity file; otherwise the agent's plain

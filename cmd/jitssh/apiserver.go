@@ -40,7 +40,7 @@ const actorKey apiCtxKey = "jitssh-actor"
 // since any traffic counts against the idle timeout.
 const keepaliveRequest = "keepalive@openssh.com"
 
-func newAPIServer(svc *approvals.Service, hostKey ssh.Signer, limits approvals.Limits, logger *slog.Logger, metrics *daemonMetrics) *apiServer {
+func newAPIServer(svc *approvals.Service, hostKeys []ssh.Signer, limits approvals.Limits, logger *slog.Logger, metrics *daemonMetrics) *apiServer {
 	a := &apiServer{svc: svc, logger: logger, metrics: metrics, gate: newConnGate(limits, logger)}
 	a.srv = &gliderssh.Server{
 		Handler: a.handle,
@@ -79,7 +79,9 @@ func newAPIServer(svc *approvals.Service, hostKey ssh.Signer, limits approvals.L
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
 		ChannelHandlers:   map[string]gliderssh.ChannelHandler{"session": a.gate.limitSessions(gliderssh.DefaultSessionHandler)},
 	}
-	a.srv.AddHostKey(hostKey)
+	for _, k := range hostKeys {
+		a.srv.AddHostKey(k)
+	}
 	return a
 }
 
@@ -176,7 +178,8 @@ func readAPIRequest(r io.Reader) (apiRequest, error) {
 func (a *apiServer) call(ctx context.Context, who approvals.Actor, method string, req apiRequest) (*apiResponse, error) {
 	switch method {
 	case methodWhoami:
-		return &apiResponse{Person: who.Person, Groups: who.Groups, Key: ssh.FingerprintSHA256(who.Key)}, nil
+		node := a.svc.Status()
+		return &apiResponse{Person: who.Person, Groups: who.Groups, Key: ssh.FingerprintSHA256(who.Key), Node: &node}, nil
 	case methodSubmit:
 		r, err := a.svc.SubmitSigned(ctx, who, signedRequest(req))
 		if err != nil {
@@ -341,7 +344,7 @@ func decisionStatement(method, person string, r *approvals.Request, req apiReque
 
 func signedRequest(req apiRequest) approvals.SignedRequest {
 	return approvals.SignedRequest{Repo: req.Repo, Ref: req.Ref, Access: req.Access, TTL: req.TTL, Reason: req.Reason,
-		PublicKey: req.PublicKey, Signature: req.Signature, DryRun: req.DryRun}
+		PublicKey: req.PublicKey, Signature: req.Signature, DryRun: req.DryRun, RequestTTL: req.RequestTTL}
 }
 
 func signedDecision(req apiRequest) approvals.SignedDecision {

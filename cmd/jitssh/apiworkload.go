@@ -52,8 +52,8 @@ func (a *apiServer) handleWorkload(sess gliderssh.Session, key ssh.PublicKey, me
 		_ = sess.Exit(1)
 	}
 	if method != methodWorkloadSubmit {
-		fail(fmt.Errorf("%w: the key is not listed for anyone in the policy; it may only ask for a CI/CD workload certificate (%s)",
-			approvals.ErrForbidden, methodWorkloadSubmit))
+		fail(fmt.Errorf("%w: the key %s is not listed for anyone in the daemon's policy: ask its admin to add it to your entry under people (a key nobody is listed for may only ask for a CI/CD workload certificate)",
+			approvals.ErrForbidden, ssh.FingerprintSHA256(key)))
 		return
 	}
 	req, err := readAPIRequest(sess)

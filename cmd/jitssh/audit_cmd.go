@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/sshd"
 )
 
@@ -194,7 +195,10 @@ func userSerials(ix *audit.Index, user string) []uint64 {
 	}
 	for _, e := range ix.List(audit.Filter{Kind: audit.KindCASign}) {
 		var d audit.CASignData
-		if json.Unmarshal(e.Data, &d) == nil && (d.KeyID == user || strings.HasPrefix(d.KeyID, user+"/")) {
+		if json.Unmarshal(e.Data, &d) != nil {
+			continue
+		}
+		if person, _ := ca.ParseKeyID(d.KeyID); person == user {
 			serials = append(serials, d.Serial)
 		}
 	}

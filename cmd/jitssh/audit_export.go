@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // --- export ---
@@ -163,12 +164,12 @@ func auditReport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var out *pendingFile
+	var out *atomicfile.Pending
 	if path := c.String("out"); path != "" {
-		if out, err = createPending(path); err != nil {
+		if out, err = atomicfile.Create(path); err != nil {
 			return err
 		}
-		defer out.abort()
+		defer out.Abort()
 	}
 	logs, err := loadAuditLogs(c)
 	if err != nil {
@@ -207,7 +208,10 @@ func auditReport(c *cli.Context) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	if out != nil {
-		return out.commit(b.Bytes(), 0o644)
+		if _, err := out.Write(b.Bytes()); err != nil {
+			return err
+		}
+		return out.Commit(0o644)
 	}
 	_, err = c.App.Writer.Write(b.Bytes())
 	return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -36,6 +37,7 @@ func caCommand() *cli.Command {
 			caInitCommand(),
 			caPubkeyCommand(),
 			caSignCommand(),
+			caSignHostCommand(),
 			caKRLCommand(),
 		},
 		Action: commandGroup("ca"),
@@ -51,8 +53,10 @@ func caDirFlag() *cli.StringFlag {
 	}
 }
 
+// jsonFlag is --json for a command whose own variable, env, predates the
+// one JITSSH_JSON every command reads; both are honoured.
 func jsonFlag(env string) *cli.BoolFlag {
-	return &cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: []string{env}}
+	return &cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: []string{env, "JITSSH_JSON"}}
 }
 
 func caInitCommand() *cli.Command {
@@ -248,12 +252,12 @@ func caSign(c *cli.Context) error {
 	}
 	// Claim the output file's place before signing, so an unwritable --out
 	// is found before a serial is spent.
-	var out *pendingFile
+	var out *atomicfile.Pending
 	if path := c.String("out"); path != "" {
-		if out, err = createPending(path); err != nil {
+		if out, err = atomicfile.Create(path); err != nil {
 			return err
 		}
-		defer out.abort()
+		defer out.Abort()
 	}
 
 	req.PublicKey = userKey
@@ -273,7 +277,10 @@ func caSign(c *cli.Context) error {
 
 	line := certLine(cert)
 	if out != nil {
-		if err := out.commit([]byte(line+"\n"), 0o644); err != nil {
+		if _, err := out.Write([]byte(line + "\n")); err != nil {
+			return err
+		}
+		if err := out.Commit(0o644); err != nil {
 			return err
 		}
 	}
@@ -455,12 +462,7 @@ func caKRL(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("write KRL: %w", err)
 	}
-	out, err := createPending(outPath)
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	if err := out.commit(data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(outPath, data, 0o644); err != nil {
 		return err
 	}
 	logger(c).LogAttrs(c.Context, slog.LevelInfo, "KRL written",
@@ -552,60 +554,6 @@ func noArgs(c *cli.Context) error {
 		return usageError("unexpected argument %q", c.Args().First())
 	}
 	return nil
-}
-
-// pendingFile is an output file being written: a temporary file beside its
-// final path that becomes the file only on commit, so readers never see a
-// partial file and a failed command leaves nothing behind.
-type pendingFile struct {
-	f    *os.File
-	path string
-	done bool
-}
-
-func createPending(path string) (*pendingFile, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	return &pendingFile{f: f, path: path}, nil
-}
-
-// commit writes data, syncs it and renames the file into place.
-func (p *pendingFile) commit(data []byte, perm os.FileMode) error {
-	p.done = true
-	err := p.f.Chmod(perm)
-	if err == nil {
-		_, err = p.f.Write(data)
-	}
-	if err == nil {
-		err = p.f.Sync()
-	}
-	if cerr := p.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(p.f.Name(), p.path)
-	}
-	if err != nil {
-		os.Remove(p.f.Name())
-		return fmt.Errorf("write %s: %w", p.path, err)
-	}
-	if d, err := os.Open(filepath.Dir(p.path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// abort removes the temporary file unless commit ran; it is safe to defer.
-func (p *pendingFile) abort() {
-	if p.done {
-		return
-	}
-	p.done = true
-	p.f.Close()
-	os.Remove(p.f.Name())
 }
 
 // auditBreakGlass puts a break-glass signing on the audit log. The actor

@@ -48,6 +48,14 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	if err != nil {
 		return err
 	}
+	hostKeys := []ssh.Signer{hostKey}
+	if cfg.HostCertificate != "" {
+		cert, err := sshd.LoadHostCertificate(hostKey, cfg.HostCertificate, time.Now())
+		if err != nil {
+			return err
+		}
+		hostKeys = append(hostKeys, cert)
+	}
 	var repos *sshd.Repos
 	var upstream *sshd.Upstream
 	if cfg.Upstream != nil {
@@ -100,7 +108,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := sshd.NewServer(sshd.ServerOptions{
-		HostKeys:               []ssh.Signer{hostKey},
+		HostKeys:               hostKeys,
 		Verifier:               current.Load,
 		Repos:                  repos,
 		Git:                    git,

@@ -59,14 +59,27 @@ func startGitServer(t *testing.T, cas []string, krl string) *gitServerProc {
 // startGitServerWith is startGitServer with extra configuration lines.
 func startGitServerWith(t *testing.T, cas []string, krl, extra string) *gitServerProc {
 	t.Helper()
-	return startGitServerConfig(t, repoRoot(t), extra, func(s *gitServerProc) string { return s.configText(cas, krl) })
+	return startGitServerIn(t, t.TempDir(), cas, krl, extra)
+}
+
+// startGitServerIn is startGitServerWith with its files in dir, which may
+// hold a host key made beforehand.
+func startGitServerIn(t *testing.T, dir string, cas []string, krl, extra string) *gitServerProc {
+	t.Helper()
+	return startGitServerConfigIn(t, dir, repoRoot(t), extra, func(s *gitServerProc) string { return s.configText(cas, krl) })
 }
 
 // startGitServerConfig runs git-server with the configuration config
 // writes, serving root.
 func startGitServerConfig(t *testing.T, root, extra string, config func(s *gitServerProc) string) *gitServerProc {
 	t.Helper()
-	s := &gitServerProc{dir: t.TempDir(), root: root, addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
+	return startGitServerConfigIn(t, t.TempDir(), root, extra, config)
+}
+
+// startGitServerConfigIn is startGitServerConfig with its files in dir.
+func startGitServerConfigIn(t *testing.T, dir, root, extra string, config func(s *gitServerProc) string) *gitServerProc {
+	t.Helper()
+	s := &gitServerProc{dir: dir, root: root, addr: freeAddr(t), metrics: freeAddr(t), log: &lockedBuffer{ch: make(chan string, 1000)}, extra: extra}
 	s.config = filepath.Join(s.dir, "git-server.yaml")
 	require.NoError(t, os.WriteFile(s.config, []byte(config(s)), 0o600))
 	s.cmd = exec.Command(jitsshBin, "git-server", "--config", s.config)

@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 func TestHelpGolden(t *testing.T) {
 	for _, path := range []string{
 		"request", "request wait", "request cancel", "requests list", "requests show", "requests watch",
-		"approve", "deny", "revoke", "status", "release", "dev", "completion",
+		"approve", "deny", "revoke", "status", "whoami", "release", "dev", "completion",
 	} {
 		t.Run(path, func(t *testing.T) {
 			r := runJitssh(t, nil, append(strings.Fields(path), "--help")...)

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -37,7 +39,59 @@ func run(args []string) int {
 	if err == nil {
 		err = app.Run(flagsFirst(app, args))
 	}
+	if err != nil && jsonRequested(args) {
+		return jsonExitCode(err, app.ErrWriter)
+	}
 	return exitCode(err, app.ErrWriter)
+}
+
+// jsonRequested reports whether the command line asks for JSON, with
+// --json or JITSSH_JSON, so that its failure is JSON too. It reads the
+// arguments itself: a failed command may not have parsed its flags.
+func jsonRequested(args []string) bool {
+	for _, a := range args[1:] {
+		switch a {
+		case "--":
+			return false
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		case "--json=false", "-json=false":
+			return false
+		}
+	}
+	on, _ := strconv.ParseBool(os.Getenv("JITSSH_JSON"))
+	return on
+}
+
+// jsonError is a failure under --json: one object on stderr, so that
+// stdout still holds only answers.
+type jsonError struct {
+	Error string `json:"error"`
+	// Code is the daemon's code for a refusal (e.g. no_rule), or usage or
+	// error.
+	Code string `json:"code"`
+	Exit int    `json:"exit"`
+}
+
+// jsonExitCode is exitCode for a command asked for JSON.
+func jsonExitCode(err error, stderr io.Writer) int {
+	code := exitCode(err, io.Discard)
+	msg := err.Error()
+	if msg == "" {
+		// The command has answered on stdout already (a refused dry run).
+		return code
+	}
+	kind := "error"
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		kind = ae.Code
+	case code == exitUsage:
+		kind = "usage"
+	}
+	line, _ := json.Marshal(jsonError{Error: msg, Code: kind, Exit: code})
+	fmt.Fprintf(stderr, "%s\n", line)
+	return code
 }
 
 // exitCode reports err, if any, on stderr and returns the exit code.
@@ -120,6 +174,7 @@ func commands() []*cli.Command {
 		decisionCommands()[1],
 		decisionCommands()[2],
 		statusCommand(),
+		whoamiCommand(),
 		releaseCommand(),
 		devCommand(),
 		auditCommand(),

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // operatorTimeout bounds one operator call; a restore may take longer.
@@ -268,12 +269,7 @@ func operatorSnapshotCommand() *cli.Command {
 						if err != nil {
 							return err
 						}
-						out, err := createPending(path)
-						if err != nil {
-							return err
-						}
-						defer out.abort()
-						if err := out.commit(buf.Bytes(), 0o600); err != nil {
+						if err := atomicfile.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 							return err
 						}
 						fmt.Fprintf(c.App.Writer, "saved %d requests at raft index %d, last serial %d, audit entry %d, to %s\n",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,18 +18,14 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/principals"
 )
 
-// writeFileAtomic writes data to a temporary file beside path, syncs it
-// and renames it into place, so readers never see half a file.
+// writeFileAtomic replaces path so that readers never see half a file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	p, err := createPending(path)
-	if err != nil {
-		return err
-	}
-	defer p.abort()
-	return p.commit(data, perm)
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // isTerminal reports whether w is a terminal: only then are there colours
@@ -286,6 +283,8 @@ func relativeWhen(r *approvals.Request, now time.Time) string {
 	switch r.CertState(now) {
 	case approvals.CertRevoked:
 		return "revoked " + human(now.Sub(r.Revoked.At)) + " ago"
+	case approvals.CertReleased:
+		return "released " + human(now.Sub(r.Revoked.At)) + " ago"
 	case approvals.CertActive:
 		return "expires in " + human(r.ValidBefore.Sub(now))
 	case approvals.CertExpired:
@@ -448,6 +447,13 @@ func decide(c *cli.Context, method string) error {
 	// Sign exactly the request as stored: the statement names it by the
 	// hash of what the requester signed.
 	got, err := client.call(methodGet, apiRequest{ID: req.ID})
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Code == "not_found" {
+		// A request one may not see reads as unknown, so say what would
+		// make it visible rather than whether it exists.
+		return &apiError{Code: ae.Code, Message: ae.Message + "; you see only your own requests and those waiting on a group you are in, so you cannot " +
+			method + " this one (jitssh whoami shows your groups)"}
+	}
 	if err != nil {
 		return err
 	}
@@ -511,6 +517,7 @@ type liveCert struct {
 	Request    string    `json:"request"`
 	KeyID      string    `json:"key_id"`
 	Serial     uint64    `json:"serial"`
+	State      string    `json:"state,omitempty"` // status only: the daemon's word on it, or "unknown"
 	Grants     []string  `json:"grants"`
 	ValidUntil time.Time `json:"valid_until"`
 	Left       string    `json:"left"`
@@ -530,15 +537,6 @@ func isJitsshCert(c *ssh.Certificate) bool {
 	return true
 }
 
-// requestOf takes the request ID from a key ID "user/req-...".
-func requestOf(keyID string) string {
-	_, id, ok := strings.Cut(keyID, "/")
-	if !ok {
-		return ""
-	}
-	return id
-}
-
 func liveCerts() ([]liveCert, error) {
 	certs, err := jitsshCertsInAgent()
 	if err != nil {
@@ -551,7 +549,8 @@ func liveCerts() ([]liveCert, error) {
 		if !now.Before(until) {
 			continue
 		}
-		out = append(out, liveCert{Request: requestOf(cert.KeyId), KeyID: cert.KeyId, Serial: cert.Serial,
+		_, request := ca.ParseKeyID(cert.KeyId)
+		out = append(out, liveCert{Request: request, KeyID: cert.KeyId, Serial: cert.Serial,
 			Grants: cert.ValidPrincipals, ValidUntil: until, Left: human(until.Sub(now)), cert: cert})
 	}
 	return out, nil
@@ -560,13 +559,21 @@ func liveCerts() ([]liveCert, error) {
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "your live jitssh certificates in ssh-agent, and the time they have left",
-		Flags: []cli.Flag{jsonOutFlag()},
+		Usage: "your jitssh certificates in ssh-agent, whether each still grants access, and the time it has left",
+		Description: "Lists the grant certificates in ssh-agent. When JITSSH_SERVER (or --server) names the\n" +
+			"daemon, each one's STATE is the daemon's word: active, revoked, released or expired; a\n" +
+			"revoked certificate stays in the agent until its lifetime ends, but no Git server accepts\n" +
+			"it. When the daemon cannot be asked, STATE is unknown and a note on stderr says why.",
+		Flags: append(clientFlags(), jsonOutFlag()),
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("unexpected argument %q", c.Args().First())
+			}
 			certs, err := liveCerts()
 			if err != nil {
 				return err
 			}
+			askDaemonState(c, certs)
 			if c.Bool("json") {
 				if certs == nil {
 					certs = []liveCert{}
@@ -578,11 +585,51 @@ func statusCommand() *cli.Command {
 				return nil
 			}
 			t := &grid{}
-			t.addText("REQUEST", "SERIAL", "GRANTS", "LEFT")
+			t.addText("REQUEST", "SERIAL", "STATE", "GRANTS", "LEFT")
 			for _, lc := range certs {
-				t.addText(lc.Request, strconv.FormatUint(lc.Serial, 10), strings.Join(lc.Grants, " "), lc.Left)
+				t.addText(lc.Request, strconv.FormatUint(lc.Serial, 10), lc.State, strings.Join(lc.Grants, " "), lc.Left)
 			}
 			return t.write(c.App.Writer, false)
 		},
+	}
+}
+
+// askDaemonState sets each certificate's State from the daemon's record of
+// its request: the agent cannot know that a certificate was revoked. A
+// daemon that cannot be asked leaves every State "unknown" and says why on
+// stderr, so that status still works offline.
+func askDaemonState(c *cli.Context, certs []liveCert) {
+	for i := range certs {
+		certs[i].State = "unknown"
+	}
+	if len(certs) == 0 {
+		return
+	}
+	if c.String("server") == "" {
+		fmt.Fprintln(c.App.ErrWriter, "note: no daemon named (JITSSH_SERVER or --server): whether each grant was revoked is unknown")
+		return
+	}
+	client, err := dialAPI(c)
+	if err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "note: could not ask the daemon whether these grants were revoked: %v\n", err)
+		return
+	}
+	defer client.Close()
+	now := time.Now()
+	for i, lc := range certs {
+		got, err := client.call(methodGet, apiRequest{ID: lc.Request})
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "note: %s: %v\n", lc.Request, err)
+			continue
+		}
+		if got.Request.Serial != lc.Serial {
+			// Not the certificate the daemon issued for that request.
+			fmt.Fprintf(c.App.ErrWriter, "note: %s: the daemon issued serial %d for it, the agent holds serial %d\n", lc.Request, got.Request.Serial, lc.Serial)
+			continue
+		}
+		certs[i].State = string(got.Request.CertState(now))
+		if certs[i].State != string(approvals.CertActive) {
+			certs[i].Left = "-" // the time left on the certificate grants nothing
+		}
 	}
 }

@@ -28,6 +28,8 @@ func TestRequestStateWords(t *testing.T) {
 		{"expired", approvals.Request{State: approvals.StateApproved, Serial: 7, Certificate: "c", ValidBefore: now.Add(-5 * time.Minute)}, "approved/expired", "expired 5m ago"},
 		{"revoked", approvals.Request{State: approvals.StateApproved, Serial: 7, Certificate: "c", ValidBefore: now.Add(time.Hour),
 			Revoked: &approvals.Decision{At: now.Add(-2 * time.Minute)}}, "approved/revoked", "revoked 2m ago"},
+		{"released", approvals.Request{State: approvals.StateApproved, Serial: 7, Certificate: "c", ValidBefore: now.Add(time.Hour),
+			Revoked: &approvals.Decision{At: now.Add(-3 * time.Minute), Release: true}}, "approved/released", "released 3m ago"},
 		{"denied", approvals.Request{State: approvals.StateDenied, UpdatedAt: now.Add(-time.Hour)}, "denied", "1h00m ago"},
 	}
 	for _, tt := range tests {

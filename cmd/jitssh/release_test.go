@@ -52,7 +52,7 @@ func TestReleaseNamesTheGrant(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, other+" released: git:read:demo/other:*, certificate serial", r.stdout[:len(other)+len(" released: git:read:demo/other:*, certificate serial")])
 	assert.Contains(t, r.stdout, "removed from ssh-agent")
-	assert.Equal(t, approvals.CertRevoked, certState(other))
+	assert.Equal(t, approvals.CertReleased, certState(other))
 
 	// --all: one grant in the agent, one in a file; the revoked one still
 	// sitting in the agent goes too.
@@ -67,7 +67,7 @@ func TestReleaseNamesTheGrant(t *testing.T) {
 	assert.Contains(t, r.stdout, inFile+" released: git:read:demo/other:*")
 	assert.Contains(t, r.stdout, app+" had already ended (git:read:demo/app:*): removed from ssh-agent")
 	for _, id := range []string{inAgent, inFile} {
-		assert.Equal(t, approvals.CertRevoked, certState(id), id)
+		assert.Equal(t, approvals.CertReleased, certState(id), id)
 	}
 	r = runJitssh(t, env, "status", "--json")
 	require.Equal(t, 0, r.code, r.stderr)

@@ -39,6 +39,7 @@ func requestCommand() *cli.Command {
 		&cli.StringFlag{Name: "access", Usage: "`ACCESS`: read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
 		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last, a `DURATION` such as 30m or 2h", DefaultText: "the policy's", EnvVars: []string{"JITSSH_TTL"}},
 		&cli.StringFlag{Name: "reason", Usage: "`TEXT`: why you need it", EnvVars: []string{"JITSSH_REASON"}},
+		&cli.DurationFlag{Name: "request-ttl", Usage: "how long the request may wait for approval, a `DURATION`; it expires after", DefaultText: "the daemon's request_timeout", EnvVars: []string{"JITSSH_REQUEST_TTL"}},
 		&cli.BoolFlag{Name: "no-wait", Usage: "print the request ID and exit; pick it up with 'jitssh request wait ID'"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "only say whether the request would be allowed, and under which rule"},
 		&cli.StringFlag{Name: "out", Usage: "write the key to `FILE` (0600) and the certificate to FILE-cert.pub instead of using ssh-agent"},
@@ -146,6 +147,13 @@ func runRequest(c *cli.Context) error {
 		}
 		req.TTL = ttl.String()
 	}
+	if c.IsSet("request-ttl") {
+		wait := c.Duration("request-ttl")
+		if wait <= 0 {
+			return usageError("--request-ttl %s: a request needs a positive time to wait (leave it out for the daemon's request_timeout)", wait)
+		}
+		req.RequestTTL = wait.String()
+	}
 	if !dryRun {
 		who, err := client.call(methodWhoami, apiRequest{})
 		if err != nil {
@@ -157,6 +165,9 @@ func runRequest(c *cli.Context) error {
 		}
 	}
 	resp, err := client.call(methodSubmit, req)
+	if err != nil && dryRun {
+		return printDryRunRefusal(c, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -180,9 +191,40 @@ func runRequest(c *cli.Context) error {
 	return waitAndInstall(c, client, r, resp.CanApprove, priv, ag, out, true)
 }
 
+// dryRunAnswer is `request --dry-run --json`: whether the policy would
+// take the request, under which rule, and what it would take.
+type dryRunAnswer struct {
+	Allowed     bool             `json:"allowed"`
+	Rule        string           `json:"rule,omitempty"`
+	Grant       string           `json:"grant,omitempty"`
+	TTL         string           `json:"ttl,omitempty"`
+	AutoApprove bool             `json:"auto_approve"`
+	Approvals   []approvals.Step `json:"approvals"`
+	// Reason says why not, when not allowed.
+	Reason string `json:"reason,omitempty"`
+}
+
+// printDryRunRefusal answers a dry run the policy refuses: as JSON on
+// stdout under --json (exit 1 all the same), else as the error it is.
+func printDryRunRefusal(c *cli.Context, err error) error {
+	var ae *apiError
+	if !c.Bool("json") || !errors.As(err, &ae) || ae.Code == codeInternal {
+		return err
+	}
+	if werr := writeJSON(c.App.Writer, dryRunAnswer{Reason: ae.Message, Approvals: []approvals.Step{}}); werr != nil {
+		return werr
+	}
+	return cli.Exit("", exitError)
+}
+
 func printDryRun(c *cli.Context, r *approvals.Request) error {
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, r)
+		steps := r.Steps
+		if steps == nil {
+			steps = []approvals.Step{}
+		}
+		return writeJSON(c.App.Writer, dryRunAnswer{Allowed: true, Rule: r.Rule, Grant: r.Grant,
+			TTL: time.Duration(r.TTL).String(), AutoApprove: r.State == approvals.StateApproved, Approvals: steps})
 	}
 	w := c.App.Writer
 	fmt.Fprintf(w, "allowed under rule %q: %s for %s\n", r.Rule, r.Grant, time.Duration(r.TTL))

@@ -78,7 +78,7 @@ func TestRequestOutDryRunAndRelease(t *testing.T) {
 	assert.Equal(t, "[]\n", r.stdout)
 	got, err := d.client(t, "alice").call(methodGet, apiRequest{ID: live[0].Request})
 	require.NoError(t, err)
-	assert.Equal(t, approvals.CertRevoked, got.Request.CertState(time.Now()))
+	assert.Equal(t, approvals.CertReleased, got.Request.CertState(time.Now()))
 }
 
 func TestRequestExitCodes(t *testing.T) {

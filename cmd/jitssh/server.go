@@ -32,11 +32,35 @@ func serverCommand() *cli.Command {
 			"the running one); SIGTERM stops it.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "configuration and policy file (YAML)", EnvVars: []string{"JITSSH_SERVER_CONFIG"}, Required: true},
+			&cli.BoolFlag{Name: "check", Usage: "check the configuration and what it names (policy, CA, keys, directories, cluster TLS), then exit without serving"},
 		},
-		Action: serveAction(func(ctx context.Context, config string, logger *slog.Logger) error {
-			return runDaemon(ctx, config, logger, nil)
-		}),
+		Action: func(c *cli.Context) error {
+			if c.Bool("check") {
+				return checkDaemonConfig(c)
+			}
+			return serveAction(func(ctx context.Context, config string, logger *slog.Logger) error {
+				return runDaemon(ctx, config, logger, nil)
+			})(c)
+		},
 	}
+}
+
+// checkDaemonConfig is `server --check`: everything a start would load,
+// loaded, and nothing served or written.
+func checkDaemonConfig(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageError("unexpected argument %q", c.Args().First())
+	}
+	setup, err := loadDaemonSetup(c.String("config"))
+	if err != nil {
+		return err
+	}
+	lines, err := setup.check()
+	if err != nil {
+		return err
+	}
+	printCheck(c.App.Writer, setup.path, lines)
+	return nil
 }
 
 // daemonAddrs are where a running daemon listens; Metrics is nil when
@@ -52,18 +76,11 @@ type daemonAddrs struct {
 // runDaemon runs the approval daemon until ctx is done. ready, when not
 // nil, receives the addresses once both listeners accept.
 func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, ready chan<- daemonAddrs) error {
-	cfg, err := approvals.LoadConfig(configPath)
+	setup, err := loadDaemonSetup(configPath)
 	if err != nil {
 		return err
 	}
-	policy, err := approvals.NewPolicy(cfg)
-	if err != nil {
-		return err
-	}
-	authority, err := ca.Load(cfg.CADir)
-	if err != nil {
-		return err
-	}
+	cfg, policy, authority := setup.cfg, setup.policy, setup.authority
 	hostKey, err := sshd.LoadOrCreateHostKey(cfg.HostKey, "approval daemon")
 	if err != nil {
 		return err
@@ -114,7 +131,16 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 
 	// The connection limits are read once: a reload changes the people
 	// and their limits, not the listener.
-	api := newAPIServer(svc, hostKey, cfg.Limits, logger, metrics)
+	hostKeys := []ssh.Signer{hostKey}
+	if len(cfg.HostNames) > 0 {
+		cert, err := newHostCertSigner(hostKey, authority, cfg.HostNames, time.Now)
+		if err != nil {
+			return err
+		}
+		go cert.renew(runCtx, logger)
+		hostKeys = append(hostKeys, cert)
+	}
+	api := newAPIServer(svc, hostKeys, cfg.Limits, logger, metrics)
 	apiL, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
