@@ -161,8 +161,9 @@ func TestPolicyDigestCoversEveryField(t *testing.T) {
 	daemonOnly := map[string][]string{
 		// Who may read requests, and how fast one person may make them, are
 		// the daemon's to enforce; neither changes what a request needs.
-		// The cluster block differs from node to node by design.
-		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "DataDir", "CADir", "AuditLog", "Webhooks",
+		// The cluster block differs from node to node by design. The host
+		// names only go into the daemon's own host certificate.
+		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "HostNames", "DataDir", "CADir", "AuditLog", "Webhooks",
 			"AuditorGroups", "Limits", "Cluster"},
 	}
 	for _, v := range []any{Config{}, Person{}, Rule{}, Step{}} {
