@@ -141,7 +141,10 @@ func (l *Log) checkpointAt(h head, signer ssh.Signer) (Entry, error) {
 	if err := l.submit(o); err != nil {
 		return Entry{}, err
 	}
-	if o.entry.Seq != 0 {
+	// Only a checkpoint entry right after what it covers leaves nothing
+	// new: when another entry slipped in between, the next tick must
+	// cover it, or a periodic checkpoint would never come again.
+	if o.entry.Seq != 0 && o.entry.Seq == hd.Seq+1 {
 		l.lastCheckpoint.Store(o.entry.Seq)
 	}
 	return o.entry, o.err

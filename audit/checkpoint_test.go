@@ -211,7 +211,7 @@ func TestHeadFileKeepsNewest(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, string(newer.Data)+"\n", string(got))
 
-	leftovers, err := filepath.Glob(path + HeadSuffix + ".tmp-*")
+	leftovers, err := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+HeadSuffix+".tmp-*"))
 	require.NoError(t, err)
 	assert.Empty(t, leftovers)
 }

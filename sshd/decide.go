@@ -3,6 +3,7 @@ package sshd
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jitssh/jitssh/principals"
 )
@@ -10,6 +11,25 @@ import (
 // ErrNotGranted is returned when the certificate's grants do not cover the
 // repository, or not with the access the service needs.
 var ErrNotGranted = errors.New("not granted")
+
+// notGranted is the ErrNotGranted of one request: what the grants lack on
+// the repository the client named. It is decided from the grants alone,
+// before the disk is touched.
+type notGranted struct {
+	repo    string
+	service Service
+	// have is the most the grants give on repo; zero when none names it.
+	have principals.Access
+}
+
+func (e *notGranted) Error() string {
+	if e.have == 0 {
+		return fmt.Sprintf("%v: no grant names %s", ErrNotGranted, e.repo)
+	}
+	return fmt.Sprintf("%v: %s needs %s access on %s", ErrNotGranted, e.service, e.service.Access(), e.repo)
+}
+
+func (e *notGranted) Unwrap() error { return ErrNotGranted }
 
 // Decision is the outcome of authorizing one exec request. When Err is nil
 // the operation may run, limited to Grants.
@@ -62,33 +82,54 @@ func decideGrants(id *Identity, exec string) Decision {
 	d.Grants = id.Grants.ForRepo(cmd.Repo)
 	// Grants are checked before the disk is touched, so a missing repo and
 	// a forbidden one cost the same and answer the same.
-	if len(d.Grants) == 0 {
-		d.Err = fmt.Errorf("%w: no grant names %s", ErrNotGranted, cmd.Repo)
+	if have := maxAccess(d.Grants); !have.Includes(cmd.Service.Access()) {
+		d.Err = &notGranted{repo: cmd.Repo, service: cmd.Service, have: have}
 		return d
-	}
-	if !anyAccess(d.Grants, cmd.Service.Access()) {
-		d.Err = fmt.Errorf("%w: %s needs %s access on %s", ErrNotGranted, cmd.Service, cmd.Service.Access(), cmd.Repo)
 	}
 	return d
 }
 
-func anyAccess(grants principals.Set, need principals.Access) bool {
+// maxAccess is the strongest access any of grants gives; zero for none.
+func maxAccess(grants principals.Set) principals.Access {
+	var have principals.Access
 	for _, g := range grants {
-		if g.Access.Includes(need) {
-			return true
-		}
+		have = max(have, g.Access)
 	}
-	return false
+	return have
 }
 
-// ClientMessage is the short text a refused client sees. It never says
-// whether a repository exists that the client may not see.
+// GrantRefusal starts every refusal a client sees for want of a grant
+// (none on the repository, too little access, a certificate that has
+// expired), so that a client such as jitssh git-ssh can tell them from
+// other failures and offer to request one.
+const GrantRefusal = "jitssh: not granted: "
+
+// ClientMessage is the short text a refused client sees: what was missing,
+// in terms of what the client itself sent and its own certificate. It
+// never says whether a repository the grants do not name exists: that
+// refusal is decided before the disk is touched and reads the same either
+// way. That a repository the grants name is missing, the holder may know.
 func ClientMessage(err error) string {
+	var ng *notGranted
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrRepoNotFound), errors.Is(err, ErrNotGranted):
-		return "jitssh: repository not found, or your grants do not allow this"
+	case errors.As(err, &ng) && ng.have == 0:
+		return fmt.Sprintf("%syour certificate has no grant on %s", GrantRefusal, truncate(ng.repo))
+	case errors.As(err, &ng):
+		return fmt.Sprintf("%s%s needs %s access on %s; your grant there gives %s", GrantRefusal, ng.service.what(), ng.service.Access(), truncate(ng.repo), ng.have)
+	case errors.Is(err, ErrNotGranted):
+		return strings.TrimSuffix(GrantRefusal, ": ")
+	case errors.Is(err, ErrRepoNotFound):
+		return "jitssh: repository not found"
+	case errors.Is(err, ErrExpired):
+		return GrantRefusal + "your certificate has expired; request a new grant"
+	case errors.Is(err, ErrNotYetValid):
+		return "jitssh: refused: your certificate is not valid yet (is this machine's clock right?)"
+	case errors.Is(err, ErrRevoked):
+		return "jitssh: refused: your certificate has been revoked"
+	case errors.Is(err, ErrRevocationUnknown):
+		return "jitssh: refused for now: this server cannot check revocations; try again later"
 	case errors.Is(err, ErrAuditUnavailable):
 		return "jitssh: refused: the audit log cannot be written, so nothing was done"
 	case errors.Is(err, ErrCommand):
@@ -100,4 +141,15 @@ func ClientMessage(err error) string {
 	default:
 		return "jitssh: permission denied"
 	}
+}
+
+// what names the Git operation the service serves, for messages.
+func (s Service) what() string {
+	switch s {
+	case ReceivePack:
+		return "a push"
+	case UploadArchive:
+		return "git archive"
+	}
+	return "a fetch"
 }

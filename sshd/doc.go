@@ -14,8 +14,11 @@
 //     grant. Plain keys get nothing.
 //   - Decide runs only git-upload-pack, git-receive-pack and
 //     git-upload-archive on a bare repository under the configured root, and
-//     only when a grant covers it. An unknown repository and a forbidden one
-//     give the client the same answer.
+//     only when a grant covers it. A repository no grant names gets the
+//     same answer whether or not it exists; every refusal (ClientMessage,
+//     a refused ref's reason) says what was missing in terms of what the
+//     client sent and its own certificate, never naming a ref it may not
+//     read.
 //   - Serve makes git itself enforce the grant's refs: refs outside the grant
 //     are hidden and cannot be fetched, archived or updated, and a ref-scoped
 //     writer cannot push objects that reach into history it cannot read.

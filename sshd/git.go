@@ -321,12 +321,19 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 		envHookGate+"="+gate.path(),
 		envHookErrors+"="+hookErrors.Name(),
 	)
+	var hr *hiddenReport
 	if !DecideRef(d.Grants, d.Command.Repo, "", RefListAll).Allowed {
 		hidden, err := hideRefsConfig("receive.hideRefs", d, false)
 		if err != nil {
 			return Result{}, err
 		}
 		cfg = append(cfg, hidden...)
+		// git refuses a hidden ref in its own words; the client gets
+		// jitssh's, as for any other ref, from the update it sent.
+		hr = &hiddenReport{w: stdio.Out, reason: func(ref string, deleting bool) string {
+			return hiddenRefReason(d, pushed.Name(), ref, deleting)
+		}}
+		stdio.Out = hr
 	}
 	if !DecideRef(d.Grants, d.Command.Repo, "", RefBuildOnAny).Allowed {
 		// A ref-scoped writer could otherwise make the server resolve a
@@ -348,6 +355,11 @@ func (g *Git) receivePack(ctx context.Context, d Decision, gitProtocol string, s
 	}
 	args = append(args, d.Path)
 	runErr := g.run(ctx, cfg, args, env, stdio)
+	if hr != nil {
+		if err := hr.flush(); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
 	updates, err := readReport(report)
 	if err != nil && runErr == nil {
 		runErr = err
@@ -384,16 +396,41 @@ func addUnreported(updates []RefUpdate, pushedFile string, d Decision) ([]RefUpd
 			continue
 		}
 		reason := "push declined"
-		// git refuses a hidden ref itself; the update it would have been
-		// says what was missing. Whether it was a fast-forward is not
-		// known here, so it is taken as the least it could need.
-		op := pushOp(c.old, c.new, func() bool { return true })
-		if ref := DecideRef(d.Grants, d.Command.Repo, c.ref, op); !ref.Allowed {
-			reason = ref.Reason()
+		if r := refusalOf(d, c); r != "" {
+			reason = r
 		}
 		updates = append(updates, RefUpdate{Ref: c.ref, Old: c.old, New: c.new, Result: "refused", Reason: reason})
 	}
 	return updates, nil
+}
+
+// refusalOf is why the grants refuse c, an update git refused before
+// jitssh's hooks saw it (a hidden ref), or "" when they would allow it.
+// It is worded from the update the client sent alone: whether it was a
+// fast-forward of what is there is not asked of the repository, and it is
+// taken as the least it could need, so that a hidden ref that exists and
+// one that does not read the same.
+func refusalOf(d Decision, c refCommand) string {
+	op := pushOp(c.old, c.new, func() bool { return true })
+	return DecideRef(d.Grants, d.Command.Repo, c.ref, op).Reason()
+}
+
+// hiddenRefReason is jitssh's reason for an update of ref that git
+// refused as hidden, from the update the client sent as pre-receive
+// recorded it in pushedFile.
+func hiddenRefReason(d Decision, pushedFile, ref string, deleting bool) string {
+	pushed, _ := readPushList(pushedFile)
+	for _, c := range pushed {
+		if c.ref == ref {
+			return refusalOf(d, c)
+		}
+	}
+	// Not recorded (no pre-receive ran): what git said it was.
+	op := RefCreate
+	if deleting {
+		op = RefDelete
+	}
+	return DecideRef(d.Grants, d.Command.Repo, ref, op).Reason()
 }
 
 func readReport(f *os.File) ([]RefUpdate, error) {

@@ -197,9 +197,9 @@ func TestServePush(t *testing.T) {
 		{name: "read-only ref refused", grants: []string{"git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main"}, refspecs: []string{"ff-main:refs/heads/main"},
 			rejected: map[string]string{"refs/heads/main": "updating refs/heads/main needs write access on demo/app; your grant gives read"}},
 		{name: "ungranted ref refused", grants: []string{"git:write:demo/app:refs/heads/feature/*"}, refspecs: []string{"new:refs/heads/other"},
-			rejected: map[string]string{"refs/heads/other": "deny updating a hidden ref"}},
+			rejected: map[string]string{"refs/heads/other": "not in your grant: creating refs/heads/other needs write access on demo/app"}},
 		{name: "prefix itself refused", grants: []string{"git:write:demo/app:refs/heads/feature/*"}, refspecs: []string{"new:refs/tags/x"},
-			rejected: map[string]string{"refs/tags/x": "deny updating a hidden ref"}},
+			rejected: map[string]string{"refs/tags/x": "not in your grant: creating refs/tags/x needs write access on demo/app"}},
 		{name: "exact grant not below", grants: []string{"git:write:demo/app:refs/heads/feature/a", "git:read:demo/app:*"}, refspecs: []string{"new:refs/heads/feature/a/b"},
 			rejected: map[string]string{"refs/heads/feature/a/b": "creating refs/heads/feature/a/b needs write access on demo/app; your grant gives read"}},
 		{name: "ungranted repo-wide ref", grants: []string{"git:write:demo/app:refs/heads/feature/a", "git:read:demo/app:*"}, refspecs: []string{"new:refs/tags/v1"},
@@ -209,11 +209,14 @@ func TestServePush(t *testing.T) {
 		{name: "atomic push changes nothing", grants: []string{"git:write:demo/app:refs/heads/feature/*", "git:read:demo/app:refs/heads/main"}, refspecs: []string{"new:refs/heads/feature/c", "ff-main:refs/heads/main"}, atomic: true,
 			rejected: map[string]string{"refs/heads/main": "updating refs/heads/main needs write access on demo/app; your grant gives read", "refs/heads/feature/c": "atomic push refused because refs/heads/main was refused"}},
 		// git refuses a hidden ref itself, before jitssh's hooks see the
-		// push, and then goes on with the rest even under --atomic.
+		// push, and then goes on with the rest even under --atomic. The
+		// client gets jitssh's reason all the same, worded from what it
+		// sent: main exists, but the pusher was not shown it and pushed
+		// it as new.
 		{name: "atomic push with a hidden ref changes nothing", grants: []string{"git:write:demo/app:refs/heads/feature/*"}, refspecs: []string{"new:refs/heads/feature/c", "ff-main:refs/heads/main"}, atomic: true,
-			rejected: map[string]string{"refs/heads/main": "deny updating a hidden ref", "refs/heads/feature/c": "atomic push refused because refs/heads/main was refused"}},
+			rejected: map[string]string{"refs/heads/main": "not in your grant: creating refs/heads/main needs write access on demo/app", "refs/heads/feature/c": "atomic push refused because refs/heads/main was refused"}},
 		{name: "non-atomic push with a hidden ref keeps the good ref", grants: []string{"git:write:demo/app:refs/heads/feature/*"}, refspecs: []string{"new:refs/heads/feature/c", "ff-main:refs/heads/main"},
-			rejected: map[string]string{"refs/heads/main": "deny updating a hidden ref"}},
+			rejected: map[string]string{"refs/heads/main": "not in your grant: creating refs/heads/main needs write access on demo/app"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,6 +260,32 @@ func runPushCase(t *testing.T, tt pushCase) {
 	for ref := range tt.rejected {
 		assert.Equal(t, refLine(before, ref), refLine(after, ref), "refused ref %s changed", ref)
 	}
+}
+
+// TestServePushHiddenRefReadsLikeMissing: a push to a ref the grants hide
+// says what was missing, and says it alike whether the ref exists or not,
+// whatever the pusher claims it holds.
+func TestServePushHiddenRefReadsLikeMissing(t *testing.T) {
+	f := newFixture(t)
+	git(t, f.work, "checkout", "-q", "-b", "new", f.tips["main"])
+	git(t, f.work, "commit", "-q", "--allow-empty", "-m", "new")
+	url, env := f.remote("", "git:write:demo/app:refs/heads/feature/*")
+	before := git(t, f.bare, "for-each-ref")
+	push := func(args ...string) string {
+		out, err := gitErr(f.work, env, append([]string{"push", "--porcelain", url}, args...)...)
+		require.Error(t, err, out)
+		return out
+	}
+	for _, tt := range []struct{ name, force string }{{"a plain push", ""}, {"a forced push", "+"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			hidden := push(tt.force + "new:refs/heads/secret")
+			missing := push(tt.force + "new:refs/heads/nosuch")
+			assert.Contains(t, hidden, "[remote rejected] (not in your grant: creating refs/heads/secret needs write access on demo/app)")
+			assert.NotContains(t, hidden, "hidden")
+			assert.Equal(t, hidden, strings.ReplaceAll(missing, "nosuch", "secret"))
+		})
+	}
+	assert.Equal(t, before, git(t, f.bare, "for-each-ref"), "a refused push changed refs")
 }
 
 func refLine(forEachRef, ref string) string {

@@ -175,7 +175,7 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 	// An ssh-agent often holds several keys and jitssh certificates; each
 	// refused offer counts as an attempt, and OpenSSH's default of 6 would
 	// turn a valid certificate late in the list away.
-	cfg := &ssh.ServerConfig{MaxAuthTries: maxAuthTries}
+	cfg := &ssh.ServerConfig{MaxAuthTries: maxAuthTries, PreAuthConnCallback: keepPreAuthConn(ctx)}
 	cfg.VerifiedPublicKeyCallback = func(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 		id, err := s.opts.Verifier().Verify(key, conn.RemoteAddr())
 		if err != nil {
@@ -184,6 +184,7 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *ssh.ServerConfig {
 			if tc, ok := ctx.Value(connKey).(*trackedConn); ok {
 				tc.refused(key, err)
 			}
+			explainRefusal(ctx, key, err)
 			return nil, err
 		}
 		// The handshake timeout may have ended the connection a moment
@@ -211,6 +212,7 @@ func (s *Server) offeredKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool
 		if tc, ok := ctx.Value(connKey).(*trackedConn); ok {
 			tc.refused(key, err)
 		}
+		explainRefusal(ctx, key, err)
 		return false
 	}
 	return true

@@ -334,6 +334,102 @@ func TestNativeRefusesBadCredentials(t *testing.T) {
 	}
 }
 
+// TestNativeRefusalMessages: the native server's refusals say what was
+// missing, to plain ssh, without telling whether a repository or ref the
+// grants do not cover exists.
+func TestNativeRefusalMessages(t *testing.T) {
+	n := startNative(t, nil)
+	git(t, n.root, "init", "-q", "--bare", "demo/other.git")
+	reader := n.newUser("reader", time.Hour, "git:read:demo/app:*")
+	feature := n.newUser("feature", time.Hour, "git:write:demo/app:refs/heads/feature/*")
+	n.startAgent(reader)
+	n.startAgent(feature)
+	work := t.TempDir()
+	out, err := n.gitAs(reader, work, "clone", "-q", n.url("demo/app"), "c")
+	require.NoError(t, err, out)
+	clone := filepath.Join(work, "c")
+	git(t, clone, "commit", "-q", "--allow-empty", "-m", "work")
+
+	tests := []struct {
+		name string
+		u    *user
+		args []string
+		want string
+	}{
+		{"a push with a read grant", reader, []string{"push", n.url("demo/app"), "HEAD:refs/heads/feature/x"},
+			"jitssh: not granted: a push needs write access on demo/app; your grant there gives read"},
+		{"a repository no grant names", feature, []string{"ls-remote", n.url("demo/other")},
+			"jitssh: not granted: your certificate has no grant on demo/other"},
+		{"a ref the grant hides", feature, []string{"push", n.url("demo/app"), "HEAD:refs/heads/main"},
+			"! [remote rejected] HEAD -> main (not in your grant: creating refs/heads/main needs write access on demo/app)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := n.gitAs(tt.u, clone, tt.args...)
+			require.Error(t, err, out)
+			assert.Contains(t, out, tt.want)
+		})
+	}
+
+	// What exists and what does not read the same.
+	there, err := n.gitAs(feature, clone, "ls-remote", n.url("demo/other"))
+	require.Error(t, err, there)
+	missing, err := n.gitAs(feature, clone, "ls-remote", n.url("demo/nope"))
+	require.Error(t, err, missing)
+	assert.Equal(t, there, strings.ReplaceAll(missing, "nope", "other"))
+	there, err = n.gitAs(feature, clone, "push", n.url("demo/app"), "HEAD:refs/heads/secret")
+	require.Error(t, err, there)
+	missing, err = n.gitAs(feature, clone, "push", n.url("demo/app"), "HEAD:refs/heads/nope")
+	require.Error(t, err, missing)
+	assert.Equal(t, there, strings.ReplaceAll(missing, "nope", "secret"))
+}
+
+// TestNativeExplainsRefusedCertificate: a certificate of the trusted CA
+// refused for its validity or revocation is told why, in a banner plain
+// ssh prints; any other refused key is told nothing more than SSH says.
+func TestNativeExplainsRefusedCertificate(t *testing.T) {
+	n := startNative(t, nil)
+	other, err := ca.New(mustEd25519(t))
+	require.NoError(t, err)
+	n.ca.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	expired := n.newUser("expired", time.Hour, "git:write:demo/app:refs/heads/feature/*")
+	n.ca.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	future := n.newUser("future", time.Hour, "git:read:demo/app:*")
+	n.ca.Now = time.Now
+	revoked := n.newUser("revoked", time.Hour, "git:read:demo/app:*")
+	n.revoked.Revoke(n.ca.PublicKey(), revoked.cert.Serial)
+	wrongCA := n.newUser("wrongca", 0)
+	wrongCA.cert = signWith(t, other, wrongCA, "git:read:demo/app:*")
+
+	tests := []struct {
+		name string
+		u    *user
+		want string // "": no jitssh banner at all
+	}{
+		{"expired", expired, fmt.Sprintf(`jitssh: not granted: certificate serial %d \(git:write:demo/app:refs/heads/feature/\*\) expired 1h0m\d+s ago, at \S+; request a new grant`, expired.cert.Serial)},
+		{"not yet valid", future, fmt.Sprintf(`jitssh: refused: certificate serial %d \(git:read:demo/app:\*\) is valid only from \S+; is this machine's clock right\?`, future.cert.Serial)},
+		{"revoked", revoked, fmt.Sprintf(`jitssh: refused: certificate serial %d \(git:read:demo/app:\*\) has been revoked`, revoked.cert.Serial)},
+		{"another CA", wrongCA, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Plain ssh, as git runs it: LogLevel at its default.
+			sshCmd := strings.Join([]string{"ssh", "-F", "/dev/null", "-o", "UserKnownHostsFile=" + n.knownHosts,
+				"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes",
+				"-i", tt.u.keyFile, "-o", "CertificateFile=" + tt.u.certFile}, " ")
+			out, err := gitErr(t.TempDir(), []string{"GIT_SSH_COMMAND=" + sshCmd}, "ls-remote", n.url("demo/app"))
+			require.Error(t, err, out)
+			assert.Contains(t, out, "Permission denied (publickey)")
+			if tt.want == "" {
+				assert.NotContains(t, out, "jitssh")
+				return
+			}
+			assert.Regexp(t, tt.want, out)
+			assert.Equal(t, 1, strings.Count(out, "jitssh:"), "one banner for one certificate: %s", out)
+		})
+	}
+}
+
 func mustEd25519(t testing.TB) ed25519.PrivateKey {
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)

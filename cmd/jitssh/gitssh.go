@@ -30,14 +30,19 @@ func gitSSHCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "git-ssh",
 		Usage:     "ssh for git: offer first the jitssh certificate that covers the repository (use as GIT_SSH_COMMAND)",
-		ArgsUsage: "[ssh options] DESTINATION [COMMAND]",
+		ArgsUsage: "[--on-deny off|hint|auto] [ssh options] DESTINATION [COMMAND]",
 		Description: "Runs ssh with the given arguments. When the command is one git runs on a server\n" +
 			"(git-upload-pack, git-receive-pack or git-upload-archive and a repository), it offers\n" +
 			"first the live jitssh certificate in ssh-agent that grants that repository the access the\n" +
 			"command needs (read, or write for a push), preferring one with a '*' grant, then the\n" +
 			"newest. Anything else goes to ssh unchanged. Set it up with\n\n" +
 			"   export GIT_SSH_COMMAND='jitssh git-ssh'   GIT_SSH_VARIANT=ssh\n\n" +
-			"and add your own ssh options after git-ssh. The ssh program is JITSSH_SSH, or ssh.",
+			"and add your own ssh options after git-ssh. The ssh program is JITSSH_SSH, or ssh.\n\n" +
+			"When the server refuses an operation for want of a grant, --on-deny (or JITSSH_ON_DENY)\n" +
+			"says what git-ssh does: off leaves git's failure as it is; hint (the default) adds the\n" +
+			"jitssh request line the policy would accept, or says that no rule allows it; auto files\n" +
+			"that request (reason JITSSH_REASON, else the operation; TTL JITSSH_TTL), waits for it\n" +
+			"(Ctrl-C cancels it), loads the certificate and completes the same git operation.",
 		SkipFlagParsing: true,
 		HideHelp:        true,
 		Action: func(c *cli.Context) error {
@@ -68,23 +73,47 @@ func gitSSHArgs(args []string) ([]string, bool) {
 }
 
 func runGitSSH(args []string) error {
+	mode, args, err := onDenyFromArgs(args)
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
 	sshProg := os.Getenv("JITSSH_SSH")
 	if sshProg == "" {
 		sshProg = "ssh"
 	}
-	if cmd, ok := remoteGitCommand(args); ok {
-		if cert := certForCommand(agentCerts(), cmd, time.Now()); cert != nil {
-			file, err := writeTempCert(cert)
-			if err != nil {
-				return err
-			}
-			defer os.Remove(file)
-			// Offered first, not only: ssh goes on to the agent's other
-			// keys if this server does not take it, so the same
-			// repository path on another host still gets the user's
-			// usual key.
-			args = append([]string{"-o", "IdentityFile=" + file}, args...)
+	target, _ := parseSSHCommandLine(args)
+	cmd, ok := parseGitCommand(target.command)
+	if !ok {
+		return runForwardingSignals(sshProg, args)
+	}
+	now := time.Now()
+	certs := agentCerts()
+	cert := certForCommand(certs, cmd, now)
+	if mode != onDenyOff && cmd.Service == sshd.ReceivePack {
+		cert = certForPush(certs, cmd.Repo, cert, localRepo{}, now)
+	}
+	// A push is watched whenever a refusal could be acted on, to see its
+	// refs; a fetch only when no grant names the repository, as a grant
+	// that names it reads it.
+	if mode != onDenyOff && (cmd.Service == sshd.ReceivePack || cert == nil) {
+		s := &gitSSHSession{mode: mode, prog: sshProg, args: args, cmd: cmd, target: target, certs: certs, now: now,
+			stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+		if code := s.run(cert); code != 0 {
+			return cli.Exit("", code)
 		}
+		return nil
+	}
+	if cert != nil {
+		file, err := writeTempCert(cert)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(file)
+		// Offered first, not only: ssh goes on to the agent's other
+		// keys if this server does not take it, so the same
+		// repository path on another host still gets the user's
+		// usual key.
+		args = append([]string{"-o", "IdentityFile=" + file}, args...)
 	}
 	return runForwardingSignals(sshProg, args)
 }
@@ -98,39 +127,11 @@ const sshOptsWithArg = "BbcDEeFIiJLlmOoPpQRSWw"
 // joined by spaces. It reports false when there is no command or it is not
 // a Git service on one repository.
 func remoteGitCommand(args []string) (sshd.Command, bool) {
-	var dest bool
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			rest := args[i+1:]
-			if !dest {
-				if len(rest) == 0 {
-					return sshd.Command{}, false
-				}
-				rest = rest[1:]
-			}
-			return parseGitCommand(rest)
-		}
-		if len(a) > 1 && a[0] == '-' {
-			// -o Opt or -oOpt: the argument is the rest of this word or
-			// the next word.
-			for j := 1; j < len(a); j++ {
-				if strings.IndexByte(sshOptsWithArg, a[j]) >= 0 {
-					if j == len(a)-1 {
-						i++
-					}
-					break
-				}
-			}
-			continue
-		}
-		if !dest {
-			dest = true
-			continue
-		}
-		return parseGitCommand(args[i:])
+	t, ok := parseSSHCommandLine(args)
+	if !ok {
+		return sshd.Command{}, false
 	}
-	return sshd.Command{}, false
+	return parseGitCommand(t.command)
 }
 
 func parseGitCommand(words []string) (sshd.Command, bool) {
@@ -228,6 +229,36 @@ func certForCommand(certs []*ssh.Certificate, cmd sshd.Command, now time.Time) *
 		return cmp.Or(cmp.Compare(a.cert.ValidAfter, b.cert.ValidAfter), cmp.Compare(a.cert.Serial, b.cert.Serial))
 	})
 	return best.cert
+}
+
+// certForPush refines chosen, the certificate offered first for a push:
+// of several that give write access on repo, the server advertises only
+// the refs the one offered covers, and git cannot tell whether its update
+// of a ref it was not shown is a fast-forward. The current branch is what
+// a push most often updates, so a certificate covering it goes first.
+func certForPush(certs []*ssh.Certificate, repo string, chosen *ssh.Certificate, local localRepo, now time.Time) *ssh.Certificate {
+	writers := 0
+	for _, c := range certs {
+		grants, _ := principals.ParseSet(c.ValidPrincipals)
+		if certLiveAt(c, now) && slices.ContainsFunc(grants.ForRepo(repo), func(g principals.Grant) bool { return g.Access.Includes(principals.Write) }) {
+			writers++
+		}
+	}
+	if writers < 2 {
+		return chosen
+	}
+	branch, ok := local.currentBranch()
+	if !ok {
+		return chosen
+	}
+	ops := []refOpOf{{cmd: refCmd{ref: "refs/heads/" + branch}, op: sshd.RefFastForward}}
+	if grantsCover(chosen, repo, ops) {
+		return chosen
+	}
+	if c := coveringCert(certs, repo, ops, nil, now); c != nil {
+		return c
+	}
+	return chosen
 }
 
 func certLiveAt(c *ssh.Certificate, now time.Time) bool {

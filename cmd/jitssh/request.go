@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -33,8 +34,9 @@ const (
 
 func requestCommand() *cli.Command {
 	flags := append(clientFlags(),
-		&cli.StringFlag{Name: "repo", Usage: "repository `REPO`, e.g. demo/app", EnvVars: []string{"JITSSH_REPO"}},
-		&cli.StringFlag{Name: "branch", Usage: "branch `NAME`, meaning refs/heads/NAME", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "repo", Usage: "repository `REPO`, e.g. demo/app", DefaultText: "from --remote's URL, in a Git checkout", EnvVars: []string{"JITSSH_REPO"}},
+		&cli.StringFlag{Name: "branch", Usage: "branch `NAME`, meaning refs/heads/NAME", DefaultText: "the current branch, in a Git checkout", EnvVars: []string{"JITSSH_BRANCH"}},
+		&cli.StringFlag{Name: "remote", Usage: "in a Git checkout, the `REMOTE` whose URL names the repository when --repo is not given", Value: "origin", EnvVars: []string{"JITSSH_REMOTE"}},
 		&cli.StringFlag{Name: "ref", Usage: "full `REF` or pattern, e.g. refs/heads/feature/* or *", EnvVars: []string{"JITSSH_REF"}},
 		&cli.StringFlag{Name: "access", Usage: "`ACCESS`: read, write or force", Value: "read", EnvVars: []string{"JITSSH_ACCESS"}},
 		&cli.DurationFlag{Name: "ttl", Usage: "how long the grant should last, a `DURATION` such as 30m or 2h", DefaultText: "the policy's", EnvVars: []string{"JITSSH_TTL"}},
@@ -51,7 +53,7 @@ func requestCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "request",
 		Usage: "ask for access to one repository and ref for a while",
-		UsageText: "jitssh request --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]\n" +
+		UsageText: "jitssh request [--repo REPO] [--branch NAME|--ref REF] [--access ACCESS] [--ttl DURATION] --reason TEXT [--no-wait] [--dry-run] [--out FILE]\n" +
 			"jitssh request --oidc-token FILE|--oidc --repo REPO --branch NAME|--ref REF [--access ACCESS] [--ttl DURATION] --out FILE",
 		Description: "Generates a fresh ed25519 key, asks the daemon for a certificate, waits for\n" +
 			"approval and loads key and certificate into ssh-agent for exactly the grant's\n" +
@@ -59,6 +61,8 @@ func requestCommand() *cli.Command {
 			"Use 'jitssh git-ssh' as GIT_SSH_COMMAND so that each Git operation is offered\n" +
 			"the grant that covers it.\n" +
 			"Ctrl-C cancels the request.\n\n" +
+			"In a Git checkout, --repo defaults to the repository the URL of the remote\n" +
+			"--remote (origin) names, and --branch to the branch checked out.\n\n" +
 			"A CI/CD job requests with its platform's OIDC ID token instead of a listed key:\n" +
 			"--oidc-token FILE, JITSSH_OIDC_TOKEN (GitLab CI's id_tokens), or --oidc in GitHub\n" +
 			"Actions. It authenticates with the fresh key, which is what gets certified.\n\n" +
@@ -89,7 +93,7 @@ func requestCommand() *cli.Command {
 	}
 }
 
-func requestedRef(c *cli.Context) (string, error) {
+func requestedRef(c *cli.Context, local localRepo) (string, error) {
 	branch, ref := c.String("branch"), c.String("ref")
 	switch {
 	case branch != "" && ref != "":
@@ -99,15 +103,44 @@ func requestedRef(c *cli.Context) (string, error) {
 	case ref != "":
 		return ref, nil
 	}
+	if b, ok := local.currentBranch(); ok {
+		fmt.Fprintf(c.App.ErrWriter, "branch %s (checked out here)\n", b)
+		return "refs/heads/" + b, nil
+	}
 	return "", cli.Exit("say which ref: --branch B or --ref REF", exitUsage)
 }
 
-func runRequest(c *cli.Context) error {
-	repo := c.String("repo")
-	if repo == "" {
-		return cli.Exit("say which repository: --repo R", exitUsage)
+// requestedRepo is --repo, else, in a Git checkout, the repository the
+// URL of --remote names: ssh://host[:port]/org/repo(.git) or
+// [user@]host:org/repo(.git), as jitssh dev's URLs are.
+func requestedRepo(c *cli.Context, local localRepo) (string, error) {
+	if repo := c.String("repo"); repo != "" {
+		return repo, nil
 	}
-	ref, err := requestedRef(c)
+	remote := c.String("remote")
+	url, err := local.remoteURL(remote)
+	if err != nil {
+		return "", cli.Exit("say which repository: --repo R (or run this in a Git checkout whose remote "+remote+" is the repository's SSH URL)", exitUsage)
+	}
+	u, ok := parseGitRemoteURL(url)
+	if !ok {
+		return "", cli.Exit(fmt.Sprintf("say which repository: --repo R (remote %s is %s, not an SSH URL)", remote, url), exitUsage)
+	}
+	repo, err := u.repo()
+	if err != nil {
+		return "", cli.Exit(fmt.Sprintf("say which repository: --repo R (remote %s, %s, names none: %v)", remote, url, err), exitUsage)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "repository %s (from remote %s)\n", repo, remote)
+	return repo, nil
+}
+
+func runRequest(c *cli.Context) error {
+	var local localRepo
+	repo, err := requestedRepo(c, local)
+	if err != nil {
+		return err
+	}
+	ref, err := requestedRef(c, local)
 	if err != nil {
 		return err
 	}
@@ -154,17 +187,7 @@ func runRequest(c *cli.Context) error {
 		}
 		req.RequestTTL = wait.String()
 	}
-	if !dryRun {
-		who, err := client.call(methodWhoami, apiRequest{})
-		if err != nil {
-			return err
-		}
-		stmt := requestStatement(who.Person, req)
-		if req.Signature, err = client.sign(audit.NamespaceRequest, stmt.Message()); err != nil {
-			return err
-		}
-	}
-	resp, err := client.call(methodSubmit, req)
+	resp, err := submitRequest(client, req)
 	if err != nil && dryRun {
 		return printDryRunRefusal(c, err)
 	}
@@ -196,6 +219,9 @@ func runRequest(c *cli.Context) error {
 type dryRunAnswer struct {
 	Allowed     bool             `json:"allowed"`
 	Rule        string           `json:"rule,omitempty"`
+	Repo        string           `json:"repo,omitempty"`
+	Ref         string           `json:"ref,omitempty"`
+	Access      string           `json:"access,omitempty"`
 	Grant       string           `json:"grant,omitempty"`
 	TTL         string           `json:"ttl,omitempty"`
 	AutoApprove bool             `json:"auto_approve"`
@@ -217,13 +243,29 @@ func printDryRunRefusal(c *cli.Context, err error) error {
 	return cli.Exit("", exitError)
 }
 
+// submitRequest submits req, signed with the person's own key unless it
+// is a dry run, which needs no signature.
+func submitRequest(client *apiClient, req apiRequest) (*apiResponse, error) {
+	if !req.DryRun {
+		who, err := client.call(methodWhoami, apiRequest{})
+		if err != nil {
+			return nil, err
+		}
+		stmt := requestStatement(who.Person, req)
+		if req.Signature, err = client.sign(audit.NamespaceRequest, stmt.Message()); err != nil {
+			return nil, err
+		}
+	}
+	return client.call(methodSubmit, req)
+}
+
 func printDryRun(c *cli.Context, r *approvals.Request) error {
 	if c.Bool("json") {
 		steps := r.Steps
 		if steps == nil {
 			steps = []approvals.Step{}
 		}
-		return writeJSON(c.App.Writer, dryRunAnswer{Allowed: true, Rule: r.Rule, Grant: r.Grant,
+		return writeJSON(c.App.Writer, dryRunAnswer{Allowed: true, Rule: r.Rule, Repo: r.Repo, Ref: r.Ref, Access: r.Access, Grant: r.Grant,
 			TTL: time.Duration(r.TTL).String(), AutoApprove: r.State == approvals.StateApproved, Approvals: steps})
 	}
 	w := c.App.Writer
@@ -329,53 +371,29 @@ func runRequestCancel(c *cli.Context) error {
 func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, canApprove []string, priv ed25519.PrivateKey, ag agent.ExtendedAgent, out string, cancelOnInterrupt bool) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	progress := newProgress(c.App.ErrWriter)
-	final := r
-	if !settled(r) {
-		progress.update(r, canApprove)
-		err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
-			final = resp.Request
-			progress.update(final, resp.CanApprove)
-			return !settled(final), nil
-		})
-		progress.done()
-		if ctx.Err() == nil && (err != nil || !settled(final)) {
-			// The daemon went away with the request still open there. Keep
-			// the key, so the certificate an approval brings is not lost.
-			if serr := stashKey(r.ID, priv); serr != nil {
-				return fmt.Errorf("lost the approval daemon while %s is pending (%v), and could not keep its key: %w", r.ID, err, serr)
-			}
-			if err == nil {
-				err = errors.New("the connection closed")
-			}
-			return fmt.Errorf("lost the approval daemon while %s is pending: %w; the request stays open there, and `jitssh request wait %s` picks it up", r.ID, err, r.ID)
+	final, err := awaitRequest(ctx, client, r, canApprove, c.App.ErrWriter)
+	switch {
+	case errors.Is(err, errDaemonLost):
+		// The request is still open there. Keep the key, so the
+		// certificate an approval brings is not lost.
+		if serr := stashKey(r.ID, priv); serr != nil {
+			return fmt.Errorf("%w while %s is pending, and could not keep its key: %w", err, r.ID, serr)
 		}
-		if ctx.Err() != nil {
-			if cancelOnInterrupt {
-				if _, cerr := client.call(methodCancel, apiRequest{ID: r.ID}); cerr != nil {
-					return fmt.Errorf("interrupted; cancelling %s failed: %w", r.ID, cerr)
-				}
-				return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
+		return fmt.Errorf("%w while %s is pending; the request stays open there, and `jitssh request wait %s` picks it up", err, r.ID, r.ID)
+	case ctx.Err() != nil:
+		if cancelOnInterrupt {
+			if _, cerr := client.call(methodCancel, apiRequest{ID: r.ID}); cerr != nil {
+				return fmt.Errorf("interrupted; cancelling %s failed: %w", r.ID, cerr)
 			}
-			return cli.Exit(fmt.Sprintf("stopped waiting; request %s is still pending: `jitssh request wait %s` picks it up, `jitssh request cancel %s` withdraws it", r.ID, r.ID, r.ID), exitStillPending)
+			return cli.Exit("interrupted: request "+r.ID+" cancelled", exitExpired)
 		}
-		if err != nil {
-			return err
-		}
+		return cli.Exit(fmt.Sprintf("stopped waiting; request %s is still pending: `jitssh request wait %s` picks it up, `jitssh request cancel %s` withdraws it", r.ID, r.ID, r.ID), exitStillPending)
+	case err != nil:
+		return err
 	}
-	if final.State != approvals.StateApproved {
+	if err := unissued(final); err != nil {
 		removeStashedKey(final.ID) // it will never be used
-	}
-	switch final.State {
-	case approvals.StateApproved:
-	case approvals.StateDenied:
-		reason := ""
-		if final.Decision != nil {
-			reason = fmt.Sprintf(" by %s: %s", final.Decision.By, final.Decision.Reason)
-		}
-		return cli.Exit(fmt.Sprintf("request %s denied%s", final.ID, reason), exitDenied)
-	default:
-		return cli.Exit(fmt.Sprintf("request %s %s", final.ID, final.State), exitExpired)
+		return err
 	}
 	cert, err := parseCert(final.Certificate)
 	if err != nil {
@@ -398,6 +416,55 @@ func waitAndInstall(c *cli.Context, client *apiClient, r *approvals.Request, can
 	}
 	printIssued(c.App.Writer, final, out)
 	return nil
+}
+
+// errDaemonLost: the daemon went away while a request was still open
+// there.
+var errDaemonLost = errors.New("lost the approval daemon")
+
+// awaitRequest follows r until it is settled, showing where it stands on
+// w: a live line on a terminal, a line per change otherwise. It returns
+// ctx's error when ctx ends first, and errDaemonLost when the daemon goes
+// away first.
+func awaitRequest(ctx context.Context, client *apiClient, r *approvals.Request, canApprove []string, w io.Writer) (*approvals.Request, error) {
+	if settled(r) {
+		return r, nil
+	}
+	progress := newProgress(w)
+	progress.update(r, canApprove)
+	final := r
+	err := client.stream(ctx, methodWait, apiRequest{ID: r.ID, After: r.Version}, func(resp *apiResponse) (bool, error) {
+		final = resp.Request
+		progress.update(final, resp.CanApprove)
+		return !settled(final), nil
+	})
+	progress.done()
+	if ctx.Err() != nil {
+		return final, ctx.Err()
+	}
+	if err != nil || !settled(final) {
+		if err == nil {
+			err = errors.New("the connection closed")
+		}
+		return final, fmt.Errorf("%w: %w", errDaemonLost, err)
+	}
+	return final, nil
+}
+
+// unissued says how a settled request ended without a certificate (exit
+// status 3 denied, 4 otherwise), or nil when it was approved.
+func unissued(r *approvals.Request) error {
+	switch r.State {
+	case approvals.StateApproved:
+		return nil
+	case approvals.StateDenied:
+		reason := ""
+		if r.Decision != nil {
+			reason = fmt.Sprintf(" by %s: %s", r.Decision.By, r.Decision.Reason)
+		}
+		return cli.Exit(fmt.Sprintf("request %s denied%s", r.ID, reason), exitDenied)
+	}
+	return cli.Exit(fmt.Sprintf("request %s %s", r.ID, r.State), exitExpired)
 }
 
 func parseCert(line string) (*ssh.Certificate, error) {

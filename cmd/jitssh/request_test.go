@@ -87,6 +87,8 @@ func TestRequestExitCodes(t *testing.T) {
 	agent := newAgent(t)
 	env := append(d.env("alice"), "SSH_AUTH_SOCK="+agent)
 	bob := d.client(t, "bob")
+	// Outside a Git checkout: in one, --repo and --branch have defaults.
+	noCheckout := append(slices.Clip(env), "GIT_DIR="+filepath.Join(t.TempDir(), "none"))
 
 	for _, tt := range []struct {
 		name string
@@ -101,7 +103,7 @@ func TestRequestExitCodes(t *testing.T) {
 		{"revoke without target", []string{"revoke", "--reason", "x"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := runJitssh(t, env, tt.args...)
+			r := runJitssh(t, noCheckout, tt.args...)
 			assert.Equal(t, 2, r.code, "stderr: %s", r.stderr)
 			assert.True(t, strings.HasPrefix(r.stderr, "jitssh: "), r.stderr)
 		})

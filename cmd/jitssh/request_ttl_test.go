@@ -31,7 +31,8 @@ func TestRequestTTLFlag(t *testing.T) {
 		{"10", "a duration needs a unit"},
 		{"0s", "a request needs a positive time to wait"},
 	} {
-		assertOneLineError(t, runJitssh(t, env, append(args, "--request-ttl", tt.value)...), exitUsage, tt.want)
+		text := args[: len(args)-1 : len(args)-1] // without --json: the error as text
+		assertOneLineError(t, runJitssh(t, env, append(text, "--request-ttl", tt.value)...), exitUsage, tt.want)
 	}
 	r = runJitssh(t, env, append(args, "--request-ttl", "48h")...)
 	assert.NotEqual(t, 0, r.code)
