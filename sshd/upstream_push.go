@@ -254,7 +254,7 @@ func (p *pushCheck) receivePack(in *bufio.Reader) error {
 
 // decide gives each update the reason it is refused, "" when it may go
 // upstream. The rules are the native server's: DecideRef on each update,
-// git's own wording for a hidden ref, the reachability fence for
+// a hidden ref's reason worded from the update alone, the reachability fence for
 // ref-scoped writers, and all or nothing for an atomic push. An update
 // that is not shown to be a fast-forward by the pushed objects counts as
 // a rewrite: it needs force.
@@ -276,8 +276,13 @@ func (p *pushCheck) decide() ([]string, error) {
 		}
 	}
 	for i, c := range p.req.cmds {
-		if _, exists := p.adv.ref(c.ref); exists && !DecideRef(d.Grants, d.Command.Repo, c.ref, RefRead).Allowed {
-			reasons[i] = "deny updating a hidden ref"
+		if read := DecideRef(d.Grants, d.Command.Repo, c.ref, RefRead); !read.Allowed {
+			// Hidden from the pusher: worded from the update it sent
+			// alone, as the native server words it, so that a ref the
+			// host has and one it has not read the same.
+			if reasons[i] = refusalOf(d, c); reasons[i] == "" {
+				reasons[i] = read.Reason()
+			}
 			continue
 		}
 		var ffErr error

@@ -146,7 +146,7 @@ func TestUpstreamPushOutsideTheGrantNeverReachesTheHost(t *testing.T) {
 			map[string]string{
 				"main":      "updating refs/heads/main needs write access on demo/app; your grant gives read",
 				"v1":        "not in your grant: creating refs/tags/v1 needs write access on demo/app",
-				"secret":    "deny updating a hidden ref",
+				"secret":    "not in your grant: creating refs/heads/secret needs write access on demo/app",
 				"feature/a": "deleting refs/heads/feature/a needs force access on demo/app; your grant gives write",
 			}},
 		{"non-fast-forward with write", []string{"push", "--force", "origin", "feature/rewrite:feature/a"},
@@ -187,7 +187,7 @@ func TestUpstreamPushOutsideTheGrantNeverReachesTheHost(t *testing.T) {
 			}
 		}
 	}
-	assert.Contains(t, refused, "refs/heads/secret: deny updating a hidden ref")
+	assert.Contains(t, refused, "refs/heads/secret: not in your grant: creating refs/heads/secret needs write access on demo/app")
 	assert.Contains(t, refused, "refs/heads/main: updating refs/heads/main needs write access on demo/app; your grant gives read")
 }
 
@@ -307,6 +307,36 @@ func TestUpstreamPushCannotLinkHiddenHistory(t *testing.T) {
 			assert.Equal(t, "refused", res.Updates[0].Result)
 		})
 	}
+}
+
+// TestUpstreamHiddenRefsReadAsAbsent: a push to a ref the pusher may not
+// read is refused in words taken from the update alone, so a ref the host
+// has and one it has not read the same, whatever old value the pusher
+// guesses.
+func TestUpstreamHiddenRefsReadAsAbsent(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	fg := startForge(t, fx.root, ca.ProfileGitLab, "", "alice.gl")
+	u := fg.upstream(t, ca.ProfileGitLab, map[string]string{"alice": "alice.gl"}, nil)
+	id := upstreamIdentity(t, "alice/req-1", "git:write:demo/app:refs/heads/feature/*")
+	d := u.Decide(id, "git-receive-pack 'demo/app'")
+	require.NoError(t, d.Err)
+	empty := buildPack(t, []packObject{})
+	newTip := fx.tips["feature/a"]
+	for _, old := range []string{zeroOID, fx.tips["secret"]} {
+		var reports []string
+		for _, ref := range []string{"refs/heads/secret", "refs/heads/absent"} {
+			report, res, err := rawUpstreamPush(t, u, d, old+" "+newTip+" "+ref+"\x00report-status", empty)
+			require.NoError(t, err, report)
+			require.Len(t, res.Updates, 1)
+			assert.Equal(t, "refused", res.Updates[0].Result)
+			reports = append(reports, strings.ReplaceAll(report, ref, "REF"))
+		}
+		assert.Equal(t, reports[0], reports[1], "old %s: the existing hidden ref and the absent one read the same", old)
+		assert.Contains(t, reports[0], "ng REF not in your grant:")
+	}
+	assert.Empty(t, fg.hookRuns(t), "the host's receive hooks saw nothing")
+	assert.Equal(t, fx.tips["secret"], git(t, fx.bare, "rev-parse", "refs/heads/secret"))
 }
 
 // TestUpstreamCertificateShapes reads the certificate the forge was shown,
