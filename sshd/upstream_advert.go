@@ -174,16 +174,6 @@ func (a *advertisement) capValue(name string) string {
 	return ""
 }
 
-// ref returns the advertised ref called name.
-func (a *advertisement) ref(name string) (advertRef, bool) {
-	for _, r := range a.refs {
-		if r.name == name {
-			return r, true
-		}
-	}
-	return advertRef{}, false
-}
-
 // forHolder returns what the holder of d may be shown: the refs DecideRef
 // lets them read, HEAD only when it points into them, and none of the
 // host's shallow boundaries or alternates' objects. The capabilities are
