@@ -71,7 +71,9 @@ func TestSameCommandAppliedOnce(t *testing.T) {
 	require.NoError(t, err)
 	grant, err := principals.Parse(third.Grant)
 	require.NoError(t, err)
-	cert, err := env.ca.Sign(certRequest(third, key, grant), nextSerial{last + 1})
+	creq, err := certRequest(env.Policy(), third, key, grant)
+	require.NoError(t, err)
+	cert, err := env.ca.Sign(creq, nextSerial{last + 1})
 	require.NoError(t, err)
 	store := encodeFor(t, env, msgStoreCertificate, issuedCert{
 		ID: third.ID, Serial: cert.Serial, Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))),

@@ -77,6 +77,10 @@ type Person struct {
 	Name   string   `yaml:"name" json:"name"`
 	Keys   []string `yaml:"keys" json:"keys"` // authorized_keys lines, without options
 	Groups []string `yaml:"groups" json:"groups"`
+	// Accounts are the person's accounts on Git hosts, by host profile
+	// (github, gitlab, gitea): what a certificate issued under a rule with
+	// that profile is for.
+	Accounts map[string]string `yaml:"accounts" json:"accounts,omitempty"`
 }
 
 // Rule says who may request what, and what it takes to get it.
@@ -102,6 +106,13 @@ type Rule struct {
 	// Workload, instead of Groups, opens the rule to CI/CD jobs: see
 	// WorkloadMatch.
 	Workload *WorkloadMatch `yaml:"workload" json:"workload,omitempty"`
+	// Profile, when set (github, gitlab or gitea), issues the grant as a
+	// certificate for the requester's account on that Git host instead of
+	// a grant certificate: the host then decides repositories and refs,
+	// and the grant only bounds the time. Host is the GitHub Enterprise
+	// Server host name for the github profile.
+	Profile string `yaml:"profile" json:"profile,omitempty"`
+	Host    string `yaml:"host" json:"host,omitempty"`
 }
 
 // WorkloadMatch says which CI/CD jobs a rule is for: those whose token
@@ -249,6 +260,7 @@ func ruleDefaults(r *Rule) {
 func clonePerson(p Person) Person {
 	p.Keys = append([]string(nil), p.Keys...)
 	p.Groups = append([]string(nil), p.Groups...)
+	p.Accounts = maps.Clone(p.Accounts)
 	return p
 }
 

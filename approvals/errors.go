@@ -38,6 +38,9 @@ var (
 	// ErrIssue: the request is approved but its certificate could not be
 	// issued yet; the Service keeps retrying in the background.
 	ErrIssue = errors.New("certificate not issued")
+	// ErrNoAccount: the request's rule issues certificates for a Git
+	// host's accounts, and the policy lists none for the requester there.
+	ErrNoAccount = errors.New("no Git host account")
 	// ErrInvalidConfig is wrapped by every configuration error (see
 	// ConfigError).
 	ErrInvalidConfig = errors.New("invalid config")

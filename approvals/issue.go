@@ -58,18 +58,40 @@ func (n nextSerial) NextSerial() (uint64, error) {
 	return n.serial, nil
 }
 
-func certRequest(r *Request, key ssh.PublicKey, grant principals.Grant) ca.CertRequest {
+// certRequest is what r's certificate is signed from, under policy p: a
+// grant certificate, or, when r's rule names a Git host's profile, a
+// certificate for the requester's account on that host, which the host
+// scopes to the whole account and jitssh only to the grant's time.
+func certRequest(p *Policy, r *Request, key ssh.PublicKey, grant principals.Grant) (ca.CertRequest, error) {
 	keyID := r.KeyID()
 	if r.ID == "" { // a dry run: the key ID has the shape of the real one
 		keyID = r.Requester + "/" + idPrefix + strings.Repeat("0", idLen-len(idPrefix))
 	}
-	return ca.CertRequest{
+	req := ca.CertRequest{
 		PublicKey:     key,
 		KeyID:         keyID,
 		Grants:        []principals.Grant{grant},
 		TTL:           r.GrantedTTL().D(),
 		SourceAddress: r.SourceAddress,
 	}
+	rule, ok := p.Rule(r.Rule)
+	if !ok || rule.Profile == "" {
+		return req, nil
+	}
+	profile, err := ca.ParseHostProfile(rule.Profile) // checked with the policy
+	if err != nil {
+		return ca.CertRequest{}, err
+	}
+	account := p.Account(r.Requester, profile)
+	if account == "" {
+		return ca.CertRequest{}, fmt.Errorf("%w: rule %s issues %s certificates, and the policy lists no %s account for %s (people: accounts: {%s: NAME})",
+			ErrNoAccount, rule.Name, profile, profile, r.Requester, profile)
+	}
+	req.Profile, req.Account, req.Host, req.Grants = profile, account, rule.Host, nil
+	if profile.KeyIDIsAccount() {
+		req.KeyID = "" // the host reads the key ID as the account
+	}
+	return req, nil
 }
 
 // issue signs and stores the certificate of an approved request and
@@ -139,7 +161,12 @@ func (s *Service) sign(r *Request) (*Request, error) {
 			// In a cluster the leader signs (see cluster_issue.go).
 			return s.issueOnLeader(ctx, r)
 		}
-		res, handOff, err := s.signHere(ctx, r, key, grant)
+		// Every caller of issue holds policyMu.
+		creq, err := certRequest(s.policy, r, key, grant)
+		if err != nil {
+			return nil, fmt.Errorf("certificate of %s: %w", r.ID, err)
+		}
+		res, handOff, err := s.signHere(ctx, r, creq)
 		if handOff {
 			continue
 		}
@@ -163,9 +190,9 @@ func (s *Service) sign(r *Request) (*Request, error) {
 // request was revoked meanwhile), the ones after it are refused too, for
 // the gap, and sign again. It hands off (to the leader) when this node
 // stops leading while another node takes the serials it signs with.
-func (s *Service) signHere(ctx context.Context, r *Request, key ssh.PublicKey, grant principals.Grant) (_ *applyResult, handOff bool, _ error) {
+func (s *Service) signHere(ctx context.Context, r *Request, creq ca.CertRequest) (_ *applyResult, handOff bool, _ error) {
 	for attempt := 1; ; attempt++ {
-		res, err := s.signNext(ctx, r, key, grant)
+		res, err := s.signNext(ctx, r, creq)
 		// In a cluster another node may have taken the serial (sign again
 		// with the next one, or let the leader sign), or issued this very
 		// request (it has left once its entry is on this node's log too).
@@ -188,7 +215,7 @@ func (s *Service) signHere(ctx context.Context, r *Request, key ssh.PublicKey, g
 }
 
 // signNext makes one attempt: sign with the next serial, commit.
-func (s *Service) signNext(ctx context.Context, r *Request, key ssh.PublicKey, grant principals.Grant) (*applyResult, error) {
+func (s *Service) signNext(ctx context.Context, r *Request, creq ca.CertRequest) (*applyResult, error) {
 	s.issueMu.Lock()
 	last, err := s.fsm.State().counter(metaSerial)
 	if err != nil {
@@ -197,7 +224,7 @@ func (s *Service) signNext(ctx context.Context, r *Request, key ssh.PublicKey, g
 	}
 	last = max(last, s.issueNext)
 	issuedAt := s.clock()
-	cert, err := s.authority.Sign(certRequest(r, key, grant), nextSerial{last + 1})
+	cert, err := s.authority.Sign(creq, nextSerial{last + 1})
 	if err != nil {
 		s.issueMu.Unlock()
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/approvals/workload"
+	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -128,6 +129,16 @@ func (p *Policy) People() []Person {
 		out[i] = clonePerson(person)
 	}
 	return out
+}
+
+// Account returns the named person's account on the Git host of profile,
+// or "" when the config lists none.
+func (p *Policy) Account(person string, profile ca.Profile) string {
+	m, ok := p.people[person]
+	if !ok {
+		return ""
+	}
+	return m.Accounts[string(profile)]
 }
 
 // Groups returns the groups of the named person, in config order; nil for

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"go.yaml.in/yaml/v3"
@@ -25,10 +26,11 @@ const digestVersion = 1
 // Digest returns the policy's version: "sha256:" and the hex SHA-256 of the
 // canonical form of everything that decides requests, and of nothing else.
 //
-// It covers the people (name, groups, and the SHA256 fingerprints of their
-// keys), the CI/CD token issuers (name, issuer and audience; not where
-// their keys come from), the rules in file order (the first that matches decides) with all
-// their fields, request_timeout and max_pending_per_user, every value as
+// It covers the people (name, groups, the SHA256 fingerprints of their
+// keys, and their Git host accounts), the CI/CD token issuers (name,
+// issuer and audience; not where their keys come from), the rules in file
+// order (the first that matches decides) with all their fields (a Git host
+// profile too), request_timeout and max_pending_per_user, every value as
 // the policy uses it (defaults filled in, access levels, TTLs as
 // durations). Lists whose order decides nothing (people, a person's groups
 // and keys, a rule's groups, repos, refs, access and approval steps) are
@@ -48,6 +50,9 @@ func (p *Policy) Digest() string {
 	}
 	for name, m := range p.people {
 		dp := digestPerson{Name: name, Groups: sortedSet(m.Groups), Keys: make([]string, 0, len(m.keys))}
+		for _, host := range slices.Sorted(maps.Keys(m.Accounts)) {
+			dp.Accounts = append(dp.Accounts, [2]string{host, m.Accounts[host]})
+		}
 		for _, k := range m.keys {
 			dp.Keys = append(dp.Keys, ssh.FingerprintSHA256(k))
 		}
@@ -68,6 +73,8 @@ func (p *Policy) Digest() string {
 			MaxTTL:        int64(r.MaxTTL),
 			RequireReason: r.RequireReason,
 			SourceAddress: r.SourceAddress,
+			Profile:       r.Profile,
+			Host:          r.Host,
 		}
 		if w := r.Workload; w != nil {
 			dw := &digestWorkload{Issuer: w.Issuer, Claims: make([][2]string, 0, len(w.Claims))}
@@ -129,6 +136,9 @@ type digestPerson struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups"`
 	Keys   []string `json:"keys"` // SHA256 fingerprints
+	// Git host accounts, sorted by host profile; left out when none, so
+	// that people without any keep their digest.
+	Accounts [][2]string `json:"accounts,omitempty"`
 }
 
 type digestRule struct {
@@ -146,6 +156,10 @@ type digestRule struct {
 	SourceAddress string   `json:"source_address"`
 	// Left out when nil, so that rules for people keep their digest.
 	Workload *digestWorkload `json:"workload,omitempty"`
+	// Left out when empty, so that rules issuing grant certificates keep
+	// their digest.
+	Profile string `json:"profile,omitempty"`
+	Host    string `json:"host,omitempty"`
 }
 
 // sortedSet returns the distinct strings of s, sorted; never nil, so that

@@ -129,6 +129,12 @@ func TestPolicyDigest(t *testing.T) {
 		{"source_address", edit(t, "source_address: 10.0.0.0/8", "source_address: 10.0.0.0/16")},
 		{"request_timeout", edit(t, "request_timeout: 30m", "request_timeout: 31m")},
 		{"max_pending_per_user", edit(t, "max_pending_per_user: 3", "max_pending_per_user: 4")},
+		{"a Git host account added", edit(t, `keys: ["KEY(sam)"]`, `keys: ["KEY(sam)"]`+"\n    accounts: {github: sam-gh}")},
+		{"a Git host account on another host", edit(t, `keys: ["KEY(sam)"]`, `keys: ["KEY(sam)"]`+"\n    accounts: {gitea: sam-gh}")},
+		{"a Git host account renamed", edit(t, `keys: ["KEY(sam)"]`, `keys: ["KEY(sam)"]`+"\n    accounts: {github: sam-other}")},
+		{"a rule issued for a Git host", edit(t, "    source_address: 10.0.0.0/8\n", "    source_address: 10.0.0.0/8\n    profile: github\n")},
+		{"a rule issued for another Git host", edit(t, "    source_address: 10.0.0.0/8\n", "    source_address: 10.0.0.0/8\n    profile: gitlab\n")},
+		{"a rule issued for GitHub Enterprise Server", edit(t, "    source_address: 10.0.0.0/8\n", "    source_address: 10.0.0.0/8\n    profile: github\n    host: ghe.example.com\n")},
 	}
 	seen := map[string]string{base: "the base"}
 	for _, tt := range changed {
@@ -147,9 +153,9 @@ func TestPolicyDigest(t *testing.T) {
 func TestPolicyDigestCoversEveryField(t *testing.T) {
 	digested := map[string][]string{
 		"Config": {"RequestTimeout", "MaxPendingPerUser", "People", "Rules", "OIDC"},
-		"Person": {"Name", "Keys", "Groups"},
+		"Person": {"Name", "Keys", "Groups", "Accounts"},
 		"Rule": {"Name", "Groups", "Repos", "Refs", "Access", "Approvals", "AutoApprove", "DefaultTTL", "MinTTL", "MaxTTL",
-			"RequireReason", "SourceAddress", "Workload"},
+			"RequireReason", "SourceAddress", "Workload", "Profile", "Host"},
 		"Step": {"Group", "Count"},
 	}
 	daemonOnly := map[string][]string{

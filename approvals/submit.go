@@ -190,7 +190,10 @@ func (s *Service) buildRequest(p *Policy, requester string, in SubmitInput, now 
 	// it now, with a serial source that refuses, catches what it would
 	// refuse (key type and size, TTL cap, the CA's own key) before anything
 	// is stored.
-	_, err = s.authority.Sign(certRequest(req, in.PublicKey, grant), refuseSerials{})
+	creq, err := certRequest(p, req, in.PublicKey, grant)
+	if err == nil {
+		_, err = s.authority.Sign(creq, refuseSerials{})
+	}
 	if !errors.Is(err, errDryRun) {
 		return nil, fmt.Errorf("%w: the certificate could not be signed: %w", ErrBadRequest, err)
 	}

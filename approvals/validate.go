@@ -3,10 +3,12 @@ package approvals
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -178,6 +180,8 @@ func (c *checker) people(people []Person) map[string][]string {
 			inGroup[g] = true
 		}
 
+		c.accounts(i, where, p.Accounts)
+
 		if len(p.Keys) == 0 {
 			c.bad(at("people", i), "%s: keys: none listed, so they could never be identified", where)
 		}
@@ -278,6 +282,44 @@ func (c *checker) rule(i int, where string, r Rule, members map[string][]string,
 		if _, err := ca.ParseSourceAddress(r.SourceAddress); err != nil {
 			c.bad(at("rules", i, "source_address"), "%s: source_address: %v", where, err)
 		}
+	}
+	c.hostProfile(i, where, r)
+}
+
+// accounts checks a person's Git host accounts: one per host profile,
+// each a name that host can have.
+func (c *checker) accounts(i int, where string, accounts map[string]string) {
+	for _, host := range slices.Sorted(maps.Keys(accounts)) {
+		profile, err := ca.ParseHostProfile(host)
+		if err != nil {
+			c.bad(at("people", i, "accounts", host), "%s: accounts: %v", where, err)
+			continue
+		}
+		if err := ca.CheckAccount(profile, accounts[host]); err != nil {
+			c.bad(at("people", i, "accounts", host), "%s: accounts: %s: %v", where, host, err)
+		}
+	}
+}
+
+// hostProfile checks a rule's Git host profile: a rule for people, whose
+// certificates are issued for their accounts on that host.
+func (c *checker) hostProfile(i int, where string, r Rule) {
+	if r.Profile == "" {
+		if r.Host != "" {
+			c.bad(at("rules", i, "host"), "%s: host: needs profile: github", where)
+		}
+		return
+	}
+	profile, err := ca.ParseHostProfile(r.Profile)
+	if err != nil {
+		c.bad(at("rules", i, "profile"), "%s: profile: %v", where, err)
+		return
+	}
+	if r.Workload != nil {
+		c.bad(at("rules", i, "profile"), "%s: profile: a CI/CD job has no account on %s; issue it grant certificates", where, profile)
+	}
+	if err := ca.CheckHost(profile, r.Host); err != nil {
+		c.bad(at("rules", i, "host"), "%s: host: %v", where, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -88,6 +89,9 @@ type pending struct {
 	issued    uint64 // serial, once issued
 	bad       uint64 // seq of the request entry when it failed its checks
 	digest    string // the policy version that decided it; "" before versions were recorded
+	// host, when not nil, is the Git host certificate the deciding
+	// version's rule issues instead of the grant.
+	host *hostIssue
 	// groups of each approver, as the people known at their approval have
 	// them; groupsUnknown when some approver is known to none of them.
 	groups        map[string][]string
@@ -320,7 +324,14 @@ func (c *checker) checkIssue(e *Entry, d *IssueData) error {
 	if err := c.stepsMet(p); err != nil {
 		return fail(ErrUnapprovedIssue, "serial %d for request %s: %v", d.Serial, d.ID, err)
 	}
-	if len(d.Principals) != 1 || d.Principals[0] != p.grant {
+	switch {
+	case p.host != nil && p.host.noAccount:
+		return fail(ErrScope, "serial %d for request %s is a Git host certificate, but the policy version that decided it lists no account there for %s", d.Serial, d.ID, p.requester)
+	case p.host != nil:
+		if !slices.Equal(d.Principals, p.host.shape.Principals) {
+			return fail(ErrScope, "serial %d has principals %q, but request %s was issued for the Git host account %q", d.Serial, d.Principals, d.ID, p.host.shape.Principals)
+		}
+	case len(d.Principals) != 1 || d.Principals[0] != p.grant:
 		return fail(ErrScope, "serial %d has principals %q, but request %s granted only %q", d.Serial, d.Principals, d.ID, p.grant)
 	}
 	if err := c.validity(p.approved, e.Time, d.ValidAfter, d.ValidBefore, p.ttl); err != nil {
@@ -387,7 +398,44 @@ func (c *checker) certificate(d *IssueData, p *pending) error {
 	case !bytes.Equal(cert.Key.Marshal(), p.publicKey.Marshal()):
 		return fail(ErrScope, "serial %d certifies %s, not the key %s requested", d.Serial, ssh.FingerprintSHA256(cert.Key), ssh.FingerprintSHA256(p.publicKey))
 	}
+	return hostFields(cert, p)
+}
+
+// hostIssue is the Git host certificate a request's rule issues.
+type hostIssue struct {
+	shape     HostCert
+	noAccount bool // the deciding version lists no account for the requester
+}
+
+// hostFields checks the parts of a certificate a Git host reads besides
+// its principals: its extensions (none on a grant certificate; GitHub's
+// login extension, naming the account, on a github one) and, where the host
+// reads it as the account, its key ID.
+func hostFields(cert *ssh.Certificate, p *pending) error {
+	want := map[string]string{}
+	if p.host != nil {
+		want = p.host.shape.Extensions
+	}
+	if !maps.Equal(cert.Extensions, want) {
+		return fail(ErrScope, "serial %d has extensions %s, not %s", cert.Serial, extensionList(cert.Extensions), extensionList(want))
+	}
+	if p.host != nil && p.host.shape.KeyID != "" && cert.KeyId != p.host.shape.KeyID {
+		return fail(ErrScope, "serial %d has key ID %q, but the Git host reads the key ID as the account, %q", cert.Serial, cert.KeyId, p.host.shape.KeyID)
+	}
 	return nil
+}
+
+// extensionList names extensions for a message: "(none)", or
+// name=value, in name order.
+func extensionList(ext map[string]string) string {
+	if len(ext) == 0 {
+		return "(none)"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(ext)) {
+		parts = append(parts, k+"="+ext[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (c *checker) trustedCA(k ssh.PublicKey) bool {

@@ -50,6 +50,22 @@ type PolicyVersion struct {
 type PolicyRule struct {
 	Steps          []Step // the approvals it requires; none when it approves automatically
 	MinTTL, MaxTTL time.Duration
+	// HostCert is set for a rule that issues Git host certificates (a
+	// profile of github, gitlab or gitea) instead of grant certificates:
+	// the shape of the certificate it issues to requester, for their
+	// account on that host; false when the version lists no such
+	// account. Nil for grant rules.
+	HostCert func(requester string) (HostCert, bool)
+}
+
+// HostCert is the shape of a Git host certificate: the host reads the
+// account from its principals, its extensions (GitHub's login@HOST) or its
+// key ID (GitLab), so all three must be the account's.
+type HostCert struct {
+	Principals []string
+	Extensions map[string]string
+	// KeyID is the key ID the host requires; "" when any will do.
+	KeyID string
 }
 
 // name is how messages name the version.
@@ -179,6 +195,10 @@ func (c *checker) checkPolicy(d *RequestData, p *pending) error {
 		return fail(ErrPolicy, "request %s names rule %q, which policy version %s does not have", d.ID, d.Rule, pv.name())
 	}
 	p.steps = rule.Steps
+	if rule.HostCert != nil {
+		shape, ok := rule.HostCert(d.Requester)
+		p.host = &hostIssue{shape: shape, noAccount: !ok}
+	}
 	switch {
 	case name != d.Rule:
 		return fail(ErrPolicy, "request %s is recorded under rule %q, but policy version %s decides it under rule %q", d.ID, d.Rule, pv.name(), name)

@@ -3,13 +3,21 @@
 //
 // What the package promises:
 //
-//   - Every certificate it signs has exactly the v1 shape: a user
-//     certificate for the requester's own key, whose principals are grant
-//     principals (git:<access>:<repo>:<refpattern>) and nothing else, never a
-//     bare user name; ValidAfter is the issue time minus a small backdate for
-//     clock skew and ValidBefore is the issue time plus the granted TTL; no
-//     extensions at all (no pty, forwarding, agent, X11 or user-rc); the only
-//     critical option ever set is source-address.
+//   - Every certificate it signs is a user certificate for the requester's
+//     own key, of one of these profiles:
+//   - grant (the v1 shape, for jitssh's own Git servers): principals are
+//     grant principals (git:<access>:<repo>:<refpattern>) and nothing
+//     else, never a bare user name; no extensions at all (no pty,
+//     forwarding, agent, X11 or user-rc).
+//   - github, gitlab, gitea (for Git hosts, which map a certificate to one
+//     whole account): the one principal is the host account, never a
+//     grant nor anything that parses as one; the only extension is
+//     GitHub's login@github.com (or login@HOST for GitHub Enterprise
+//     Server) in the github profile; the gitlab key ID is the username;
+//     a github certificate is valid for less than a year.
+//   - In every profile, ValidAfter is the issue time minus a small backdate
+//     for clock skew and ValidBefore is the issue time plus the granted
+//     TTL; the only critical option ever set is source-address.
 //   - A request is checked completely before a serial is taken, so a refused
 //     request never consumes a serial.
 //   - CA keys are ed25519, ECDSA P-256 or P-384, or RSA of at least 3072

@@ -52,14 +52,26 @@ type SerialSource interface {
 
 // CertRequest is what a certificate is made from.
 type CertRequest struct {
+	// Profile is the certificate's shape; empty means ProfileGrant.
+	Profile Profile
 	// PublicKey is the requester's fresh key, the key being certified.
 	PublicKey ssh.PublicKey
 	// KeyID names the user and the request, e.g. "alice/req-01J...";
-	// printable ASCII without spaces, at most MaxKeyIDLen bytes.
+	// printable ASCII without spaces, at most MaxKeyIDLen bytes. A
+	// profile whose host reads the key ID as the account (gitlab) sets it
+	// to Account: leave it empty or equal to Account.
 	KeyID string
-	// Grants become the certificate's principals, in order, duplicates
-	// dropped. At least one is required.
+	// Grants become a grant certificate's principals, in order,
+	// duplicates dropped. At least one is required; a host profile takes
+	// none.
 	Grants []principals.Grant
+	// Account is the Git host account a host profile certificate is for:
+	// a GitHub username, a GitLab username, a Gitea principal. See
+	// CheckAccount.
+	Account string
+	// Host is, for the github profile, the GitHub Enterprise Server
+	// host name; empty means github.com.
+	Host string
 	// TTL is the granted lifetime: ValidBefore is the issue time plus TTL.
 	// At least MinTTL and at most the Authority's MaxTTL.
 	TTL time.Duration
@@ -70,8 +82,8 @@ type CertRequest struct {
 }
 
 // Sign checks req completely, then takes a serial from serials and signs a
-// user certificate of the v1 shape described in the package documentation.
-// A request that fails a check consumes no serial.
+// user certificate of req's profile, as the package documentation
+// describes. A request that fails a check consumes no serial.
 func (a *Authority) Sign(req CertRequest, serials SerialSource) (*ssh.Certificate, error) {
 	cert, err := a.build(req)
 	if err == nil && serials == nil {
@@ -106,10 +118,33 @@ func (a *Authority) build(req CertRequest) (*ssh.Certificate, error) {
 	if req.TTL < MinTTL || req.TTL > maxTTL {
 		return nil, fmt.Errorf("%w: %v (want %v to %v)", ErrBadTTL, req.TTL, MinTTL, maxTTL)
 	}
-	if err := checkKeyID(req.KeyID); err != nil {
+	profile, err := ParseProfile(string(req.Profile))
+	if err != nil {
 		return nil, err
 	}
-	names, err := grantPrincipals(req.Grants)
+	req.Profile = profile
+	backdate := max(a.Backdate, 0)
+	if limit := profile.maxValidity(); limit > 0 && req.TTL+backdate >= limit {
+		return nil, fmt.Errorf("%w: %v and %v of backdating make a certificate valid for %v; %s accepts less than %v",
+			ErrBadTTL, req.TTL, backdate, req.TTL+backdate, profile, limit)
+	}
+	// Extensions is never nil: a grant certificate grants no pty, no
+	// forwarding, no agent, no X11 and no user rc, whatever the client
+	// asks, and a host certificate only what its host reads.
+	var names []string
+	ext := map[string]string{}
+	keyID := req.KeyID
+	if profile.IsHost() {
+		names, ext, keyID, err = checkHostRequest(req)
+	} else {
+		err = checkGrantRequest(req)
+		if err == nil {
+			err = checkKeyID(keyID)
+		}
+		if err == nil {
+			names, err = grantPrincipals(req.Grants)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -127,23 +162,20 @@ func (a *Authority) build(req CertRequest) (*ssh.Certificate, error) {
 	if a.Now != nil {
 		now = a.Now
 	}
-	backdate := max(a.Backdate, 0)
 	issued := now()
 	after, before := issued.Add(-backdate).Unix(), issued.Add(req.TTL).Unix()
 	if after < 0 {
 		return nil, fmt.Errorf("clock reads %v, before 1970", issued)
 	}
 
-	// Extensions is empty, not nil: the certificate grants no pty, no
-	// forwarding, no agent, no X11 and no user rc, whatever the client asks.
-	perms := ssh.Permissions{Extensions: map[string]string{}}
+	perms := ssh.Permissions{Extensions: ext}
 	if req.SourceAddress != "" {
 		perms.CriticalOptions = map[string]string{SourceAddressOption: req.SourceAddress}
 	}
 	return &ssh.Certificate{
 		Key:             key,
 		CertType:        ssh.UserCert,
-		KeyId:           req.KeyID,
+		KeyId:           keyID,
 		ValidPrincipals: names,
 		ValidAfter:      uint64(after),
 		ValidBefore:     uint64(before),

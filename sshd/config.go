@@ -31,6 +31,9 @@ type ServerConfig struct {
 	TrustedCAKeys []string `yaml:"trusted_ca_keys"`
 	// Repos is the root of the bare repositories.
 	Repos string `yaml:"repos"`
+	// Upstream, instead of Repos, serves every repository from a Git host
+	// over SSH (see UpstreamConfig).
+	Upstream *UpstreamConfig `yaml:"upstream"`
 	// Revocation says where revoked certificates are learned from.
 	Revocation RevocationConfig `yaml:"revocation"`
 	// AuditLog is the audit log file every decision is appended to.
@@ -143,6 +146,9 @@ func LoadServerConfig(path string) (*ServerConfig, error) {
 			c.TrustedCAKeys[i] = filepath.Join(base, p)
 		}
 	}
+	if u := c.Upstream; u != nil && u.CADir != "" && !filepath.IsAbs(u.CADir) {
+		u.CADir = filepath.Join(base, u.CADir)
+	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -157,8 +163,12 @@ func (c *ServerConfig) validate() error {
 		return errors.New("host_key is required")
 	case len(c.TrustedCAKeys) == 0:
 		return errors.New("trusted_ca_keys needs at least one file")
-	case c.Repos == "":
-		return errors.New("repos is required")
+	case c.Repos == "" && c.Upstream == nil:
+		return errors.New("repos is required (or an upstream block, to serve a Git host's repositories)")
+	case c.Repos != "" && c.Upstream != nil:
+		return errors.New("repos and upstream do not mix: with upstream, every repository is the Git host's")
+	case c.Upstream != nil:
+		return c.Upstream.validate()
 	}
 	return c.Revocation.validate()
 }

@@ -52,6 +52,22 @@ func (d Decision) Allowed() bool { return d.Err == nil }
 // decision. The identity must come from Verifier.Verify on the key that
 // completed authentication.
 func Decide(repos *Repos, id *Identity, exec string) Decision {
+	d := decideGrants(id, exec)
+	if d.Err != nil {
+		return d
+	}
+	path, err := repos.Resolve(d.Command.Repo)
+	if err != nil {
+		d.Err = err
+		return d
+	}
+	d.Path = path
+	return d
+}
+
+// decideGrants is Decide up to the repository on disk: the command, and
+// whether a grant names its repository with the access its service needs.
+func decideGrants(id *Identity, exec string) Decision {
 	d := Decision{Identity: id}
 	if id == nil {
 		d.Err = ErrNoGrants
@@ -70,12 +86,6 @@ func Decide(repos *Repos, id *Identity, exec string) Decision {
 		d.Err = &notGranted{repo: cmd.Repo, service: cmd.Service, have: have}
 		return d
 	}
-	path, err := repos.Resolve(cmd.Repo)
-	if err != nil {
-		d.Err = err
-		return d
-	}
-	d.Path = path
 	return d
 }
 
@@ -124,6 +134,10 @@ func ClientMessage(err error) string {
 		return "jitssh: refused: the audit log cannot be written, so nothing was done"
 	case errors.Is(err, ErrCommand):
 		return "jitssh: only git-upload-pack, git-receive-pack and git-upload-archive on a repository are allowed"
+	case errors.Is(err, ErrNoHostAccount):
+		return "jitssh: you have no account on the Git host behind this server; ask its operator to add yours (upstream accounts)"
+	case errors.Is(err, ErrArchiveUpstream):
+		return "jitssh: git archive --remote is not available here: this server passes repositories through from a Git host"
 	default:
 		return "jitssh: permission denied"
 	}

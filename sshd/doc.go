@@ -28,6 +28,15 @@
 //     record. An allowed operation acts only once its decision is recorded
 //     (a push: before any ref changes), and is refused when that record
 //     cannot be written.
+//   - Behind a Git host (Upstream), the native server has no repository of
+//     its own and decides exactly as above. It sends the host nothing
+//     outside the grant: every ref update and the whole pack are read and
+//     checked before a byte goes upstream, and an atomic push with one
+//     refused ref sends nothing. A ref-scoped reader is shown only the refs
+//     it may read, and only wants of tips it was shown reach the host.
+//     Upstream it talks only to a host presenting a pinned key, with a
+//     fresh certificate of the host's profile that lives minutes and never
+//     past the grant.
 //
 // Every decision, allowed or refused, is handed to a Recorder with the
 // certificate serial and key ID, and so is every certificate refused at

@@ -38,6 +38,9 @@ type ServerOptions struct {
 	Verifier func() *Verifier
 	Repos    *Repos
 	Git      *Git
+	// Upstream, instead of Repos and Git, serves every repository from a
+	// Git host.
+	Upstream *Upstream
 	Recorder Recorder
 	Logger   *slog.Logger
 	Metrics  *Metrics
@@ -79,11 +82,11 @@ type ctxKey string
 
 const identityKey ctxKey = "jitssh-identity"
 
-var errNoAuth = errors.New("server options need a verifier and host keys")
+var errNoAuth = errors.New("server options need a verifier, host keys, and repositories and git or an upstream")
 
 // NewServer builds a server; Serve starts it.
 func NewServer(opts ServerOptions) (*Server, error) {
-	if opts.Verifier == nil || len(opts.HostKeys) == 0 || opts.Repos == nil || opts.Git == nil {
+	if opts.Verifier == nil || len(opts.HostKeys) == 0 || (opts.Upstream == nil && (opts.Repos == nil || opts.Git == nil)) {
 		return nil, errNoAuth
 	}
 	if opts.Logger == nil {
@@ -103,7 +106,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 
 	s := &Server{opts: opts, perSource: map[string]int{}, recheck: make(chan struct{}),
 		handshakes: newHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)}
-	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
+	s.pipeline = &pipeline{repos: opts.Repos, git: opts.Git, upstream: opts.Upstream, recorder: opts.Recorder, logger: opts.Logger, metrics: opts.Metrics}
 	s.srv = &gliderssh.Server{
 		Handler:              s.handleSession,
 		PublicKeyHandler:     s.offeredKey,

@@ -14,8 +14,11 @@ import (
 // during the handshake and git-shell the certificate OpenSSH exposed; from
 // there on both run this.
 type pipeline struct {
-	repos    *Repos
-	git      *Git
+	repos *Repos
+	git   *Git
+	// upstream, when set, serves every repository from a Git host,
+	// instead of repos and git.
+	upstream *Upstream
 	recorder Recorder
 	logger   *slog.Logger
 	metrics  *Metrics
@@ -48,7 +51,7 @@ func (p *pipeline) serve(ctx context.Context, r execRequest) {
 	started := time.Now()
 	d := Decision{Identity: r.id, Err: r.refused}
 	if d.Err == nil {
-		d = Decide(p.repos, r.id, r.command)
+		d = p.decide(r.id, r.command)
 	}
 	p.metrics.authorized(time.Since(started))
 	ev := NewEvent(d, r.remote, r.command)
@@ -65,7 +68,7 @@ func (p *pipeline) serve(ctx context.Context, r execRequest) {
 		p.record(ctx, ev)
 		return
 	}
-	res, err := p.git.Serve(ctx, d, r.gitProtocol, r.stdio, func(updates []RefUpdate) error {
+	res, err := p.run(ctx, d, r.gitProtocol, r.stdio, func(updates []RefUpdate) error {
 		return p.record(ctx, ev.decided(updates))
 	})
 	for _, h := range res.HookErrors {
@@ -80,6 +83,22 @@ func (p *pipeline) serve(ctx context.Context, r execRequest) {
 	p.metrics.operation(string(d.Command.Service), Allow)
 	p.metrics.transferred(res.BytesIn, res.BytesOut)
 	p.record(ctx, ev)
+}
+
+// decide is Decide, on the repositories on disk or on the Git host.
+func (p *pipeline) decide(id *Identity, command string) Decision {
+	if p.upstream != nil {
+		return p.upstream.Decide(id, command)
+	}
+	return Decide(p.repos, id, command)
+}
+
+// run serves an allowed decision from disk or from the Git host.
+func (p *pipeline) run(ctx context.Context, d Decision, gitProtocol string, stdio Stdio, beforeUpdate func([]RefUpdate) error) (Result, error) {
+	if p.upstream != nil {
+		return p.upstream.Serve(ctx, d, gitProtocol, stdio, beforeUpdate)
+	}
+	return p.git.Serve(ctx, d, gitProtocol, stdio, beforeUpdate)
 }
 
 // record hands e to the recorder; a failure is the server's to know.

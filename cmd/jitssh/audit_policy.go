@@ -12,6 +12,7 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/ca"
 	"github.com/jitssh/jitssh/principals"
 )
 
@@ -95,6 +96,19 @@ func policyVersion(path, digest string, pol *approvals.Policy, people map[string
 		rule := audit.PolicyRule{MinTTL: r.MinTTL.D(), MaxTTL: r.MaxTTL.D()}
 		for _, s := range r.Approvals {
 			rule.Steps = append(rule.Steps, audit.Step{Group: s.Group, Count: s.Count})
+		}
+		if profile, err := ca.ParseHostProfile(r.Profile); err == nil {
+			// The rule issues certificates for the requester's account
+			// on a Git host, in the shape that host reads.
+			host := r.Host
+			rule.HostCert = func(requester string) (audit.HostCert, bool) {
+				account := pol.Account(requester, profile)
+				if account == "" {
+					return audit.HostCert{}, false
+				}
+				names, ext, keyID := ca.HostShape(profile, account, host)
+				return audit.HostCert{Principals: names, Extensions: ext, KeyID: keyID}, true
+			}
 		}
 		v.Rules[r.Name] = rule
 	}

@@ -140,9 +140,16 @@ func caSignCommand() *cli.Command {
 		Name:  "sign",
 		Usage: "break-glass: sign a certificate without the approval daemon",
 		UsageText: "jitssh ca sign --dir DIR --pubkey FILE --grant PRINCIPAL [--grant PRINCIPAL...] --ttl DURATION\n" +
-			"    --key-id ID [--source-address CIDRS] [--out FILE]",
+			"    --key-id ID [--source-address CIDRS] [--out FILE]\n" +
+			"jitssh ca sign --dir DIR --pubkey FILE --profile github|gitlab|gitea --account NAME [--host HOST]\n" +
+			"    --ttl DURATION --key-id ID [--source-address CIDRS] [--out FILE]",
 		Description: "Signs a user certificate for the key in --pubkey carrying the given grants\n" +
-			"(git:<access>:<repo>:<refpattern>) for --ttl (e.g. 30m, 8h). Serials come from DIR/serial\n" +
+			"(git:<access>:<repo>:<refpattern>) for --ttl (e.g. 30m, 8h). With --profile, it signs\n" +
+			"instead a Git host's certificate for the account --account: github (login@github.com, or\n" +
+			"login@HOST with --host for GitHub Enterprise Server), gitlab (the key ID is the username:\n" +
+			"give it as --key-id or leave --key-id out) or gitea (the principal the user registered).\n" +
+			"Such a certificate opens the whole account; the host decides repositories and refs.\n" +
+			"Serials come from DIR/serial\n" +
 			"and have the top bit set, so they never collide with the daemon's. The certificate line\n" +
 			"goes to stdout, or atomically to --out; an audit record goes to stderr as JSON and,\n" +
 			"with --audit-log, onto the audit log before the certificate is printed.\n" +
@@ -150,7 +157,10 @@ func caSignCommand() *cli.Command {
 		Flags: []cli.Flag{
 			caDirFlag(),
 			&cli.StringFlag{Name: "pubkey", Usage: "the user's public key file (required)", EnvVars: []string{"JITSSH_CA_SIGN_PUBKEY"}, TakesFile: true},
-			&cli.StringSliceFlag{Name: "grant", Usage: "grant principal, repeatable (at least one)", EnvVars: []string{"JITSSH_CA_SIGN_GRANT"}},
+			&cli.StringSliceFlag{Name: "grant", Usage: "grant principal, repeatable (at least one, without --profile)", EnvVars: []string{"JITSSH_CA_SIGN_GRANT"}},
+			&cli.StringFlag{Name: "profile", Usage: "certificate profile: grant (the default), github, gitlab or gitea", EnvVars: []string{"JITSSH_CA_SIGN_PROFILE"}},
+			&cli.StringFlag{Name: "account", Usage: "the Git host account, with --profile github|gitlab|gitea", EnvVars: []string{"JITSSH_CA_SIGN_ACCOUNT"}},
+			&cli.StringFlag{Name: "host", Usage: "GitHub Enterprise Server host name, with --profile github", EnvVars: []string{"JITSSH_CA_SIGN_HOST"}},
 			&cli.StringFlag{Name: "ttl", Usage: "certificate lifetime, e.g. 1h (required)", EnvVars: []string{"JITSSH_CA_SIGN_TTL"}},
 			&cli.StringFlag{Name: "key-id", Usage: "key ID naming the user and the reason, e.g. alice/incident-42 (required)", EnvVars: []string{"JITSSH_CA_SIGN_KEY_ID"}},
 			&cli.StringFlag{Name: "source-address", Usage: "comma-separated addresses/CIDRs the certificate may be used from", EnvVars: []string{"JITSSH_CA_SIGN_SOURCE_ADDRESS"}},
@@ -176,9 +186,15 @@ func caSign(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	keyID, err := requiredString(c, "key-id")
+	profile, err := ca.ParseProfile(c.String("profile"))
 	if err != nil {
-		return err
+		return usageError("--profile: %v", err)
+	}
+	keyID := c.String("key-id")
+	if keyID == "" && !profile.KeyIDIsAccount() {
+		if _, err := requiredString(c, "key-id"); err != nil {
+			return err
+		}
 	}
 	ttlText, err := requiredString(c, "ttl")
 	if err != nil {
@@ -188,14 +204,37 @@ func caSign(c *cli.Context) error {
 	if err != nil || ttl <= 0 {
 		return usageError("--ttl %q: want a positive duration such as 30m or 8h", ttlText)
 	}
-	grantTexts := c.StringSlice("grant")
-	if len(grantTexts) == 0 {
-		return usageError("missing --grant")
+	req := ca.CertRequest{
+		Profile:       profile,
+		KeyID:         keyID,
+		TTL:           ttl,
+		SourceAddress: c.String("source-address"),
 	}
-	grants := make([]principals.Grant, len(grantTexts))
-	for i, s := range grantTexts {
-		if grants[i], err = principals.Parse(s); err != nil {
-			return usageError("--grant: %v", err)
+	grantTexts := c.StringSlice("grant")
+	if profile.IsHost() {
+		// A host certificate opens a whole account; a grant beside it
+		// would read as a scope the host never enforces.
+		if len(grantTexts) > 0 {
+			return usageError("--grant and --profile %s do not mix: a %s certificate opens the whole account and carries no grant", profile, profile)
+		}
+		if req.Account, err = requiredString(c, "account"); err != nil {
+			return err
+		}
+		req.Host = c.String("host")
+	} else {
+		for _, flag := range []string{"account", "host"} {
+			if c.String(flag) != "" {
+				return usageError("--%s needs --profile github, gitlab or gitea; a grant certificate names no Git host account", flag)
+			}
+		}
+		if len(grantTexts) == 0 {
+			return usageError("missing --grant")
+		}
+		req.Grants = make([]principals.Grant, len(grantTexts))
+		for i, s := range grantTexts {
+			if req.Grants[i], err = principals.Parse(s); err != nil {
+				return usageError("--grant: %v", err)
+			}
 		}
 	}
 
@@ -221,13 +260,8 @@ func caSign(c *cli.Context) error {
 		defer out.Abort()
 	}
 
-	cert, err := a.Sign(ca.CertRequest{
-		PublicKey:     userKey,
-		KeyID:         keyID,
-		Grants:        grants,
-		TTL:           ttl,
-		SourceAddress: c.String("source-address"),
-	}, serials)
+	req.PublicKey = userKey
+	cert, err := a.Sign(req, serials)
 	if err != nil {
 		if isRequestError(err) {
 			return cli.Exit(err.Error(), exitUsage)
@@ -263,7 +297,8 @@ func caSign(c *cli.Context) error {
 // isRequestError reports whether Sign refused the request itself, which is
 // a usage error, rather than failing on the CA or the serial file.
 func isRequestError(err error) bool {
-	for _, target := range []error{ca.ErrBadTTL, ca.ErrNoGrants, ca.ErrBadGrant, ca.ErrBadKeyID, ca.ErrBadSourceAddress} {
+	for _, target := range []error{ca.ErrBadTTL, ca.ErrNoGrants, ca.ErrBadGrant, ca.ErrBadKeyID, ca.ErrBadSourceAddress,
+		ca.ErrBadProfile, ca.ErrBadAccount, ca.ErrBadHost} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -322,18 +357,24 @@ func breakGlassRecord(a *ca.Authority, cert *ssh.Certificate) []slog.Attr {
 	if sa, ok := cert.CriticalOptions[ca.SourceAddressOption]; ok {
 		attrs = append(attrs, slog.String("source_address", sa))
 	}
+	if len(cert.Extensions) > 0 {
+		// A Git host's certificate names its account here (GitHub's
+		// login@HOST); grant certificates have none.
+		attrs = append(attrs, slog.Any("extensions", cert.Extensions))
+	}
 	return attrs
 }
 
 func certJSON(cert *ssh.Certificate, line string) any {
 	return struct {
-		Certificate   string   `json:"certificate"`
-		Serial        uint64   `json:"serial"`
-		KeyID         string   `json:"key_id"`
-		Principals    []string `json:"principals"`
-		ValidAfter    string   `json:"valid_after"`
-		ValidBefore   string   `json:"valid_before"`
-		SourceAddress string   `json:"source_address,omitempty"`
+		Certificate   string            `json:"certificate"`
+		Serial        uint64            `json:"serial"`
+		KeyID         string            `json:"key_id"`
+		Principals    []string          `json:"principals"`
+		ValidAfter    string            `json:"valid_after"`
+		ValidBefore   string            `json:"valid_before"`
+		SourceAddress string            `json:"source_address,omitempty"`
+		Extensions    map[string]string `json:"extensions,omitempty"`
 	}{
 		Certificate:   line,
 		Serial:        cert.Serial,
@@ -342,6 +383,7 @@ func certJSON(cert *ssh.Certificate, line string) any {
 		ValidAfter:    time.Unix(int64(cert.ValidAfter), 0).UTC().Format(time.RFC3339),
 		ValidBefore:   time.Unix(int64(cert.ValidBefore), 0).UTC().Format(time.RFC3339),
 		SourceAddress: cert.CriticalOptions[ca.SourceAddressOption],
+		Extensions:    cert.Extensions,
 	}
 }
 

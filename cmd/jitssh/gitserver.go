@@ -56,8 +56,17 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 		}
 		hostKeys = append(hostKeys, cert)
 	}
-	repos, err := sshd.NewRepos(cfg.Repos)
-	if err != nil {
+	var repos *sshd.Repos
+	var upstream *sshd.Upstream
+	if cfg.Upstream != nil {
+		opts, err := cfg.Upstream.UpstreamOptions(logger)
+		if err != nil {
+			return err
+		}
+		if upstream, err = sshd.NewUpstream(opts); err != nil {
+			return err
+		}
+	} else if repos, err = sshd.NewRepos(cfg.Repos); err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(ctx)
@@ -102,6 +111,7 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 		Verifier:               current.Load,
 		Repos:                  repos,
 		Git:                    git,
+		Upstream:               upstream,
 		Recorder:               rec,
 		Logger:                 logger,
 		Metrics:                sshd.NewMetrics(reg),
@@ -135,10 +145,15 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 		}
 		defer stopHTTP()
 	}
-	logger.Info("git-server listening", "addr", l.Addr().String(),
-		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "repos", repos.Root(), "trusted_cas", len(v.CAs))
+	serving := []any{"addr", l.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "trusted_cas", len(v.CAs)}
+	if upstream != nil {
+		serving = append(serving, "upstream", cfg.Upstream.Address, "profile", cfg.Upstream.Profile, "accounts", len(cfg.Upstream.Accounts), "service_account", cfg.Upstream.ServiceAccount)
+	} else {
+		serving = append(serving, "repos", repos.Root())
+	}
+	logger.Info("git-server listening", serving...)
 
-	onHangup(runCtx, func() { reloadVerifier(configPath, checker, &current, logger) })
+	onHangup(runCtx, func() { reloadVerifier(configPath, checker, &current, upstream, logger) })
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -160,13 +175,20 @@ func runGitServer(ctx context.Context, configPath string, logger *slog.Logger, r
 	return srv.Shutdown(shutdownCtx)
 }
 
-// reloadVerifier rereads the trusted CAs and the KRL file. A bad
-// configuration keeps the running one and says why.
-func reloadVerifier(configPath string, checker sshd.RevocationChecker, current *atomic.Pointer[sshd.Verifier], logger *slog.Logger) {
+// reloadVerifier rereads the trusted CAs and the KRL file, and, behind a
+// Git host, the people's accounts there. A bad configuration keeps the
+// running one and says why.
+func reloadVerifier(configPath string, checker sshd.RevocationChecker, current *atomic.Pointer[sshd.Verifier], upstream *sshd.Upstream, logger *slog.Logger) {
 	cfg, err := sshd.LoadServerConfig(configPath)
+	if err == nil && (upstream == nil) != (cfg.Upstream == nil) {
+		err = errors.New("switching between repos and upstream needs a restart")
+	}
 	if err == nil {
 		var v *sshd.Verifier
 		v, err = cfg.Verifier(checker)
+		if err == nil && upstream != nil {
+			err = upstream.SetAccounts(cfg.Upstream.Accounts, cfg.Upstream.ServiceAccount)
+		}
 		if err == nil {
 			current.Store(v)
 			logger.Info("reloaded trusted CAs and revocations", "trusted_cas", len(v.CAs))

@@ -77,17 +77,30 @@ func startGitServerIn(t *testing.T, dir string, cas []string, krl, extra string)
 }
 
 // launchGitServer starts the binary with s's dir (a new one when empty),
-// krl, extra and revocation settings.
+// krl, extra and revocation settings, serving a new repository root.
 func launchGitServer(t *testing.T, cas []string, s *gitServerProc) *gitServerProc {
 	t.Helper()
 	if s.dir == "" {
 		s.dir = t.TempDir()
 	}
-	s.root, s.addr, s.metrics = repoRoot(t), freeAddr(t), freeAddr(t)
+	return spawnGitServer(t, s, repoRoot(t), func(s *gitServerProc) string { return s.configText(cas, s.krl) })
+}
+
+// startGitServerConfig runs git-server with the configuration config
+// writes, serving root.
+func startGitServerConfig(t *testing.T, root, extra string, config func(s *gitServerProc) string) *gitServerProc {
+	t.Helper()
+	return spawnGitServer(t, &gitServerProc{dir: t.TempDir(), extra: extra}, root, config)
+}
+
+// spawnGitServer starts the binary for s, serving root, with the
+// configuration config writes once s's addresses are chosen.
+func spawnGitServer(t *testing.T, s *gitServerProc, root string, config func(s *gitServerProc) string) *gitServerProc {
+	t.Helper()
+	s.root, s.addr, s.metrics = root, freeAddr(t), freeAddr(t)
 	s.log = &lockedBuffer{ch: make(chan string, 1000)}
-	krl := s.krl
 	s.config = filepath.Join(s.dir, "git-server.yaml")
-	require.NoError(t, os.WriteFile(s.config, []byte(s.configText(cas, krl)), 0o600))
+	require.NoError(t, os.WriteFile(s.config, []byte(config(s)), 0o600))
 	s.cmd = exec.Command(jitsshBin, "git-server", "--config", s.config)
 	stderr, err := s.cmd.StderrPipe()
 	require.NoError(t, err)

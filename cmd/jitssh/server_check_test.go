@@ -74,7 +74,7 @@ func TestServerCheck(t *testing.T) {
 			if tt.want == "" {
 				require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
 				assert.Contains(t, r.stdout, config+": ready to serve")
-				assert.Contains(t, r.stdout, "policy     3 people, 4 rules, sha256:")
+				assert.Contains(t, r.stdout, "policy     3 people, 5 rules, sha256:")
 				assert.Contains(t, r.stdout, "will be made at the first start", "the host key is not made by a check")
 				return
 			}
