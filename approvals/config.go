@@ -45,6 +45,7 @@ type Config struct {
 	CADir             string    `yaml:"ca_dir" json:"ca_dir"`                             // read with ca.Load
 	AuditLog          string    `yaml:"audit_log" json:"audit_log"`                       // the hash-chained audit log
 	RequestTimeout    Duration  `yaml:"request_timeout" json:"request_timeout"`           // a pending request nobody acted on expires after this
+	Retention         Duration  `yaml:"retention" json:"retention"`                       // how long an ended request stays in memory; the audit log keeps it
 	MaxPendingPerUser int       `yaml:"max_pending_per_user" json:"max_pending_per_user"` // pending requests one person may have at once
 	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
 	AuditorGroups     []string  `yaml:"auditor_groups" json:"auditor_groups"` // see every request; left out: DefaultAuditorGroups
@@ -206,6 +207,9 @@ func withDefaults(c *Config) *Config {
 	}
 	if out.RequestTimeout == 0 {
 		out.RequestTimeout = Duration(DefaultRequestTimeout)
+	}
+	if out.Retention == 0 {
+		out.Retention = Duration(DefaultRetention)
 	}
 	if out.MaxPendingPerUser == 0 {
 		out.MaxPendingPerUser = DefaultMaxPendingPerUser

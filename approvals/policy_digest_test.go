@@ -155,9 +155,10 @@ func TestPolicyDigestCoversEveryField(t *testing.T) {
 	daemonOnly := map[string][]string{
 		// Who may read requests, and how fast one person may make them, are
 		// the daemon's to enforce; neither changes what a request needs.
-		// The cluster block differs from node to node by design.
+		// The cluster block differs from node to node by design. How long
+		// ended requests stay in memory decides nothing about any request.
 		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "DataDir", "CADir", "AuditLog", "Webhooks",
-			"AuditorGroups", "Limits", "Cluster"},
+			"AuditorGroups", "Limits", "Cluster", "Retention"},
 	}
 	for _, v := range []any{Config{}, Person{}, Rule{}, Step{}} {
 		typ := reflect.TypeOf(v)

@@ -158,6 +158,8 @@ func (c *checker) check(e *Entry) error {
 		return c.policyReload(e)
 	case KindRestore:
 		return c.restore(e)
+	case KindPruned:
+		return checkPruned(e)
 	case KindCASign:
 		c.sum.BreakGlass++
 		var d CASignData
