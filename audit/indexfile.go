@@ -91,6 +91,20 @@ const indexBatch = 50_000
 // when it does not, and catches it up with the log. An index another
 // process has open is waited for a few seconds, then refused.
 func OpenIndexFile(path, logPath string) (*IndexFile, error) {
+	ix, err := OpenIndexFileBehind(path, logPath)
+	if err != nil {
+		return nil, err
+	}
+	if ix.Added, err = ix.CatchUp(); err != nil {
+		ix.Close()
+		return nil, err
+	}
+	return ix, nil
+}
+
+// OpenIndexFileBehind is OpenIndexFile without catching up: for a process
+// that catches up in the background rather than wait for a first build.
+func OpenIndexFileBehind(path, logPath string) (*IndexFile, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
@@ -107,10 +121,6 @@ func OpenIndexFile(path, logPath string) (*IndexFile, error) {
 	if err := ix.open(); err != nil {
 		ix.Close()
 		return nil, fmt.Errorf("audit index %s: %w", path, err)
-	}
-	if ix.Added, err = ix.CatchUp(); err != nil {
-		ix.Close()
-		return nil, err
 	}
 	return ix, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"go.etcd.io/bbolt"
@@ -127,7 +128,14 @@ func (b *indexBuilder) add(e *Entry, line []byte) {
 // write stores the batch.
 func (b *indexBuilder) write(tx *bbolt.Tx) error {
 	lines := tx.Bucket(bucketLines)
-	for num, c := range b.touched {
+	lines.FillPercent = 1 // runs are only ever appended
+	nums := make([]uint64, 0, len(b.touched))
+	for num := range b.touched {
+		nums = append(nums, num)
+	}
+	slices.Sort(nums)
+	for _, num := range nums {
+		c := b.touched[num]
 		if len(c.lens) == 0 {
 			continue
 		}
@@ -147,10 +155,17 @@ func (b *indexBuilder) write(tx *bbolt.Tx) error {
 			return err
 		}
 	}
+	// In key order, so that bbolt fills its pages from left to right: most
+	// keys are new (a request ID, a serial), and come after the last one.
 	post := tx.Bucket(bucketPost)
-	post.FillPercent = 0.9 // appends, mostly at the end of each key's run
-	for key, seqs := range b.tails {
-		if err := appendPostings(post, []byte(key), seqs); err != nil {
+	post.FillPercent = 0.9
+	keys := make([]string, 0, len(b.tails))
+	for key := range b.tails {
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		if err := appendPostings(post, []byte(key), b.tails[key]); err != nil {
 			return err
 		}
 	}
