@@ -26,15 +26,18 @@ import (
 // real ones): 70 in 100 reads approved by the policy (request, issue), 20
 // approved by a person (request, approve, issue), 5 denied, 3 expired, 2
 // cancelled, 1 in 100 certificates revoked, and an hourly state.pruned.
+// JITSSH_BENCH_HISTORY_DAYS spreads them over that many days instead (the
+// same rate over fewer days shows what depends on the log's length).
 // JITSSH_BENCH_HISTORY_DIR keeps the log and its index there between runs
 // (they are large) instead of a temporary directory.
 func BenchmarkHistory(b *testing.B) {
 	n := benchEnvInt(b, "JITSSH_BENCH_HISTORY_REQUESTS", 20_000)
+	days := benchEnvInt(b, "JITSSH_BENCH_HISTORY_DAYS", 365)
 	dir := os.Getenv("JITSSH_BENCH_HISTORY_DIR")
 	if dir == "" {
 		dir = b.TempDir()
 	}
-	logPath := filepath.Join(dir, fmt.Sprintf("history-%d.log", n))
+	logPath := filepath.Join(dir, fmt.Sprintf("history-%d-%dd.log", n, days))
 	ixPath := logPath + ".index"
 	var last time.Time
 	var entries uint64
@@ -43,14 +46,14 @@ func BenchmarkHistory(b *testing.B) {
 	} else {
 		start := time.Now()
 		os.Remove(ixPath)
-		entries, last = writeHistoryLog(b, logPath, n)
+		entries, last = writeHistoryLog(b, logPath, n, days)
 		fi, err := os.Stat(logPath)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Logf("wrote %d requests, %d entries, %d MB, in %v", n, entries, fi.Size()>>20, time.Since(start).Round(time.Second))
 	}
-	yearOld := func(rng *rand.Rand) int { return rng.IntN(max(n/12, 1)) } // the first month
+	yearOld := func(rng *rand.Rand) int { return rng.IntN(max(n*30/days, 1)) } // the first month
 
 	b.Run("build", func(b *testing.B) {
 		for b.Loop() {
@@ -174,7 +177,7 @@ func historyPad(n int, c byte) string { return strings.Repeat(string(c), n) }
 
 // writeHistoryLog writes the history log of n requests and returns how
 // many entries it holds and the time of the last.
-func writeHistoryLog(tb testing.TB, path string, n int) (uint64, time.Time) {
+func writeHistoryLog(tb testing.TB, path string, n, days int) (uint64, time.Time) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		tb.Fatal(err)
@@ -182,7 +185,7 @@ func writeHistoryLog(tb testing.TB, path string, n int) (uint64, time.Time) {
 	w := bufio.NewWriterSize(f, 4<<20)
 	h := genesis
 	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	step := 365 * 24 * time.Hour / time.Duration(n)
+	step := time.Duration(days) * 24 * time.Hour / time.Duration(n)
 	statement := `{"kind":"request","requester":"alice","repo":"org/repo1","ref":"refs/heads/feature/x","access":"write","reason":"fix the login form","public_key":"ssh-ed25519 ` + historyPad(68, 'A') + `"}`
 	signature := "-----BEGIN SSH SIGNATURE-----\n" + historyPad(400, 'U') + "\n-----END SSH SIGNATURE-----\n"
 	key := "ssh-ed25519 " + historyPad(68, 'K')
