@@ -102,7 +102,7 @@ type checker struct {
 	scan     *scanner // the log being read, for the hashes of its lines
 	sum      CheckSummary
 	requests map[string]*pending
-	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
+	mem      memory            // what is forgotten when, and the serials issued (check_memory.go)
 	tokens   map[string]string // workload token ID -> the request it got
 	versions map[string]*PolicyVersion
 	current  string // the policy version in force, as far as the log says
@@ -112,7 +112,6 @@ func newChecker(opts CheckOptions) *checker {
 	c := &checker{
 		opts:     opts,
 		requests: make(map[string]*pending),
-		serials:  make(map[uint64]uint64),
 		tokens:   make(map[string]string),
 		versions: make(map[string]*PolicyVersion),
 	}
@@ -138,6 +137,7 @@ func (c *checker) entry(e *Entry) *failure {
 }
 
 func (c *checker) check(e *Entry) error {
+	c.advance(e.Time)
 	switch e.Kind {
 	case KindRequest:
 		c.sum.Requests++
@@ -158,6 +158,15 @@ func (c *checker) check(e *Entry) error {
 		return c.policyReload(e)
 	case KindRestore:
 		return c.restore(e)
+	case KindExpire, KindCancel, KindRevoke, KindRelease, KindOffboard:
+		// A request that ends without a certificate is done.
+		var d EndData
+		if decodeData(e, &d) == nil {
+			if p, ok := c.requests[d.ID]; ok && p.issued == 0 {
+				c.done(d.ID, e.Time)
+			}
+		}
+		return nil
 	case KindPruned:
 		return checkPruned(e)
 	case KindCASign:
@@ -188,6 +197,9 @@ func (c *checker) request(e *Entry) error {
 	}
 	if _, dup := c.requests[d.ID]; dup {
 		return fail(ErrRecord, "request %s recorded twice", d.ID)
+	}
+	if err := c.tooOld(d.ID); err != nil {
+		return err
 	}
 	p := &pending{
 		seq:       e.Seq,
@@ -262,6 +274,7 @@ func (c *checker) decision(e *Entry) error {
 	if e.Kind == KindDeny {
 		if p.deniedBy == "" {
 			p.deniedBy = d.By
+			c.done(d.ID, e.Time)
 		}
 		return nil
 	}
@@ -296,6 +309,7 @@ func (c *checker) issue(e *Entry) error {
 	}
 	if p, ok := c.requests[d.ID]; ok && p.issued == 0 {
 		p.issued = d.Serial
+		c.done(d.ID, e.Time)
 	}
 	return err
 }
@@ -402,17 +416,6 @@ func (c *checker) trustedCA(k ssh.PublicKey) bool {
 		}
 	}
 	return false
-}
-
-func (c *checker) claimSerial(serial, seq uint64) error {
-	if serial == 0 {
-		return fail(ErrCA, "serial 0 cannot be revoked and is never issued")
-	}
-	if prev, dup := c.serials[serial]; dup {
-		return fail(ErrCA, "serial %d was already issued at seq %d", serial, prev)
-	}
-	c.serials[serial] = seq
-	return nil
 }
 
 // verifySigner checks a statement's signature with the keys the view

@@ -220,8 +220,10 @@ func appendPostings(b *bbolt.Bucket, key []byte, seqs []uint64) error {
 	var first uint64
 	var items []uint64
 	c := b.Cursor()
-	k, v := c.Seek(binary.BigEndian.AppendUint64(bytes.Clone(prefix), ^uint64(0)))
-	if k == nil {
+	// The key's last chunk is the one before where a chunk starting at
+	// the greatest seq would go.
+	var k, v []byte
+	if sk, _ := c.Seek(binary.BigEndian.AppendUint64(bytes.Clone(prefix), ^uint64(0))); sk == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
