@@ -137,7 +137,7 @@ func (y *yearRun) run(n int) {
 			nextPrune = now.Add(time.Hour)
 		}
 		y.request(i, now)
-		if i > 0 && i%1_000_000 == 0 {
+		if i > 0 && i%500_000 == 0 {
 			y.progress(i, now)
 		}
 	}
@@ -149,8 +149,12 @@ func (y *yearRun) progress(i int, now time.Time) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	live, _ := y.f.State().all(nil, indexID)
-	fmt.Fprintf(os.Stderr, "%s: %d requests (day %d), %d live, heap in use %d MB, rss %d MB\n", time.Now().Format(time.TimeOnly),
-		i, int(now.Sub(t0).Hours()/24), len(live), m.HeapInuse>>20, procStatus(y.tb, "VmRSS")>>20)
+	var size countingWriter
+	if snap, err := y.f.Snapshot(); err == nil {
+		_ = snap.(*fsmSnapshot).write(&size)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %d requests (day %d), %d live, heap in use %d MB, rss %d MB, snapshot %.1f MB\n", time.Now().Format(time.TimeOnly),
+		i, int(now.Sub(t0).Hours()/24), len(live), m.HeapInuse>>20, procStatus(y.tb, "VmRSS")>>20, float64(size)/(1<<20))
 }
 
 // prune applies prunes until one drops less than its limit, as the

@@ -3,6 +3,7 @@ package audit
 import (
 	"os"
 	"syscall"
+	"time"
 )
 
 // dropCache asks the kernel to drop the cached pages of the file at path,
@@ -18,4 +19,15 @@ func dropCache(path string) error {
 		return errno
 	}
 	return nil
+}
+
+// cpuTime returns the CPU time the process has used: on a shared machine
+// the time per operation moves with everything else running, the CPU time
+// much less.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

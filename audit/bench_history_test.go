@@ -56,6 +56,7 @@ func BenchmarkHistory(b *testing.B) {
 	yearOld := func(rng *rand.Rand) int { return rng.IntN(max(n*30/days, 1)) } // the first month
 
 	b.Run("build", func(b *testing.B) {
+		cpu := cpuTime()
 		for b.Loop() {
 			os.Remove(ixPath)
 			ix, err := OpenIndexFile(ixPath, logPath)
@@ -67,6 +68,7 @@ func BenchmarkHistory(b *testing.B) {
 		}
 		fi, _ := os.Stat(ixPath)
 		b.ReportMetric(float64(entries)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+		b.ReportMetric(float64(entries)*float64(b.N)/(cpuTime()-cpu).Seconds(), "entries/cpu-s")
 		b.ReportMetric(float64(fi.Size())/(1<<20), "index-MB")
 	})
 	ix, err := OpenIndexFile(ixPath, logPath)
@@ -136,16 +138,19 @@ func BenchmarkHistory(b *testing.B) {
 	}
 	b.Run("list-since-24h", func(b *testing.B) {
 		var got []Entry
+		cpu := cpuTime()
 		for b.Loop() {
 			if got, err = ix.List(Filter{Since: last.Add(-24 * time.Hour)}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(float64(len(got)), "entries")
+		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 	})
 	ix.Close()
 	b.Run("verify", func(b *testing.B) {
 		var peak uint64
+		cpu := cpuTime()
 		for b.Loop() {
 			f, err := os.Open(logPath)
 			if err != nil {
@@ -160,6 +165,7 @@ func BenchmarkHistory(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(entries)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+		b.ReportMetric(float64(entries)*float64(b.N)/(cpuTime()-cpu).Seconds(), "entries/cpu-s")
 		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
 	})
 }
