@@ -35,7 +35,7 @@ const DefaultRetention = 30 * 24 * time.Hour
 // short: the leader proposes another at once while work remains.
 const (
 	prunePerCommand  = 2000
-	pruneScanFactor  = 4 // requests looked at per request dropped, at most
+	pruneScanMax     = 50_000 // requests looked at by one command, at most
 	pruneInterval    = time.Minute
 	tokenPruneMargin = time.Hour // a used token is kept this long past its expiry, for clocks that disagree
 )
@@ -109,8 +109,9 @@ func endedAt(r *Request) (time.Time, bool) {
 // prunable returns up to limit requests that ended before cutoff, oldest
 // first. Requests are read in ID order, which is creation order, and one
 // created at or after cutoff cannot have ended before it, so the reading
-// stops there; requests still live in between are passed over, up to
-// pruneScanFactor per request returned.
+// stops there; requests still live in between (a certificate valid longer
+// than the retention, one still to be issued) are passed over, up to
+// pruneScanMax requests read in all.
 func prunable(tx *memdb.Txn, cutoff time.Time, limit int) ([]*Request, error) {
 	it, err := tx.Get(tableRequests, indexID)
 	if err != nil {
@@ -118,7 +119,7 @@ func prunable(tx *memdb.Txn, cutoff time.Time, limit int) ([]*Request, error) {
 	}
 	var out []*Request
 	scanned := 0
-	for obj := it.Next(); obj != nil && len(out) < limit && scanned < pruneScanFactor*limit; obj = it.Next() {
+	for obj := it.Next(); obj != nil && len(out) < limit && scanned < pruneScanMax; obj = it.Next() {
 		r := obj.(*Request)
 		if !r.CreatedAt.Before(cutoff) {
 			break

@@ -282,3 +282,32 @@ func TestPruneCommandIsDeterministic(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, chainA, chainB, "both wrote the same audit entries")
 }
+
+// TestPruneLooksPastLiveRequests checks that requests still live at the
+// front of the state (the oldest, still pending here) do not hide the
+// ended ones behind them from the leader's look for work nor from the
+// prune itself.
+func TestPruneLooksPastLiveRequests(t *testing.T) {
+	st := testStateStore(t)
+	ids := newIDSource()
+	index := uint64(0)
+	for i := range 6 {
+		id, err := ids.next(t0)
+		require.NoError(t, err)
+		index++
+		_, err = st.submitRequest(index, mockRequest(id), 0)
+		require.NoError(t, err)
+		if i == 5 {
+			index++
+			_, err = st.cancelRequest(index, id, Decision{By: "alice", At: t0})
+			require.NoError(t, err)
+		}
+	}
+	work, err := pruneWork(st, t0.Add(time.Minute), t0.Add(time.Hour))
+	require.NoError(t, err)
+	assert.True(t, work, "the cancelled request behind five pending ones is found")
+	got, err := prunable(st.db.Txn(false), t0.Add(time.Minute), 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, StateCancelled, got[0].State)
+}
