@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 )
@@ -318,7 +319,7 @@ func plainString(val []byte) string {
 	if len(val) < 2 || val[0] != '"' {
 		return ""
 	}
-	if bytes.IndexByte(val, '\\') < 0 {
+	if bytes.IndexByte(val, '\\') < 0 && utf8.Valid(val) {
 		return string(val[1 : len(val)-1])
 	}
 	var s string
