@@ -116,8 +116,9 @@ type testCluster struct {
 	nodes     []*testNode
 	policy    *Policy
 	tune      func(*raft.Config)
-	timeout   time.Duration // raft's
-	wait      time.Duration // how long writes wait for a leader
+	timeout   time.Duration  // raft's
+	wait      time.Duration  // how long writes wait for a leader
+	tweak     func(*Options) // changes every node's options before it opens; nil: none
 }
 
 type testNode struct {
@@ -209,6 +210,9 @@ func (c *testCluster) start(tb testing.TB, i int) {
 			Listener: c.net.listen(tb, nd.addr), TLS: c.tls[i], dial: c.net.dialer(nd.addr), tune: c.tune,
 		},
 		applyWait: c.wait,
+	}
+	if c.tweak != nil {
+		c.tweak(&nd.opts)
 	}
 	if os.Getenv("JITSSH_TEST_CLUSTER_LOG") != "" {
 		nd.opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", nd.id)

@@ -50,6 +50,7 @@ type Config struct {
 	AuditLog          string    `yaml:"audit_log" json:"audit_log"`                       // the hash-chained audit log
 	PIDFile           string    `yaml:"pid_file" json:"pid_file,omitempty"`               // written with the daemon's process ID while it runs
 	RequestTimeout    Duration  `yaml:"request_timeout" json:"request_timeout"`           // a pending request nobody acted on expires after this
+	Retention         Duration  `yaml:"retention" json:"retention"`                       // how long an ended request stays in memory; the audit log keeps it
 	MaxPendingPerUser int       `yaml:"max_pending_per_user" json:"max_pending_per_user"` // pending requests one person may have at once
 	Webhooks          []Webhook `yaml:"webhooks" json:"webhooks,omitempty"`
 	AuditorGroups     []string  `yaml:"auditor_groups" json:"auditor_groups"` // see every request; left out: DefaultAuditorGroups
@@ -222,6 +223,9 @@ func withDefaults(c *Config) *Config {
 	}
 	if out.RequestTimeout == 0 {
 		out.RequestTimeout = Duration(DefaultRequestTimeout)
+	}
+	if out.Retention == 0 {
+		out.Retention = Duration(DefaultRetention)
 	}
 	if out.MaxPendingPerUser == 0 {
 		out.MaxPendingPerUser = DefaultMaxPendingPerUser

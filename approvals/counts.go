@@ -24,6 +24,7 @@ type StateCounter struct {
 	store  *stateStore   // the store counted; a snapshot restore replaces it
 	frozen map[State]int // the requests up to mark, all final
 	mark   string        // the ID of the newest of them
+	prunes int           // prune commands the frozen counts were made after
 }
 
 // NewStateCounter returns a counter of s's requests by state.
@@ -34,8 +35,14 @@ func (c *StateCounter) Counts() (map[State]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.s.fsm.State()
-	if st != c.store {
-		c.store, c.frozen, c.mark = st, map[State]int{}, ""
+	// Requests pruned from the state count where they ended; those frozen
+	// may be among them, so a prune starts the frozen counts over.
+	pruned, err := st.pruned()
+	if err != nil {
+		return nil, err
+	}
+	if st != c.store || pruned.Commands != c.prunes {
+		c.store, c.frozen, c.mark, c.prunes = st, map[State]int{}, "", pruned.Commands
 	}
 	settled := c.s.clock().Add(-countSettle)
 	it, err := st.db.Txn(false).LowerBound(tableRequests, indexID, c.mark)
@@ -43,6 +50,9 @@ func (c *StateCounter) Counts() (map[State]int, error) {
 		return nil, err
 	}
 	counts := maps.Clone(c.frozen)
+	for state, n := range pruned.States {
+		counts[state] += n
+	}
 	advancing := true
 	for obj := it.Next(); obj != nil; obj = it.Next() {
 		r := obj.(*Request)

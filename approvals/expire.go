@@ -39,10 +39,14 @@ func (s *Service) run() {
 		}
 		nextExpiry := s.expireDue(ws)
 		s.issueUnissued(false)
+		nextPrune := s.pruneDue()
 
 		sleep := maxSleep
 		if !nextExpiry.IsZero() {
 			sleep = min(sleep, nextExpiry.Sub(s.clock()))
+		}
+		if !nextPrune.IsZero() {
+			sleep = min(sleep, nextPrune.Sub(s.clock()))
 		}
 		if next := s.nextRetry(); !next.IsZero() {
 			sleep = min(sleep, time.Until(next))

@@ -123,15 +123,16 @@ type wireResult struct {
 	// Refused is a refusal the command recorded on the audit log (a CI/CD
 	// token presented again): committed, and refused all the same.
 	Refused *wireError `json:"refused,omitempty"`
+	Pruned  int        `json:"pruned,omitempty"` // requests a prune dropped
 }
 
 func toWire(r *applyResult) wireResult {
 	return wireResult{Index: r.index, Request: r.request, Requests: r.requests, Complete: r.complete, Repeat: r.repeat,
-		Err: encodeError(r.err), Refused: encodeError(r.refused)}
+		Err: encodeError(r.err), Refused: encodeError(r.refused), Pruned: r.pruned}
 }
 
 func (w wireResult) result() *applyResult {
-	r := &applyResult{index: w.Index, request: w.Request, requests: w.Requests, complete: w.Complete, repeat: w.Repeat}
+	r := &applyResult{index: w.Index, request: w.Request, requests: w.Requests, complete: w.Complete, repeat: w.Repeat, pruned: w.Pruned}
 	if w.Err != nil {
 		r.err = w.Err.decode()
 	}

@@ -67,6 +67,8 @@ func (t msgType) String() string {
 		return "set-policy"
 	case msgRestore:
 		return "restore"
+	case msgPrune:
+		return "prune"
 	}
 	return fmt.Sprintf("msgType(%d)", uint8(t))
 }
@@ -155,6 +157,8 @@ type applyResult struct {
 	// repeat: the command's idempotency key was applied before, at index;
 	// this application changed nothing.
 	repeat bool
+	// pruned is how many requests a prune command dropped.
+	pruned int
 	// refused is a refusal that is recorded on the audit log all the
 	// same, such as a CI/CD token presented again: the command commits
 	// its entry, and the caller is refused.
@@ -345,7 +349,8 @@ func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
 // Format 3 adds the serial epoch and, after the requests, one applied
 // idempotency key per line, then one used CI/CD token per line. Before
 // it, the used tokens were read back from the requests that carry them.
-const snapshotFormat = 3
+// Format 4 adds what the state keeps of the requests it pruned.
+const snapshotFormat = 4
 
 type snapshotHeader struct {
 	Format     int          `json:"format"`
@@ -360,6 +365,8 @@ type snapshotHeader struct {
 	// Applied is the last raft index the state machine had applied, which
 	// may be past Index when the last commands were refused.
 	Applied uint64 `json:"applied,omitempty"`
+	// Pruned is what the state keeps of the requests it dropped.
+	Pruned *prunedTotals `json:"pruned,omitempty"`
 }
 
 // errAuditBehind refuses a snapshot while audit lines of applied commands
@@ -420,6 +427,10 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	pruned, err := prunedTxn(tx)
+	if err != nil {
+		return err
+	}
 	it, err := tx.Get(tableRequests, indexID)
 	if err != nil {
 		return err
@@ -434,6 +445,9 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Epoch: epoch, Ops: len(ops), Tokens: len(tokens), Applied: s.applied}
 	if !chain.IsZero() {
 		h.Audit = &chain
+	}
+	if pruned.Commands > 0 {
+		h.Pruned = &pruned
 	}
 	if err := enc.Encode(h); err != nil {
 		return err
@@ -540,6 +554,11 @@ func readSnapshotApplied(r io.Reader) (*stateStore, uint64, error) {
 	}
 	if err := st.restoreCluster(h.Index, h.Epoch, ops); err != nil {
 		return nil, 0, err
+	}
+	if h.Pruned != nil {
+		if err := st.restorePruned(h.Index, *h.Pruned); err != nil {
+			return nil, 0, err
+		}
 	}
 	return st, h.Applied, nil
 }

@@ -39,9 +39,12 @@ func (f *fsm) applyAudited(index uint64, t msgType, body []byte, env *envelope) 
 	res := &applyResult{}
 	var events []auditEvent
 	var err error
-	if t == msgRestore {
+	switch t {
+	case msgRestore:
 		events, err = restoreTxn(tx, body, res)
-	} else {
+	case msgPrune:
+		events, err = pruneTxn(tx, body, res)
+	default:
 		events, err = applyAuditedTxn(tx, t, body, res)
 	}
 	if err != nil {

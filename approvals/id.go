@@ -69,10 +69,18 @@ func (g *idSource) seed(st *stateStore) error {
 	if err != nil {
 		return fmt.Errorf("seed request IDs: %w", err)
 	}
-	if obj == nil {
+	// The newest request may have been pruned since.
+	pruned, err := st.pruned()
+	if err != nil {
+		return fmt.Errorf("seed request IDs: %w", err)
+	}
+	id := pruned.LastID
+	if obj != nil && obj.(*Request).ID > id {
+		id = obj.(*Request).ID
+	}
+	if id == "" {
 		return nil
 	}
-	id := obj.(*Request).ID
 	ms, hi, lo, ok := decodeULID(strings.TrimPrefix(id, idPrefix))
 	if !ok {
 		return fmt.Errorf("seed request IDs: newest ID %q is malformed", id)

@@ -18,14 +18,21 @@ const krlKeep = time.Hour
 // yet expired before since (all when since is zero), sorted, with how many
 // there are in all and when the latest was revoked.
 func (s *Service) revoked(since time.Time) ([]uint64, int, time.Time, error) {
-	reqs, err := s.fsm.State().revokedRequests(nil)
+	st := s.fsm.State()
+	reqs, err := st.revokedRequests(nil)
+	if err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	// Revoked certificates that left the state had expired before the
+	// list stopped carrying them; they still count in its version.
+	pruned, err := st.pruned()
 	if err != nil {
 		return nil, 0, time.Time{}, err
 	}
 	var (
 		serials []uint64
-		total   int
-		latest  time.Time
+		total   = pruned.Revoked
+		latest  = pruned.LastRevoked
 	)
 	for _, r := range reqs {
 		// A request revoked before its certificate was stored has no

@@ -163,9 +163,10 @@ func TestPolicyDigestCoversEveryField(t *testing.T) {
 		// the daemon's to enforce; neither changes what a request needs.
 		// The cluster block differs from node to node by design. The host
 		// names only go into the daemon's own host certificate; the pid
-		// file is the daemon's process.
+		// file is the daemon's process. How long ended requests stay in
+		// memory decides nothing about any request.
 		"Config": {"Listen", "HTTPListen", "MetricsListen", "HostKey", "HostNames", "DataDir", "CADir", "AuditLog", "PIDFile", "Webhooks",
-			"AuditorGroups", "Limits", "Cluster"},
+			"AuditorGroups", "Limits", "Cluster", "Retention"},
 	}
 	for _, v := range []any{Config{}, Person{}, Rule{}, Step{}} {
 		typ := reflect.TypeOf(v)

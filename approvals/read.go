@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -36,6 +37,18 @@ func (s *Service) Get(who Actor, id string) (*Request, error) {
 		return nil, err
 	}
 	r, err := s.lookup(id)
+	if errors.Is(err, ErrNotFound) && s.archive != nil {
+		// Ended long ago and pruned from the state: the audit log still
+		// has it, under the same rule of who may see it.
+		r, err = s.archived(id)
+		if err != nil {
+			return nil, err
+		}
+		if !p.mayView(a, r) {
+			return nil, notFound(id)
+		}
+		return r, nil
+	}
 	if err != nil {
 		return nil, err
 	}

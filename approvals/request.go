@@ -84,6 +84,9 @@ type Request struct {
 	Revoked     *Decision `json:"revoked,omitempty"` // revocation, release or offboarding
 
 	Version uint64 `json:"version"` // raft index of the last change
+	// Archived: the request had ended and left the daemon's state; this
+	// is what its audit entries tell of it.
+	Archived bool `json:"archived,omitempty"`
 }
 
 // Approval is one person's approval of a request.

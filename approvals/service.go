@@ -47,6 +47,11 @@ type Options struct {
 	// HostKey is the daemon's own SSH host key, which is never certified
 	// as a person's key; nil when there is none.
 	HostKey ssh.PublicKey
+	// Retention is how long after it ended a request stays in the state
+	// (see prune.go); zero keeps every request.
+	Retention time.Duration
+	// Archive answers for requests that left the state; nil: none.
+	Archive Archive
 
 	// noBackground leaves expiry and issue retries to the caller, for
 	// tests that move a fake clock.
@@ -57,6 +62,9 @@ type Options struct {
 	// auditGrace, when set, replaces how long a call waits for a failing
 	// audit log, for tests of a log that stays failed.
 	auditGrace time.Duration
+	// pruneInterval, when set, replaces how often the leader looks for
+	// state to prune.
+	pruneInterval time.Duration
 }
 
 // Service is the approval daemon's engine: it takes requests, applies the
@@ -99,6 +107,11 @@ type Service struct {
 	retry     map[string]retryState // requests whose certificate could not be issued yet
 	wake      chan struct{}         // tells the background loop a retry was scheduled
 
+	retention     time.Duration
+	pruneInterval time.Duration
+	nextPrune     time.Time // guarded by the background loop, its only user
+	archive       Archive
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -132,6 +145,10 @@ func Open(o Options) (*Service, error) {
 		done:      make(chan struct{}),
 		ready:     make(chan struct{}),
 		dataDir:   o.DataDir,
+
+		retention:     o.Retention,
+		pruneInterval: o.pruneInterval,
+		archive:       o.Archive,
 	}
 	s.guard.hostKey = o.HostKey
 	if s.now == nil {

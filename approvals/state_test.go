@@ -3,6 +3,7 @@ package approvals
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -258,12 +259,12 @@ func TestReadSnapshotRefusesDamage(t *testing.T) {
 
 	var h snapshotHeader
 	require.NoError(t, json.Unmarshal([]byte(header), &h))
-	assert.Equal(t, snapshotHeader{Format: 3, Index: 5, Requests: 1}, h)
+	assert.Equal(t, snapshotHeader{Format: snapshotFormat, Index: 5, Requests: 1}, h)
 
 	for name, data := range map[string]string{
 		"empty":          "",
 		"truncated":      header + "\n",
-		"wrong format":   strings.Replace(good, `"format":3`, `"format":4`, 1),
+		"wrong format":   strings.Replace(good, fmt.Sprintf(`"format":%d`, snapshotFormat), fmt.Sprintf(`"format":%d`, snapshotFormat+1), 1),
 		"garbled record": header + "\n{\"id\":\n",
 	} {
 		_, err := readSnapshot(strings.NewReader(data))

@@ -108,6 +108,9 @@ func (c *checker) policy(cfg *Config) {
 	if cfg.RequestTimeout <= 0 {
 		c.bad(at("request_timeout"), "request_timeout: %v is not positive", cfg.RequestTimeout)
 	}
+	if cfg.Retention <= 0 {
+		c.bad(at("retention"), "retention: %v is not positive", cfg.Retention)
+	}
 	if cfg.MaxPendingPerUser < 0 {
 		c.bad(at("max_pending_per_user"), "max_pending_per_user: %d is negative", cfg.MaxPendingPerUser)
 	}

@@ -122,7 +122,8 @@ func (e *CheckError) Unwrap() error { return e.Err }
 // certificate against the trust anchors in opts (see Checker). The first
 // failing entry is returned as a *CheckError, or as Verify's *VerifyError
 // when the chain breaks first, with the summary of the entries before it.
-// Memory grows with the number of requests, not of entries.
+// Memory grows with the requests in flight, not with the log (see
+// check_memory.go).
 func CheckGrants(r io.Reader, opts CheckOptions) (CheckSummary, error) {
 	c := newChecker(opts)
 	s := newScanner(r, c.window())

@@ -103,7 +103,7 @@ type checker struct {
 	scan     *scanner // the log being read, for the hashes of its lines
 	sum      CheckSummary
 	requests map[string]*pending
-	serials  map[uint64]uint64 // serial -> seq of the entry that issued it
+	mem      memory            // what is forgotten when, and the serials issued (check_memory.go)
 	tokens   map[string]string // workload token ID -> the request it got
 	versions map[string]*PolicyVersion
 	current  string // the policy version in force, as far as the log says
@@ -113,7 +113,6 @@ func newChecker(opts CheckOptions) *checker {
 	c := &checker{
 		opts:     opts,
 		requests: make(map[string]*pending),
-		serials:  make(map[uint64]uint64),
 		tokens:   make(map[string]string),
 		versions: make(map[string]*PolicyVersion),
 	}
@@ -139,6 +138,7 @@ func (c *checker) entry(e *Entry) *failure {
 }
 
 func (c *checker) check(e *Entry) error {
+	c.advance(e.Time)
 	switch e.Kind {
 	case KindRequest:
 		c.sum.Requests++
@@ -159,6 +159,17 @@ func (c *checker) check(e *Entry) error {
 		return c.policyReload(e)
 	case KindRestore:
 		return c.restore(e)
+	case KindExpire, KindCancel, KindRevoke, KindRelease, KindOffboard:
+		// A request that ends without a certificate is done.
+		var d EndData
+		if decodeData(e, &d) == nil {
+			if p, ok := c.requests[d.ID]; ok && p.issued == 0 {
+				c.done(d.ID, e.Time)
+			}
+		}
+		return nil
+	case KindPruned:
+		return checkPruned(e)
 	case KindCASign:
 		c.sum.BreakGlass++
 		var d CASignData
@@ -187,6 +198,9 @@ func (c *checker) request(e *Entry) error {
 	}
 	if _, dup := c.requests[d.ID]; dup {
 		return fail(ErrRecord, "request %s recorded twice", d.ID)
+	}
+	if err := c.tooOld(d.ID); err != nil {
+		return err
 	}
 	p := &pending{
 		seq:       e.Seq,
@@ -261,6 +275,7 @@ func (c *checker) decision(e *Entry) error {
 	if e.Kind == KindDeny {
 		if p.deniedBy == "" {
 			p.deniedBy = d.By
+			c.done(d.ID, e.Time)
 		}
 		return nil
 	}
@@ -295,6 +310,7 @@ func (c *checker) issue(e *Entry) error {
 	}
 	if p, ok := c.requests[d.ID]; ok && p.issued == 0 {
 		p.issued = d.Serial
+		c.done(d.ID, e.Time)
 	}
 	return err
 }
@@ -445,17 +461,6 @@ func (c *checker) trustedCA(k ssh.PublicKey) bool {
 		}
 	}
 	return false
-}
-
-func (c *checker) claimSerial(serial, seq uint64) error {
-	if serial == 0 {
-		return fail(ErrCA, "serial 0 cannot be revoked and is never issued")
-	}
-	if prev, dup := c.serials[serial]; dup {
-		return fail(ErrCA, "serial %d was already issued at seq %d", serial, prev)
-	}
-	c.serials[serial] = seq
-	return nil
 }
 
 // verifySigner checks a statement's signature with the keys the view

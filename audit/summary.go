@@ -99,6 +99,11 @@ func Summarize(e Entry) string {
 			}
 			return s
 		}
+	case KindPruned:
+		var d PrunedData
+		if json.Unmarshal(e.Data, &d) == nil {
+			return summarizePruned(d)
+		}
 	case KindCheckpoint:
 		var h Head
 		if json.Unmarshal(e.Data, &h) == nil {

@@ -113,6 +113,7 @@ func (c *checker) checkWorkloadRequest(d *RequestData, p *pending) error {
 		return fail(ErrWorkloadToken, "request %s: its token %s already got request %s", d.ID, w.TokenID, prev)
 	}
 	c.tokens[w.TokenID] = d.ID
+	c.usedToken(w.TokenID, w.Expires)
 	if c.opts.VerifyWorkload == nil {
 		c.sum.WorkloadUnchecked++
 		return nil

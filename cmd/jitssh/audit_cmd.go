@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -42,6 +41,7 @@ func auditCommand() *cli.Command {
 			auditVerifyCommand(),
 			auditExportCommand(),
 			auditReportCommand(),
+			auditIndexCommand(),
 		},
 		Action: commandGroup("audit"),
 	}
@@ -78,6 +78,7 @@ func auditListCommand() *cli.Command {
 			auditUntilFlag(),
 			onceInt{&cli.IntFlag{Name: "limit", Usage: "print at most N entries (0: all)"}},
 			auditJSONFlag(),
+			auditIndexDirFlag(),
 		},
 		Action: cliAction(auditList),
 	}
@@ -110,7 +111,11 @@ func auditList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	entries := listEntries(logs, f, c.String("user"))
+	defer logs.close()
+	entries, err := listEntries(logs, f, c.String("user"))
+	if err != nil {
+		return err
+	}
 	if c.Bool("json") {
 		return writeJSON(c.App.Writer, nonNil(entries))
 	}
@@ -151,49 +156,73 @@ func (l *auditLogs) cells(e logEntry, cells ...string) []string {
 
 // listEntries is List(f) over every log, where a user filter also takes in
 // everything recorded under the user's certificates, in any log.
-func listEntries(logs *auditLogs, f audit.Filter, user string) []logEntry {
+func listEntries(logs *auditLogs, f audit.Filter, user string) ([]logEntry, error) {
 	limit := f.Limit
 	var serials []uint64
 	if user != "" {
 		f.Limit = 0
 		for _, ix := range logs.ix {
-			serials = append(serials, userSerials(ix, user)...)
+			s, err := userSerials(ix, user)
+			if err != nil {
+				return nil, err
+			}
+			serials = append(serials, s...)
 		}
 	}
-	out := logs.collect(func(ix *audit.Index) []audit.Entry {
+	out, err := logs.collect(func(ix *audit.IndexFile) ([]audit.Entry, error) {
 		if user == "" {
 			return ix.List(f)
 		}
 		byActor := f
 		byActor.Actor = user
-		found := ix.List(byActor)
+		found, err := ix.List(byActor)
+		if err != nil {
+			return nil, err
+		}
 		for _, serial := range serials {
 			if f.Serial != nil && *f.Serial != serial {
 				continue
 			}
 			g := f
 			g.Serial = &serial
-			found = append(found, ix.List(g)...)
+			more, err := ix.List(g)
+			if err != nil {
+				return nil, err
+			}
+			found = append(found, more...)
 		}
-		return found
+		return found, nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
-	return out
+	return out, nil
 }
 
 // userSerials returns the serials of the certificates issued to user,
-// break-glass ones included (their key ID starts with the user's name).
-func userSerials(ix *audit.Index, user string) []uint64 {
+// break-glass ones included (their key ID starts with the user's name):
+// those of the issue entries of user's requests, and of the break-glass
+// entries.
+func userSerials(ix *audit.IndexFile, user string) ([]uint64, error) {
 	var serials []uint64
-	for _, e := range ix.List(audit.Filter{Kind: audit.KindIssue}) {
+	issued, err := ix.List(audit.Filter{Kind: audit.KindIssue})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range issued {
 		var d audit.IssueData
 		if json.Unmarshal(e.Data, &d) == nil && d.Requester == user {
 			serials = append(serials, d.Serial)
 		}
 	}
-	for _, e := range ix.List(audit.Filter{Kind: audit.KindCASign}) {
+	signed, err := ix.List(audit.Filter{Kind: audit.KindCASign})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range signed {
 		var d audit.CASignData
 		if json.Unmarshal(e.Data, &d) != nil {
 			continue
@@ -202,7 +231,7 @@ func userSerials(ix *audit.Index, user string) []uint64 {
 			serials = append(serials, d.Serial)
 		}
 	}
-	return serials
+	return serials, nil
 }
 
 // --- certs ---
@@ -215,7 +244,7 @@ func auditCertsCommand() *cli.Command {
 		Description: "One line per certificate the daemon issued or `jitssh ca sign` signed (break-glass):\n" +
 			"serial, key ID, principals, validity, requester, approvers and state now: active, expired,\n" +
 			"revoked or released.",
-		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag()},
+		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag(), auditIndexDirFlag()},
 		Action: cliAction(auditCerts),
 	}
 }
@@ -272,9 +301,13 @@ func auditCerts(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	entries := logs.collect(func(ix *audit.Index) []audit.Entry {
+	defer logs.close()
+	entries, err := logs.collect(func(ix *audit.IndexFile) ([]audit.Entry, error) {
 		return entriesOfKinds(ix, audit.KindRequest, audit.KindIssue, audit.KindCASign, audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
 	})
+	if err != nil {
+		return err
+	}
 	certs := audit.CollectCerts(entriesOf(entries))
 	now := time.Now()
 	if c.Bool("json") {
@@ -314,7 +347,7 @@ func auditShowCommand() *cli.Command {
 			"the request, the approvals, the issue, every Git operation with the refs it moved (old → new),\n" +
 			"and how it ended. Give the Git servers' logs with more --log to see the Git operations they\n" +
 			"recorded.",
-		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag()},
+		Flags:  []cli.Flag{auditLogFlag(), auditJSONFlag(), auditIndexDirFlag()},
 		Action: cliAction(auditShow),
 	}
 }
@@ -331,7 +364,11 @@ func auditShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	story := logs.collect(func(ix *audit.Index) []audit.Entry { return certStory(ix, serial) })
+	defer logs.close()
+	story, err := logs.collect(func(ix *audit.IndexFile) ([]audit.Entry, error) { return certStory(ix, serial) })
+	if err != nil {
+		return err
+	}
 	if len(story) == 0 {
 		return fmt.Errorf("serial %s is not on the record", audit.FormatSerial(serial))
 	}
@@ -420,76 +457,37 @@ func writeCertHeader(w io.Writer, r *audit.CertRecord, now time.Time) {
 }
 
 // certStory returns every entry about the certificate with serial, in seq
-// order: those that carry the serial (found by the index), and its request,
-// approvals and end, found by request ID (see findByID).
-func certStory(ix *audit.Index, serial uint64) []audit.Entry {
-	story := ix.List(audit.Filter{Serial: &serial})
+// order: those that carry the serial, and, through the request ID its
+// issue entry names, its request, approvals and end: every lookup goes
+// through the index's postings, so its cost does not grow with the log.
+func certStory(ix *audit.IndexFile, serial uint64) ([]audit.Entry, error) {
+	story, err := ix.List(audit.Filter{Serial: &serial})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
 	for _, e := range story {
 		if e.Kind != audit.KindIssue {
 			continue
 		}
 		var d audit.IssueData
-		if json.Unmarshal(e.Data, &d) != nil || d.ID == "" {
-			continue
-		}
-		before := e.Time.Add(time.Nanosecond)
-		story = append(story, findByID(ix, audit.KindRequest, d.Requester, d.ID, time.Time{}, before, true)...)
-		for _, a := range d.Approvers {
-			story = append(story, findByID(ix, audit.KindApprove, a, d.ID, time.Time{}, before, true)...)
-		}
-		for _, kind := range []string{audit.KindRelease, audit.KindRevoke} {
-			story = append(story, findByID(ix, kind, d.Requester, d.ID, e.Time, time.Time{}, false)...)
+		if json.Unmarshal(e.Data, &d) == nil && d.ID != "" {
+			ids = append(ids, d.ID)
 		}
 	}
-	return sortUnique(story)
-}
-
-// lookBack is how far before a certificate's issue findByID first looks
-// for its request and approvals: far longer than any request stays pending,
-// yet a small part of a long log.
-const lookBack = 7 * 24 * time.Hour
-
-// findByID returns the entries of kind by actor whose data has the given
-// request ID, from since to until (zero: open), looking first within
-// lookBack of whichever end is set. With all, when the actor has none, it
-// looks through every entry of kind.
-func findByID(ix *audit.Index, kind, actor, id string, since, until time.Time, all bool) []audit.Entry {
-	quoted, _ := json.Marshal(id)
-	needle := append([]byte(`"id":`), quoted...)
-	match := func(f audit.Filter) []audit.Entry {
-		var out []audit.Entry
-		for _, e := range ix.List(f) {
-			if !bytes.Contains(e.Data, needle) {
-				continue // cheap test first: most entries are about other requests
-			}
-			var d struct {
-				ID string `json:"id"`
-			}
-			if json.Unmarshal(e.Data, &d) == nil && d.ID == id {
-				out = append(out, e)
+	for _, id := range ids {
+		about, err := ix.RequestEntries(id)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range about {
+			switch e.Kind {
+			case audit.KindRequest, audit.KindApprove, audit.KindRelease, audit.KindRevoke, audit.KindOffboard:
+				story = append(story, e)
 			}
 		}
-		return out
 	}
-	near := audit.Filter{Kind: kind, Actor: actor, Since: since, Until: until}
-	switch {
-	case !until.IsZero():
-		near.Since = until.Add(-lookBack)
-	case !since.IsZero():
-		near.Until = since.Add(lookBack)
-	}
-	if actor != "" {
-		if found := match(near); len(found) > 0 {
-			return found
-		}
-		if found := match(audit.Filter{Kind: kind, Actor: actor, Since: since, Until: until}); len(found) > 0 {
-			return found
-		}
-	}
-	if !all {
-		return nil
-	}
-	return match(audit.Filter{Kind: kind, Since: since, Until: until})
+	return sortUnique(story), nil
 }
 
 // --- shared ---

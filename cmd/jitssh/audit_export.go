@@ -147,6 +147,7 @@ func auditReportCommand() *cli.Command {
 			auditSinceFlag("review from this time on"),
 			onceString{&cli.StringFlag{Name: "format", Value: "md", Usage: "md (Markdown) or html"}},
 			onceString{&cli.StringFlag{Name: "out", Usage: "write the report to this file instead of stdout", TakesFile: true}},
+			auditIndexDirFlag(),
 		},
 		Action: cliAction(auditReport),
 	}
@@ -175,19 +176,32 @@ func auditReport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer logs.close()
 	var summaries []audit.ReportLog
-	entries := logs.collect(func(ix *audit.Index) []audit.Entry {
-		entries := entriesOfKinds(ix, audit.KindRequest, audit.KindDeny, audit.KindIssue, audit.KindCASign,
+	entries, err := logs.collect(func(ix *audit.IndexFile) ([]audit.Entry, error) {
+		entries, err := entriesOfKinds(ix, audit.KindRequest, audit.KindDeny, audit.KindIssue, audit.KindCASign,
 			audit.KindRevoke, audit.KindRelease, audit.KindOffboard)
-		entries = append(entries, ix.List(audit.Filter{Kind: audit.KindGit, Since: since})...)
+		if err != nil {
+			return nil, err
+		}
+		git, err := ix.List(audit.Filter{Kind: audit.KindGit, Since: since})
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, git...)
 		var last audit.Entry
 		if n := ix.Len(); n > 0 {
-			last, _ = ix.Get(uint64(n))
+			if last, _, err = ix.Get(n); err != nil {
+				return nil, err
+			}
 			entries = append(entries, last) // the report's clock
 		}
-		summaries = append(summaries, audit.ReportLog{Entries: uint64(ix.Len()), Head: headOf(last)})
-		return entries
+		summaries = append(summaries, audit.ReportLog{Entries: ix.Len(), Head: headOf(last)})
+		return entries, nil
 	})
+	if err != nil {
+		return err
+	}
 	rep := audit.BuildReport(entriesOf(entries), since)
 	if logs.several() {
 		for i := range summaries {

@@ -23,11 +23,18 @@ func auditLogFlag() cli.Flag {
 	return newFilesFlag("log", "JITSSH_AUDIT_LOG", "an audit log file (required); repeat it to read the daemon's and the Git servers' logs together")
 }
 
-// auditLogs are the logs an audit command reads, loaded into indexes.
+// auditLogs are the logs an audit command reads, each with its index.
 type auditLogs struct {
 	paths []string
 	names []string // how tables name each log
-	ix    []*audit.Index
+	ix    []*audit.IndexFile
+}
+
+// close closes the logs' indexes.
+func (l *auditLogs) close() {
+	for _, ix := range l.ix {
+		ix.Close()
+	}
 }
 
 // logPaths returns the --log files, refusing none and the same file twice.
@@ -53,8 +60,10 @@ func logPaths(c *cli.Context) ([]string, error) {
 	return paths, nil
 }
 
-// loadAuditLogs verifies each --log into an index, and refuses a log that
-// does not verify.
+// loadAuditLogs opens each --log with its persistent index, catching the
+// index up with what was appended since it was last read (and verifying
+// those entries' chain), and refuses a log that does not verify. The
+// caller closes them.
 func loadAuditLogs(c *cli.Context) (*auditLogs, error) {
 	paths, err := logPaths(c)
 	if err != nil {
@@ -62,14 +71,10 @@ func loadAuditLogs(c *cli.Context) (*auditLogs, error) {
 	}
 	l := &auditLogs{paths: paths, names: logNames(paths)}
 	for _, p := range paths {
-		snap, err := audit.OpenSnapshot(p)
+		ix, err := openLogIndex(c, p)
 		if err != nil {
+			l.close()
 			return nil, err
-		}
-		ix, err := audit.BuildIndex(snap)
-		snap.Close()
-		if err != nil {
-			return nil, fmt.Errorf("audit log %s: %w", p, err)
 		}
 		l.ix = append(l.ix, ix)
 	}
@@ -107,10 +112,14 @@ type logEntry struct {
 
 // collect runs fn on every log's index and merges what it returns, each
 // list in seq order, by time.
-func (l *auditLogs) collect(fn func(ix *audit.Index) []audit.Entry) []logEntry {
+func (l *auditLogs) collect(fn func(ix *audit.IndexFile) ([]audit.Entry, error)) ([]logEntry, error) {
 	lists := make([][]audit.Entry, len(l.ix))
 	for i, ix := range l.ix {
-		lists[i] = sortUnique(fn(ix))
+		list, err := fn(ix)
+		if err != nil {
+			return nil, fmt.Errorf("audit log %s: %w", l.paths[i], err)
+		}
+		lists[i] = sortUnique(list)
 	}
 	out := mergeByTime(lists)
 	if l.several() {
@@ -118,7 +127,7 @@ func (l *auditLogs) collect(fn func(ix *audit.Index) []audit.Entry) []logEntry {
 			out[i].Log = l.paths[out[i].log]
 		}
 	}
-	return out
+	return out, nil
 }
 
 // mergeByTime merges lists, each in its log's order, by time: the next
@@ -154,12 +163,16 @@ func entriesOf(les []logEntry) []audit.Entry {
 }
 
 // entriesOfKinds returns the entries of the given kinds in seq order.
-func entriesOfKinds(ix *audit.Index, kinds ...string) []audit.Entry {
+func entriesOfKinds(ix *audit.IndexFile, kinds ...string) ([]audit.Entry, error) {
 	var out []audit.Entry
 	for _, k := range kinds {
-		out = append(out, ix.List(audit.Filter{Kind: k})...)
+		list, err := ix.List(audit.Filter{Kind: k})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, list...)
 	}
-	return sortUnique(out)
+	return sortUnique(out), nil
 }
 
 // sortUnique sorts entries by seq and drops repeats.

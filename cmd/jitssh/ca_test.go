@@ -43,6 +43,15 @@ func buildJitsshAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	jitsshBin = filepath.Join(dir, "jitssh")
+	// The audit commands keep their indexes in the user's cache: the
+	// tests' go in a cache of their own, removed after. It stays beside
+	// the real one, whose directories sshd accepts (see opensshtest).
+	if base, err := os.UserCacheDir(); err == nil {
+		if cache, err := os.MkdirTemp(base, "jitssh-test-cache-"); err == nil && os.Chmod(cache, 0o755) == nil {
+			defer os.RemoveAll(cache)
+			os.Setenv("XDG_CACHE_HOME", cache)
+		}
+	}
 	build := exec.Command("go", "build", "-o", jitsshBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

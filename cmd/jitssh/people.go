@@ -336,6 +336,9 @@ func showRequest(w io.Writer, r *approvals.Request) {
 	fmt.Fprintf(tw, "rule:\t%s (needs %s)\n", r.Rule, describeSteps(r.Steps))
 	fmt.Fprintf(tw, "state:\t%s (%s)\n", displayState(r, now), relativeWhen(r, now))
 	fmt.Fprintf(tw, "created:\t%s\n", r.CreatedAt.Format(time.RFC3339))
+	if r.Archived {
+		fmt.Fprintf(tw, "archived:\tended and left the daemon's memory; shown from its audit log\n")
+	}
 	for _, a := range r.Approvals {
 		line := fmt.Sprintf("%s at %s", a.By, a.At.Format(time.RFC3339))
 		if a.Reason != "" {

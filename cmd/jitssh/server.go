@@ -100,7 +100,26 @@ func runDaemon(ctx context.Context, configPath string, logger *slog.Logger, read
 	}
 	opts := approvals.Options{
 		DataDir: cfg.DataDir, Policy: policy, Authority: authority, Logger: logger, Audit: auditLog,
-		HostKey: hostKey.PublicKey(),
+		HostKey: hostKey.PublicKey(), Retention: cfg.Retention.D(),
+	}
+	if cfg.AuditLog != "" {
+		// Requests pruned from the state answer from the log's index.
+		ix, err := openDaemonIndex(cfg.DataDir, cfg.AuditLog, logger)
+		if err != nil {
+			return err
+		}
+		defer ix.Close()
+		opts.Archive = ix
+		indexCtx, stopIndex := context.WithCancel(ctx)
+		indexDone := make(chan struct{})
+		go func() {
+			defer close(indexDone)
+			followDaemonIndex(indexCtx, ix, logger)
+		}()
+		defer func() {
+			stopIndex()
+			<-indexDone
+		}()
 	}
 	if cfg.Cluster != nil {
 		// One listener for the node's peers and operators: raft and
