@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 func TestApproveRefused(t *testing.T) {
@@ -217,12 +218,12 @@ func TestRevoke(t *testing.T) {
 	assert.Equal(t, []uint64{byID.Serial, bySerial.Serial}, env.RevokedSerials())
 	data, err := env.KRL()
 	require.NoError(t, err)
-	krl, err := ca.ParseKRL(data)
+	list, err := krl.Parse(data)
 	require.NoError(t, err)
-	assert.True(t, krl.IsRevoked(parseCert(t, byID)))
-	assert.True(t, krl.IsRevoked(parseCert(t, bySerial)))
-	assert.False(t, krl.IsRevoked(parseCert(t, live)))
-	assert.Equal(t, uint64(2), krl.Version)
+	assert.True(t, list.IsRevoked(parseCert(t, byID)))
+	assert.True(t, list.IsRevoked(parseCert(t, bySerial)))
+	assert.False(t, list.IsRevoked(parseCert(t, live)))
+	assert.Equal(t, uint64(2), list.Version)
 
 	assert.Len(t, env.audit.of(AuditRevoke), 2)
 	assert.Equal(t, byID.Serial, env.audit.of(AuditRevoke)[0].Data.Serial)
@@ -239,10 +240,10 @@ func TestRevoke(t *testing.T) {
 	env.clock.Advance(krlKeep + time.Hour)
 	data, err = env.KRL()
 	require.NoError(t, err)
-	krl, err = ca.ParseKRL(data)
+	list, err = krl.Parse(data)
 	require.NoError(t, err)
-	assert.False(t, krl.IsRevoked(parseCert(t, byID)))
-	assert.Equal(t, uint64(2), krl.Version)
+	assert.False(t, list.IsRevoked(parseCert(t, byID)))
+	assert.Equal(t, uint64(2), list.Version)
 	assert.Equal(t, []uint64{byID.Serial, bySerial.Serial}, env.RevokedSerials())
 }
 

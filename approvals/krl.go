@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 // krlKeep is how long after its expiry a revoked certificate stays on the
@@ -74,7 +74,7 @@ func (s *Service) KRL() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build KRL: %w", err)
 	}
-	k := &ca.KRL{
+	k := &krl.List{
 		Version:       uint64(total),
 		GeneratedDate: latest,
 		Comment:       "jitssh revoked certificates",

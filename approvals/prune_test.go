@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jitssh/jitssh/audit"
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 // inState reports whether the request with that ID is still in the
@@ -64,7 +64,7 @@ func TestPruneDropsWhatEnded(t *testing.T) {
 	krlVersion := func() uint64 {
 		data, err := env.KRL()
 		require.NoError(t, err)
-		k, err := ca.ParseKRL(data)
+		k, err := krl.Parse(data)
 		require.NoError(t, err)
 		return k.Version
 	}
@@ -96,7 +96,7 @@ func TestPruneDropsWhatEnded(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound, "without an archive, a pruned request is not found")
 	data, err := env.KRL()
 	require.NoError(t, err)
-	k, err := ca.ParseKRL(data)
+	k, err := krl.Parse(data)
 	require.NoError(t, err)
 	r, err := env.Get(revoked.ID)
 	require.NoError(t, err)

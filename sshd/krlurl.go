@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 func pemEncode(b *pem.Block) []byte { return pem.EncodeToMemory(b) }
@@ -71,7 +71,7 @@ type KRLURL struct {
 	mu sync.RWMutex
 	// krl is the list last fetched, from whichever URL; newest, when not
 	// nil, is a list of a higher version fetched before it, still in force.
-	krl, newest *ca.KRL
+	krl, newest *krl.List
 	fetched     time.Time
 	lastErr     error
 	next        int  // index of the URL to try first: the last that answered
@@ -234,35 +234,35 @@ func (k *KRLURL) fetchFrom(ctx context.Context, at int, client *http.Client, que
 	if err != nil {
 		return err
 	}
-	krl, err := ca.ParseKRL(data)
+	list, err := krl.Parse(data)
 	if err != nil {
 		return err
 	}
-	k.apply(at, krl, resp.Header.Get(KRLGenerationHeader) != "")
+	k.apply(at, list, resp.Header.Get(KRLGenerationHeader) != "")
 	return nil
 }
 
-// apply makes krl, just fetched from urls[at], the list in force.
-func (k *KRLURL) apply(at int, krl *ca.KRL, follows bool) {
+// apply makes list, just fetched from urls[at], the list in force.
+func (k *KRLURL) apply(at int, list *krl.List, follows bool) {
 	k.mu.Lock()
 	prev, newest := k.krl, k.newest
 	if newest == nil {
 		newest = prev
 	}
 	switch {
-	case newest != nil && krl.Version < newest.Version:
+	case newest != nil && list.Version < newest.Version:
 		// This node trails: keep the newer list in force with it.
 		k.newest = newest
 	default:
 		k.newest = nil
 	}
-	k.krl, k.fetched, k.lastErr, k.next, k.follows = krl, k.now(), nil, at, follows
+	k.krl, k.fetched, k.lastErr, k.next, k.follows = list, k.now(), nil, at, follows
 	k.mu.Unlock()
 	if k.stale.CompareAndSwap(true, false) {
 		k.logger.Info("revocation list is fresh again; certificates are accepted again", "url", k.urls[at])
 	}
-	if prev != nil && prev.Version != krl.Version {
-		k.logger.Info("revocation list updated", "url", k.urls[at], "generation", krl.Version, "was", prev.Version)
+	if prev != nil && prev.Version != list.Version {
+		k.logger.Info("revocation list updated", "url", k.urls[at], "generation", list.Version, "was", prev.Version)
 		if fn := k.onChange.Load(); fn != nil {
 			(*fn)()
 		}
@@ -293,13 +293,13 @@ func (k *KRLURL) Revoked(cert *ssh.Certificate) (bool, error) {
 // stale, and logs the first one of a stale spell at Error.
 func (k *KRLURL) staleness() error {
 	k.mu.RLock()
-	krl, fetched, lastErr := k.krl, k.fetched, k.lastErr
+	list, fetched, lastErr := k.krl, k.fetched, k.lastErr
 	k.mu.RUnlock()
-	if krl != nil && k.now().Sub(fetched) <= k.maxStale {
+	if list != nil && k.now().Sub(fetched) <= k.maxStale {
 		return nil
 	}
 	since := "yet"
-	if krl != nil {
+	if list != nil {
 		since = "for " + k.now().Sub(fetched).Round(time.Second).String()
 	}
 	what := k.urls[0]

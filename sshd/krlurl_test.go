@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 // testClock is a clock tests move by hand.
@@ -38,7 +38,7 @@ func (c *testClock) advance(d time.Duration) {
 // krlServer serves an empty KRL while up is set, and 503 otherwise.
 func krlServer(t *testing.T) (*httptest.Server, *atomic.Bool) {
 	t.Helper()
-	empty, err := (&ca.KRL{}).Marshal()
+	empty, err := (&krl.List{}).Marshal()
 	require.NoError(t, err)
 	var up atomic.Bool
 	up.Store(true)

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 // fakeDaemon serves /v1/krl as the approval daemon does: the list with its
@@ -30,7 +30,7 @@ type fakeDaemon struct {
 	ca  ssh.PublicKey
 
 	mu      sync.Mutex
-	krl     ca.KRL
+	krl     krl.List
 	changed chan struct{} // closed and replaced by each change
 	down    bool
 	noHold  bool

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 // KRLFile is a RevocationChecker backed by an OpenSSH KRL file. It rereads
@@ -19,7 +19,7 @@ type KRLFile struct {
 	path string
 
 	mu      sync.Mutex
-	krl     *ca.KRL
+	krl     *krl.List
 	err     error
 	modTime time.Time
 	size    int64
@@ -66,12 +66,12 @@ func (k *KRLFile) refreshLocked() error {
 		k.err = fmt.Errorf("KRL %s: %w", k.path, err)
 		return k.err
 	}
-	krl, err := ca.ParseKRL(data)
+	list, err := krl.Parse(data)
 	if err != nil {
 		k.err = fmt.Errorf("KRL %s: %w", k.path, err)
 		return k.err
 	}
-	k.krl, k.err, k.modTime, k.size = krl, nil, fi.ModTime(), fi.Size()
+	k.krl, k.err, k.modTime, k.size = list, nil, fi.ModTime(), fi.Size()
 	return nil
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 type failingChecker struct{}
@@ -123,7 +123,7 @@ func TestVerify(t *testing.T) {
 
 func TestVerifyKRL(t *testing.T) {
 	trusted := newCA(t)
-	k := &ca.KRL{Version: 1}
+	k := &krl.List{Version: 1}
 	k.RevokeSerial(trusted.PublicKey(), 13)
 	k.RevokeKeyID(trusted.PublicKey(), "mallory/req-9")
 	data, err := k.Marshal()

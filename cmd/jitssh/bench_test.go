@@ -29,6 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 	"github.com/jitssh/jitssh/principals"
 	"github.com/jitssh/jitssh/sshd"
 	"github.com/jitssh/jitssh/sshd/opensshtest"
@@ -590,16 +591,16 @@ func newBenchCAs(b *testing.B, dir string, revoked int) *benchCAs {
 	writeFileB(b, c.pubFile, lines, 0o644)
 
 	signing := c.cas[1].PublicKey()
-	krl := &ca.KRL{Version: 1}
+	list := &krl.List{Version: 1}
 	if revoked > 0 {
 		serials := make([]uint64, revoked)
 		for i := range serials {
 			serials[i] = 2 * uint64(i+1)
 		}
 		c.set.Revoke(signing, serials...)
-		krl.RevokeSerial(signing, serials...)
+		list.RevokeSerial(signing, serials...)
 	}
-	data, err := krl.Marshal()
+	data, err := list.Marshal()
 	if err != nil {
 		b.Fatal(err)
 	}

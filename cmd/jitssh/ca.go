@@ -17,6 +17,7 @@ import (
 
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/principals"
 )
@@ -440,25 +441,25 @@ func caKRL(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	krl := &ca.KRL{}
+	list := &krl.List{}
 	if from := c.String("from"); from != "" {
 		data, err := os.ReadFile(from)
 		if err != nil {
 			return fmt.Errorf("read KRL: %w", err)
 		}
-		if krl, err = ca.ParseKRL(data); err != nil {
+		if list, err = krl.Parse(data); err != nil {
 			return fmt.Errorf("read KRL %s: %w", from, err)
 		}
 	}
 	now := time.Now()
 	// OpenSSH expects the version to grow; time does, unless the clock was
 	// set back since --from was written.
-	krl.Version = max(uint64(now.Unix()), krl.Version+1)
-	krl.GeneratedDate = now
-	krl.Comment = "jitssh"
-	krl.RevokeSerial(a.PublicKey(), serials...)
-	krl.RevokeKeyID(a.PublicKey(), keyIDs...)
-	data, err := krl.Marshal()
+	list.Version = max(uint64(now.Unix()), list.Version+1)
+	list.GeneratedDate = now
+	list.Comment = "jitssh"
+	list.RevokeSerial(a.PublicKey(), serials...)
+	list.RevokeKeyID(a.PublicKey(), keyIDs...)
+	data, err := list.Marshal()
 	if err != nil {
 		return fmt.Errorf("write KRL: %w", err)
 	}
@@ -468,7 +469,7 @@ func caKRL(c *cli.Context) error {
 	logger(c).LogAttrs(c.Context, slog.LevelInfo, "KRL written",
 		slog.String("event", "ca.krl"),
 		slog.String("path", outPath),
-		slog.Uint64("version", krl.Version),
+		slog.Uint64("version", list.Version),
 		slog.Any("serials", serials),
 		slog.Any("key_ids", keyIDs),
 		slog.String("ca", ssh.FingerprintSHA256(a.PublicKey())),

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 	"github.com/jitssh/jitssh/principals"
 	"github.com/jitssh/jitssh/sshd/opensshtest"
 )
@@ -579,14 +580,14 @@ func TestCAKRL(t *testing.T) {
 	fi, err := os.Stat(out)
 	require.NoError(t, err)
 	assert.Equal(t, fs.FileMode(0o644), fi.Mode().Perm())
-	krl, err := ca.ParseKRL(data)
+	list, err := krl.Parse(data)
 	require.NoError(t, err)
-	assert.GreaterOrEqual(t, krl.Version, uint64(start))
-	require.Len(t, krl.Certs, 1)
-	assert.Equal(t, a.PublicKey().Marshal(), krl.Certs[0].CA.Marshal())
+	assert.GreaterOrEqual(t, list.Version, uint64(start))
+	require.Len(t, list.Certs, 1)
+	assert.Equal(t, a.PublicKey().Marshal(), list.Certs[0].CA.Marshal())
 
 	revoked := func(serial uint64, keyID string) bool {
-		return krl.IsRevoked(&ssh.Certificate{
+		return list.IsRevoked(&ssh.Certificate{
 			Key: newCAUserKey(t), Serial: serial, KeyId: keyID, CertType: ssh.UserCert, SignatureKey: a.PublicKey(),
 		})
 	}
@@ -602,10 +603,10 @@ func TestCAKRL(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	data, err = os.ReadFile(out)
 	require.NoError(t, err)
-	next, err := ca.ParseKRL(data)
+	next, err := krl.Parse(data)
 	require.NoError(t, err)
-	assert.Greater(t, next.Version, krl.Version)
-	krl = next
+	assert.Greater(t, next.Version, list.Version)
+	list = next
 	assert.True(t, revoked(5, "x"))
 	assert.True(t, revoked(6, "x"))
 	assert.True(t, revoked(99, "mallory/req-9"))

@@ -33,6 +33,7 @@ import (
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 )
 
 // inProcessDaemon runs runDaemon with people alice (dev) and bob
@@ -169,11 +170,11 @@ func TestDaemonPublicEndpoints(t *testing.T) {
 	_, err = alice.call(methodRelease, apiRequest{ID: resp.Request.ID})
 	require.NoError(t, err)
 
-	krl, err := ca.ParseKRL(httpGet(t, base+"/v1/krl"))
+	list, err := krl.Parse(httpGet(t, base+"/v1/krl"))
 	require.NoError(t, err)
 	cert, err := parseCert(resp.Request.Certificate)
 	require.NoError(t, err)
-	assert.True(t, krl.IsRevoked(cert), "released certificate missing from the KRL")
+	assert.True(t, list.IsRevoked(cert), "released certificate missing from the KRL")
 	var revoked struct {
 		Serials []uint64 `json:"serials"`
 	}

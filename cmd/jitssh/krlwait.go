@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitssh/jitssh/approvals"
-	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 	"github.com/jitssh/jitssh/sshd"
 )
 
@@ -115,7 +115,7 @@ func currentKRL(svc publicState) ([]byte, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	k, err := ca.ParseKRL(data)
+	k, err := krl.Parse(data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read back the KRL: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/ca/krl"
 	"github.com/jitssh/jitssh/sshd"
 )
 
@@ -99,7 +100,7 @@ func TestKRLLongPoll(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			return resp, 0
 		}
-		k, err := ca.ParseKRL(data)
+		k, err := krl.Parse(data)
 		require.NoError(t, err)
 		gen, err := strconv.ParseUint(resp.Header.Get(sshd.KRLGenerationHeader), 10, 64)
 		require.NoError(t, err)

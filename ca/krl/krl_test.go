@@ -1,4 +1,4 @@
-package ca
+package krl
 
 import (
 	"bytes"
@@ -75,7 +75,7 @@ func krlReadPub(t testing.TB, path string) ssh.PublicKey {
 
 // krlDescribe renders a KRL as text, one revocation a line, for comparisons
 // and golden files.
-func krlDescribe(k *KRL) string {
+func krlDescribe(k *List) string {
 	var b strings.Builder
 	date := "zero"
 	if !k.GeneratedDate.IsZero() {
@@ -115,22 +115,22 @@ func krlDescribe(k *KRL) string {
 // and certificate subsections in order.
 func krlTestLayout(t testing.TB, data []byte) (ends []int, names []string) {
 	t.Helper()
-	r := &krlReader{data: data}
-	_, err := r.take(len(krlMagic))
+	r := &decoder{data: data}
+	_, err := r.take(len(fileMagic))
 	require.NoError(t, err)
-	require.NoError(t, krlParseHeader(r, &KRL{}))
+	require.NoError(t, parseHeader(r, &List{}))
 	ends = append(ends, r.pos())
 	for !r.done() {
 		typ, err := r.u8()
 		require.NoError(t, err)
 		body, err := r.str()
 		require.NoError(t, err)
-		names = append(names, krlSectionName(typ))
+		names = append(names, sectionName(typ))
 		switch typ {
-		case krlSectionSignature:
+		case sectionSignature:
 			_, err = r.str()
 			require.NoError(t, err)
-		case krlSectionCertificates:
+		case sectionCertificates:
 			for range 2 { // CA key, reserved
 				_, err = body.str()
 				require.NoError(t, err)
@@ -140,7 +140,7 @@ func krlTestLayout(t testing.TB, data []byte) (ends []int, names []string) {
 				require.NoError(t, err)
 				_, err = body.str()
 				require.NoError(t, err)
-				names = append(names, krlSectionName(sub))
+				names = append(names, sectionName(sub))
 			}
 		}
 		ends = append(ends, r.pos())
@@ -267,7 +267,7 @@ type krlProbe struct {
 
 // checkProbes signs the probe certificates, then requires ssh-keygen -Q and
 // IsRevoked on every given KRL to give each probe its expected verdict.
-func (g *krlKeygen) checkProbes(krlPath string, probes []krlProbe, krls map[string]*KRL) {
+func (g *krlKeygen) checkProbes(krlPath string, probes []krlProbe, krls map[string]*List) {
 	g.t.Helper()
 	files := make([]string, len(probes))
 	keys := make([]ssh.PublicKey, len(probes))
@@ -304,7 +304,7 @@ func TestKRLMarshalAcceptedBySSHKeygen(t *testing.T) {
 	for i := range uint64(3000) {
 		sparse = append(sparse, 10000+7*i)
 	}
-	k := &KRL{Version: 7, GeneratedDate: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), Comment: "jitssh test"}
+	k := &List{Version: 7, GeneratedDate: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), Comment: "jitssh test"}
 	k.RevokeSerial(ca1Pub, 42, 5, 9)
 	k.RevokeSerial(ca1Pub, contiguous...)
 	k.RevokeSerial(ca1Pub, sparse...)
@@ -321,7 +321,7 @@ func TestKRLMarshalAcceptedBySSHKeygen(t *testing.T) {
 	data, err := k.Marshal()
 	require.NoError(t, err)
 	krlPath := g.write("jitssh.krl", string(data))
-	parsed, err := ParseKRL(data)
+	parsed, err := Parse(data)
 	require.NoError(t, err)
 
 	last := sparse[len(sparse)-1]
@@ -360,7 +360,7 @@ func TestKRLMarshalAcceptedBySSHKeygen(t *testing.T) {
 		{name: "plain CA key listed by SHA256", file: ca3 + ".pub", want: true},
 		{name: "plain CA key with revoked serials", file: ca1 + ".pub"},
 	}
-	g.checkProbes(krlPath, probes, map[string]*KRL{"built": k, "parsed": parsed})
+	g.checkProbes(krlPath, probes, map[string]*List{"built": k, "parsed": parsed})
 
 	listing := g.must("-Q", "-l", "-f", krlPath)
 	for _, want := range []string{"serial: 100-110", "serial: 42", "id: alice/req-1", "# Wildcard CA", "id: mallory/req-9"} {
@@ -414,12 +414,12 @@ func TestParseKRLFromSSHKeygen(t *testing.T) {
 		assert.Contains(t, names, want, "ssh-keygen wrote no %s; sections: %v", want, names)
 	}
 
-	k, err := ParseKRL(data)
+	k, err := Parse(data)
 	require.NoError(t, err)
 	// A range up to the largest serial stays one range.
 	for _, s := range k.Certs {
 		if s.CA != nil && bytes.Equal(s.CA.Marshal(), ca2Pub.Marshal()) {
-			assert.Equal(t, []KRLSerialRange{{1000, math.MaxUint64}}, s.Ranges)
+			assert.Equal(t, []SerialRange{{1000, math.MaxUint64}}, s.Ranges)
 			assert.Empty(t, s.Serials)
 		}
 		if s.CA != nil && bytes.Equal(s.CA.Marshal(), ca1Pub.Marshal()) {
@@ -462,15 +462,15 @@ func TestParseKRLFromSSHKeygen(t *testing.T) {
 		{name: "plain key-file key", file: users[6] + ".pub", want: true},
 		{name: "plain clean key", file: users[1] + ".pub"},
 	}
-	g.checkProbes(krl, probes, map[string]*KRL{"parsed": k})
+	g.checkProbes(krl, probes, map[string]*List{"parsed": k})
 
 	// What jitssh writes back revokes the same.
 	out, err := k.Marshal()
 	require.NoError(t, err)
-	again, err := ParseKRL(out)
+	again, err := Parse(out)
 	require.NoError(t, err)
 	assert.Equal(t, krlDescribe(k), krlDescribe(again))
-	g.checkProbes(g.write("rewritten.krl", string(out)), probes, map[string]*KRL{"rewritten": again})
+	g.checkProbes(g.write("rewritten.krl", string(out)), probes, map[string]*List{"rewritten": again})
 }
 
 func TestKRLNormalForm(t *testing.T) {
@@ -479,36 +479,36 @@ func TestKRLNormalForm(t *testing.T) {
 	const maxSerial = uint64(math.MaxUint64)
 	tests := []struct {
 		name        string
-		build       func(k *KRL)
+		build       func(k *List)
 		wantSerials []uint64
-		wantRanges  []KRLSerialRange
+		wantRanges  []SerialRange
 	}{
-		{"sorted and unique", func(k *KRL) { k.RevokeSerial(caA, 9, 3, 9, 5) }, []uint64{3, 5, 9}, nil},
-		{"pair becomes range", func(k *KRL) { k.RevokeSerial(caA, 8, 7) }, nil, []KRLSerialRange{{7, 8}}},
-		{"run becomes range", func(k *KRL) { k.RevokeSerial(caA, 1, 3, 2, 10) }, []uint64{10}, []KRLSerialRange{{1, 3}}},
-		{"calls accumulate", func(k *KRL) { k.RevokeSerial(caA, 4); k.RevokeSerial(caA, 5) }, nil, []KRLSerialRange{{4, 5}}},
-		{"serial inside range", func(k *KRL) {
+		{"sorted and unique", func(k *List) { k.RevokeSerial(caA, 9, 3, 9, 5) }, []uint64{3, 5, 9}, nil},
+		{"pair becomes range", func(k *List) { k.RevokeSerial(caA, 8, 7) }, nil, []SerialRange{{7, 8}}},
+		{"run becomes range", func(k *List) { k.RevokeSerial(caA, 1, 3, 2, 10) }, []uint64{10}, []SerialRange{{1, 3}}},
+		{"calls accumulate", func(k *List) { k.RevokeSerial(caA, 4); k.RevokeSerial(caA, 5) }, nil, []SerialRange{{4, 5}}},
+		{"serial inside range", func(k *List) {
 			require.NoError(t, k.RevokeSerialRange(caA, 10, 20))
 			k.RevokeSerial(caA, 15)
-		}, nil, []KRLSerialRange{{10, 20}}},
-		{"serial extends range", func(k *KRL) {
+		}, nil, []SerialRange{{10, 20}}},
+		{"serial extends range", func(k *List) {
 			require.NoError(t, k.RevokeSerialRange(caA, 10, 20))
 			k.RevokeSerial(caA, 21, 9)
-		}, nil, []KRLSerialRange{{9, 21}}},
-		{"overlapping ranges merge", func(k *KRL) {
+		}, nil, []SerialRange{{9, 21}}},
+		{"overlapping ranges merge", func(k *List) {
 			require.NoError(t, k.RevokeSerialRange(caA, 10, 20))
 			require.NoError(t, k.RevokeSerialRange(caA, 15, 30))
 			require.NoError(t, k.RevokeSerialRange(caA, 31, 31))
-		}, nil, []KRLSerialRange{{10, 31}}},
-		{"largest serials", func(k *KRL) { k.RevokeSerial(caA, maxSerial, maxSerial-1) }, nil, []KRLSerialRange{{maxSerial - 1, maxSerial}}},
-		{"everything", func(k *KRL) {
+		}, nil, []SerialRange{{10, 31}}},
+		{"largest serials", func(k *List) { k.RevokeSerial(caA, maxSerial, maxSerial-1) }, nil, []SerialRange{{maxSerial - 1, maxSerial}}},
+		{"everything", func(k *List) {
 			require.NoError(t, k.RevokeSerialRange(caA, 1, maxSerial))
 			k.RevokeSerial(caA, 5, maxSerial)
-		}, nil, []KRLSerialRange{{1, maxSerial}}},
+		}, nil, []SerialRange{{1, maxSerial}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := &KRL{}
+			k := &List{}
 			tt.build(k)
 			require.Len(t, k.Certs, 1)
 			assert.Equal(t, tt.wantSerials, k.Certs[0].Serials)
@@ -517,14 +517,14 @@ func TestKRLNormalForm(t *testing.T) {
 	}
 
 	t.Run("bad ranges", func(t *testing.T) {
-		k := &KRL{}
-		assert.ErrorIs(t, k.RevokeSerialRange(caA, 0, 5), ErrInvalidKRL)
-		assert.ErrorIs(t, k.RevokeSerialRange(caA, 6, 5), ErrInvalidKRL)
+		k := &List{}
+		assert.ErrorIs(t, k.RevokeSerialRange(caA, 0, 5), ErrInvalid)
+		assert.ErrorIs(t, k.RevokeSerialRange(caA, 6, 5), ErrInvalid)
 		assert.Empty(t, k.Certs)
 	})
 
 	t.Run("sections ordered by CA, wildcard first", func(t *testing.T) {
-		k := &KRL{}
+		k := &List{}
 		k.RevokeKeyID(caB, "b", "a", "b")
 		k.RevokeKeyID(nil, "w")
 		k.RevokeKeyID(caA, "a")
@@ -544,7 +544,7 @@ func TestKRLNormalForm(t *testing.T) {
 		caSigner, _ := krlTestKey(t, "ca-a")
 		_, u1 := krlTestKey(t, "user1")
 		_, u2 := krlTestKey(t, "user2")
-		k := &KRL{}
+		k := &List{}
 		k.RevokeKey(u2, krlTestCert(t, caSigner, u1, "x", 1), u1, u2)
 		require.Len(t, k.Keys, 2)
 		assert.Equal(t, -1, bytes.Compare(k.Keys[0].Marshal(), k.Keys[1].Marshal()))
@@ -563,62 +563,62 @@ func TestKRLIsRevoked(t *testing.T) {
 	sha256Of := func(k ssh.PublicKey) [][]byte { s := sha256.Sum256(k.Marshal()); return [][]byte{s[:]} }
 	tests := []struct {
 		name  string
-		build func(k *KRL)
+		build func(k *List)
 		key   ssh.PublicKey
 		want  bool
 	}{
-		{"empty KRL", func(k *KRL) {}, krlTestCert(t, ca, user, "a", 1), false},
-		{"serial", func(k *KRL) { k.RevokeSerial(caPub, 10) }, krlTestCert(t, ca, user, "a", 10), true},
-		{"neighbouring serial", func(k *KRL) { k.RevokeSerial(caPub, 10) }, krlTestCert(t, ca, user, "a", 11), false},
-		{"serial of another CA", func(k *KRL) { k.RevokeSerial(caPub, 10) }, krlTestCert(t, other, user, "a", 10), false},
-		{"wildcard serial", func(k *KRL) { k.RevokeSerial(nil, 10) }, krlTestCert(t, other, user, "a", 10), true},
-		{"serial in range", func(k *KRL) { require.NoError(t, k.RevokeSerialRange(caPub, 5, 500)) }, krlTestCert(t, ca, user, "a", 300), true},
-		{"serial past range", func(k *KRL) { require.NoError(t, k.RevokeSerialRange(caPub, 5, 500)) }, krlTestCert(t, ca, user, "a", 501), false},
-		{"serial 0 never matches a serial", func(k *KRL) { require.NoError(t, k.RevokeSerialRange(nil, 1, math.MaxUint64)) }, krlTestCert(t, ca, user, "a", 0), false},
-		{"key ID", func(k *KRL) { k.RevokeKeyID(caPub, "alice/req-1") }, krlTestCert(t, ca, user, "alice/req-1", 0), true},
-		{"key ID is exact", func(k *KRL) { k.RevokeKeyID(caPub, "alice/req-1") }, krlTestCert(t, ca, user, "alice/req-10", 0), false},
-		{"key ID of another CA", func(k *KRL) { k.RevokeKeyID(caPub, "alice/req-1") }, krlTestCert(t, other, user, "alice/req-1", 3), false},
-		{"wildcard key ID", func(k *KRL) { k.RevokeKeyID(nil, "alice/req-1") }, krlTestCert(t, other, user, "alice/req-1", 3), true},
-		{"certificate key explicit", func(k *KRL) { k.RevokeKey(user) }, krlTestCert(t, ca, user, "a", 3), true},
-		{"certificate key by SHA1", func(k *KRL) { k.SHA1s = sha1Of(user) }, krlTestCert(t, ca, user, "a", 3), true},
-		{"certificate key by SHA256", func(k *KRL) { k.SHA256s = sha256Of(user) }, krlTestCert(t, ca, user, "a", 3), true},
-		{"other certificate key", func(k *KRL) { k.RevokeKey(user2); k.SHA256s = sha256Of(user2) }, krlTestCert(t, ca, user, "a", 3), false},
-		{"CA key explicit", func(k *KRL) { k.RevokeKey(caPub) }, krlTestCert(t, ca, user, "a", 3), true},
-		{"CA key by SHA1", func(k *KRL) { k.SHA1s = sha1Of(caPub) }, krlTestCert(t, ca, user, "a", 3), true},
-		{"CA key by SHA256", func(k *KRL) { k.SHA256s = sha256Of(caPub) }, krlTestCert(t, ca, user, "a", 3), true},
-		{"other CA key", func(k *KRL) { k.RevokeKey(otherPub) }, krlTestCert(t, ca, user, "a", 3), false},
-		{"plain key explicit", func(k *KRL) { k.RevokeKey(user) }, user, true},
-		{"plain key through its certificate", func(k *KRL) { k.RevokeKey(krlTestCert(t, ca, user, "a", 3)) }, user, true},
-		{"plain key by SHA256", func(k *KRL) { k.SHA256s = sha256Of(user) }, user, true},
-		{"plain key not listed", func(k *KRL) { k.RevokeKey(user2); k.RevokeSerial(nil, 1) }, user, false},
+		{"empty KRL", func(k *List) {}, krlTestCert(t, ca, user, "a", 1), false},
+		{"serial", func(k *List) { k.RevokeSerial(caPub, 10) }, krlTestCert(t, ca, user, "a", 10), true},
+		{"neighbouring serial", func(k *List) { k.RevokeSerial(caPub, 10) }, krlTestCert(t, ca, user, "a", 11), false},
+		{"serial of another CA", func(k *List) { k.RevokeSerial(caPub, 10) }, krlTestCert(t, other, user, "a", 10), false},
+		{"wildcard serial", func(k *List) { k.RevokeSerial(nil, 10) }, krlTestCert(t, other, user, "a", 10), true},
+		{"serial in range", func(k *List) { require.NoError(t, k.RevokeSerialRange(caPub, 5, 500)) }, krlTestCert(t, ca, user, "a", 300), true},
+		{"serial past range", func(k *List) { require.NoError(t, k.RevokeSerialRange(caPub, 5, 500)) }, krlTestCert(t, ca, user, "a", 501), false},
+		{"serial 0 never matches a serial", func(k *List) { require.NoError(t, k.RevokeSerialRange(nil, 1, math.MaxUint64)) }, krlTestCert(t, ca, user, "a", 0), false},
+		{"key ID", func(k *List) { k.RevokeKeyID(caPub, "alice/req-1") }, krlTestCert(t, ca, user, "alice/req-1", 0), true},
+		{"key ID is exact", func(k *List) { k.RevokeKeyID(caPub, "alice/req-1") }, krlTestCert(t, ca, user, "alice/req-10", 0), false},
+		{"key ID of another CA", func(k *List) { k.RevokeKeyID(caPub, "alice/req-1") }, krlTestCert(t, other, user, "alice/req-1", 3), false},
+		{"wildcard key ID", func(k *List) { k.RevokeKeyID(nil, "alice/req-1") }, krlTestCert(t, other, user, "alice/req-1", 3), true},
+		{"certificate key explicit", func(k *List) { k.RevokeKey(user) }, krlTestCert(t, ca, user, "a", 3), true},
+		{"certificate key by SHA1", func(k *List) { k.SHA1s = sha1Of(user) }, krlTestCert(t, ca, user, "a", 3), true},
+		{"certificate key by SHA256", func(k *List) { k.SHA256s = sha256Of(user) }, krlTestCert(t, ca, user, "a", 3), true},
+		{"other certificate key", func(k *List) { k.RevokeKey(user2); k.SHA256s = sha256Of(user2) }, krlTestCert(t, ca, user, "a", 3), false},
+		{"CA key explicit", func(k *List) { k.RevokeKey(caPub) }, krlTestCert(t, ca, user, "a", 3), true},
+		{"CA key by SHA1", func(k *List) { k.SHA1s = sha1Of(caPub) }, krlTestCert(t, ca, user, "a", 3), true},
+		{"CA key by SHA256", func(k *List) { k.SHA256s = sha256Of(caPub) }, krlTestCert(t, ca, user, "a", 3), true},
+		{"other CA key", func(k *List) { k.RevokeKey(otherPub) }, krlTestCert(t, ca, user, "a", 3), false},
+		{"plain key explicit", func(k *List) { k.RevokeKey(user) }, user, true},
+		{"plain key through its certificate", func(k *List) { k.RevokeKey(krlTestCert(t, ca, user, "a", 3)) }, user, true},
+		{"plain key by SHA256", func(k *List) { k.SHA256s = sha256Of(user) }, user, true},
+		{"plain key not listed", func(k *List) { k.RevokeKey(user2); k.RevokeSerial(nil, 1) }, user, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := &KRL{}
+			k := &List{}
 			tt.build(k)
 			assert.Equal(t, tt.want, k.IsRevoked(tt.key), "built")
 			data, err := k.Marshal()
 			require.NoError(t, err)
-			parsed, err := ParseKRL(data)
+			parsed, err := Parse(data)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, parsed.IsRevoked(tt.key), "parsed")
 		})
 	}
 
 	t.Run("nil KRL revokes nothing", func(t *testing.T) {
-		var k *KRL
+		var k *List
 		assert.False(t, k.IsRevoked(krlTestCert(t, ca, user, "a", 3)))
-		assert.False(t, (&KRL{}).IsRevoked(nil))
+		assert.False(t, (&List{}).IsRevoked(nil))
 	})
 }
 
 // krlRoundTripKRL is a KRL in normal form with every kind of revocation.
-func krlRoundTripKRL(t testing.TB) *KRL {
+func krlRoundTripKRL(t testing.TB) *List {
 	_, ca1 := krlTestKey(t, "ca1")
 	_, ca2 := krlTestKey(t, "ca2")
 	_, u1 := krlTestKey(t, "user1")
 	_, u2 := krlTestKey(t, "user2")
-	k := &KRL{Version: 12, GeneratedDate: time.Unix(1748779200, 0).UTC(), Comment: "round trip"}
+	k := &List{Version: 12, GeneratedDate: time.Unix(1748779200, 0).UTC(), Comment: "round trip"}
 	k.RevokeSerial(ca1, 1, 2, 3, 5, 8, 13, 21, 1<<63|34)
 	require.NoError(t, k.RevokeSerialRange(ca1, 1000, 1999))
 	require.NoError(t, k.RevokeSerialRange(ca2, 1, math.MaxUint64))
@@ -626,8 +626,8 @@ func krlRoundTripKRL(t testing.TB) *KRL {
 	k.RevokeKeyID(nil, "mallory/req-9")
 	k.RevokeSerial(nil, 77)
 	k.RevokeKey(u1)
-	k.SHA1s = krlSortBlobs([][]byte{krlSum1(u1), krlSum1(u2)})
-	k.SHA256s = krlSortBlobs([][]byte{krlSum256(u1), krlSum256(u2)})
+	k.SHA1s = sortBlobs([][]byte{krlSum1(u1), krlSum1(u2)})
+	k.SHA256s = sortBlobs([][]byte{krlSum256(u1), krlSum256(u2)})
 	return k
 }
 
@@ -638,17 +638,17 @@ func TestKRLRoundTrip(t *testing.T) {
 	k := krlRoundTripKRL(t)
 	data, err := k.Marshal()
 	require.NoError(t, err)
-	parsed, err := ParseKRL(data)
+	parsed, err := Parse(data)
 	require.NoError(t, err)
 	assert.Equal(t, krlDescribe(k), krlDescribe(parsed))
 	again, err := parsed.Marshal()
 	require.NoError(t, err)
-	assert.Equal(t, data, again, "Marshal(ParseKRL(b)) == b")
+	assert.Equal(t, data, again, "Marshal(Parse(b)) == b")
 
 	t.Run("Marshal normalizes", func(t *testing.T) {
 		ca, caPub := krlTestKey(t, "ca1")
 		_, u1 := krlTestKey(t, "user1")
-		messy := &KRL{
+		messy := &List{
 			Version:       k.Version,
 			GeneratedDate: k.GeneratedDate.Add(300 * time.Millisecond).In(time.FixedZone("X", 3600)),
 			Comment:       k.Comment,
@@ -664,12 +664,12 @@ func TestKRLRoundTrip(t *testing.T) {
 						serials = append(serials, n)
 					}
 				} else {
-					messy.Certs = append(messy.Certs, &KRLCertSection{CA: s.CA, Ranges: []KRLSerialRange{r}})
+					messy.Certs = append(messy.Certs, &CertSection{CA: s.CA, Ranges: []SerialRange{r}})
 				}
 			}
 			serials = append(serials, krlReverse(s.Serials)...)
-			messy.Certs = append([]*KRLCertSection{{CA: s.CA, Serials: serials}}, messy.Certs...)
-			messy.Certs = append(messy.Certs, &KRLCertSection{CA: s.CA, KeyIDs: krlReverse(s.KeyIDs)}, &KRLCertSection{CA: caPub})
+			messy.Certs = append([]*CertSection{{CA: s.CA, Serials: serials}}, messy.Certs...)
+			messy.Certs = append(messy.Certs, &CertSection{CA: s.CA, KeyIDs: krlReverse(s.KeyIDs)}, &CertSection{CA: caPub})
 		}
 		got, err := messy.Marshal()
 		require.NoError(t, err)
@@ -690,56 +690,56 @@ func TestKRLMarshalErrors(t *testing.T) {
 	_, user := krlTestKey(t, "user")
 	tests := []struct {
 		name    string
-		build   func(k *KRL)
+		build   func(k *List)
 		wantErr string
 	}{
-		{"serial 0", func(k *KRL) { k.RevokeSerial(caPub, 0, 4) }, "serial 0 cannot be revoked"},
-		{"NUL in comment", func(k *KRL) { k.Comment = "a\x00b" }, "comment contains a NUL"},
-		{"NUL in key ID", func(k *KRL) { k.RevokeKeyID(nil, "a\x00b") }, "contains a NUL"},
-		{"short SHA1", func(k *KRL) { k.SHA1s = [][]byte{make([]byte, 19)} }, "SHA1 hash of 19 bytes"},
-		{"long SHA256", func(k *KRL) { k.SHA256s = [][]byte{make([]byte, 33)} }, "SHA256 hash of 33 bytes"},
-		{"date before 1970", func(k *KRL) { k.GeneratedDate = time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC) }, "before 1970"},
-		{"certificate as CA", func(k *KRL) { k.RevokeSerial(krlTestCert(t, ca, user, "a", 1), 5) }, "CA key is a certificate"},
-		{"nil key", func(k *KRL) { k.Keys = []ssh.PublicKey{nil} }, "nil revoked key"},
+		{"serial 0", func(k *List) { k.RevokeSerial(caPub, 0, 4) }, "serial 0 cannot be revoked"},
+		{"NUL in comment", func(k *List) { k.Comment = "a\x00b" }, "comment contains a NUL"},
+		{"NUL in key ID", func(k *List) { k.RevokeKeyID(nil, "a\x00b") }, "contains a NUL"},
+		{"short SHA1", func(k *List) { k.SHA1s = [][]byte{make([]byte, 19)} }, "SHA1 hash of 19 bytes"},
+		{"long SHA256", func(k *List) { k.SHA256s = [][]byte{make([]byte, 33)} }, "SHA256 hash of 33 bytes"},
+		{"date before 1970", func(k *List) { k.GeneratedDate = time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC) }, "before 1970"},
+		{"certificate as CA", func(k *List) { k.RevokeSerial(krlTestCert(t, ca, user, "a", 1), 5) }, "CA key is a certificate"},
+		{"nil key", func(k *List) { k.Keys = []ssh.PublicKey{nil} }, "nil revoked key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := &KRL{}
+			k := &List{}
 			tt.build(k)
 			_, err := k.Marshal()
-			require.ErrorIs(t, err, ErrInvalidKRL)
+			require.ErrorIs(t, err, ErrInvalid)
 			assert.ErrorContains(t, err, tt.wantErr)
 		})
 	}
 }
 
 // Builders for hand-made KRLs: each appends part of the encoding.
-type krlPart func(w *krlWriter)
+type krlPart func(w *encoder)
 
 func krlBytes(parts ...krlPart) []byte {
-	w := &krlWriter{}
+	w := &encoder{}
 	for _, p := range parts {
 		p(w)
 	}
 	return w.buf
 }
 
-func krlRaw(b ...byte) krlPart { return func(w *krlWriter) { w.buf = append(w.buf, b...) } }
-func krlU32(v uint32) krlPart  { return func(w *krlWriter) { w.u32(v) } }
+func krlRaw(b ...byte) krlPart { return func(w *encoder) { w.buf = append(w.buf, b...) } }
+func krlU32(v uint32) krlPart  { return func(w *encoder) { w.u32(v) } }
 func krlU64(vs ...uint64) krlPart {
-	return func(w *krlWriter) {
+	return func(w *encoder) {
 		for _, v := range vs {
 			w.u64(v)
 		}
 	}
 }
-func krlStr(s string) krlPart           { return func(w *krlWriter) { w.str([]byte(s)) } }
-func krlKeyStr(k ssh.PublicKey) krlPart { return func(w *krlWriter) { w.str(k.Marshal()) } }
+func krlStr(s string) krlPart           { return func(w *encoder) { w.str([]byte(s)) } }
+func krlKeyStr(k ssh.PublicKey) krlPart { return func(w *encoder) { w.str(k.Marshal()) } }
 
 // krlHeader is a KRL header with the given format version and date.
 func krlHeader(version uint32, date uint64) krlPart {
-	return func(w *krlWriter) {
-		w.buf = append(w.buf, krlMagic...)
+	return func(w *encoder) {
+		w.buf = append(w.buf, fileMagic...)
 		w.u32(version)
 		w.u64(1)
 		w.u64(date)
@@ -751,8 +751,8 @@ func krlHeader(version uint32, date uint64) krlPart {
 
 // krlSect is a (sub)section of the given type whose body is parts.
 func krlSect(typ byte, parts ...krlPart) krlPart {
-	return func(w *krlWriter) {
-		body := &krlWriter{}
+	return func(w *encoder) {
+		body := &encoder{}
 		for _, p := range parts {
 			p(body)
 		}
@@ -766,13 +766,13 @@ func krlCerts(ca ssh.PublicKey, subs ...krlPart) krlPart {
 	if ca != nil {
 		blob = string(ca.Marshal())
 	}
-	return krlSect(krlSectionCertificates, append([]krlPart{krlStr(blob), krlStr("")}, subs...)...)
+	return krlSect(sectionCertificates, append([]krlPart{krlStr(blob), krlStr("")}, subs...)...)
 }
 
 // krlSig is a signature section: signing key and signature.
 func krlSig(key ssh.PublicKey, sig string) krlPart {
-	return func(w *krlWriter) {
-		w.u8(krlSectionSignature)
+	return func(w *encoder) {
+		w.u8(sectionSignature)
 		w.str(key.Marshal())
 		w.str([]byte(sig))
 	}
@@ -788,18 +788,18 @@ func krlHandMade(t testing.TB) []byte {
 	_, ca := krlTestKey(t, "ca")
 	_, user := krlTestKey(t, "user")
 	return krlBytes(krlHeader(1, 1700000000),
-		krlExt(krlSectionExtension, "note@jitssh.dev", 0, "ignored"),
+		krlExt(sectionExtension, "note@jitssh.dev", 0, "ignored"),
 		krlCerts(ca,
-			krlSect(krlCertSerialList, krlU64(9, 3)),
-			krlSect(krlCertSerialRange, krlU64(20, 29)),
-			krlSect(krlCertSerialBitmap, krlU64(100), krlStr("\x00\x80\x27")), // bits 0,1,2,5,15
-			krlExt(krlCertExtension, "cert-note@jitssh.dev", 0, ""),
-			krlSect(krlCertKeyID, krlStr("alice/req-1"), krlStr("")),
+			krlSect(certSerialList, krlU64(9, 3)),
+			krlSect(certSerialRange, krlU64(20, 29)),
+			krlSect(certSerialBitmap, krlU64(100), krlStr("\x00\x80\x27")), // bits 0,1,2,5,15
+			krlExt(certExtension, "cert-note@jitssh.dev", 0, ""),
+			krlSect(certKeyID, krlStr("alice/req-1"), krlStr("")),
 		),
-		krlCerts(nil, krlSect(krlCertKeyID, krlStr("mallory/req-9"))),
-		krlSect(krlSectionExplicitKey, krlKeyStr(user)),
-		krlSect(krlSectionSHA1, krlStr(string(krlSum1(user)))),
-		krlSect(krlSectionSHA256, krlStr(string(krlSum256(user)))),
+		krlCerts(nil, krlSect(certKeyID, krlStr("mallory/req-9"))),
+		krlSect(sectionExplicitKey, krlKeyStr(user)),
+		krlSect(sectionSHA1, krlStr(string(krlSum1(user)))),
+		krlSect(sectionSHA256, krlStr(string(krlSum256(user)))),
 		krlSig(ca, "not verified"),
 		krlSig(user, "not verified either"),
 	)
@@ -808,7 +808,7 @@ func krlHandMade(t testing.TB) []byte {
 func TestParseKRLHandMade(t *testing.T) {
 	_, ca := krlTestKey(t, "ca")
 	_, user := krlTestKey(t, "user")
-	k, err := ParseKRL(krlHandMade(t))
+	k, err := Parse(krlHandMade(t))
 	require.NoError(t, err)
 	require.Len(t, k.Certs, 2)
 	assert.Nil(t, k.Certs[0].CA)
@@ -816,7 +816,7 @@ func TestParseKRLHandMade(t *testing.T) {
 	s := k.Certs[1]
 	assert.Equal(t, ca.Marshal(), s.CA.Marshal())
 	assert.Equal(t, []uint64{3, 9, 105, 115}, s.Serials)
-	assert.Equal(t, []KRLSerialRange{{20, 29}, {100, 102}}, s.Ranges)
+	assert.Equal(t, []SerialRange{{20, 29}, {100, 102}}, s.Ranges)
 	assert.Equal(t, []string{"", "alice/req-1"}, s.KeyIDs)
 	require.Len(t, k.Keys, 1)
 	assert.Equal(t, user.Marshal(), k.Keys[0].Marshal())
@@ -831,9 +831,9 @@ func TestParseKRLMalformed(t *testing.T) {
 	_, user := krlTestKey(t, "user")
 	cert := krlTestCert(t, caSigner, user, "a", 1)
 	hdr := krlHeader(1, 1700000000)
-	list := func(vs ...uint64) krlPart { return krlCerts(ca, krlSect(krlCertSerialList, krlU64(vs...))) }
+	list := func(vs ...uint64) krlPart { return krlCerts(ca, krlSect(certSerialList, krlU64(vs...))) }
 	bitmap := func(offset uint64, mpint string) krlPart {
-		return krlCerts(ca, krlSect(krlCertSerialBitmap, krlU64(offset), krlStr(mpint)))
+		return krlCerts(ca, krlSect(certSerialBitmap, krlU64(offset), krlStr(mpint)))
 	}
 	valid := krlBytes(hdr, list(5))
 	tests := []struct {
@@ -847,49 +847,49 @@ func TestParseKRLMalformed(t *testing.T) {
 		{"format version 0", krlBytes(krlHeader(0, 1)), "unsupported format version 0"},
 		{"format version 2", krlBytes(krlHeader(2, 1)), "unsupported format version 2"},
 		{"date out of range", krlBytes(krlHeader(1, math.MaxUint64)), "out of range"},
-		{"NUL in comment", krlBytes(krlRaw([]byte(krlMagic)...), krlU32(1), krlU64(1, 1, 0), krlStr(""), krlStr("a\x00")), "comment: string at byte 44 contains a NUL"},
+		{"NUL in comment", krlBytes(krlRaw([]byte(fileMagic)...), krlU32(1), krlU64(1, 1, 0), krlStr(""), krlStr("a\x00")), "comment: string at byte 44 contains a NUL"},
 		{"unknown section 0", krlBytes(hdr, krlSect(0)), "section type 0 at byte 53: unknown section type"},
 		{"unknown section 6", krlBytes(hdr, krlSect(6, krlStr("x"))), "section type 6 at byte 53: unknown section type"},
 		{"unknown certificate subsection", krlBytes(hdr, krlCerts(ca, krlSect(0x24))), "unknown certificate subsection"},
 		{"trailing byte", append(krlClone(valid), 1), "truncated"},
 		{"trailing partial section", append(krlClone(valid), 2, 0, 0, 0, 9, 'x'), "truncated"},
 		{"section longer than file", krlBytes(hdr, krlRaw(2), krlU32(1000), krlRaw(1, 2, 3)), "string of 1000 bytes"},
-		{"CA key truncated", krlBytes(hdr, krlSect(krlSectionCertificates, krlU32(80))), "CA key"},
-		{"CA key garbage", krlBytes(hdr, krlSect(krlSectionCertificates, krlStr("garbage"), krlStr(""))), "CA key"},
-		{"CA key is a certificate", krlBytes(hdr, krlSect(krlSectionCertificates, krlStr(string(cert.Marshal())), krlStr(""))), "CA key is a certificate"},
-		{"subsection truncated", krlBytes(hdr, krlCerts(ca, krlRaw(krlCertSerialList))), "truncated"},
+		{"CA key truncated", krlBytes(hdr, krlSect(sectionCertificates, krlU32(80))), "CA key"},
+		{"CA key garbage", krlBytes(hdr, krlSect(sectionCertificates, krlStr("garbage"), krlStr(""))), "CA key"},
+		{"CA key is a certificate", krlBytes(hdr, krlSect(sectionCertificates, krlStr(string(cert.Marshal())), krlStr(""))), "CA key is a certificate"},
+		{"subsection truncated", krlBytes(hdr, krlCerts(ca, krlRaw(certSerialList))), "truncated"},
 		{"serial 0 in list", krlBytes(hdr, list(4, 0)), "serial 0 cannot be revoked"},
-		{"partial serial", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialList, krlU64(4), krlU32(5)))), "not a multiple of 8"},
-		{"range from 0", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialRange, krlU64(0, 5)))), "range 0-5"},
-		{"reversed range", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialRange, krlU64(6, 5)))), "range 6-5"},
-		{"short range", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialRange, krlU64(6)))), "serial range at byte"},
-		{"range with trailing data", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialRange, krlU64(1, 5, 9)))), "8 bytes of trailing data"},
+		{"partial serial", krlBytes(hdr, krlCerts(ca, krlSect(certSerialList, krlU64(4), krlU32(5)))), "not a multiple of 8"},
+		{"range from 0", krlBytes(hdr, krlCerts(ca, krlSect(certSerialRange, krlU64(0, 5)))), "range 0-5"},
+		{"reversed range", krlBytes(hdr, krlCerts(ca, krlSect(certSerialRange, krlU64(6, 5)))), "range 6-5"},
+		{"short range", krlBytes(hdr, krlCerts(ca, krlSect(certSerialRange, krlU64(6)))), "serial range at byte"},
+		{"range with trailing data", krlBytes(hdr, krlCerts(ca, krlSect(certSerialRange, krlU64(1, 5, 9)))), "8 bytes of trailing data"},
 		{"negative bitmap", krlBytes(hdr, bitmap(1, "\x80")), "negative"},
-		{"oversized bitmap", krlBytes(hdr, bitmap(1, "\x01"+strings.Repeat("\x00", krlMaxBitmapBytes))), "exceeds the limit"},
-		{"oversized bitmap with zero prefix", krlBytes(hdr, bitmap(1, strings.Repeat("\x00", krlMaxBitmapBytes+2))), "exceeds the limit"},
+		{"oversized bitmap", krlBytes(hdr, bitmap(1, "\x01"+strings.Repeat("\x00", maxBitmapBytes))), "exceeds the limit"},
+		{"oversized bitmap with zero prefix", krlBytes(hdr, bitmap(1, strings.Repeat("\x00", maxBitmapBytes+2))), "exceeds the limit"},
 		{"bitmap wraps", krlBytes(hdr, bitmap(math.MaxUint64-6, "\x01\x00")), "runs past the largest serial"},
 		{"bitmap revokes serial 0", krlBytes(hdr, bitmap(0, "\x03")), "serial 0"},
-		{"bitmap truncated", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialBitmap, krlU64(1), krlU32(3), krlRaw(1)))), "truncated"},
-		{"bitmap with trailing data", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialBitmap, krlU64(1), krlStr("\x01"), krlRaw(0)))), "trailing data"},
-		{"NUL in key ID", krlBytes(hdr, krlCerts(ca, krlSect(krlCertKeyID, krlStr("a\x00b")))), "contains a NUL"},
-		{"key ID truncated", krlBytes(hdr, krlCerts(ca, krlSect(krlCertKeyID, krlU32(3), krlRaw('a')))), "key ID list"},
-		{"explicit key garbage", krlBytes(hdr, krlSect(krlSectionExplicitKey, krlStr("garbage"))), "explicit key section at byte 53: key at byte 58"},
-		{"explicit key is a certificate", krlBytes(hdr, krlSect(krlSectionExplicitKey, krlStr(string(cert.Marshal())))), "is a certificate"},
-		{"short SHA1", krlBytes(hdr, krlSect(krlSectionSHA1, krlStr(strings.Repeat("x", 19)))), "has 19 bytes, want 20"},
-		{"SHA256 of SHA1 size", krlBytes(hdr, krlSect(krlSectionSHA256, krlStr(strings.Repeat("x", 20)))), "has 20 bytes, want 32"},
-		{"hash truncated", krlBytes(hdr, krlSect(krlSectionSHA256, krlU32(32), krlRaw(1))), "truncated"},
-		{"critical extension", krlBytes(hdr, krlExt(krlSectionExtension, "x@example.com", 1, "")), `unsupported critical extension "x@example.com"`},
-		{"critical certificate extension", krlBytes(hdr, krlCerts(ca, krlExt(krlCertExtension, "y@example.com", 2, ""))), `unsupported critical extension "y@example.com"`},
-		{"extension with trailing data", krlBytes(hdr, krlSect(krlSectionExtension, krlStr("x"), krlRaw(0), krlStr(""), krlRaw(0))), "trailing data"},
-		{"extension without contents", krlBytes(hdr, krlSect(krlSectionExtension, krlStr("x"), krlRaw(0))), "truncated"},
+		{"bitmap truncated", krlBytes(hdr, krlCerts(ca, krlSect(certSerialBitmap, krlU64(1), krlU32(3), krlRaw(1)))), "truncated"},
+		{"bitmap with trailing data", krlBytes(hdr, krlCerts(ca, krlSect(certSerialBitmap, krlU64(1), krlStr("\x01"), krlRaw(0)))), "trailing data"},
+		{"NUL in key ID", krlBytes(hdr, krlCerts(ca, krlSect(certKeyID, krlStr("a\x00b")))), "contains a NUL"},
+		{"key ID truncated", krlBytes(hdr, krlCerts(ca, krlSect(certKeyID, krlU32(3), krlRaw('a')))), "key ID list"},
+		{"explicit key garbage", krlBytes(hdr, krlSect(sectionExplicitKey, krlStr("garbage"))), "explicit key section at byte 53: key at byte 58"},
+		{"explicit key is a certificate", krlBytes(hdr, krlSect(sectionExplicitKey, krlStr(string(cert.Marshal())))), "is a certificate"},
+		{"short SHA1", krlBytes(hdr, krlSect(sectionSHA1, krlStr(strings.Repeat("x", 19)))), "has 19 bytes, want 20"},
+		{"SHA256 of SHA1 size", krlBytes(hdr, krlSect(sectionSHA256, krlStr(strings.Repeat("x", 20)))), "has 20 bytes, want 32"},
+		{"hash truncated", krlBytes(hdr, krlSect(sectionSHA256, krlU32(32), krlRaw(1))), "truncated"},
+		{"critical extension", krlBytes(hdr, krlExt(sectionExtension, "x@example.com", 1, "")), `unsupported critical extension "x@example.com"`},
+		{"critical certificate extension", krlBytes(hdr, krlCerts(ca, krlExt(certExtension, "y@example.com", 2, ""))), `unsupported critical extension "y@example.com"`},
+		{"extension with trailing data", krlBytes(hdr, krlSect(sectionExtension, krlStr("x"), krlRaw(0), krlStr(""), krlRaw(0))), "trailing data"},
+		{"extension without contents", krlBytes(hdr, krlSect(sectionExtension, krlStr("x"), krlRaw(0))), "truncated"},
 		{"section after signature", krlBytes(hdr, krlSig(ca, "sig"), list(5)), "follows a signature section"},
-		{"signature without signature", krlBytes(hdr, krlRaw(krlSectionSignature), krlKeyStr(ca)), "signature section at byte 53: signature: truncated"},
-		{"signature with bad key", krlBytes(hdr, krlRaw(krlSectionSignature), krlStr("garbage"), krlStr("sig")), "signing key"},
+		{"signature without signature", krlBytes(hdr, krlRaw(sectionSignature), krlKeyStr(ca)), "signature section at byte 53: signature: truncated"},
+		{"signature with bad key", krlBytes(hdr, krlRaw(sectionSignature), krlStr("garbage"), krlStr("sig")), "signing key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := ParseKRL(tt.data)
-			require.ErrorIs(t, err, ErrInvalidKRL)
+			k, err := Parse(tt.data)
+			require.ErrorIs(t, err, ErrInvalid)
 			assert.ErrorContains(t, err, tt.wantErr)
 			assert.Nil(t, k)
 		})
@@ -902,37 +902,37 @@ func TestParseKRLAccepts(t *testing.T) {
 	_, ca := krlTestKey(t, "ca")
 	hdr := krlHeader(1, 0)
 	bitmap := func(offset uint64, mpint string) krlPart {
-		return krlCerts(ca, krlSect(krlCertSerialBitmap, krlU64(offset), krlStr(mpint)))
+		return krlCerts(ca, krlSect(certSerialBitmap, krlU64(offset), krlStr(mpint)))
 	}
 	tests := []struct {
 		name        string
 		data        []byte
 		wantSerials []uint64
-		wantRanges  []KRLSerialRange
+		wantRanges  []SerialRange
 	}{
 		{"header only", krlBytes(hdr), nil, nil},
-		{"flags and reserved field ignored", krlBytes(krlRaw([]byte(krlMagic)...), krlU32(1), krlU64(1, 0, 0xff), krlStr("future"), krlStr("")), nil, nil},
-		{"empty sections", krlBytes(hdr, krlCerts(ca), krlSect(krlSectionExplicitKey), krlSect(krlSectionSHA256)), nil, nil},
-		{"every serial", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialRange, krlU64(1, math.MaxUint64)))), nil, []KRLSerialRange{{1, math.MaxUint64}}},
+		{"flags and reserved field ignored", krlBytes(krlRaw([]byte(fileMagic)...), krlU32(1), krlU64(1, 0, 0xff), krlStr("future"), krlStr("")), nil, nil},
+		{"empty sections", krlBytes(hdr, krlCerts(ca), krlSect(sectionExplicitKey), krlSect(sectionSHA256)), nil, nil},
+		{"every serial", krlBytes(hdr, krlCerts(ca, krlSect(certSerialRange, krlU64(1, math.MaxUint64)))), nil, []SerialRange{{1, math.MaxUint64}}},
 		{"bitmap ending at the largest serial", krlBytes(hdr, bitmap(math.MaxUint64-7, "\x00\x81")), []uint64{math.MaxUint64 - 7, math.MaxUint64}, nil},
 		{"bitmap of zero", krlBytes(hdr, bitmap(5, "")), nil, nil},
-		{"bitmap with leading zeros", krlBytes(hdr, bitmap(5, "\x00\x00\x06")), nil, []KRLSerialRange{{6, 7}}},
-		{"bitmap at the size limit", krlBytes(hdr, bitmap(1, "\x00\x7f"+strings.Repeat("\xff", krlMaxBitmapBytes-1))), nil, []KRLSerialRange{{1, 8*krlMaxBitmapBytes - 1}}},
+		{"bitmap with leading zeros", krlBytes(hdr, bitmap(5, "\x00\x00\x06")), nil, []SerialRange{{6, 7}}},
+		{"bitmap at the size limit", krlBytes(hdr, bitmap(1, "\x00\x7f"+strings.Repeat("\xff", maxBitmapBytes-1))), nil, []SerialRange{{1, 8*maxBitmapBytes - 1}}},
 		{"bitmap offset 0 without serial 0", krlBytes(hdr, bitmap(0, "\x02")), []uint64{1}, nil},
 		{"sections for one CA merge", krlBytes(hdr,
-			krlCerts(ca, krlSect(krlCertSerialList, krlU64(4, 9))),
-			krlCerts(ca, krlSect(krlCertSerialRange, krlU64(5, 8)), krlSect(krlCertSerialList, krlU64(4)))), nil, []KRLSerialRange{{4, 9}}},
+			krlCerts(ca, krlSect(certSerialList, krlU64(4, 9))),
+			krlCerts(ca, krlSect(certSerialRange, krlU64(5, 8)), krlSect(certSerialList, krlU64(4)))), nil, []SerialRange{{4, 9}}},
 		{"non-critical extensions", krlBytes(hdr,
-			krlExt(krlSectionExtension, "x@example.com", 0, "data"),
-			krlCerts(ca, krlExt(krlCertExtension, "y@example.com", 0, "data"), krlSect(krlCertSerialList, krlU64(3)))), []uint64{3}, nil},
-		{"signatures at the end", krlBytes(hdr, krlCerts(ca, krlSect(krlCertSerialList, krlU64(3))), krlSig(ca, "a"), krlSig(ca, "b")), []uint64{3}, nil},
+			krlExt(sectionExtension, "x@example.com", 0, "data"),
+			krlCerts(ca, krlExt(certExtension, "y@example.com", 0, "data"), krlSect(certSerialList, krlU64(3)))), []uint64{3}, nil},
+		{"signatures at the end", krlBytes(hdr, krlCerts(ca, krlSect(certSerialList, krlU64(3))), krlSig(ca, "a"), krlSig(ca, "b")), []uint64{3}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := ParseKRL(tt.data)
+			k, err := Parse(tt.data)
 			require.NoError(t, err)
 			var serials []uint64
-			var ranges []KRLSerialRange
+			var ranges []SerialRange
 			for _, s := range k.Certs {
 				serials = append(serials, s.Serials...)
 				ranges = append(ranges, s.Ranges...)
@@ -946,7 +946,7 @@ func TestParseKRLAccepts(t *testing.T) {
 // TestParseKRLTruncated cuts valid KRLs at every length: a cut parses only
 // where it falls between sections, and is refused everywhere else.
 func TestParseKRLTruncated(t *testing.T) {
-	golden, err := os.ReadFile(filepath.Join("testdata", "krl", "ssh-keygen.krl"))
+	golden, err := os.ReadFile(filepath.Join("testdata", "ssh-keygen.krl"))
 	require.NoError(t, err)
 	jitssh, err := krlRoundTripKRL(t).Marshal()
 	require.NoError(t, err)
@@ -958,26 +958,26 @@ func TestParseKRLTruncated(t *testing.T) {
 				boundary[e] = true
 			}
 			for n := range len(data) {
-				_, err := ParseKRL(data[:n])
+				_, err := Parse(data[:n])
 				if boundary[n] {
 					assert.NoError(t, err, "cut at %d, a section boundary", n)
 				} else if assert.Error(t, err, "cut at %d", n) {
-					assert.ErrorIs(t, err, ErrInvalidKRL)
+					assert.ErrorIs(t, err, ErrInvalid)
 				}
 			}
 		})
 	}
 }
 
-// krlGoldenKRL is the fixed KRL behind testdata/krl/jitssh.krl, made from
+// krlGoldenKRL is the fixed KRL behind testdata/jitssh.krl, made from
 // the committed fixture keys.
-func krlGoldenKRL(t testing.TB) *KRL {
-	dir := filepath.Join("testdata", "krl")
+func krlGoldenKRL(t testing.TB) *List {
+	dir := filepath.Join("testdata")
 	ca := krlReadPub(t, filepath.Join(dir, "ca.pub"))
 	ca2 := krlReadPub(t, filepath.Join(dir, "ca2.pub"))
 	user := krlReadPub(t, filepath.Join(dir, "user.pub"))
 	user2 := krlReadPub(t, filepath.Join(dir, "user2.pub"))
-	k := &KRL{Version: 3, GeneratedDate: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), Comment: "jitssh golden"}
+	k := &List{Version: 3, GeneratedDate: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), Comment: "jitssh golden"}
 	k.RevokeSerial(ca, 1, 2, 3, 5, 7, 8, 1<<63|9)
 	require.NoError(t, k.RevokeSerialRange(ca, 1000, 1999))
 	k.RevokeKeyID(ca, "alice/req-01J0000000000000000000000")
@@ -989,12 +989,12 @@ func krlGoldenKRL(t testing.TB) *KRL {
 	return k
 }
 
-// krlWriteSSHKeygenFixture regenerates testdata/krl/ssh-keygen.krl with the
+// krlWriteSSHKeygenFixture regenerates testdata/ssh-keygen.krl with the
 // real ssh-keygen from the fixture keys, covering every section type
 // ssh-keygen writes.
 func krlWriteSSHKeygenFixture(t *testing.T, path string) {
 	g := newKRLKeygen(t)
-	dir, err := filepath.Abs(filepath.Join("testdata", "krl"))
+	dir, err := filepath.Abs(filepath.Join("testdata"))
 	require.NoError(t, err)
 	pubLine := func(name string) string {
 		data, err := os.ReadFile(filepath.Join(dir, name))
@@ -1021,7 +1021,7 @@ func krlWriteSSHKeygenFixture(t *testing.T, path string) {
 }
 
 func TestKRLGolden(t *testing.T) {
-	dir := filepath.Join("testdata", "krl")
+	dir := filepath.Join("testdata")
 	jitsshPath := filepath.Join(dir, "jitssh.krl")
 	keygenPath := filepath.Join(dir, "ssh-keygen.krl")
 
@@ -1039,7 +1039,7 @@ func TestKRLGolden(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			raw, err := os.ReadFile(tt.krl)
 			require.NoError(t, err)
-			k, err := ParseKRL(raw)
+			k, err := Parse(raw)
 			require.NoError(t, err)
 			text := krlDescribe(k)
 			if krlUpdating() {
@@ -1051,7 +1051,7 @@ func TestKRLGolden(t *testing.T) {
 
 			again, err := k.Marshal()
 			require.NoError(t, err)
-			k2, err := ParseKRL(again)
+			k2, err := Parse(again)
 			require.NoError(t, err)
 			assert.Equal(t, text, krlDescribe(k2))
 		})
@@ -1085,8 +1085,8 @@ func krlWriteFuzzSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseKRL")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	_, ca := krlTestKey(t, "ca")
-	keygen := krlMustRead(t, filepath.Join("testdata", "krl", "ssh-keygen.krl"))
-	jitssh := krlMustRead(t, filepath.Join("testdata", "krl", "jitssh.krl"))
+	keygen := krlMustRead(t, filepath.Join("testdata", "ssh-keygen.krl"))
+	jitssh := krlMustRead(t, filepath.Join("testdata", "jitssh.krl"))
 	flipped := krlClone(keygen)
 	flipped[len(flipped)/2] ^= 0x40
 	seeds := map[string][]byte{
@@ -1094,14 +1094,14 @@ func krlWriteFuzzSeeds(t *testing.T) {
 		"jitssh":               jitssh,
 		"hand-made":            krlHandMade(t),
 		"header-only":          krlBytes(krlHeader(1, 0)),
-		"every-serial":         krlBytes(krlHeader(1, 0), krlCerts(nil, krlSect(krlCertSerialRange, krlU64(1, math.MaxUint64)))),
+		"every-serial":         krlBytes(krlHeader(1, 0), krlCerts(nil, krlSect(certSerialRange, krlU64(1, math.MaxUint64)))),
 		"truncated-ssh-keygen": keygen[:len(keygen)*2/3],
 		"truncated-jitssh":     jitssh[:len(jitssh)-3],
 		"bit-flipped":          flipped,
 		"bad-version":          krlBytes(krlHeader(2, 0)),
 		"unknown-section":      krlBytes(krlHeader(1, 0), krlSect(6, krlStr("x"))),
-		"bitmap-wraps":         krlBytes(krlHeader(1, 0), krlCerts(ca, krlSect(krlCertSerialBitmap, krlU64(math.MaxUint64-3), krlStr("\x7f")))),
-		"serial-zero":          krlBytes(krlHeader(1, 0), krlCerts(ca, krlSect(krlCertSerialList, krlU64(0)))),
+		"bitmap-wraps":         krlBytes(krlHeader(1, 0), krlCerts(ca, krlSect(certSerialBitmap, krlU64(math.MaxUint64-3), krlStr("\x7f")))),
+		"serial-zero":          krlBytes(krlHeader(1, 0), krlCerts(ca, krlSect(certSerialList, krlU64(0)))),
 	}
 	for name, data := range seeds {
 		content := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\n", strconv.Quote(string(data)))
@@ -1110,14 +1110,14 @@ func krlWriteFuzzSeeds(t *testing.T) {
 }
 
 // krlBenchKRL revokes 100k serials, none contiguous, plus a few key IDs.
-func krlBenchKRL(b *testing.B) (*KRL, ssh.Signer, ssh.PublicKey) {
+func krlBenchKRL(b *testing.B) (*List, ssh.Signer, ssh.PublicKey) {
 	ca, caPub := krlTestKey(b, "bench-ca")
 	_, user := krlTestKey(b, "bench-user")
 	serials := make([]uint64, 100_000)
 	for i := range serials {
 		serials[i] = 3 * uint64(i+1)
 	}
-	k := &KRL{}
+	k := &List{}
 	k.RevokeSerial(caPub, serials...)
 	k.RevokeKeyID(caPub, "alice/req-1", "bob/req-2")
 	return k, ca, user
@@ -1152,7 +1152,7 @@ func BenchmarkParseKRL(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ParseKRL(data); err != nil {
+		if _, err := Parse(data); err != nil {
 			b.Fatal(err)
 		}
 	}

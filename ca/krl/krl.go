@@ -1,6 +1,6 @@
-// OpenSSH key revocation lists (KRLs), the binary format of PROTOCOL.krl that
-// sshd reads through RevokedKeys and that `ssh-keygen -k` writes and
-// `ssh-keygen -Q` queries.
+// Package krl reads and writes OpenSSH key revocation lists (KRLs), the
+// binary format of PROTOCOL.krl that sshd reads through RevokedKeys, that
+// `ssh-keygen -k` writes and `ssh-keygen -Q` queries.
 //
 // Supported: every section OpenSSH defines. Certificates are revoked per CA
 // (or for any CA) by serial list, serial range, serial bitmap and key ID;
@@ -17,8 +17,7 @@
 // principals and CA trust are checked elsewhere), and its version and date
 // are informational; nothing here stops an older KRL from replacing a newer
 // one.
-
-package ca
+package krl
 
 import (
 	"bytes"
@@ -38,40 +37,40 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// ErrInvalidKRL is wrapped by every error ParseKRL returns, and by Marshal
+// ErrInvalid is wrapped by every error Parse returns, and by Marshal
 // and RevokeSerialRange when asked to write something the format cannot
 // hold.
-var ErrInvalidKRL = errors.New("invalid KRL")
+var ErrInvalid = errors.New("invalid KRL")
 
 // Wire constants from OpenSSH's PROTOCOL.krl.
 const (
-	krlMagic         = "SSHKRL\n\x00"
-	krlFormatVersion = 1
+	fileMagic     = "SSHKRL\n\x00"
+	formatVersion = 1
 
-	krlSectionCertificates = 1
-	krlSectionExplicitKey  = 2
-	krlSectionSHA1         = 3
-	krlSectionSignature    = 4
-	krlSectionSHA256       = 5
-	krlSectionExtension    = 255
+	sectionCertificates = 1
+	sectionExplicitKey  = 2
+	sectionSHA1         = 3
+	sectionSignature    = 4
+	sectionSHA256       = 5
+	sectionExtension    = 255
 
-	krlCertSerialList   = 0x20
-	krlCertSerialRange  = 0x21
-	krlCertSerialBitmap = 0x22
-	krlCertKeyID        = 0x23
-	krlCertExtension    = 0x39
+	certSerialList   = 0x20
+	certSerialRange  = 0x21
+	certSerialBitmap = 0x22
+	certKeyID        = 0x23
+	certExtension    = 0x39
 
-	// krlMaxBitmapBytes is OpenSSH's limit on an mpint (SSHBUF_MAX_BIGNUM),
+	// maxBitmapBytes is OpenSSH's limit on an mpint (SSHBUF_MAX_BIGNUM),
 	// which bounds a bitmap subsection to 16384 serials.
-	krlMaxBitmapBytes = 16384 / 8
+	maxBitmapBytes = 16384 / 8
 )
 
-// KRL is an OpenSSH key revocation list.
+// List is an OpenSSH key revocation list.
 //
-// Normal form. ParseKRL returns a KRL in normal form and the Revoke methods
+// Normal form. Parse returns a KRL in normal form and the Revoke methods
 // keep it there: one non-empty section per CA, sections ordered by the CA
 // key's wire encoding (the wildcard section first); within a section, Serials and
-// Ranges as described on KRLCertSection and KeyIDs sorted and unique; Keys
+// Ranges as described on CertSection and KeyIDs sorted and unique; Keys
 // plain (not certificates), sorted by wire encoding and unique; SHA1s and
 // SHA256s sorted and unique. IsRevoked relies on the sorting for its binary
 // searches, so code that fills the fields by hand must keep to this form.
@@ -81,7 +80,7 @@ const (
 // A KRL is safe for concurrent IsRevoked calls as long as nothing modifies
 // it. Memory is linear in the size of the parsed file: a serial range is
 // kept as a range however many serials it covers.
-type KRL struct {
+type List struct {
 	// Version is the KRL's own version number; OpenSSH expects it to grow
 	// with every change but does not enforce it.
 	Version uint64
@@ -91,7 +90,7 @@ type KRL struct {
 	// Comment must not contain a NUL byte.
 	Comment string
 	// Certs revokes certificates, by issuing CA.
-	Certs []*KRLCertSection
+	Certs []*CertSection
 	// Keys revokes plain keys, and with them every certificate for the key
 	// and every certificate signed by it.
 	Keys []ssh.PublicKey
@@ -101,7 +100,7 @@ type KRL struct {
 	SHA256s [][]byte
 }
 
-// KRLCertSection revokes certificates issued by one CA, by serial or by key
+// CertSection revokes certificates issued by one CA, by serial or by key
 // ID.
 //
 // The revoked serials are Serials plus every serial in Ranges. In normal
@@ -110,15 +109,15 @@ type KRL struct {
 // entry: every maximal run of contiguous serials is either one element of
 // Serials or one element of Ranges. Serial 0 is never revoked (OpenSSH
 // certificates without a serial carry 0); revoke those by key ID.
-type KRLCertSection struct {
+type CertSection struct {
 	CA      ssh.PublicKey // nil means any CA (the wildcard section)
 	Serials []uint64
-	Ranges  []KRLSerialRange
+	Ranges  []SerialRange
 	KeyIDs  []string
 }
 
-// KRLSerialRange is the inclusive range of serials First..Last.
-type KRLSerialRange struct {
+// SerialRange is the inclusive range of serials First..Last.
+type SerialRange struct {
 	First, Last uint64
 }
 
@@ -126,35 +125,35 @@ type KRLSerialRange struct {
 // ca, or by any CA when ca is nil. Each call re-sorts the section, so pass
 // many serials in one call rather than one call each. Serial 0 cannot be
 // revoked; Marshal refuses a KRL that lists it.
-func (k *KRL) RevokeSerial(ca ssh.PublicKey, serials ...uint64) {
+func (k *List) RevokeSerial(ca ssh.PublicKey, serials ...uint64) {
 	if len(serials) == 0 {
 		return
 	}
-	ivs := make([]KRLSerialRange, len(serials))
+	ivs := make([]SerialRange, len(serials))
 	for i, s := range serials {
-		ivs[i] = KRLSerialRange{s, s}
+		ivs[i] = SerialRange{s, s}
 	}
-	k.krlSection(ca).krlAdd(ivs)
+	k.sectionFor(ca).add(ivs)
 }
 
 // RevokeSerialRange revokes the certificates with serials first..last
 // inclusive issued by ca, or by any CA when ca is nil, without listing them
 // one by one.
-func (k *KRL) RevokeSerialRange(ca ssh.PublicKey, first, last uint64) error {
+func (k *List) RevokeSerialRange(ca ssh.PublicKey, first, last uint64) error {
 	if first == 0 || first > last {
-		return fmt.Errorf("%w: serial range %d-%d: must be 1 <= first <= last", ErrInvalidKRL, first, last)
+		return fmt.Errorf("%w: serial range %d-%d: must be 1 <= first <= last", ErrInvalid, first, last)
 	}
-	k.krlSection(ca).krlAdd([]KRLSerialRange{{first, last}})
+	k.sectionFor(ca).add([]SerialRange{{first, last}})
 	return nil
 }
 
 // RevokeKeyID revokes the certificates with the given key IDs issued by ca,
 // or by any CA when ca is nil.
-func (k *KRL) RevokeKeyID(ca ssh.PublicKey, ids ...string) {
+func (k *List) RevokeKeyID(ca ssh.PublicKey, ids ...string) {
 	if len(ids) == 0 {
 		return
 	}
-	s := k.krlSection(ca)
+	s := k.sectionFor(ca)
 	s.KeyIDs = append(s.KeyIDs, ids...)
 	slices.Sort(s.KeyIDs)
 	s.KeyIDs = slices.Compact(s.KeyIDs)
@@ -162,48 +161,48 @@ func (k *KRL) RevokeKeyID(ca ssh.PublicKey, ids ...string) {
 
 // RevokeKey revokes plain keys explicitly. A certificate stands for its
 // underlying key, as with `ssh-keygen -k`.
-func (k *KRL) RevokeKey(keys ...ssh.PublicKey) {
+func (k *List) RevokeKey(keys ...ssh.PublicKey) {
 	for _, key := range keys {
 		if key != nil {
-			k.Keys = append(k.Keys, krlPlainKey(key))
+			k.Keys = append(k.Keys, plainKey(key))
 		}
 	}
-	k.Keys = krlSortKeys(k.Keys)
+	k.Keys = sortKeys(k.Keys)
 }
 
-// krlSection returns the section for ca, adding an empty one in normal-form
+// sectionFor returns the section for ca, adding an empty one in normal-form
 // order if there is none.
-func (k *KRL) krlSection(ca ssh.PublicKey) *KRLCertSection {
-	blob := krlCABlob(ca)
-	i, found := slices.BinarySearchFunc(k.Certs, blob, func(s *KRLCertSection, b []byte) int {
-		return bytes.Compare(krlCABlob(s.CA), b)
+func (k *List) sectionFor(ca ssh.PublicKey) *CertSection {
+	blob := caWireBlob(ca)
+	i, found := slices.BinarySearchFunc(k.Certs, blob, func(s *CertSection, b []byte) int {
+		return bytes.Compare(caWireBlob(s.CA), b)
 	})
 	if found {
 		return k.Certs[i]
 	}
-	s := &KRLCertSection{CA: ca}
+	s := &CertSection{CA: ca}
 	k.Certs = slices.Insert(k.Certs, i, s)
 	return s
 }
 
-// krlAdd merges serial ranges into the section, keeping normal form.
-func (s *KRLCertSection) krlAdd(ivs []KRLSerialRange) {
-	s.Serials, s.Ranges = krlNormalize(append(s.krlRanges(), ivs...))
+// add merges serial ranges into the section, keeping normal form.
+func (s *CertSection) add(ivs []SerialRange) {
+	s.Serials, s.Ranges = normalize(append(s.allRanges(), ivs...))
 }
 
-// krlRanges returns every revoked serial of the section as ranges.
-func (s *KRLCertSection) krlRanges() []KRLSerialRange {
-	out := make([]KRLSerialRange, 0, len(s.Serials)+len(s.Ranges))
+// allRanges returns every revoked serial of the section as ranges.
+func (s *CertSection) allRanges() []SerialRange {
+	out := make([]SerialRange, 0, len(s.Serials)+len(s.Ranges))
 	for _, n := range s.Serials {
-		out = append(out, KRLSerialRange{n, n})
+		out = append(out, SerialRange{n, n})
 	}
 	return append(out, s.Ranges...)
 }
 
-// krlNormalize sorts and merges ranges, overlapping or adjacent, and splits
+// normalize sorts and merges ranges, overlapping or adjacent, and splits
 // the result into single serials and runs of two or more.
-func krlNormalize(ivs []KRLSerialRange) ([]uint64, []KRLSerialRange) {
-	slices.SortFunc(ivs, func(a, b KRLSerialRange) int { return cmp.Compare(a.First, b.First) })
+func normalize(ivs []SerialRange) ([]uint64, []SerialRange) {
+	slices.SortFunc(ivs, func(a, b SerialRange) int { return cmp.Compare(a.First, b.First) })
 	merged := ivs[:0]
 	for _, iv := range ivs {
 		if n := len(merged); n > 0 {
@@ -222,12 +221,12 @@ func krlNormalize(ivs []KRLSerialRange) ([]uint64, []KRLSerialRange) {
 		}
 	}
 	var serials []uint64
-	var ranges []KRLSerialRange
+	var ranges []SerialRange
 	if singles > 0 {
 		serials = make([]uint64, 0, singles)
 	}
 	if len(merged) > singles {
-		ranges = make([]KRLSerialRange, 0, len(merged)-singles)
+		ranges = make([]SerialRange, 0, len(merged)-singles)
 	}
 	for _, iv := range merged {
 		if iv.First == iv.Last {
@@ -240,7 +239,7 @@ func krlNormalize(ivs []KRLSerialRange) ([]uint64, []KRLSerialRange) {
 }
 
 // revokesSerial reports whether the section revokes serial n.
-func (s *KRLCertSection) revokesSerial(n uint64) bool {
+func (s *CertSection) revokesSerial(n uint64) bool {
 	if _, ok := slices.BinarySearch(s.Serials, n); ok {
 		return true
 	}
@@ -254,15 +253,15 @@ func (s *KRLCertSection) revokesSerial(n uint64) bool {
 // key), or when the section for its CA or the wildcard section lists its key
 // ID or its serial; serial 0 never matches a serial. A nil KRL revokes
 // nothing.
-func (k *KRL) IsRevoked(key ssh.PublicKey) bool {
+func (k *List) IsRevoked(key ssh.PublicKey) bool {
 	if k == nil || key == nil {
 		return false
 	}
 	cert, ok := key.(*ssh.Certificate)
 	if !ok {
-		return k.krlPlainRevoked(key)
+		return k.plainRevoked(key)
 	}
-	if k.krlPlainRevoked(cert.Key) {
+	if k.plainRevoked(cert.Key) {
 		return true
 	}
 	if cert.SignatureKey == nil {
@@ -280,15 +279,15 @@ func (k *KRL) IsRevoked(key ssh.PublicKey) bool {
 			return true
 		}
 	}
-	return k.krlPlainRevoked(cert.SignatureKey)
+	return k.plainRevoked(cert.SignatureKey)
 }
 
-// krlPlainRevoked checks the explicit key and hash lists for key.
-func (k *KRL) krlPlainRevoked(key ssh.PublicKey) bool {
+// plainRevoked checks the explicit key and hash lists for key.
+func (k *List) plainRevoked(key ssh.PublicKey) bool {
 	if key == nil || len(k.Keys)+len(k.SHA1s)+len(k.SHA256s) == 0 {
 		return false
 	}
-	blob := krlPlainKey(key).Marshal()
+	blob := plainKey(key).Marshal()
 	if len(k.Keys) > 0 {
 		i := sort.Search(len(k.Keys), func(i int) bool { return bytes.Compare(k.Keys[i].Marshal(), blob) >= 0 })
 		if i < len(k.Keys) && bytes.Equal(k.Keys[i].Marshal(), blob) {
@@ -310,8 +309,8 @@ func (k *KRL) krlPlainRevoked(key ssh.PublicKey) bool {
 	return false
 }
 
-// krlPlainKey returns the key a certificate certifies, or key itself.
-func krlPlainKey(key ssh.PublicKey) ssh.PublicKey {
+// plainKey returns the key a certificate certifies, or key itself.
+func plainKey(key ssh.PublicKey) ssh.PublicKey {
 	for {
 		cert, ok := key.(*ssh.Certificate)
 		if !ok || cert.Key == nil {
@@ -321,16 +320,16 @@ func krlPlainKey(key ssh.PublicKey) ssh.PublicKey {
 	}
 }
 
-// krlCABlob is the wire encoding of a section's CA, empty for the wildcard.
-func krlCABlob(ca ssh.PublicKey) []byte {
+// caWireBlob is the wire encoding of a section's CA, empty for the wildcard.
+func caWireBlob(ca ssh.PublicKey) []byte {
 	if ca == nil {
 		return nil
 	}
 	return ca.Marshal()
 }
 
-// krlSortKeys sorts keys by wire encoding and drops duplicates.
-func krlSortKeys(keys []ssh.PublicKey) []ssh.PublicKey {
+// sortKeys sorts keys by wire encoding and drops duplicates.
+func sortKeys(keys []ssh.PublicKey) []ssh.PublicKey {
 	type entry struct {
 		blob []byte
 		key  ssh.PublicKey
@@ -348,8 +347,8 @@ func krlSortKeys(keys []ssh.PublicKey) []ssh.PublicKey {
 	return out
 }
 
-// krlSortBlobs returns a sorted copy of blobs without duplicates.
-func krlSortBlobs(blobs [][]byte) [][]byte {
+// sortBlobs returns a sorted copy of blobs without duplicates.
+func sortBlobs(blobs [][]byte) [][]byte {
 	out := slices.Clone(blobs)
 	slices.SortFunc(out, bytes.Compare)
 	return slices.CompactFunc(out, bytes.Equal)
@@ -360,54 +359,54 @@ func krlSortBlobs(blobs [][]byte) [][]byte {
 // order the fields are in: sections for the same CA are merged, sections
 // are ordered by CA, runs of three or more serials are written as ranges and
 // other serials as one list, and empty sections are left out. It fails,
-// wrapping ErrInvalidKRL, on serial 0, a NUL byte in the comment or a key
+// wrapping ErrInvalid, on serial 0, a NUL byte in the comment or a key
 // ID, a hash of the wrong length, a certificate as CA key, or a date before
 // 1970.
-func (k *KRL) Marshal() ([]byte, error) {
+func (k *List) Marshal() ([]byte, error) {
 	var date uint64
 	if !k.GeneratedDate.IsZero() {
 		if k.GeneratedDate.Before(time.Unix(0, 0)) {
-			return nil, fmt.Errorf("%w: generated date %s is before 1970", ErrInvalidKRL, k.GeneratedDate)
+			return nil, fmt.Errorf("%w: generated date %s is before 1970", ErrInvalid, k.GeneratedDate)
 		}
 		date = uint64(k.GeneratedDate.Unix())
 	}
 	if strings.IndexByte(k.Comment, 0) >= 0 {
-		return nil, fmt.Errorf("%w: comment contains a NUL byte", ErrInvalidKRL)
+		return nil, fmt.Errorf("%w: comment contains a NUL byte", ErrInvalid)
 	}
-	w := &krlWriter{}
-	w.buf = append(w.buf, krlMagic...)
-	w.u32(krlFormatVersion)
+	w := &encoder{}
+	w.buf = append(w.buf, fileMagic...)
+	w.u32(formatVersion)
 	w.u64(k.Version)
 	w.u64(date)
 	w.u64(0)   // flags: none defined
 	w.str(nil) // reserved
 	w.str([]byte(k.Comment))
 
-	sections, err := krlMergeSections(k.Certs)
+	sections, err := mergeSections(k.Certs)
 	if err != nil {
 		return nil, err
 	}
 	for _, s := range sections {
-		body, err := s.krlMarshal()
+		body, err := s.marshal()
 		if err != nil {
 			return nil, err
 		}
-		w.section(krlSectionCertificates, body)
+		w.section(sectionCertificates, body)
 	}
 
 	if len(k.Keys) > 0 {
 		keys := make([]ssh.PublicKey, 0, len(k.Keys))
 		for _, key := range k.Keys {
 			if key == nil {
-				return nil, fmt.Errorf("%w: nil revoked key", ErrInvalidKRL)
+				return nil, fmt.Errorf("%w: nil revoked key", ErrInvalid)
 			}
-			keys = append(keys, krlPlainKey(key))
+			keys = append(keys, plainKey(key))
 		}
-		body := &krlWriter{}
-		for _, key := range krlSortKeys(keys) {
+		body := &encoder{}
+		for _, key := range sortKeys(keys) {
 			body.str(key.Marshal())
 		}
-		w.section(krlSectionExplicitKey, body)
+		w.section(sectionExplicitKey, body)
 	}
 	for _, h := range []struct {
 		typ    byte
@@ -415,80 +414,80 @@ func (k *KRL) Marshal() ([]byte, error) {
 		size   int
 		hashes [][]byte
 	}{
-		{krlSectionSHA1, "SHA1", sha1.Size, k.SHA1s},
-		{krlSectionSHA256, "SHA256", sha256.Size, k.SHA256s},
+		{sectionSHA1, "SHA1", sha1.Size, k.SHA1s},
+		{sectionSHA256, "SHA256", sha256.Size, k.SHA256s},
 	} {
 		if len(h.hashes) == 0 {
 			continue
 		}
-		body := &krlWriter{}
-		for _, sum := range krlSortBlobs(h.hashes) {
+		body := &encoder{}
+		for _, sum := range sortBlobs(h.hashes) {
 			if len(sum) != h.size {
-				return nil, fmt.Errorf("%w: %s hash of %d bytes, want %d", ErrInvalidKRL, h.name, len(sum), h.size)
+				return nil, fmt.Errorf("%w: %s hash of %d bytes, want %d", ErrInvalid, h.name, len(sum), h.size)
 			}
 			body.str(sum)
 		}
 		w.section(h.typ, body)
 	}
 	if w.err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidKRL, w.err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, w.err)
 	}
 	return w.buf, nil
 }
 
-// krlMergeSections returns the non-empty sections of certs in normal form,
+// mergeSections returns the non-empty sections of certs in normal form,
 // one per CA, ordered by CA.
-func krlMergeSections(certs []*KRLCertSection) ([]*KRLCertSection, error) {
-	byCA := map[string]*KRLCertSection{}
-	ivs := map[string][]KRLSerialRange{}
+func mergeSections(certs []*CertSection) ([]*CertSection, error) {
+	byCA := map[string]*CertSection{}
+	ivs := map[string][]SerialRange{}
 	for _, s := range certs {
 		if s == nil {
 			continue
 		}
 		if _, ok := s.CA.(*ssh.Certificate); ok {
-			return nil, fmt.Errorf("%w: certificate section: CA key is a certificate", ErrInvalidKRL)
+			return nil, fmt.Errorf("%w: certificate section: CA key is a certificate", ErrInvalid)
 		}
-		key := string(krlCABlob(s.CA))
+		key := string(caWireBlob(s.CA))
 		m := byCA[key]
 		if m == nil {
-			m = &KRLCertSection{CA: s.CA}
+			m = &CertSection{CA: s.CA}
 			byCA[key] = m
 		}
-		ivs[key] = append(ivs[key], s.krlRanges()...)
+		ivs[key] = append(ivs[key], s.allRanges()...)
 		m.KeyIDs = append(m.KeyIDs, s.KeyIDs...)
 	}
-	out := make([]*KRLCertSection, 0, len(byCA))
+	out := make([]*CertSection, 0, len(byCA))
 	for key, m := range byCA {
-		m.Serials, m.Ranges = krlNormalize(ivs[key])
+		m.Serials, m.Ranges = normalize(ivs[key])
 		slices.Sort(m.KeyIDs)
 		m.KeyIDs = slices.Compact(m.KeyIDs)
 		if len(m.Serials)+len(m.Ranges)+len(m.KeyIDs) > 0 {
 			out = append(out, m)
 		}
 	}
-	slices.SortFunc(out, func(a, b *KRLCertSection) int {
-		return bytes.Compare(krlCABlob(a.CA), krlCABlob(b.CA))
+	slices.SortFunc(out, func(a, b *CertSection) int {
+		return bytes.Compare(caWireBlob(a.CA), caWireBlob(b.CA))
 	})
 	return out, nil
 }
 
-// krlMarshal encodes a section already in normal form. Isolated serials and
+// marshal encodes a section already in normal form. Isolated serials and
 // pairs go in one serial list (8 bytes a serial); longer runs each become a
 // range subsection (21 bytes whatever their length).
-func (s *KRLCertSection) krlMarshal() (*krlWriter, error) {
+func (s *CertSection) marshal() (*encoder, error) {
 	caName := "any CA"
 	if s.CA != nil {
 		caName = ssh.FingerprintSHA256(s.CA)
 	}
-	w := &krlWriter{}
-	w.str(krlCABlob(s.CA))
+	w := &encoder{}
+	w.str(caWireBlob(s.CA))
 	w.str(nil) // reserved
 
-	list := &krlWriter{}
-	var ranges []KRLSerialRange
-	for _, iv := range s.krlRanges() {
+	list := &encoder{}
+	var ranges []SerialRange
+	for _, iv := range s.allRanges() {
 		if iv.First == 0 {
-			return nil, fmt.Errorf("%w: certificate section for %s: serial 0 cannot be revoked; revoke by key ID", ErrInvalidKRL, caName)
+			return nil, fmt.Errorf("%w: certificate section for %s: serial 0 cannot be revoked; revoke by key ID", ErrInvalid, caName)
 		}
 		if iv.Last-iv.First >= 2 {
 			ranges = append(ranges, iv)
@@ -501,41 +500,41 @@ func (s *KRLCertSection) krlMarshal() (*krlWriter, error) {
 			}
 		}
 	}
-	slices.SortFunc(ranges, func(a, b KRLSerialRange) int { return cmp.Compare(a.First, b.First) })
+	slices.SortFunc(ranges, func(a, b SerialRange) int { return cmp.Compare(a.First, b.First) })
 	if len(list.buf) > 0 {
-		w.section(krlCertSerialList, list)
+		w.section(certSerialList, list)
 	}
 	for _, iv := range ranges {
-		r := &krlWriter{}
+		r := &encoder{}
 		r.u64(iv.First)
 		r.u64(iv.Last)
-		w.section(krlCertSerialRange, r)
+		w.section(certSerialRange, r)
 	}
 	if len(s.KeyIDs) > 0 {
-		ids := &krlWriter{}
+		ids := &encoder{}
 		for _, id := range s.KeyIDs {
 			if strings.IndexByte(id, 0) >= 0 {
-				return nil, fmt.Errorf("%w: certificate section for %s: key ID %q contains a NUL byte", ErrInvalidKRL, caName, id)
+				return nil, fmt.Errorf("%w: certificate section for %s: key ID %q contains a NUL byte", ErrInvalid, caName, id)
 			}
 			ids.str([]byte(id))
 		}
-		w.section(krlCertKeyID, ids)
+		w.section(certKeyID, ids)
 	}
 	return w, nil
 }
 
-// krlWriter appends SSH wire encodings. The first string too long for its
+// encoder appends SSH wire encodings. The first string too long for its
 // uint32 length is remembered in err.
-type krlWriter struct {
+type encoder struct {
 	buf []byte
 	err error
 }
 
-func (w *krlWriter) u8(v byte)    { w.buf = append(w.buf, v) }
-func (w *krlWriter) u32(v uint32) { w.buf = binary.BigEndian.AppendUint32(w.buf, v) }
-func (w *krlWriter) u64(v uint64) { w.buf = binary.BigEndian.AppendUint64(w.buf, v) }
+func (w *encoder) u8(v byte)    { w.buf = append(w.buf, v) }
+func (w *encoder) u32(v uint32) { w.buf = binary.BigEndian.AppendUint32(w.buf, v) }
+func (w *encoder) u64(v uint64) { w.buf = binary.BigEndian.AppendUint64(w.buf, v) }
 
-func (w *krlWriter) str(b []byte) {
+func (w *encoder) str(b []byte) {
 	if uint64(len(b)) > math.MaxUint32 {
 		if w.err == nil {
 			w.err = fmt.Errorf("string of %d bytes is too long", len(b))
@@ -547,7 +546,7 @@ func (w *krlWriter) str(b []byte) {
 }
 
 // section writes a (sub)section: its type byte and its body as a string.
-func (w *krlWriter) section(typ byte, body *krlWriter) {
+func (w *encoder) section(typ byte, body *encoder) {
 	if body.err != nil && w.err == nil {
 		w.err = body.err
 	}
@@ -555,22 +554,22 @@ func (w *krlWriter) section(typ byte, body *krlWriter) {
 	w.str(body.buf)
 }
 
-// errKRLTruncated reports data that ends inside a field.
-var errKRLTruncated = errors.New("truncated")
+// errTruncated reports data that ends inside a field.
+var errTruncated = errors.New("truncated")
 
-// krlReader reads SSH wire encodings from data. base is the offset of
+// decoder reads SSH wire encodings from data. base is the offset of
 // data[0] in the whole KRL, so errors can say where they happened.
-type krlReader struct {
+type decoder struct {
 	data []byte
 	base int
 }
 
-func (r *krlReader) done() bool { return len(r.data) == 0 }
-func (r *krlReader) pos() int   { return r.base }
+func (r *decoder) done() bool { return len(r.data) == 0 }
+func (r *decoder) pos() int   { return r.base }
 
-func (r *krlReader) take(n int) ([]byte, error) {
+func (r *decoder) take(n int) ([]byte, error) {
 	if n < 0 || len(r.data) < n {
-		return nil, errKRLTruncated
+		return nil, errTruncated
 	}
 	b := r.data[:n:n]
 	r.data = r.data[n:]
@@ -578,7 +577,7 @@ func (r *krlReader) take(n int) ([]byte, error) {
 	return b, nil
 }
 
-func (r *krlReader) u8() (byte, error) {
+func (r *decoder) u8() (byte, error) {
 	b, err := r.take(1)
 	if err != nil {
 		return 0, err
@@ -586,7 +585,7 @@ func (r *krlReader) u8() (byte, error) {
 	return b[0], nil
 }
 
-func (r *krlReader) u32() (uint32, error) {
+func (r *decoder) u32() (uint32, error) {
 	b, err := r.take(4)
 	if err != nil {
 		return 0, err
@@ -594,7 +593,7 @@ func (r *krlReader) u32() (uint32, error) {
 	return binary.BigEndian.Uint32(b), nil
 }
 
-func (r *krlReader) u64() (uint64, error) {
+func (r *decoder) u64() (uint64, error) {
 	b, err := r.take(8)
 	if err != nil {
 		return 0, err
@@ -604,21 +603,21 @@ func (r *krlReader) u64() (uint64, error) {
 
 // str reads a length-prefixed string and returns it as a reader positioned
 // at its first byte.
-func (r *krlReader) str() (*krlReader, error) {
+func (r *decoder) str() (*decoder, error) {
 	n, err := r.u32()
 	if err != nil {
 		return nil, err
 	}
 	if uint64(n) > uint64(len(r.data)) {
-		return nil, fmt.Errorf("string of %d bytes at byte %d: %w", n, r.base-4, errKRLTruncated)
+		return nil, fmt.Errorf("string of %d bytes at byte %d: %w", n, r.base-4, errTruncated)
 	}
 	start := r.base
 	b, _ := r.take(int(n))
-	return &krlReader{data: b, base: start}, nil
+	return &decoder{data: b, base: start}, nil
 }
 
 // cstr reads a string that OpenSSH handles as a C string, refusing NULs.
-func (r *krlReader) cstr() (string, error) {
+func (r *decoder) cstr() (string, error) {
 	s, err := r.str()
 	if err != nil {
 		return "", err
@@ -629,38 +628,38 @@ func (r *krlReader) cstr() (string, error) {
 	return string(s.data), nil
 }
 
-// krlSectionName names a section type for error messages.
-func krlSectionName(typ byte) string {
+// sectionName names a section type for error messages.
+func sectionName(typ byte) string {
 	switch typ {
-	case krlSectionCertificates:
+	case sectionCertificates:
 		return "certificate section"
-	case krlSectionExplicitKey:
+	case sectionExplicitKey:
 		return "explicit key section"
-	case krlSectionSHA1:
+	case sectionSHA1:
 		return "SHA1 fingerprint section"
-	case krlSectionSignature:
+	case sectionSignature:
 		return "signature section"
-	case krlSectionSHA256:
+	case sectionSHA256:
 		return "SHA256 fingerprint section"
-	case krlSectionExtension:
+	case sectionExtension:
 		return "extension section"
-	case krlCertSerialList:
+	case certSerialList:
 		return "serial list"
-	case krlCertSerialRange:
+	case certSerialRange:
 		return "serial range"
-	case krlCertSerialBitmap:
+	case certSerialBitmap:
 		return "serial bitmap"
-	case krlCertKeyID:
+	case certKeyID:
 		return "key ID list"
-	case krlCertExtension:
+	case certExtension:
 		return "certificate extension"
 	}
 	return fmt.Sprintf("section type %d", typ)
 }
 
-// ParseKRL decodes a binary KRL, as written by `ssh-keygen -k` or Marshal,
+// Parse decodes a binary KRL, as written by `ssh-keygen -k` or Marshal,
 // into normal form (see KRL). Like OpenSSH it refuses, with an error
-// wrapping ErrInvalidKRL, a bad magic number or format version, truncated
+// wrapping ErrInvalid, a bad magic number or format version, truncated
 // data, data left over inside a section, unknown section types, critical
 // extensions, serial 0, reversed ranges, bitmaps over OpenSSH's size limit
 // or running past the largest serial, NUL bytes in strings, and hashes of
@@ -669,26 +668,26 @@ func krlSectionName(typ byte) string {
 // that golang.org/x/crypto/ssh cannot parse, certificates where a plain key
 // belongs, sections after a signature, and generated dates beyond 2^63-1
 // seconds. It never expands a range, so memory stays linear in len(data).
-func ParseKRL(data []byte) (*KRL, error) {
-	k, err := krlParse(data)
+func Parse(data []byte) (*List, error) {
+	k, err := parseList(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidKRL, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return k, nil
 }
 
-func krlParse(data []byte) (*KRL, error) {
-	r := &krlReader{data: data}
-	magic, err := r.take(len(krlMagic))
-	if err != nil || string(magic) != krlMagic {
+func parseList(data []byte) (*List, error) {
+	r := &decoder{data: data}
+	magic, err := r.take(len(fileMagic))
+	if err != nil || string(magic) != fileMagic {
 		return nil, errors.New("bad magic: not an OpenSSH KRL")
 	}
-	k := &KRL{}
-	if err := krlParseHeader(r, k); err != nil {
+	k := &List{}
+	if err := parseHeader(r, k); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
 
-	p := &krlParser{sections: map[string]*krlPending{}}
+	p := &parser{sections: map[string]*pending{}}
 	signed := false
 	for !r.done() {
 		start := r.pos()
@@ -698,10 +697,10 @@ func krlParse(data []byte) (*KRL, error) {
 		}
 		body, err := r.str()
 		if err != nil {
-			return nil, fmt.Errorf("%s at byte %d: %w", krlSectionName(typ), start, err)
+			return nil, fmt.Errorf("%s at byte %d: %w", sectionName(typ), start, err)
 		}
-		if typ == krlSectionSignature {
-			err = krlParseSignature(body, r)
+		if typ == sectionSignature {
+			err = parseSignature(body, r)
 			signed = true
 		} else if signed {
 			err = errors.New("follows a signature section; signatures must come last")
@@ -709,19 +708,19 @@ func krlParse(data []byte) (*KRL, error) {
 			err = p.section(typ, body)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s at byte %d: %w", krlSectionName(typ), start, err)
+			return nil, fmt.Errorf("%s at byte %d: %w", sectionName(typ), start, err)
 		}
 	}
 	p.finish(k)
 	return k, nil
 }
 
-func krlParseHeader(r *krlReader, k *KRL) error {
+func parseHeader(r *decoder, k *List) error {
 	version, err := r.u32()
 	if err != nil {
 		return err
 	}
-	if version != krlFormatVersion {
+	if version != formatVersion {
 		return fmt.Errorf("unsupported format version %d", version)
 	}
 	if k.Version, err = r.u64(); err != nil {
@@ -749,10 +748,10 @@ func krlParseHeader(r *krlReader, k *KRL) error {
 	return nil
 }
 
-// krlParseSignature checks the structure of a signature section: the
+// parseSignature checks the structure of a signature section: the
 // signing key (already read as body) and the signature that follows it. The
 // signature itself is not verified.
-func krlParseSignature(body, r *krlReader) error {
+func parseSignature(body, r *decoder) error {
 	if _, err := ssh.ParsePublicKey(body.data); err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
@@ -762,9 +761,9 @@ func krlParseSignature(body, r *krlReader) error {
 	return nil
 }
 
-// krlParseExtension checks an extension (sub)section: name, critical flag
+// parseExtension checks an extension (sub)section: name, critical flag
 // and contents. jitssh knows no extensions, so only non-critical ones pass.
-func krlParseExtension(r *krlReader) error {
+func parseExtension(r *decoder) error {
 	name, err := r.cstr()
 	if err != nil {
 		return fmt.Errorf("name: %w", err)
@@ -785,25 +784,25 @@ func krlParseExtension(r *krlReader) error {
 	return nil
 }
 
-// krlParser accumulates sections; finish puts them in normal form.
-type krlParser struct {
-	sections map[string]*krlPending // by CA wire encoding
+// parser accumulates sections; finish puts them in normal form.
+type parser struct {
+	sections map[string]*pending // by CA wire encoding
 	keys     []ssh.PublicKey
 	sha1s    [][]byte
 	sha256s  [][]byte
 }
 
-type krlPending struct {
+type pending struct {
 	ca     ssh.PublicKey
-	serial []KRLSerialRange
+	serial []SerialRange
 	ids    []string
 }
 
-func (p *krlParser) section(typ byte, body *krlReader) error {
+func (p *parser) section(typ byte, body *decoder) error {
 	switch typ {
-	case krlSectionCertificates:
+	case sectionCertificates:
 		return p.certSection(body)
-	case krlSectionExplicitKey:
+	case sectionExplicitKey:
 		for !body.done() {
 			start := body.pos()
 			blob, err := body.str()
@@ -819,9 +818,9 @@ func (p *krlParser) section(typ byte, body *krlReader) error {
 			}
 			p.keys = append(p.keys, key)
 		}
-	case krlSectionSHA1, krlSectionSHA256:
+	case sectionSHA1, sectionSHA256:
 		size, list := sha1.Size, &p.sha1s
-		if typ == krlSectionSHA256 {
+		if typ == sectionSHA256 {
 			size, list = sha256.Size, &p.sha256s
 		}
 		for !body.done() {
@@ -834,15 +833,15 @@ func (p *krlParser) section(typ byte, body *krlReader) error {
 			}
 			*list = append(*list, h.data)
 		}
-	case krlSectionExtension:
-		return krlParseExtension(body)
+	case sectionExtension:
+		return parseExtension(body)
 	default:
 		return errors.New("unknown section type")
 	}
 	return nil
 }
 
-func (p *krlParser) certSection(r *krlReader) error {
+func (p *parser) certSection(r *decoder) error {
 	blob, err := r.str()
 	if err != nil {
 		return fmt.Errorf("CA key: %w", err)
@@ -859,10 +858,10 @@ func (p *krlParser) certSection(r *krlReader) error {
 			return errors.New("CA key is a certificate")
 		}
 	}
-	key := string(krlCABlob(ca))
+	key := string(caWireBlob(ca))
 	sec := p.sections[key]
 	if sec == nil {
-		sec = &krlPending{ca: ca}
+		sec = &pending{ca: ca}
 		p.sections[key] = sec
 	}
 	for !r.done() {
@@ -876,17 +875,17 @@ func (p *krlParser) certSection(r *krlReader) error {
 			err = sec.subsection(typ, sub)
 		}
 		if err != nil {
-			return fmt.Errorf("%s at byte %d: %w", krlSectionName(typ), start, err)
+			return fmt.Errorf("%s at byte %d: %w", sectionName(typ), start, err)
 		}
 	}
 	return nil
 }
 
-func (sec *krlPending) subsection(typ byte, r *krlReader) error {
+func (sec *pending) subsection(typ byte, r *decoder) error {
 	switch typ {
-	case krlCertSerialList:
+	case certSerialList:
 		if len(r.data)%8 != 0 {
-			return fmt.Errorf("length %d is not a multiple of 8: %w", len(r.data), errKRLTruncated)
+			return fmt.Errorf("length %d is not a multiple of 8: %w", len(r.data), errTruncated)
 		}
 		sec.serial = slices.Grow(sec.serial, len(r.data)/8)
 		for !r.done() {
@@ -894,9 +893,9 @@ func (sec *krlPending) subsection(typ byte, r *krlReader) error {
 			if n == 0 {
 				return errors.New("serial 0 cannot be revoked")
 			}
-			sec.serial = append(sec.serial, KRLSerialRange{n, n})
+			sec.serial = append(sec.serial, SerialRange{n, n})
 		}
-	case krlCertSerialRange:
+	case certSerialRange:
 		first, err := r.u64()
 		if err != nil {
 			return err
@@ -908,10 +907,10 @@ func (sec *krlPending) subsection(typ byte, r *krlReader) error {
 		if first == 0 || first > last {
 			return fmt.Errorf("range %d-%d: must be 1 <= first <= last", first, last)
 		}
-		sec.serial = append(sec.serial, KRLSerialRange{first, last})
-	case krlCertSerialBitmap:
+		sec.serial = append(sec.serial, SerialRange{first, last})
+	case certSerialBitmap:
 		return sec.bitmap(r)
-	case krlCertKeyID:
+	case certKeyID:
 		for !r.done() {
 			id, err := r.cstr()
 			if err != nil {
@@ -919,8 +918,8 @@ func (sec *krlPending) subsection(typ byte, r *krlReader) error {
 			}
 			sec.ids = append(sec.ids, id)
 		}
-	case krlCertExtension:
-		return krlParseExtension(r)
+	case certExtension:
+		return parseExtension(r)
 	default:
 		return errors.New("unknown certificate subsection type")
 	}
@@ -933,7 +932,7 @@ func (sec *krlPending) subsection(typ byte, r *krlReader) error {
 // bitmap decodes a serial bitmap: a uint64 offset and an mpint whose bit N
 // revokes serial offset+N. Runs of set bits become ranges, so a dense
 // bitmap costs little memory.
-func (sec *krlPending) bitmap(r *krlReader) error {
+func (sec *pending) bitmap(r *decoder) error {
 	offset, err := r.u64()
 	if err != nil {
 		return err
@@ -951,8 +950,8 @@ func (sec *krlPending) bitmap(r *krlReader) error {
 	if len(d) > 0 && d[0]&0x80 != 0 {
 		return errors.New("bitmap is a negative mpint")
 	}
-	if len(d) > krlMaxBitmapBytes+1 || (len(d) == krlMaxBitmapBytes+1 && d[0] != 0) {
-		return fmt.Errorf("bitmap of %d bytes exceeds the limit of %d", len(d), krlMaxBitmapBytes)
+	if len(d) > maxBitmapBytes+1 || (len(d) == maxBitmapBytes+1 && d[0] != 0) {
+		return fmt.Errorf("bitmap of %d bytes exceeds the limit of %d", len(d), maxBitmapBytes)
 	}
 	for len(d) > 0 && d[0] == 0 {
 		d = d[1:]
@@ -974,7 +973,7 @@ func (sec *krlPending) bitmap(r *krlReader) error {
 		case set && !inRun:
 			runStart, inRun = i, true
 		case !set && inRun:
-			sec.serial = append(sec.serial, KRLSerialRange{offset + runStart, offset + i - 1})
+			sec.serial = append(sec.serial, SerialRange{offset + runStart, offset + i - 1})
 			inRun = false
 		}
 	}
@@ -982,11 +981,11 @@ func (sec *krlPending) bitmap(r *krlReader) error {
 }
 
 // finish moves the accumulated sections into k in normal form.
-func (p *krlParser) finish(k *KRL) {
+func (p *parser) finish(k *List) {
 	for _, sec := range p.sections {
-		s := &KRLCertSection{CA: sec.ca}
+		s := &CertSection{CA: sec.ca}
 		if len(sec.serial) > 0 {
-			s.Serials, s.Ranges = krlNormalize(sec.serial)
+			s.Serials, s.Ranges = normalize(sec.serial)
 		}
 		if len(sec.ids) > 0 {
 			slices.Sort(sec.ids)
@@ -996,16 +995,16 @@ func (p *krlParser) finish(k *KRL) {
 			k.Certs = append(k.Certs, s)
 		}
 	}
-	slices.SortFunc(k.Certs, func(a, b *KRLCertSection) int {
-		return bytes.Compare(krlCABlob(a.CA), krlCABlob(b.CA))
+	slices.SortFunc(k.Certs, func(a, b *CertSection) int {
+		return bytes.Compare(caWireBlob(a.CA), caWireBlob(b.CA))
 	})
 	if len(p.keys) > 0 {
-		k.Keys = krlSortKeys(p.keys)
+		k.Keys = sortKeys(p.keys)
 	}
 	if len(p.sha1s) > 0 {
-		k.SHA1s = krlSortBlobs(p.sha1s)
+		k.SHA1s = sortBlobs(p.sha1s)
 	}
 	if len(p.sha256s) > 0 {
-		k.SHA256s = krlSortBlobs(p.sha256s)
+		k.SHA256s = sortBlobs(p.sha256s)
 	}
 }

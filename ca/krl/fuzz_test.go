@@ -1,4 +1,4 @@
-package ca
+package krl
 
 import (
 	"bytes"
@@ -12,15 +12,15 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// FuzzParseKRL feeds arbitrary bytes to ParseKRL. It must never panic, must
-// wrap ErrInvalidKRL in every error, and whatever it accepts must survive
-// Marshal and ParseKRL again: same bytes on a second round, and the same
+// FuzzParseKRL feeds arbitrary bytes to Parse. It must never panic, must
+// wrap ErrInvalid in every error, and whatever it accepts must survive
+// Marshal and Parse again: same bytes on a second round, and the same
 // answer from IsRevoked for certificates and keys aimed at what the KRL
 // lists. Seeds are in testdata/fuzz/FuzzParseKRL (go test -run TestKRLGolden
 // -update rewrites them).
 func FuzzParseKRL(f *testing.F) {
 	for _, name := range []string{"jitssh.krl", "ssh-keygen.krl"} {
-		if data, err := os.ReadFile(filepath.Join("testdata", "krl", name)); err == nil {
+		if data, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
 			f.Add(data)
 		}
 	}
@@ -29,13 +29,13 @@ func FuzzParseKRL(f *testing.F) {
 	_, otherCA := krlTestKey(f, "fuzz-other-ca")
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		k, err := ParseKRL(data)
+		k, err := Parse(data)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidKRL) {
-				t.Fatalf("ParseKRL error does not wrap ErrInvalidKRL: %v", err)
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse error does not wrap ErrInvalid: %v", err)
 			}
 			if k != nil {
-				t.Fatalf("ParseKRL returned a KRL with error %v", err)
+				t.Fatalf("Parse returned a KRL with error %v", err)
 			}
 			return
 		}
@@ -43,9 +43,9 @@ func FuzzParseKRL(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Marshal of a parsed KRL: %v", err)
 		}
-		k2, err := ParseKRL(out)
+		k2, err := Parse(out)
 		if err != nil {
-			t.Fatalf("ParseKRL of Marshal output: %v", err)
+			t.Fatalf("Parse of Marshal output: %v", err)
 		}
 		out2, err := k2.Marshal()
 		if err != nil {
@@ -66,7 +66,7 @@ func FuzzParseKRL(f *testing.F) {
 // revokes: each CA with serials on and next to every listed serial and
 // range bound, its key IDs, and the listed plain keys. Certificates are not
 // signed; IsRevoked does not look at signatures.
-func krlFuzzProbes(k *KRL, user, otherCA ssh.PublicKey) []ssh.PublicKey {
+func krlFuzzProbes(k *List, user, otherCA ssh.PublicKey) []ssh.PublicKey {
 	const limit = 8 // entries looked at per list, to bound the work
 	var probes []ssh.PublicKey
 	cert := func(ca ssh.PublicKey, id string, serial uint64) {
