@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/jitssh/jitssh/ca"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // devPeople are the playground's people: alice develops, bob and carol
@@ -152,7 +153,7 @@ func runDev(c *cli.Context) error {
 			return err
 		}
 		pub := filepath.Join(dir, "daemon_host_key.pub")
-		if err := writeFileAtomic(pub, ssh.MarshalAuthorizedKey(daemon.HostKey), 0o644); err != nil {
+		if err := atomicfile.WriteFile(pub, ssh.MarshalAuthorizedKey(daemon.HostKey), 0o644); err != nil {
 			cancel()
 			wg.Wait()
 			return err
@@ -262,7 +263,7 @@ func prepareDev(dir string, nodes int, nodesSet bool) (devState, error) {
 		}
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
-	if err := writeFileAtomic(statePath, append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(statePath, append(data, '\n'), 0o600); err != nil {
 		return st, err
 	}
 	if n == 1 {
@@ -289,10 +290,10 @@ func ensureKey(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o644); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, pem.EncodeToMemory(block), 0o600)
+	return atomicfile.WriteFile(path, pem.EncodeToMemory(block), 0o600)
 }
 
 // ensureDemoRepo makes the bare repository demo/app with branches main
@@ -368,7 +369,7 @@ func writeDevServerConfig(dir string, st devState) error {
 		return err
 	}
 	b.WriteString(policy)
-	return writeFileAtomic(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, "server.yaml"), []byte(b.String()), 0o600)
 }
 
 // devPolicy is the playground's people, CI issuer (its key set in jwks)
@@ -444,7 +445,7 @@ revocation:
   refresh: 1s
   max_stale: 1m
 `, st.GitPort, ca.PublicKeyFile, krl)
-	return writeFileAtomic(filepath.Join(dir, "git-server.yaml"), []byte(cfg), 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, "git-server.yaml"), []byte(cfg), 0o600)
 }
 
 func portFree(port int) bool {
@@ -494,7 +495,7 @@ func writeDevEnv(dir string, st devState, daemons []devDaemon, bin string) error
 		servers = append(servers, d.API)
 	}
 	fmt.Fprintf(&kh, "[127.0.0.1]:%d %s", st.GitPort, ssh.MarshalAuthorizedKey(gitKey))
-	if err := writeFileAtomic(knownHosts, []byte(kh.String()), 0o644); err != nil {
+	if err := atomicfile.WriteFile(knownHosts, []byte(kh.String()), 0o644); err != nil {
 		return err
 	}
 	server, first := strings.Join(servers, ","), daemons[0]
@@ -525,7 +526,7 @@ func writeDevEnv(dir string, st devState, daemons []devDaemon, bin string) error
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_CA=%s\n", shq(filepath.Join(dir, "ca", ca.PublicKeyFile)))
 		fmt.Fprintf(&b, "export JITSSH_AUDIT_PEOPLE=%s\n", shq(first.Config))
 		fmt.Fprintf(&b, "export SSH_AUTH_SOCK=\"${SSH_AUTH_SOCK:-%s}\"\n", filepath.Join(dir, "agents", p.name+".sock"))
-		if err := writeFileAtomic(filepath.Join(dir, p.name+".env"), []byte(b.String()), 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, p.name+".env"), []byte(b.String()), 0o644); err != nil {
 			return err
 		}
 	}

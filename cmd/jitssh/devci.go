@@ -16,6 +16,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/urfave/cli/v2"
 )
 
@@ -55,11 +56,11 @@ func ensureDevCI(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(ciDir, devCIJWKSFile), append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(ciDir, devCIJWKSFile), append(data, '\n'), 0o644); err != nil {
 		return err
 	}
 	block := &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}
-	return writeFileAtomic(keyPath, pem.EncodeToMemory(block), 0o600)
+	return atomicfile.WriteFile(keyPath, pem.EncodeToMemory(block), 0o600)
 }
 
 // devCIConfig is the server.yaml part that trusts the playground's CI
@@ -122,7 +123,7 @@ func runDevCIToken(c *cli.Context) error {
 		return err
 	}
 	if out := c.String("out"); out != "" {
-		return writeFileAtomic(out, []byte(tok+"\n"), 0o600)
+		return atomicfile.WriteFile(out, []byte(tok+"\n"), 0o600)
 	}
 	fmt.Fprintln(c.App.Writer, tok)
 	return nil
@@ -219,5 +220,5 @@ func writeDevCIEnv(dir, servers, knownHosts, gitURL, bin string) error {
 	fmt.Fprintf(&b, "export JITSSH_GIT_URL=%s\n", shq(gitURL))
 	fmt.Fprintf(&b, "export JITSSH_DEMO_REPO_URL=%s\n", shq(gitURL+"/demo/app.git"))
 	fmt.Fprintf(&b, "unset JITSSH_IDENTITY SSH_AUTH_SOCK\n")
-	return writeFileAtomic(filepath.Join(dir, "ci.env"), []byte(b.String()), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, "ci.env"), []byte(b.String()), 0o644)
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/sshd"
 )
 
@@ -140,7 +141,7 @@ func writeDevNodeConfig(dir string, nodes []devNode, nd devNode, policy string) 
 	fmt.Fprintf(&b, "cluster:\n  node_id: %s\n  bind: %s\n  bootstrap_expect: %d\n  join: [%s]\n", nd.ID, nd.raft(), len(nodes), strings.Join(join, ", "))
 	fmt.Fprintf(&b, "  tls: {ca: %q, cert: %q, key: %q}\n", filepath.Join(dir, "tls", "ca.pem"), cert, key)
 	b.WriteString(policy)
-	return writeFileAtomic(nd.config(dir), []byte(b.String()), 0o600)
+	return atomicfile.WriteFile(nd.config(dir), []byte(b.String()), 0o600)
 }
 
 // devCluster is the running nodes.
@@ -169,7 +170,7 @@ func startDevNodes(ctx context.Context, dir string, nodes []devNode, bin string,
 			return nil, nil, err
 		}
 		pub := hostKeyFile + ".pub"
-		if err := writeFileAtomic(pub, ssh.MarshalAuthorizedKey(hostKey.PublicKey()), 0o644); err != nil {
+		if err := atomicfile.WriteFile(pub, ssh.MarshalAuthorizedKey(hostKey.PublicKey()), 0o644); err != nil {
 			return nil, nil, err
 		}
 		daemons = append(daemons, devDaemon{API: nd.api(), HostKey: hostKey.PublicKey(), HeadKey: pub,

@@ -1,5 +1,27 @@
 // Command jitssh is the single binary of jitssh: the certificate authority,
 // the approval daemon, the Git SSH front-ends and the people's CLI.
+//
+// It holds commands and their flags; what the commands decide lives in the
+// packages they call (approvals, ca, sshd, audit, principals). One file, or
+// one prefix, per command group:
+//
+//	request*.go, requests.go   request [wait|cancel] (and CI jobs' tokens); requests list|show|watch
+//	decide.go, status.go       approve, deny, revoke; status
+//	release.go, whoami.go      release; whoami
+//	ca*.go                     ca init|pubkey|sign|sign-host|krl
+//	audit_*.go                 audit list|certs|show|verify|export|report|index
+//	server*.go, api*.go        server: the approval daemon and its SSH API
+//	daemon_*.go, webhooks.go   the daemon's metrics, audit index and webhook delivery
+//	krlwait.go, hostcert.go    the daemon's /v1/krl long-poll and its own host certificate
+//	operator.go                operator: cluster membership, snapshots, TLS material
+//	gitserver.go, gitshell.go  git-server; git-shell and principals-command for stock sshd
+//	gitssh.go, ondeny*.go      git-ssh, the client side of every Git connection
+//	dev*.go                    dev, the playground
+//	completion.go, version.go  completion; version
+//
+// Shared by all: main.go (exit codes, JSON errors), args.go (positional
+// arguments), hints.go (errors that say the next step), table.go and term.go
+// (output), util.go and pidfile.go.
 package main
 
 import (

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jitssh/jitssh/approvals"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 	"github.com/jitssh/jitssh/principals"
 	"github.com/jitssh/jitssh/sshd"
 )
@@ -173,7 +174,7 @@ func writePendingRecord(n grantNeed, id string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("remember pending request: %w", err)
 	}
-	return writeFileAtomic(path, []byte(id+"\n"), 0o600)
+	return atomicfile.WriteFile(path, []byte(id+"\n"), 0o600)
 }
 
 func readPendingRecord(n grantNeed) string {

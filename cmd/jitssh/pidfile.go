@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // writePIDFile writes this process's ID to path, for whoever signals the
@@ -13,7 +15,7 @@ import (
 // this process: a daemon started since owns it then.
 func writePIDFile(path string) (func(), error) {
 	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
-	if err := writeFileAtomic(path, pid, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, pid, 0o644); err != nil {
 		return nil, fmt.Errorf("write pid file %s: %w", path, err)
 	}
 	return func() {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jitssh/jitssh/approvals"
 	"github.com/jitssh/jitssh/audit"
+	"github.com/jitssh/jitssh/internal/atomicfile"
 )
 
 // Exit codes of jitssh request and jitssh request wait.
@@ -506,10 +507,10 @@ func writeKeyAndCert(path string, priv ed25519.PrivateKey, cert *ssh.Certificate
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
-	if err := writeFileAtomic(path+"-cert.pub", ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path+"-cert.pub", ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
 		return fmt.Errorf("write certificate: %w", err)
 	}
 	return nil
@@ -583,7 +584,7 @@ func stashKey(id string, priv ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, pem.EncodeToMemory(block), 0o600)
+	return atomicfile.WriteFile(path, pem.EncodeToMemory(block), 0o600)
 }
 
 func loadStashedKey(id string) (ed25519.PrivateKey, error) {
