@@ -619,7 +619,7 @@ jitssh status                          # what is left: the read grant
 # A short grant ends on its own; the 30-minute read grant goes on.
 ID=$(jitssh request --repo demo/app --branch feature/login --access write --ttl 5s --reason "quick fix" --no-wait)
 (. %[1]s/bob.env && jitssh approve "$ID") && jitssh request wait "$ID"
-git push -q origin feature/login
+jitssh status                          # the 5-second grant is there, for now
 sleep 6
 git commit -q --allow-empty -m "too late"
 ! git push origin feature/login && echo "%[2]s: the 5-second grant is over"

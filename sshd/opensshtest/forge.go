@@ -60,7 +60,8 @@ type ForgeConfig struct {
 	Host string
 	// CAPublicKey is the line of the CA the host trusts.
 	CAPublicKey string
-	// Root holds the bare repositories to serve; each gets the hook.
+	// Root holds the bare repositories to serve; each gets the hook, so a
+	// Root serves one Forge at a time.
 	Root string
 	// Accounts are the host's accounts. For "gitea" each has registered
 	// its own name as its principal.

@@ -21,13 +21,9 @@ import (
 func TestForgeReadsCertificatesAsEachHost(t *testing.T) {
 	keygen := opensshtest.NeedTool(t, "ssh-keygen")
 	gitBin := opensshtest.NeedTool(t, "git")
-	root := t.TempDir()
-	bare := filepath.Join(root, "demo", "app.git")
-	out, err := exec.Command(gitBin, "init", "-q", "--bare", bare).CombinedOutput()
-	require.NoError(t, err, "%s", out)
 	caDir := t.TempDir()
 	caKey := filepath.Join(caDir, "ca")
-	out, err = exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", caKey).CombinedOutput()
+	out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", caKey).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	caPub, err := os.ReadFile(caKey + ".pub")
 	require.NoError(t, err)
@@ -53,13 +49,18 @@ func TestForgeReadsCertificatesAsEachHost(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// Each forge gets its own repositories: starting one installs
+			// its hook in them.
+			root := t.TempDir()
+			out, err := exec.Command(gitBin, "init", "-q", "--bare", filepath.Join(root, "demo", "app.git")).CombinedOutput()
+			require.NoError(t, err, "%s", out)
 			f := opensshtest.StartForge(t, opensshtest.ForgeConfig{
 				Profile: tt.profile, Host: tt.host, CAPublicKey: string(caPub), Root: root, Accounts: []string{"alice", "bob"},
 			})
 			dir := t.TempDir()
 			key, _ := userKey(t, dir, "id")
 			args := append([]string{"-q", "-s", caKey, "-V", "+10m", "-O", "clear"}, tt.sign...)
-			out, err := exec.Command(keygen, append(args, key+".pub")...).CombinedOutput()
+			out, err = exec.Command(keygen, append(args, key+".pub")...).CombinedOutput()
 			require.NoError(t, err, "%s", out)
 
 			cmd := f.SSH(t, "-i", key, "-o", "CertificateFile="+key+"-cert.pub", "git-upload-pack 'demo/app.git'")
