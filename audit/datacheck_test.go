@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -145,4 +147,33 @@ func FuzzCheckData(f *testing.F) {
 			t.Fatalf("check(%q) = %v, want %v", data, got, want)
 		}
 	})
+}
+
+// BenchmarkCheckData checks the data of a generated daemon log's entries.
+func BenchmarkCheckData(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "history.log")
+	writeHistoryLog(b, path, 200, 30)
+	f, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var data [][]byte
+	size := 0
+	for _, line := range bytes.Split(bytes.TrimSuffix(f, []byte("\n")), []byte("\n")) {
+		e, err := parseLine(line)
+		if err != nil {
+			b.Fatal(err)
+		}
+		data = append(data, e.Data)
+		size += len(e.Data)
+	}
+	var d dataChecker
+	b.SetBytes(int64(size))
+	for b.Loop() {
+		for _, x := range data {
+			if err := d.check(x); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }
