@@ -24,18 +24,9 @@ const prevSuffixLen = len(`,"prev":""}`) + 64
 // appendEntry appends the canonical encoding of e to b. e.Data must already
 // be canonical (compact, HTML-escaped JSON, as json.Marshal makes it).
 func appendEntry(b []byte, e *Entry) ([]byte, error) {
-	if y := e.Time.Year(); y < 0 || y > 9999 {
-		return b, fmt.Errorf("time %v: year outside [0,9999]", e.Time)
-	}
-	b = append(b, `{"seq":`...)
-	b = strconv.AppendUint(b, e.Seq, 10)
-	b = append(b, `,"time":"`...)
-	b = e.Time.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","kind":`...)
-	b = appendString(b, e.Kind)
-	if e.Actor != "" {
-		b = append(b, `,"actor":`...)
-		b = appendString(b, e.Actor)
+	b, err := appendHeader(b, e)
+	if err != nil {
+		return b, err
 	}
 	if len(e.Data) > 0 {
 		b = append(b, `,"data":`...)
@@ -50,6 +41,25 @@ func appendEntry(b []byte, e *Entry) ([]byte, error) {
 		b = appendString(b, e.Prev)
 	}
 	return append(b, '}'), nil
+}
+
+// appendHeader appends the fields of e before its data: seq, time, kind
+// and actor.
+func appendHeader(b []byte, e *Entry) ([]byte, error) {
+	if y := e.Time.Year(); y < 0 || y > 9999 {
+		return b, fmt.Errorf("time %v: year outside [0,9999]", e.Time)
+	}
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `,"time":"`...)
+	b = e.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","kind":`...)
+	b = appendString(b, e.Kind)
+	if e.Actor != "" {
+		b = append(b, `,"actor":`...)
+		b = appendString(b, e.Actor)
+	}
+	return b, nil
 }
 
 // appendString appends s as a JSON string the way encoding/json does. Plain
@@ -73,6 +83,7 @@ func appendString(b []byte, s string) []byte {
 // parser decodes canonical lines, reusing its buffers from line to line.
 type parser struct {
 	canon []byte
+	data  dataChecker
 }
 
 // parse decodes one line without its newline and checks that it is the
@@ -127,63 +138,26 @@ func (p *parser) parse(line []byte) (Entry, error) {
 			return e, fmt.Errorf("actor: %v", err)
 		}
 	}
+	// Data and prev are checked as they are: only the fields before data
+	// can be written other than the canonical way and still parse.
+	header := line[:c.i]
 	if c.lit(`,"data":`) {
 		e.Data = line[c.i:end]
-		if err := checkData(e.Data); err != nil {
+		if err := p.data.check(e.Data); err != nil {
 			return e, err
 		}
 	} else if c.i != end {
 		return e, fmt.Errorf("unexpected bytes at offset %d", c.i)
 	}
-	p.canon, err = appendEntry(p.canon[:0], &e)
+	p.canon, err = appendHeader(p.canon[:0], &e)
 	if err != nil {
 		return e, err
 	}
-	if !bytes.Equal(p.canon, line) {
+	if !bytes.Equal(p.canon, header) {
 		return e, errors.New("not in canonical form")
 	}
 	return e, nil
 }
-
-// checkData checks that data is one JSON object in the form json.Marshal
-// gives it: compact, with <, >, &, U+2028 and U+2029 escaped.
-func checkData(data []byte) error {
-	if len(data) == 0 || data[0] != '{' {
-		return errors.New("data is not a JSON object")
-	}
-	if !json.Valid(data) {
-		return errors.New("data is not valid JSON")
-	}
-	inString := false
-	for i := 0; i < len(data); i++ {
-		c := data[i]
-		if !dataSpecial[c] {
-			continue
-		}
-		switch {
-		case c == '"':
-			inString = !inString
-		case c == '\\':
-			i++ // an escaped byte cannot end the string
-		case c == '<' || c == '>' || c == '&':
-			return errors.New("data has unescaped HTML characters")
-		case c == 0xe2:
-			if i+2 < len(data) && data[i+1] == 0x80 && (data[i+2] == 0xa8 || data[i+2] == 0xa9) {
-				return errors.New("data has unescaped U+2028 or U+2029")
-			}
-		case !inString: // whitespace
-			return errors.New("data is not compact")
-		}
-	}
-	return nil
-}
-
-// dataSpecial marks the bytes checkData has to look at: quotes and
-// backslashes, to know whether it is inside a string (where a backslash
-// escapes the next byte and white space is content), white space, the
-// characters encoding/json escapes for HTML, and the first byte of U+2028
-// and U+2029.
-var dataSpecial = [256]bool{'"': true, '\\': true, ' ': true, '\t': true, '\n': true, '\r': true, '<': true, '>': true, '&': true, 0xe2: true}
 
 // parseLine is parse for a single line; the entry owns its Data.
 func parseLine(line []byte) (Entry, error) {

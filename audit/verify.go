@@ -2,10 +2,8 @@ package audit
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -73,18 +71,19 @@ func verifyStream(r io.Reader, hook func(e *Entry, line []byte, lineNo int) erro
 // swapped), and chained when its prev is the hash of a recent line with the
 // seq before its own. In a log without failures both come down to "the line
 // before", so the two modes agree on what verifies.
+//
+// Lines are read in batches, which workers parse and hash in parallel (see
+// batch.go); the chain is then followed, and failures reported, line by
+// line in order, so what a scan reports does not depend on how the lines
+// were batched or how many workers parsed them.
 type scanner struct {
-	br     *bufio.Reader
-	p      parser
-	lineNo int
-	long   []byte // a line longer than the reader's buffer, assembled
-	sum    Summary
-	count  uint64 // entries read
-
-	// A line read ahead (owned), to be handled next.
-	ahead        []byte
-	aheadTooLong bool
-	hasAhead     bool
+	br      *bufio.Reader
+	lineNo  int
+	long    []byte // a line longer than the reader's buffer, assembled
+	sum     Summary
+	head    [sha256.Size]byte // hash of the last entry read, when hasHead
+	hasHead bool
+	count   uint64 // entries read
 
 	prevSeq  uint64 // seq of the line before; what the next line follows
 	maxSeq   uint64
@@ -94,6 +93,8 @@ type scanner struct {
 	// that a line can be chained to its true predecessor after lines were
 	// moved, and a checkpoint to the line it signs.
 	recent []recentLine
+
+	batching batching // see batch.go
 }
 
 type recentLine struct {
@@ -110,7 +111,11 @@ func newScanner(r io.Reader, window int) *scanner {
 	if window <= 0 {
 		window = defaultWindow
 	}
-	s := &scanner{br: bufio.NewReaderSize(r, 64<<10), recent: make([]recentLine, window)}
+	s := &scanner{
+		br:       bufio.NewReaderSize(r, 64<<10),
+		recent:   make([]recentLine, window),
+		batching: scanBatching(),
+	}
 	s.sum.Head = GenesisHash
 	s.remember(0, genesisSum)
 	return s
@@ -132,141 +137,95 @@ func (s *scanner) hashOf(seq uint64) ([sha256.Size]byte, bool) {
 	return r.hash, true
 }
 
-// readLine returns the next line with its newline, if it has one. It
-// returns tooLong, and skips the rest of the line, for a line longer than
-// MaxLineSize. The line is valid until the next call.
-func (s *scanner) readLine() (line []byte, tooLong bool, err error) {
-	if s.hasAhead {
-		s.hasAhead = false
-		return s.ahead, s.aheadTooLong, nil
-	}
-	s.long = s.long[:0]
-	for {
-		frag, err := s.br.ReadSlice('\n')
-		if err == nil && len(s.long) == 0 && !tooLong {
-			if len(frag) > MaxLineSize+1 {
-				return nil, true, nil
-			}
-			return frag, false, nil
-		}
-		if !tooLong {
-			s.long = append(s.long, frag...)
-			if len(s.long) > MaxLineSize+1 {
-				tooLong, s.long = true, s.long[:0]
-			}
-		}
-		switch {
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case err == nil:
-			if tooLong {
-				return nil, true, nil
-			}
-			return s.long, false, nil
-		case errors.Is(err, io.EOF):
-			if tooLong {
-				return nil, true, nil
-			}
-			if len(s.long) == 0 {
-				return nil, false, io.EOF
-			}
-			return s.long, false, nil
-		default:
-			return nil, false, err
-		}
-	}
-}
-
 // run reads the log to its end. Every verified entry goes to hook (which may
 // be nil) and every failure to fail, which stops the scan by returning an
 // error; run returns that error, or the hook's, or a read error. After a
 // failure that fail lets pass, the failing entry still goes to hook, so the
 // checks of its content are made too.
 func (s *scanner) run(hook func(e *Entry, line []byte, lineNo int) error, fail func(*VerifyError) error) (Summary, error) {
+	p := newPipeline(s)
+	err := s.follow(p, hook, fail)
+	p.close()
+	if s.hasHead {
+		// Encoded once at the end rather than for every line.
+		s.sum.Head = hex.EncodeToString(s.head[:])
+	}
+	return s.sum, err
+}
+
+// follow takes the batches of p in order and follows the chain through
+// their lines.
+func (s *scanner) follow(p *pipeline, hook func(e *Entry, line []byte, lineNo int) error, fail func(*VerifyError) error) error {
 	for {
-		tok, tooLong, err := s.readLine()
-		if errors.Is(err, io.EOF) {
-			return s.sum, nil
-		}
-		if err != nil {
-			return s.sum, fmt.Errorf("read audit log after line %d: %w", s.lineNo, err)
-		}
-		s.lineNo++
-		if tooLong {
-			s.skipPrev = true
-			s.prevSeq++
-			if err := fail(&VerifyError{Line: s.lineNo, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineSize), Err: ErrSyntax}); err != nil {
-				return s.sum, err
+		b := p.next()
+		for i := range b.frames {
+			f := &b.frames[i]
+			s.lineNo++
+			if f.tooLong {
+				s.skipPrev = true
+				s.prevSeq++
+				if err := fail(&VerifyError{Line: s.lineNo, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineSize), Err: ErrSyntax}); err != nil {
+					return err
+				}
+				continue
 			}
-			continue
-		}
-		line, terminated := bytes.CutSuffix(tok, []byte{'\n'})
-		if !terminated {
-			// Only the last line lacks a newline: a write was interrupted.
-			return s.sum, fail(&VerifyError{Line: s.lineNo, Reason: fmt.Sprintf("last line has no trailing newline (%d bytes)", len(tok)), Err: ErrTornTail})
-		}
-		e, err := s.p.parse(line)
-		if err != nil {
-			verr := &VerifyError{Line: s.lineNo, Seq: e.Seq, Reason: err.Error(), Err: ErrSyntax}
-			last, err := s.lastLine()
-			if err != nil {
-				return s.sum, err
+			line := b.buf[f.start:f.end]
+			if !f.terminated {
+				// Only the last line lacks a newline: a write was interrupted.
+				return fail(&VerifyError{Line: s.lineNo, Reason: fmt.Sprintf("last line has no trailing newline (%d bytes)", len(line)), Err: ErrTornTail})
 			}
-			if last {
-				verr.Reason = "last line does not parse: " + verr.Reason
-				verr.Err = ErrTornTail
-				return s.sum, fail(verr)
+			r := &b.out[i]
+			if r.err != nil {
+				verr := &VerifyError{Line: s.lineNo, Seq: r.e.Seq, Reason: r.err.Error(), Err: ErrSyntax}
+				last, err := p.lastLine(b, i)
+				if err != nil {
+					return fmt.Errorf("read audit log after line %d: %w", s.lineNo, err)
+				}
+				if last {
+					verr.Reason = "last line does not parse: " + verr.Reason
+					verr.Err = ErrTornTail
+					return fail(verr)
+				}
+				s.skipPrev = true
+				s.prevSeq++
+				if err := fail(verr); err != nil {
+					return err
+				}
+				continue
 			}
-			s.skipPrev = true
-			s.prevSeq++
-			if err := fail(verr); err != nil {
-				return s.sum, err
+			e := r.e // the hook may keep e; r is reused
+			if verr := s.chained(&e, &r.prev); verr != nil {
+				if err := fail(verr); err != nil {
+					return err
+				}
 			}
-			continue
+			s.skipPrev = false
+			s.prevSeq = e.Seq
+			s.maxSeq = max(s.maxSeq, e.Seq)
+			s.remember(e.Seq, r.sum)
+			if hook != nil {
+				if err := hook(&e, line, s.lineNo); err != nil {
+					return err
+				}
+			}
+			s.count++
+			s.sum.Entries = e.Seq
+			s.head, s.hasHead = r.sum, true
+			s.sum.LastTime = e.Time
 		}
-		sum := sha256.Sum256(line)
-		if verr := s.follow(&e); verr != nil {
-			if err := fail(verr); err != nil {
-				return s.sum, err
-			}
+		switch {
+		case b.err != nil:
+			return fmt.Errorf("read audit log after line %d: %w", s.lineNo, b.err)
+		case b.eof:
+			return nil
 		}
-		s.skipPrev = false
-		s.prevSeq = e.Seq
-		s.maxSeq = max(s.maxSeq, e.Seq)
-		s.remember(e.Seq, sum)
-		if hook != nil {
-			if err := hook(&e, line, s.lineNo); err != nil {
-				return s.sum, err
-			}
-		}
-		s.count++
-		s.sum.Entries = e.Seq
-		s.sum.Head = hex.EncodeToString(sum[:])
-		s.sum.LastTime = e.Time
+		p.release(b)
 	}
 }
 
-// lastLine reports whether the line just read, which does not parse, is the
-// last complete one, perhaps followed by a partial one: only such a line can
-// be the remains of an interrupted write, as Open sees it. A line it reads
-// ahead is kept for the next readLine.
-func (s *scanner) lastLine() (bool, error) {
-	next, tooLong, err := s.readLine()
-	if errors.Is(err, io.EOF) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read audit log after line %d: %w", s.lineNo, err)
-	}
-	if !tooLong && !bytes.HasSuffix(next, []byte{'\n'}) {
-		return true, nil
-	}
-	s.ahead, s.aheadTooLong, s.hasAhead = append(s.ahead[:0], next...), tooLong, true
-	return false, nil
-}
-
-// follow checks that e takes up the chain where the lines before left it.
-func (s *scanner) follow(e *Entry) *VerifyError {
+// chained checks that e, whose prev decodes to prev, takes up the chain
+// where the lines before left it.
+func (s *scanner) chained(e *Entry, prev *[sha256.Size]byte) *VerifyError {
 	if e.Seq != s.prevSeq+1 && e.Seq != s.maxSeq+1 {
 		reason := fmt.Sprintf("seq %d follows seq %d", e.Seq, s.prevSeq)
 		switch {
@@ -280,11 +239,8 @@ func (s *scanner) follow(e *Entry) *VerifyError {
 	if s.skipPrev {
 		return nil
 	}
-	var prev [sha256.Size]byte
-	if n, err := hex.Decode(prev[:], []byte(e.Prev)); err == nil && n == len(prev) {
-		if h, ok := s.hashOf(e.Seq - 1); ok && h == prev {
-			return nil
-		}
+	if h, ok := s.hashOf(e.Seq - 1); ok && h == *prev {
+		return nil
 	}
 	reason := "prev is not the hash of the line before: line 1 must follow the genesis hash"
 	if s.lineNo > 1 {
