@@ -17,9 +17,9 @@ const (
 	tableUsedTokens = "used_tokens"
 
 	indexID        = "id"        // requests by ID, which is also creation order
-	indexState     = "state"     // requests by State, then ID
+	indexState     = "state"     // requests not compacted, by State, then ID
 	indexRequester = "requester" // requests by Requester, then ID
-	indexSerial    = "serial"    // requests with a serial, by serial
+	indexSerial    = "serial"    // requests not compacted with a serial, by serial
 	indexRevoked   = "revoked"   // revoked certificates
 	indexUnissued  = "unissued"  // approved, not revoked, certificate not stored yet
 	indexUntil     = "until"     // used tokens by the time they stop being usable
@@ -62,8 +62,9 @@ func requestsTableSchema() *memdb.TableSchema {
 				Indexer: &memdb.StringFieldIndex{Field: "ID"},
 			},
 			indexState: {
-				Name:    indexState,
-				Indexer: &memdb.StringFieldIndex{Field: "State"},
+				Name:         indexState,
+				AllowMissing: true,
+				Indexer:      stateIndex{},
 			},
 			indexRequester: {
 				Name:    indexRequester,
@@ -104,7 +105,9 @@ func metaTableSchema() *memdb.TableSchema {
 
 // serialIndex indexes requests by certificate serial, as 8 big-endian
 // bytes so that keys sort like the numbers. Requests without a serial are
-// left out.
+// left out, and so are compacted ones: a serial is looked up to revoke
+// its certificate, and a compacted request's certificate has expired or
+// been revoked.
 type serialIndex struct{}
 
 func (serialIndex) FromObject(obj any) (bool, []byte, error) {
@@ -112,7 +115,7 @@ func (serialIndex) FromObject(obj any) (bool, []byte, error) {
 	if !ok {
 		return false, nil, fmt.Errorf("serial index: %T is not a *Request", obj)
 	}
-	if r.Serial == 0 {
+	if r.Serial == 0 || r.Compacted {
 		return false, nil, nil
 	}
 	return true, binary.BigEndian.AppendUint64(nil, r.Serial), nil
@@ -127,6 +130,36 @@ func (serialIndex) FromArgs(args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("serial index: argument is %T, want uint64", args[0])
 	}
 	return binary.BigEndian.AppendUint64(nil, n), nil
+}
+
+// stateIndex indexes the requests that are not compacted by State, as
+// the state's name and a zero byte. Compacted requests, most of those the
+// state holds, are left out: they are ended, and nothing looks them up by
+// state but a listing, which reads them in ID order instead; so every
+// request in the index is pending, live, or ended too recently to be
+// compacted yet, and the index is also the list of those to compact.
+type stateIndex struct{}
+
+func (stateIndex) FromObject(obj any) (bool, []byte, error) {
+	r, ok := obj.(*Request)
+	if !ok {
+		return false, nil, fmt.Errorf("state index: %T is not a *Request", obj)
+	}
+	if r.Compacted {
+		return false, nil, nil
+	}
+	return true, append([]byte(r.State), 0), nil
+}
+
+func (stateIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("state index: want one argument, got %d", len(args))
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("state index: argument is %T, want string", args[0])
+	}
+	return append([]byte(s), 0), nil
 }
 
 // flagIndex indexes the requests for which it returns true, all under the

@@ -53,9 +53,11 @@ func describeIndexer(ix memdb.Indexer) string {
 	case *memdb.StringFieldIndex:
 		return fmt.Sprintf("string field %s (lowercase=%v)", ix.Field, ix.Lowercase)
 	case serialIndex:
-		return "serial (8 bytes, big-endian)"
+		return "serial of requests not compacted (8 bytes, big-endian)"
 	case flagIndex:
 		return "flag"
+	case stateIndex:
+		return "state of requests not compacted"
 	case untilIndex:
 		return "until (8 bytes, big-endian, sign bit flipped)"
 	}

@@ -84,7 +84,8 @@ func requestByIDTxn(tx *memdb.Txn, ws memdb.WatchSet, id string) (*Request, erro
 }
 
 // requestBySerial returns the request whose certificate has that serial,
-// or nil.
+// or nil; nil too for a compacted request, whose certificate has expired
+// or been revoked (see serialIndex).
 func (s *stateStore) requestBySerial(ws memdb.WatchSet, serial uint64) (*Request, error) {
 	ch, obj, err := s.db.Txn(false).FirstWatch(tableRequests, indexSerial, serial)
 	if err != nil {
@@ -117,7 +118,9 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	switch {
 	case q.requester != "":
 		it, err = tx.GetReverse(tableRequests, indexRequester, q.requester)
-	case len(q.states) == 1:
+	case len(q.states) == 1 && q.states[0] == StatePending:
+		// The state index leaves compacted requests out, and only pending
+		// ones are never compacted: other states are read in ID order.
 		it, err = tx.GetReverse(tableRequests, indexState, string(q.states[0]))
 	default:
 		it, err = tx.GetReverse(tableRequests, indexID)
@@ -143,7 +146,10 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	return out, nil
 }
 
-// requestsInState returns the requests in state, oldest first.
+// requestsInState returns the requests in state that are not compacted,
+// oldest first: every pending one, the approved ones whose certificate is
+// to come or may still be live, and those that ended too recently to be
+// compacted yet.
 func (s *stateStore) requestsInState(ws memdb.WatchSet, state State) ([]*Request, error) {
 	return s.all(ws, indexState, string(state))
 }
