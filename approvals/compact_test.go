@@ -234,6 +234,15 @@ func TestCompactKeepsWhatTheStateNeeds(t *testing.T) {
 		assert.Equal(t, tc.want, ids, tc.state)
 	}
 
+	// Listing someone's requests (--mine) finds the compacted ones too.
+	mine, err := c.Service.List(c.aliceA, ListFilter{Requester: "alice"})
+	require.NoError(t, err)
+	var ids []string
+	for _, r := range mine.Requests {
+		ids = append(ids, r.ID)
+	}
+	assert.Equal(t, []string{pending.ID, live.ID, revoked.ID, cancelled.ID, denied.ID, issued.ID}, ids)
+
 	// Revoking a compacted, expired certificate is refused as before; by
 	// serial, only live certificates are looked up.
 	_, err = c.Revoke(ctx, "bob", issued.ID, 0, "late")

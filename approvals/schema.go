@@ -18,7 +18,7 @@ const (
 
 	indexID        = "id"        // requests by ID, which is also creation order
 	indexState     = "state"     // requests not compacted, by State, then ID
-	indexRequester = "requester" // requests by Requester, then ID
+	indexRequester = "requester" // requests not compacted, by Requester, then ID
 	indexSerial    = "serial"    // requests not compacted with a serial, by serial
 	indexRevoked   = "revoked"   // revoked certificates
 	indexUnissued  = "unissued"  // approved, not revoked, certificate not stored yet
@@ -64,11 +64,12 @@ func requestsTableSchema() *memdb.TableSchema {
 			indexState: {
 				Name:         indexState,
 				AllowMissing: true,
-				Indexer:      stateIndex{},
+				Indexer:      stateIndex,
 			},
 			indexRequester: {
-				Name:    indexRequester,
-				Indexer: &memdb.StringFieldIndex{Field: "Requester"},
+				Name:         indexRequester,
+				AllowMissing: true,
+				Indexer:      requesterIndex,
 			},
 			indexSerial: {
 				Name:         indexSerial,
@@ -132,32 +133,42 @@ func (serialIndex) FromArgs(args ...any) ([]byte, error) {
 	return binary.BigEndian.AppendUint64(nil, n), nil
 }
 
-// stateIndex indexes the requests that are not compacted by State, as
-// the state's name and a zero byte. Compacted requests, most of those the
-// state holds, are left out: they are ended, and nothing looks them up by
-// state but a listing, which reads them in ID order instead; so every
-// request in the index is pending, live, or ended too recently to be
-// compacted yet, and the index is also the list of those to compact.
-type stateIndex struct{}
+// uncompactedIndex indexes the requests that are not compacted by a
+// text field, as the text and a zero byte, like a StringFieldIndex.
+// Compacted requests, most of those the state holds, are left out: they
+// have ended, and nothing looks them up by these fields but listings,
+// which read them in ID order instead. So the state index holds the
+// pending requests, the live ones and those that settled too recently to
+// be compacted yet, and is also the list of those to compact; the
+// requester index, someone's requests that may still be live.
+type uncompactedIndex struct {
+	field string
+	get   func(*Request) string
+}
 
-func (stateIndex) FromObject(obj any) (bool, []byte, error) {
+var (
+	stateIndex     = uncompactedIndex{"State", func(r *Request) string { return string(r.State) }}
+	requesterIndex = uncompactedIndex{"Requester", func(r *Request) string { return r.Requester }}
+)
+
+func (ix uncompactedIndex) FromObject(obj any) (bool, []byte, error) {
 	r, ok := obj.(*Request)
 	if !ok {
-		return false, nil, fmt.Errorf("state index: %T is not a *Request", obj)
+		return false, nil, fmt.Errorf("%s index: %T is not a *Request", ix.field, obj)
 	}
 	if r.Compacted {
 		return false, nil, nil
 	}
-	return true, append([]byte(r.State), 0), nil
+	return true, append([]byte(ix.get(r)), 0), nil
 }
 
-func (stateIndex) FromArgs(args ...any) ([]byte, error) {
+func (ix uncompactedIndex) FromArgs(args ...any) ([]byte, error) {
 	if len(args) != 1 {
-		return nil, fmt.Errorf("state index: want one argument, got %d", len(args))
+		return nil, fmt.Errorf("%s index: want one argument, got %d", ix.field, len(args))
 	}
 	s, ok := args[0].(string)
 	if !ok {
-		return nil, fmt.Errorf("state index: argument is %T, want string", args[0])
+		return nil, fmt.Errorf("%s index: argument is %T, want string", ix.field, args[0])
 	}
 	return append([]byte(s), 0), nil
 }

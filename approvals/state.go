@@ -115,14 +115,12 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	)
 	// IDs sort by creation time, and non-unique indexes order rows by ID
 	// within a value, so every index here iterates in creation order.
-	switch {
-	case q.requester != "":
-		it, err = tx.GetReverse(tableRequests, indexRequester, q.requester)
-	case len(q.states) == 1 && q.states[0] == StatePending:
-		// The state index leaves compacted requests out, and only pending
-		// ones are never compacted: other states are read in ID order.
+	// The state and requester indexes leave compacted requests out, and
+	// only pending ones are never compacted: other listings read the
+	// requests in ID order.
+	if len(q.states) == 1 && q.states[0] == StatePending {
 		it, err = tx.GetReverse(tableRequests, indexState, string(q.states[0]))
-	default:
+	} else {
 		it, err = tx.GetReverse(tableRequests, indexID)
 	}
 	if err != nil {
@@ -132,7 +130,7 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	var out []*Request
 	for obj := it.Next(); obj != nil; obj = it.Next() {
 		r := obj.(*Request)
-		if len(q.states) > 0 && !slices.Contains(q.states, r.State) {
+		if len(q.states) > 0 && !slices.Contains(q.states, r.State) || q.requester != "" && r.Requester != q.requester {
 			continue
 		}
 		if q.keep != nil && !q.keep(r) {
