@@ -38,6 +38,10 @@ func settledAt(r *Request) (time.Time, bool) {
 		return r.UpdatedAt, true
 	case StateApproved:
 		switch {
+		case r.Certificate != "" && r.IssuedAt.IsZero():
+			// Compacted, it would read as a request still to issue
+			// (HasCertificate goes by IssuedAt): kept whole.
+			return time.Time{}, false
 		case r.Revoked != nil:
 			return r.Revoked.At, true
 		case !r.HasCertificate():

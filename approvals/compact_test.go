@@ -456,3 +456,37 @@ func envelopeOf(t *testing.T, typ msgType, cmd any, at time.Time) []byte {
 	require.NoError(t, err)
 	return data
 }
+
+// TestSettledAt: when each kind of request stops needing its detail, and
+// those that never may be compacted.
+func TestSettledAt(t *testing.T) {
+	at, end := t0, t0.Add(time.Hour)
+	for _, tc := range []struct {
+		name string
+		r    *Request
+		want time.Time // zero: not settled
+	}{
+		{"pending", &Request{State: StatePending, UpdatedAt: at}, time.Time{}},
+		{"denied", &Request{State: StateDenied, UpdatedAt: at}, at},
+		{"cancelled", &Request{State: StateCancelled, UpdatedAt: at}, at},
+		{"expired", &Request{State: StateExpired, UpdatedAt: at}, at},
+		{"approved, to issue", &Request{State: StateApproved, Serial: 4}, time.Time{}},
+		{"approved, stopped before issue", &Request{State: StateApproved, Revoked: &Decision{At: at}}, at},
+		{"issued", &Request{State: StateApproved, Certificate: "c", IssuedAt: at, ValidBefore: end}, end},
+		{"issued, revoked", &Request{State: StateApproved, Certificate: "c", IssuedAt: at, ValidBefore: end, Revoked: &Decision{At: at}}, at},
+		{"issued, no issue time", &Request{State: StateApproved, Certificate: "c", ValidBefore: end}, time.Time{}},
+	} {
+		got, ok := settledAt(tc.r)
+		assert.Equal(t, !tc.want.IsZero(), ok, tc.name)
+		assert.Equal(t, tc.want, got, tc.name)
+		if ok {
+			c := tc.r.compacted()
+			assert.Equal(t, tc.r.HasCertificate(), c.HasCertificate(), tc.name)
+			assert.Equal(t, tc.r.Issuing(), c.Issuing(), tc.name)
+			e1, ok1 := endedAt(tc.r)
+			e2, ok2 := endedAt(c)
+			assert.Equal(t, ok1, ok2, tc.name)
+			assert.Equal(t, e1, e2, "%s: leaves the state when it would have", tc.name)
+		}
+	}
+}
