@@ -10,9 +10,9 @@ import (
 
 // A request that has settled (ended, or its certificate expired or
 // revoked) stays in the state for the retention, for listings, the KRL and
-// the counts; none of them reads its statements, signatures, public key or
-// certificate text, which are most of its size and which its audit entries
-// hold in full. So the leader's prune command also compacts the requests
+// the counts; none of them reads its statements, signatures, public key
+// (but for a CI/CD job's, see compacted) or certificate text, which are
+// most of its size and which its audit entries hold in full. So the leader's prune command also compacts the requests
 // that settled more than compactAfter ago: it replaces each with a copy
 // without them (Request.Compacted). Like the rest of the prune, this reads
 // no clock: the command carries the time before which requests are
@@ -56,7 +56,12 @@ func settledAt(r *Request) (time.Time, bool) {
 // full and nothing in the state reads once it has settled.
 func (r *Request) compacted() *Request {
 	n := r.clone()
-	n.Statement, n.Signature, n.PublicKey, n.Certificate = "", "", "", ""
+	n.Statement, n.Signature, n.Certificate = "", "", ""
+	if n.Workload == nil {
+		// A CI/CD job is known by the key it asked to certify, which
+		// WaitWorkload checks: a job's request keeps it.
+		n.PublicKey = ""
+	}
 	for i := range n.Approvals {
 		n.Approvals[i].Statement, n.Approvals[i].Signature = "", ""
 	}

@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"testing"
@@ -489,4 +490,33 @@ func TestSettledAt(t *testing.T) {
 			assert.Equal(t, e1, e2, "%s: leaves the state when it would have", tc.name)
 		}
 	}
+}
+
+// TestCompactedWorkloadStillFollowed: a CI/CD job's request, compacted,
+// keeps the key the job is known by, so the job may still follow it and
+// no other key may.
+func TestCompactedWorkloadStillFollowed(t *testing.T) {
+	env := newTestService(t, workloadPolicy(t))
+	env.opts.Retention = 24 * time.Hour
+	env.reopen(t)
+	who := ciActor(t)
+	r, err := env.SubmitWorkload(ctx, who, WorkloadInput{Token: ciToken(t, gitlabClaims("gl1")), Repo: "group/app",
+		Ref: "refs/heads/deploy/prod", Access: "write", Reason: "deploy"})
+	require.NoError(t, err)
+	approved := env.approve(t, "bob", r.ID)
+	env.clock.Advance(approved.ValidBefore.Sub(env.clock.Now()) + compactAfter + time.Second)
+	_, err = env.Prune()
+	require.NoError(t, err)
+	stored := stored(t, env.Service, r.ID)
+	require.True(t, stored.Compacted)
+	assert.Empty(t, stored.Certificate)
+	assert.Equal(t, r.PublicKey, stored.PublicKey)
+
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	got, err := env.WaitWorkload(wctx, Actor{Key: who.Key}, r.ID, 0)
+	require.NoError(t, err)
+	assert.Equal(t, CertExpired, got.CertState(env.clock.Now()))
+	_, err = env.WaitWorkload(wctx, Actor{Key: freshKey(t)}, r.ID, 0)
+	require.ErrorIs(t, err, ErrNotFound)
 }
