@@ -114,7 +114,7 @@ func (s *Service) revoker(p *Policy, who Actor, id string, serial uint64) (strin
 	}
 	r, err := s.fsm.State().requestBySerial(nil, serial)
 	if err == nil && (r == nil || !p.mayView(Actor{Person: person, Groups: groups}, r)) {
-		return "", nil, fmt.Errorf("%w: no certificate with serial %d", ErrNotFound, serial)
+		return "", nil, fmt.Errorf("%w: no live certificate with serial %d", ErrNotFound, serial)
 	}
 	return person, groups, nil
 }

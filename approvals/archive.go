@@ -37,6 +37,35 @@ func (s *Service) archived(id string) (*Request, error) {
 	return r, nil
 }
 
+// withDetail returns a copy of r and, when r is compacted, with the
+// detail compaction dropped read back from its audit entries. When the
+// archive cannot tell, the copy stays Compacted (and the reason is
+// logged): what the state holds still answers.
+func (s *Service) withDetail(r *Request) *Request {
+	if !r.Compacted || s.archive == nil {
+		return r.clone()
+	}
+	a, err := s.archived(r.ID)
+	if err != nil {
+		s.logger.Warn("compacted request: detail not read from the audit log", "id", r.ID, "err", err)
+		return r.clone()
+	}
+	out := r.clone()
+	out.Statement, out.Signature, out.PublicKey, out.Certificate = a.Statement, a.Signature, a.PublicKey, a.Certificate
+	for i := range out.Approvals {
+		for _, aa := range a.Approvals {
+			if aa.By == out.Approvals[i].By {
+				out.Approvals[i].Statement, out.Approvals[i].Signature = aa.Statement, aa.Signature
+			}
+		}
+	}
+	if out.Decision != nil && a.Decision != nil {
+		out.Decision.Statement, out.Decision.Signature = a.Decision.Statement, a.Decision.Signature
+	}
+	out.Compacted = false
+	return out
+}
+
 // requestFromEntries rebuilds a request from its audit entries, in log
 // order. What the entries do not record is left out: when a pending
 // request would have expired, the groups each approval counted for.

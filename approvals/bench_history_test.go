@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,7 +36,9 @@ import (
 //
 // JITSSH_BENCH_YEAR_REQUESTS sets how many requests (default 20,000; the
 // figures in BENCHMARKS.md are for 10,000,000), JITSSH_BENCH_RETENTION the
-// retention (default DefaultRetention). It reports the heap in use and the
+// retention (default DefaultRetention); JITSSH_BENCH_HEAP_PROFILE, a file
+// to write a heap profile to while the state is still held (the
+// benchmark's -memprofile is written after it is gone). It reports the heap in use and the
 // process's RSS after the last prune, the size of a raft snapshot of the
 // state then, the requests left in it, and requests per second applied.
 func BenchmarkStateYear(b *testing.B) {
@@ -53,6 +57,9 @@ func BenchmarkStateYear(b *testing.B) {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
+		if path := os.Getenv("JITSSH_BENCH_HEAP_PROFILE"); path != "" {
+			writeHeapProfile(b, path)
+		}
 		snap, err := y.f.Snapshot()
 		require.NoError(b, err)
 		var size countingWriter
@@ -81,6 +88,8 @@ type yearRun struct {
 	batch     []*raft.Log
 	retention time.Duration
 	ids       *idSource
+	// logs, when not nil, keeps every entry applied, for a replay.
+	logs *[]*raft.Log
 
 	cert, key, statement, signature string
 }
@@ -119,6 +128,7 @@ func (y *yearRun) flush() {
 	if len(y.batch) == 0 {
 		return
 	}
+	y.keep(y.batch)
 	for _, res := range y.f.ApplyBatch(y.batch) {
 		if r, ok := res.(*applyResult); ok && r.err != nil {
 			y.tb.Fatalf("apply: %v", r.err)
@@ -144,6 +154,12 @@ func (y *yearRun) run(n int) {
 	y.prune(t0.Add(time.Duration(n) * step))
 }
 
+func (y *yearRun) keep(batch []*raft.Log) {
+	if y.logs != nil {
+		*y.logs = append(*y.logs, slices.Clone(batch)...)
+	}
+}
+
 // progress says how far a long run is, on stderr.
 func (y *yearRun) progress(i int, now time.Time) {
 	var m runtime.MemStats
@@ -157,13 +173,14 @@ func (y *yearRun) progress(i int, now time.Time) {
 		i, int(now.Sub(t0).Hours()/24), len(live), m.HeapInuse>>20, procStatus(y.tb, "VmRSS")>>20, float64(size)/(1<<20))
 }
 
-// prune applies prunes until one drops less than its limit, as the
-// leader does.
+// prune applies prunes until one drops and compacts less than its limit,
+// as the leader does.
 func (y *yearRun) prune(now time.Time) {
 	for {
-		y.apply(msgPrune, pruneCmd{Cutoff: now.Add(-y.retention), At: now, Limit: prunePerCommand}, now)
+		y.apply(msgPrune, newPruneCmd(now, y.retention), now)
 		batch := y.batch
 		y.batch = nil
+		y.keep(batch)
 		var last *applyResult
 		for _, res := range y.f.ApplyBatch(batch) {
 			last = res.(*applyResult)
@@ -171,7 +188,7 @@ func (y *yearRun) prune(now time.Time) {
 		if last.err != nil {
 			y.tb.Fatalf("prune: %v", last.err)
 		}
-		if last.pruned < prunePerCommand {
+		if last.pruned < prunePerCommand && last.compacted < prunePerCommand {
 			return
 		}
 	}
@@ -217,6 +234,14 @@ func (y *yearRun) request(i int, now time.Time) {
 	if kind == 50 {
 		y.apply(msgRevoke, revokeCmd{ID: id, Decision: Decision{By: "bob", At: decided.Add(time.Minute), Reason: "left"}, Kind: AuditRevoke}, decided)
 	}
+}
+
+// writeHeapProfile writes the heap's profile to path.
+func writeHeapProfile(tb testing.TB, path string) {
+	f, err := os.Create(path)
+	require.NoError(tb, err)
+	defer f.Close()
+	require.NoError(tb, pprof.WriteHeapProfile(f))
 }
 
 // countingWriter counts what is written to it.

@@ -55,7 +55,7 @@ func (s *Service) issueOnLeader(ctx context.Context, r *Request) (*Request, erro
 	if err != nil {
 		return nil, err
 	}
-	if cur.Certificate == "" {
+	if !cur.HasCertificate() {
 		return nil, fmt.Errorf("%w: %s has no certificate here after the leader issued it", ErrIssue, r.ID)
 	}
 	return cur, nil
@@ -71,7 +71,7 @@ func (s *Service) serveIssue(ctx context.Context, a issueArgs) (*Request, error)
 	if err != nil {
 		return nil, err
 	}
-	for r.Certificate == "" {
+	for !r.HasCertificate() {
 		s.policyMu.RLock()
 		_, err = s.issue(r)
 		s.policyMu.RUnlock()
@@ -84,7 +84,7 @@ func (s *Service) serveIssue(ctx context.Context, a issueArgs) (*Request, error)
 			continue
 		}
 		if err != nil {
-			if cur, lerr := s.lookup(a.ID); lerr == nil && cur.Certificate != "" {
+			if cur, lerr := s.lookup(a.ID); lerr == nil && cur.HasCertificate() {
 				r = cur
 				break
 			}
@@ -93,7 +93,7 @@ func (s *Service) serveIssue(ctx context.Context, a issueArgs) (*Request, error)
 		if r, err = s.lookup(a.ID); err != nil {
 			return nil, err
 		}
-		if r.Certificate == "" {
+		if !r.HasCertificate() {
 			return nil, fmt.Errorf("%w: %s has no certificate after it was issued", ErrIssue, a.ID)
 		}
 	}

@@ -163,7 +163,7 @@ func (s *Service) Revoke(ctx context.Context, who Actor, id string, serial uint6
 			return nil, err
 		}
 		if cur == nil {
-			return nil, fmt.Errorf("%w: no certificate with serial %d", ErrNotFound, serial)
+			return nil, fmt.Errorf("%w: no live certificate with serial %d", ErrNotFound, serial)
 		}
 	} else if cur, err = s.lookup(id); err != nil {
 		return nil, err

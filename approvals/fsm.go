@@ -157,8 +157,9 @@ type applyResult struct {
 	// repeat: the command's idempotency key was applied before, at index;
 	// this application changed nothing.
 	repeat bool
-	// pruned is how many requests a prune command dropped.
-	pruned int
+	// pruned is how many requests a prune command dropped, compacted
+	// how many it compacted.
+	pruned, compacted int
 	// refused is a refusal that is recorded on the audit log all the
 	// same, such as a CI/CD token presented again: the command commits
 	// its entry, and the caller is refused.
@@ -350,7 +351,10 @@ func (f *fsm) apply(index uint64, t msgType, body []byte) *applyResult {
 // idempotency key per line, then one used CI/CD token per line. Before
 // it, the used tokens were read back from the requests that carry them.
 // Format 4 adds what the state keeps of the requests it pruned.
-const snapshotFormat = 4
+// Format 5 holds compacted requests (Request.Compacted), which a reader of
+// an older format would take for requests whose certificate is still to
+// be issued; it reads formats 1 to 4 as they are.
+const snapshotFormat = 5
 
 type snapshotHeader struct {
 	Format     int          `json:"format"`

@@ -203,7 +203,7 @@ func (s *Service) signHere(ctx context.Context, r *Request, creq ca.CertRequest)
 			continue
 		}
 		if errors.Is(err, ErrIssue) && s.cluster != nil {
-			if cur, lerr := s.lookup(r.ID); lerr == nil && cur.Certificate != "" {
+			if cur, lerr := s.lookup(r.ID); lerr == nil && cur.HasCertificate() {
 				return &applyResult{index: cur.Version, request: cur}, false, nil
 			}
 		}

@@ -37,7 +37,7 @@ func (s *Service) revoked(since time.Time) ([]uint64, int, time.Time, error) {
 	for _, r := range reqs {
 		// A request revoked before its certificate was stored has no
 		// certificate out there to refuse.
-		if r.Certificate == "" {
+		if !r.HasCertificate() {
 			continue
 		}
 		total++

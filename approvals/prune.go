@@ -15,7 +15,8 @@ import (
 // must still list. Everything else is history, which the audit log keeps
 // in full; after a retention it leaves the in-memory state (and so every
 // raft snapshot) through a replicated command, so that every replica drops
-// the same requests at the same raft index.
+// the same requests at the same raft index. Until then it stays compacted
+// (see compactTxn).
 //
 // The leader proposes the command with the cutoff computed from its clock;
 // applying it reads no clock. A request's serial is never reused after it
@@ -45,6 +46,9 @@ type pruneCmd struct {
 	Cutoff time.Time `json:"cutoff"` // requests that ended before it leave
 	At     time.Time `json:"at"`     // the proposer's clock: tokens and keys age by it
 	Limit  int       `json:"limit"`  // at most this many requests
+	// Compact: requests that settled before it are compacted (see
+	// compactTxn), at most Limit of them; zero compacts none.
+	Compact time.Time `json:"compact,omitzero"`
 }
 
 const metaPruned = "pruned" // Text: prunedTotals as JSON
@@ -90,9 +94,9 @@ func endedAt(r *Request) (time.Time, bool) {
 		return r.UpdatedAt, true
 	case StateApproved:
 		switch {
-		case r.Certificate == "" && r.Revoked != nil:
+		case !r.HasCertificate() && r.Revoked != nil:
 			return r.Revoked.At, true
-		case r.Certificate == "":
+		case !r.HasCertificate():
 			return time.Time{}, false
 		case r.Revoked != nil:
 			end := r.ValidBefore.Add(krlKeep)
@@ -139,8 +143,8 @@ func pruneTxn(tx *txn, body []byte, res *applyResult) ([]auditEvent, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cmd.Cutoff.IsZero() || cmd.At.IsZero() || cmd.Cutoff.After(cmd.At) {
-		return nil, fmt.Errorf("%w: prune up to %s at %s", ErrBadRequest, cmd.Cutoff, cmd.At)
+	if cmd.Cutoff.IsZero() || cmd.At.IsZero() || cmd.Cutoff.After(cmd.At) || cmd.Compact.After(cmd.At) {
+		return nil, fmt.Errorf("%w: prune up to %s, compact up to %s, at %s", ErrBadRequest, cmd.Cutoff, cmd.Compact, cmd.At)
 	}
 	limit := cmd.Limit
 	if limit <= 0 || limit > prunePerCommand {
@@ -169,7 +173,7 @@ func pruneTxn(tx *txn, body []byte, res *applyResult) ([]auditEvent, error) {
 		d.States[string(r.State)]++
 		d.Last = r.ID
 		totals.States[r.State]++
-		if r.Certificate != "" {
+		if r.HasCertificate() {
 			d.Certificates++
 			if r.Revoked != nil {
 				d.Revoked++
@@ -189,6 +193,11 @@ func pruneTxn(tx *txn, body []byte, res *applyResult) ([]auditEvent, error) {
 	}
 	if d.Keys, err = pruneOpsTxn(tx, cmd.At.Add(-opsKeep), limit); err != nil {
 		return nil, err
+	}
+	if !cmd.Compact.IsZero() {
+		if res.compacted, err = compactTxn(tx, cmd.Compact, limit); err != nil {
+			return nil, err
+		}
 	}
 	if d.Requests == 0 && d.Tokens == 0 && d.Keys == 0 {
 		return nil, nil
@@ -250,12 +259,15 @@ func pruneOpsTxn(t *txn, before time.Time, limit int) (int, error) {
 	return len(old), nil
 }
 
-// pruneWork reports whether a prune at now with cutoff would drop
-// anything: the leader proposes one only then.
+// pruneWork reports whether a prune at now with cutoff would drop or
+// compact anything: the leader proposes one only then.
 func pruneWork(st *stateStore, cutoff, now time.Time) (bool, error) {
 	tx := st.db.Txn(false)
 	reqs, err := prunable(tx, cutoff, 1)
 	if err != nil || len(reqs) > 0 {
+		return len(reqs) > 0, err
+	}
+	if reqs, err = compactable(tx, now.Add(-compactAfter), 1); err != nil || len(reqs) > 0 {
 		return len(reqs) > 0, err
 	}
 	obj, err := tx.First(tableUsedTokens, indexUntil)
@@ -296,7 +308,7 @@ func (s *Service) pruneDue() time.Time {
 			s.nextPrune = now.Add(s.pruneEvery())
 			return s.nextPrune
 		}
-		if _, err := s.commit(msgPrune, pruneCmd{Cutoff: cutoff, At: now, Limit: prunePerCommand}); err != nil {
+		if _, err := s.commit(msgPrune, newPruneCmd(now, s.retention)); err != nil {
 			s.logger.Error("prune state", "err", err)
 			break
 		}
@@ -304,6 +316,11 @@ func (s *Service) pruneDue() time.Time {
 	}
 	s.nextPrune = now.Add(s.pruneEvery())
 	return s.nextPrune
+}
+
+// newPruneCmd is the prune command the leader proposes at now.
+func newPruneCmd(now time.Time, retention time.Duration) pruneCmd {
+	return pruneCmd{Cutoff: now.Add(-retention), At: now, Limit: prunePerCommand, Compact: now.Add(-compactAfter)}
 }
 
 func (s *Service) pruneEvery() time.Duration {
@@ -323,11 +340,11 @@ func (s *Service) Prune() (int, error) {
 	n := 0
 	for {
 		now := s.clock()
-		res, err := s.commit(msgPrune, pruneCmd{Cutoff: now.Add(-s.retention), At: now, Limit: prunePerCommand})
+		res, err := s.commit(msgPrune, newPruneCmd(now, s.retention))
 		if err != nil {
 			return n, err
 		}
-		if res.pruned == 0 {
+		if res.pruned == 0 && res.compacted == 0 {
 			return n, nil
 		}
 		n += res.pruned

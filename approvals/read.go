@@ -56,7 +56,7 @@ func (s *Service) Get(who Actor, id string) (*Request, error) {
 		return nil, notFound(id)
 	}
 	r, _ = s.visible(r)
-	return r.clone(), nil
+	return s.withDetail(r), nil
 }
 
 // List returns a page of the requests f selects among those who may see,
@@ -174,7 +174,7 @@ func (s *Service) wait(ctx context.Context, id string, afterVersion uint64, chec
 		if r.Version > afterVersion {
 			v, notYet := s.visible(r)
 			if notYet == nil {
-				return v.clone(), nil
+				return s.withDetail(v), nil
 			}
 			ws.Add(notYet) // its certificate leaves once its entry is durable
 		}

@@ -87,6 +87,13 @@ type Request struct {
 	// Archived: the request had ended and left the daemon's state; this
 	// is what its audit entries tell of it.
 	Archived bool `json:"archived,omitempty"`
+	// Compacted: the request had ended and the daemon keeps it without
+	// what its audit entries hold in full: the statements and signatures
+	// (its own, its approvals' and its decision's), the public key and the
+	// certificate's text. The serial, validity and every who and when
+	// stay. A request is read with them again from the audit log where
+	// the daemon has its index.
+	Compacted bool `json:"compacted,omitempty"`
 }
 
 // Approval is one person's approval of a request.
@@ -118,7 +125,7 @@ type Decision struct {
 // when none was issued.
 func (r *Request) CertState(now time.Time) CertState {
 	switch {
-	case r.Certificate == "":
+	case !r.HasCertificate():
 		return ""
 	case r.Revoked != nil && r.Revoked.Release:
 		return CertReleased
@@ -135,7 +142,13 @@ func (r *Request) CertState(now time.Time) CertState {
 // the certificate, and retries until it is stored, so this is a passing
 // state: whoever waits for the request waits through it.
 func (r *Request) Issuing() bool {
-	return r.State == StateApproved && r.Certificate == "" && r.Revoked == nil
+	return r.State == StateApproved && !r.HasCertificate() && r.Revoked == nil
+}
+
+// HasCertificate reports whether a certificate was stored for r. A
+// compacted request no longer carries its text, only when it was issued.
+func (r *Request) HasCertificate() bool {
+	return r.Certificate != "" || r.Compacted && !r.IssuedAt.IsZero()
 }
 
 // Satisfied reports whether the approvals meet every step.

@@ -17,9 +17,9 @@ const (
 	tableUsedTokens = "used_tokens"
 
 	indexID        = "id"        // requests by ID, which is also creation order
-	indexState     = "state"     // requests by State, then ID
-	indexRequester = "requester" // requests by Requester, then ID
-	indexSerial    = "serial"    // requests with a serial, by serial
+	indexState     = "state"     // requests not compacted, by State, then ID
+	indexRequester = "requester" // requests not compacted, by Requester, then ID
+	indexSerial    = "serial"    // requests not compacted with a serial, by serial
 	indexRevoked   = "revoked"   // revoked certificates
 	indexUnissued  = "unissued"  // approved, not revoked, certificate not stored yet
 	indexUntil     = "until"     // used tokens by the time they stop being usable
@@ -62,12 +62,14 @@ func requestsTableSchema() *memdb.TableSchema {
 				Indexer: &memdb.StringFieldIndex{Field: "ID"},
 			},
 			indexState: {
-				Name:    indexState,
-				Indexer: &memdb.StringFieldIndex{Field: "State"},
+				Name:         indexState,
+				AllowMissing: true,
+				Indexer:      stateIndex,
 			},
 			indexRequester: {
-				Name:    indexRequester,
-				Indexer: &memdb.StringFieldIndex{Field: "Requester"},
+				Name:         indexRequester,
+				AllowMissing: true,
+				Indexer:      requesterIndex,
 			},
 			indexSerial: {
 				Name:         indexSerial,
@@ -104,7 +106,9 @@ func metaTableSchema() *memdb.TableSchema {
 
 // serialIndex indexes requests by certificate serial, as 8 big-endian
 // bytes so that keys sort like the numbers. Requests without a serial are
-// left out.
+// left out, and so are compacted ones: a serial is looked up to revoke
+// its certificate, and a compacted request's certificate has expired or
+// been revoked.
 type serialIndex struct{}
 
 func (serialIndex) FromObject(obj any) (bool, []byte, error) {
@@ -112,7 +116,7 @@ func (serialIndex) FromObject(obj any) (bool, []byte, error) {
 	if !ok {
 		return false, nil, fmt.Errorf("serial index: %T is not a *Request", obj)
 	}
-	if r.Serial == 0 {
+	if r.Serial == 0 || r.Compacted {
 		return false, nil, nil
 	}
 	return true, binary.BigEndian.AppendUint64(nil, r.Serial), nil
@@ -127,6 +131,46 @@ func (serialIndex) FromArgs(args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("serial index: argument is %T, want uint64", args[0])
 	}
 	return binary.BigEndian.AppendUint64(nil, n), nil
+}
+
+// uncompactedIndex indexes the requests that are not compacted by a
+// text field, as the text and a zero byte, like a StringFieldIndex.
+// Compacted requests, most of those the state holds, are left out: they
+// have ended, and nothing looks them up by these fields but listings,
+// which read them in ID order instead. So the state index holds the
+// pending requests, the live ones and those that settled too recently to
+// be compacted yet, and is also the list of those to compact; the
+// requester index, someone's requests that may still be live.
+type uncompactedIndex struct {
+	field string
+	get   func(*Request) string
+}
+
+var (
+	stateIndex     = uncompactedIndex{"State", func(r *Request) string { return string(r.State) }}
+	requesterIndex = uncompactedIndex{"Requester", func(r *Request) string { return r.Requester }}
+)
+
+func (ix uncompactedIndex) FromObject(obj any) (bool, []byte, error) {
+	r, ok := obj.(*Request)
+	if !ok {
+		return false, nil, fmt.Errorf("%s index: %T is not a *Request", ix.field, obj)
+	}
+	if r.Compacted {
+		return false, nil, nil
+	}
+	return true, append([]byte(ix.get(r)), 0), nil
+}
+
+func (ix uncompactedIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("%s index: want one argument, got %d", ix.field, len(args))
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("%s index: argument is %T, want string", ix.field, args[0])
+	}
+	return append([]byte(s), 0), nil
 }
 
 // flagIndex indexes the requests for which it returns true, all under the

@@ -53,9 +53,11 @@ func describeIndexer(ix memdb.Indexer) string {
 	case *memdb.StringFieldIndex:
 		return fmt.Sprintf("string field %s (lowercase=%v)", ix.Field, ix.Lowercase)
 	case serialIndex:
-		return "serial (8 bytes, big-endian)"
+		return "serial of requests not compacted (8 bytes, big-endian)"
 	case flagIndex:
 		return "flag"
+	case uncompactedIndex:
+		return fmt.Sprintf("string field %s of requests not compacted", ix.field)
 	case untilIndex:
 		return "until (8 bytes, big-endian, sign bit flipped)"
 	}
@@ -70,6 +72,9 @@ func TestIndexerKeys(t *testing.T) {
 		"issued":   {ID: "req-C", Requester: "bob", State: StateApproved, Serial: 1, Certificate: "cert"},
 		"revoked":  {ID: "req-D", Requester: "bob", State: StateApproved, Serial: 2, Certificate: "cert", Revoked: &Decision{At: at}},
 		"stopped":  {ID: "req-E", Requester: "bob", State: StateApproved, Revoked: &Decision{At: at}},
+		// A revoked certificate, compacted: only the ID and revoked
+		// indexes hold it.
+		"compacted": {ID: "req-F", Requester: "bob", State: StateApproved, Serial: 3, IssuedAt: at, Revoked: &Decision{At: at}, Compacted: true},
 	}
 	indexes := requestsTableSchema().Indexes
 	tests := []struct {
@@ -91,6 +96,12 @@ func TestIndexerKeys(t *testing.T) {
 		{indexUnissued, "unissued", []byte{1}},
 		{indexUnissued, "issued", nil},
 		{indexUnissued, "stopped", nil},
+		{indexID, "compacted", []byte("req-F\x00")},
+		{indexState, "compacted", nil},
+		{indexRequester, "compacted", nil},
+		{indexSerial, "compacted", nil},
+		{indexRevoked, "compacted", []byte{1}},
+		{indexUnissued, "compacted", nil},
 	}
 	for _, tt := range tests {
 		ix := indexes[tt.index].Indexer.(memdb.SingleIndexer)
@@ -112,6 +123,9 @@ func TestIndexerKeys(t *testing.T) {
 	}{
 		{indexID, []any{"req-A"}, []byte("req-A\x00"), false},
 		{indexState, []any{string(StatePending)}, []byte("pending\x00"), false},
+		{indexRequester, []any{"alice"}, []byte("alice\x00"), false},
+		{indexRequester, []any{1}, nil, true},
+		{indexState, nil, nil, true},
 		{indexSerial, []any{uint64(258)}, []byte{0, 0, 0, 0, 0, 0, 1, 2}, false},
 		{indexSerial, []any{258}, nil, true},
 		{indexSerial, nil, nil, true},

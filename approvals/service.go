@@ -387,7 +387,7 @@ func goneFrom(st *stateStore, p *Policy, now time.Time) (map[string]string, erro
 			if _, ok := p.people[r.Requester]; ok || r.Workload != nil {
 				continue // a CI/CD job is no person of the policy
 			}
-			if r.State == StatePending || (r.Revoked == nil && (r.Certificate == "" || now.Before(r.ValidBefore))) {
+			if r.State == StatePending || (r.Revoked == nil && (!r.HasCertificate() || now.Before(r.ValidBefore))) {
 				gone[r.Requester] = "removed from the policy"
 			}
 		}

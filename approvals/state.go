@@ -84,7 +84,8 @@ func requestByIDTxn(tx *memdb.Txn, ws memdb.WatchSet, id string) (*Request, erro
 }
 
 // requestBySerial returns the request whose certificate has that serial,
-// or nil.
+// or nil; nil too for a compacted request, whose certificate has expired
+// or been revoked (see serialIndex).
 func (s *stateStore) requestBySerial(ws memdb.WatchSet, serial uint64) (*Request, error) {
 	ch, obj, err := s.db.Txn(false).FirstWatch(tableRequests, indexSerial, serial)
 	if err != nil {
@@ -114,12 +115,12 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	)
 	// IDs sort by creation time, and non-unique indexes order rows by ID
 	// within a value, so every index here iterates in creation order.
-	switch {
-	case q.requester != "":
-		it, err = tx.GetReverse(tableRequests, indexRequester, q.requester)
-	case len(q.states) == 1:
+	// The state and requester indexes leave compacted requests out, and
+	// only pending ones are never compacted: other listings read the
+	// requests in ID order.
+	if len(q.states) == 1 && q.states[0] == StatePending {
 		it, err = tx.GetReverse(tableRequests, indexState, string(q.states[0]))
-	default:
+	} else {
 		it, err = tx.GetReverse(tableRequests, indexID)
 	}
 	if err != nil {
@@ -129,7 +130,7 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	var out []*Request
 	for obj := it.Next(); obj != nil; obj = it.Next() {
 		r := obj.(*Request)
-		if len(q.states) > 0 && !slices.Contains(q.states, r.State) {
+		if len(q.states) > 0 && !slices.Contains(q.states, r.State) || q.requester != "" && r.Requester != q.requester {
 			continue
 		}
 		if q.keep != nil && !q.keep(r) {
@@ -143,7 +144,10 @@ func (s *stateStore) listRequests(ws memdb.WatchSet, q listQuery) ([]*Request, e
 	return out, nil
 }
 
-// requestsInState returns the requests in state, oldest first.
+// requestsInState returns the requests in state that are not compacted,
+// oldest first: every pending one, the approved ones whose certificate is
+// to come or may still be live, and those that ended too recently to be
+// compacted yet.
 func (s *stateStore) requestsInState(ws memdb.WatchSet, state State) ([]*Request, error) {
 	return s.all(ws, indexState, string(state))
 }

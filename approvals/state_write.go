@@ -437,7 +437,7 @@ func checkIssuable(r *Request) error {
 		return fmt.Errorf("%w: %s is %s, not approved", ErrIssue, r.ID, r.State)
 	case r.Revoked != nil:
 		return fmt.Errorf("%w: %s was revoked by %s before its certificate was issued", ErrIssue, r.ID, r.Revoked.By)
-	case r.Certificate != "":
+	case r.HasCertificate():
 		return fmt.Errorf("%w: %s already has certificate serial %d", ErrIssue, r.ID, r.Serial)
 	}
 	return nil
@@ -466,7 +466,7 @@ func revokeCertificateTxn(t *txn, id string, d Decision) (*Request, error) {
 	case r.Revoked != nil:
 		return nil, fmt.Errorf("%w: %s was revoked already, by %s at %s",
 			ErrNotActive, id, r.Revoked.By, r.Revoked.At.Format(time.RFC3339))
-	case r.Certificate != "" && !d.At.Before(r.ValidBefore):
+	case r.HasCertificate() && !d.At.Before(r.ValidBefore):
 		return nil, fmt.Errorf("%w: the certificate of %s expired at %s",
 			ErrNotActive, id, r.ValidBefore.Format(time.RFC3339))
 	}
@@ -521,7 +521,7 @@ func offboardTxn(t *txn, people map[string]string, at time.Time) ([]*Request, er
 			switch {
 			case r.State == StatePending:
 				n, err = endTxn(t, r, StateCancelled, d, at)
-			case r.State == StateApproved && r.Revoked == nil && (r.Certificate == "" || at.Before(r.ValidBefore)):
+			case r.State == StateApproved && r.Revoked == nil && (!r.HasCertificate() || at.Before(r.ValidBefore)):
 				n, err = revokeTxn(t, r, d)
 			default:
 				continue

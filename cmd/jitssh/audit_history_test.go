@@ -130,9 +130,41 @@ people:
 	require.NoError(t, err)
 	erins := submit("erin", apiRequest{Repo: "demo/app", Ref: "*", Access: "read", Reason: "mine"})
 
+	// Two hours on, the hour-long certificates expired or were released
+	// over an hour ago: the state keeps the requests compacted (a listing, read
+	// from memory, says so), and Get reads what compaction dropped back
+	// from the index of the audit log.
+	clock.Advance(2*time.Hour + time.Minute)
+	_, err = svc.Prune()
+	require.NoError(t, err)
+	_, err = archive.CatchUp()
+	require.NoError(t, err)
+	page, err := svc.List(as("alice"), approvals.ListFilter{})
+	require.NoError(t, err)
+	require.Len(t, page.Requests, 2)
+	for _, want := range []*approvals.Request{feature, read} {
+		listed := page.Requests[0]
+		page.Requests = page.Requests[1:]
+		require.Equal(t, want.ID, listed.ID)
+		assert.True(t, listed.Compacted)
+		assert.Empty(t, listed.Certificate)
+		got, err := svc.Get(as("alice"), want.ID)
+		require.NoError(t, err)
+		assert.False(t, got.Compacted || got.Archived)
+		assert.Equal(t, want.Statement, got.Statement)
+		assert.Equal(t, want.Signature, got.Signature)
+		assert.Equal(t, want.PublicKey, got.PublicKey)
+		assert.Equal(t, want.Certificate, got.Certificate)
+		require.Len(t, got.Approvals, len(want.Approvals))
+		for i, a := range want.Approvals {
+			assert.Equal(t, a.Statement, got.Approvals[i].Statement)
+			assert.Equal(t, a.Signature, got.Approvals[i].Signature)
+		}
+	}
+
 	// A day past the certificates' hour, and the released one's hour on
 	// the KRL: every request ended more than the retention ago.
-	clock.Advance(27 * time.Hour)
+	clock.Advance(25 * time.Hour)
 	n, err := svc.Prune()
 	require.NoError(t, err)
 	require.Equal(t, 3, n)

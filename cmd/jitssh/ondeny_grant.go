@@ -213,7 +213,7 @@ func pendingFor(client *apiClient, n grantNeed) (*apiResponse, ed25519.PrivateKe
 	}
 	r := resp.Request
 	live := r.State == approvals.StatePending ||
-		r.State == approvals.StateApproved && r.Revoked == nil && (r.Certificate == "" || time.Now().Before(r.ValidBefore))
+		r.State == approvals.StateApproved && r.Revoked == nil && (!r.HasCertificate() || time.Now().Before(r.ValidBefore))
 	if !live {
 		removePendingRecord(n)
 		removeStashedKey(id)
