@@ -95,7 +95,7 @@ const (
 //     git's own git-shell: what a stock Git host runs;
 //   - openssh+jitssh: a second sshd, configured like the first but
 //     trusting the jitssh CAs, with principals-command forcing jitssh
-//     git-shell, as PRODUCT.md tells an operator to configure it;
+//     git-shell, as the README ("Stock OpenSSH in front of the repositories") tells an operator to configure it;
 //   - jitssh-native: the jitssh git-server binary;
 //   - no-ssh: git over file://, the floor, with no SSH and no server.
 //
@@ -245,7 +245,7 @@ func newGitBenchFixture(b *testing.B) *gitBenchFixture {
 		log:  func() string { return "\nsshd log:\n" + stock.Log() },
 	})
 
-	// openssh+jitssh: configured as PRODUCT.md says.
+	// openssh+jitssh: configured as the README says.
 	safe := opensshtest.SafeDir(b)
 	bin := filepath.Join(safe, "jitssh")
 	data, err := os.ReadFile(jitsshBin)

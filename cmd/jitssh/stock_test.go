@@ -62,7 +62,7 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// stockServer is a real OpenSSH sshd configured as PRODUCT.md tells an
+// stockServer is a real OpenSSH sshd configured as the README tells an
 // operator: TrustedUserCAKeys, RevokedKeys, ExposeAuthInfo and jitssh
 // principals-command forcing jitssh git-shell.
 type stockServer struct {
