@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -269,30 +268,9 @@ people:
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 		nodes[i] = &clusterDaemon{id: id, config: path}
 	}
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithCancel(context.Background())
-			ready := make(chan daemonAddrs, 1)
-			done := make(chan error, 1)
-			go func() { done <- runDaemon(ctx, nd.config, testDaemonLogger(nd.id), ready) }()
-			select {
-			case nd.addrs = <-ready:
-			case err := <-done:
-				t.Errorf("%s did not start: %v", nd.id, err)
-				cancel()
-				return
-			}
-			nd.stop = sync.OnceFunc(func() { cancel(); <-done })
-		}()
-	}
-	wg.Wait()
+	startClusterDaemons(t, nodes)
 	var hosts strings.Builder
 	for _, nd := range nodes {
-		require.NotNil(t, nd.stop, nd.id)
-		t.Cleanup(nd.stop)
 		fmt.Fprintf(&hosts, "[127.0.0.1]:%d %s", nd.addrs.API.(*net.TCPAddr).Port, ssh.MarshalAuthorizedKey(nd.addrs.HostKey))
 	}
 	for _, nd := range nodes {

@@ -115,30 +115,7 @@ people:
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 		nodes[i] = &clusterDaemon{id: id, config: path}
 	}
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithCancel(context.Background())
-			ready := make(chan daemonAddrs, 1)
-			done := make(chan error, 1)
-			go func() { done <- runDaemon(ctx, nd.config, testDaemonLogger(nd.id), ready) }()
-			select {
-			case nd.addrs = <-ready:
-			case err := <-done:
-				t.Errorf("%s did not start: %v", nd.id, err)
-				cancel()
-				return
-			}
-			nd.stop = sync.OnceFunc(func() { cancel(); <-done })
-		}()
-	}
-	wg.Wait()
-	for _, nd := range nodes {
-		require.NotNil(t, nd.stop, nd.id)
-		t.Cleanup(nd.stop)
-	}
+	startClusterDaemons(t, nodes)
 
 	// Every node becomes healthy; exactly one leads.
 	leaders := 0
@@ -250,4 +227,34 @@ func testDaemonLogger(id string) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", id)
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startClusterDaemons starts every node's daemon at once, since a cluster
+// forms only once enough of them are up, and stops them when the test ends.
+func startClusterDaemons(t *testing.T, nodes []*clusterDaemon) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan daemonAddrs, 1)
+			done := make(chan error, 1)
+			go func() { done <- runDaemon(ctx, nd.config, testDaemonLogger(nd.id), ready) }()
+			select {
+			case nd.addrs = <-ready:
+			case err := <-done:
+				t.Errorf("%s did not start: %v", nd.id, err)
+				cancel()
+				return
+			}
+			nd.stop = sync.OnceFunc(func() { cancel(); <-done })
+		}()
+	}
+	wg.Wait()
+	for _, nd := range nodes {
+		require.NotNil(t, nd.stop, nd.id)
+		t.Cleanup(nd.stop)
+	}
 }
