@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,24 +22,6 @@ import (
 	"github.com/jitssh/jitssh/audit"
 	"github.com/jitssh/jitssh/ca"
 )
-
-// historyClock is a clock the test moves.
-type historyClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *historyClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *historyClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // TestPrunedRequestsStillAnswer runs the approval engine with a retention
 // of a day on a clock the test moves, prunes what ended, and checks that
@@ -82,7 +63,7 @@ people:
 	require.Equal(t, 24*time.Hour, cfg.Retention.D())
 	policy, err := approvals.NewPolicy(cfg)
 	require.NoError(t, err)
-	clock := &historyClock{now: time.Now().UTC().Truncate(time.Second)}
+	clock := &fakeNow{t: time.Now().UTC().Truncate(time.Second)}
 	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	authority, err := ca.New(caPriv)
@@ -134,7 +115,7 @@ people:
 	// over an hour ago: the state keeps the requests compacted (a listing, read
 	// from memory, says so), and Get reads what compaction dropped back
 	// from the index of the audit log.
-	clock.Advance(2*time.Hour + time.Minute)
+	clock.add(2*time.Hour + time.Minute)
 	_, err = svc.Prune()
 	require.NoError(t, err)
 	_, err = archive.CatchUp()
@@ -164,7 +145,7 @@ people:
 
 	// A day past the certificates' hour, and the released one's hour on
 	// the KRL: every request ended more than the retention ago.
-	clock.Advance(25 * time.Hour)
+	clock.add(25 * time.Hour)
 	n, err := svc.Prune()
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
